@@ -1,0 +1,55 @@
+# Two commands on a fresh machine: `make setup`, then `make run` or `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+GEN := gen
+PROTOS := $(shell find protos -name '*.proto')
+# A CPU-only interpreter on a 2-core machine: keep math libraries from oversubscribing the cores.
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: setup stubs run test test-fast lint format bench migrate doctor clean
+
+setup: $(VENV)/.installed stubs
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	# The generated stubs live outside the source tree (ignored by git): put them on the venv's path.
+	echo "$(CURDIR)/$(GEN)" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/voice_generated.pth
+	touch $@
+
+stubs: $(VENV)/.installed $(GEN)/.stamp
+
+$(GEN)/.stamp: $(PROTOS)
+	rm -rf $(GEN) && mkdir -p $(GEN)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
+	find $(GEN)/voice -type d -exec touch {}/__init__.py \;
+	touch $@
+
+run: setup
+	$(PY) -m voice_common.launcher
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy services tests bench
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: setup
+	$(PY) -m bench
+
+migrate: setup
+	$(VENV)/bin/voice-admin migrate
+
+doctor: setup
+	$(VENV)/bin/voice-admin doctor
+
+clean:
+	rm -rf $(VENV) $(GEN) .pytest_cache .mypy_cache .ruff_cache
