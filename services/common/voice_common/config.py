@@ -1,0 +1,82 @@
+"""Settings shared by every service (environment variables with the ``VOICE_`` prefix).
+
+Each service adds its own class with its own prefix (``PROFILES_``, ``TTS_``, ...). Settings are built once in
+the service's ``__main__`` and passed down; nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOICE_", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Where the embedded mode keeps its SQLite file and objects.")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host:5432/voice. "
+        "Unset: SQLite file <data_dir>/voice.db (embedded mode).",
+    )
+    s3_endpoint: str | None = Field(
+        None,
+        description="S3/MinIO endpoint such as http://minio:9000. Unset: objects go under <data_dir>/objects.",
+    )
+    s3_access_key: SecretStr = SecretStr("")
+    s3_secret_key: SecretStr = SecretStr("")
+    s3_bucket: str = "voice"
+    s3_region: str = "us-east-1"
+    default_tenant: str = Field("default", description="Tenant of requests without x-voice-tenant metadata.")
+    require_tenant: bool = Field(False, description="Reject requests without x-voice-tenant (cluster mode).")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    grpc_max_message_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
+    shutdown_grace_seconds: float = Field(10.0, ge=0)
+
+    @field_validator("default_tenant")
+    @classmethod
+    def _tenant_shape(cls, value: str) -> str:
+        if not TENANT_PATTERN.match(value):
+            raise ValueError("must be 1-63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit")
+        return value
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _endpoint_shape(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value if "://" in value else f"http://{value}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must look like http://host:port or https://host")
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None and self.s3_endpoint is None
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'voice.db').resolve()}"
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.data_dir / "objects"
+
+
+def describe_validation_error(error: ValidationError, prefix: str) -> str:
+    """Turn pydantic's error into lines that name the environment variable to fix."""
+    lines = ["invalid settings:"]
+    for item in error.errors():
+        name = prefix + "_".join(str(part) for part in item["loc"]).upper()
+        lines.append(f"  {name}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)

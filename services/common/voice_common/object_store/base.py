@@ -1,0 +1,77 @@
+"""The object-store interface shared by every service.
+
+Keys are built by the services from ids (``tenants/<tenant>/samples/<uuid>/original``), never from user strings;
+``validate_key`` enforces the alphabet so an adapter can map keys to paths or URLs without escaping tricks.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+
+
+class ObjectStoreError(Exception):
+    """The store failed (I/O, network, server error). Not a client error."""
+
+
+class ObjectNotFound(ObjectStoreError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"object {key!r} does not exist")
+        self.key = key
+
+
+def validate_key(key: str) -> str:
+    if len(key) > 512 or not _KEY_PATTERN.match(key) or ".." in key:
+        raise ValueError(f"invalid object key {key!r}")
+    return key
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    content_type: str
+
+
+class ObjectStore(ABC):
+    """Async interface; adapters run blocking I/O in worker threads so the event loop never waits on it."""
+
+    @abstractmethod
+    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Write the whole object atomically: readers see the old object, no object, or the new one whole."""
+
+    @abstractmethod
+    async def get(self, key: str) -> bytes:
+        """The whole object; raises ObjectNotFound."""
+
+    @abstractmethod
+    def iter_chunks(self, key: str, chunk_size: int = 64 * 1024) -> AsyncIterator[bytes]:
+        """Stream the object in chunks of at most chunk_size bytes; raises ObjectNotFound before the first."""
+
+    @abstractmethod
+    async def stat(self, key: str) -> ObjectInfo:
+        """Size and content type; raises ObjectNotFound."""
+
+    @abstractmethod
+    async def delete(self, key: str) -> None:
+        """Remove the object; deleting a missing object is not an error (deletes are retried)."""
+
+    @abstractmethod
+    def list_keys(self, prefix: str = "") -> AsyncIterator[str]:
+        """Every key starting with prefix, in no particular order."""
+
+    @abstractmethod
+    async def presigned_get_url(self, key: str, expires: timedelta) -> str:
+        """A URL that downloads the object without credentials until it expires."""
+
+    @abstractmethod
+    async def check(self) -> None:
+        """Raise ObjectStoreError unless the store answers now (used by health checks)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, most adapters hold nothing to release
+        """Release connections and threads."""

@@ -1,0 +1,165 @@
+"""``build_server``: the one way every service builds its grpc.aio server.
+
+It wires the interceptor (request id, tenant, errors -> status, metrics), the stock grpc.health.v1 servicer (NOT_SERVING
+until the service's readiness check passes, re-checked while running), reflection, message-size limits, and a
+graceful drain on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from voice_common.config import CommonSettings
+from voice_common.server.interceptor import ServerInterceptor
+from voice_common.tenancy import TenantResolver
+
+log = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ServiceRegistration:
+    """A servicer to add: ``add(server)`` registers it; ``full_name`` is its proto service name."""
+
+    full_name: str
+    add: Callable[[aio.Server], None]
+
+
+class VoiceServer:
+    def __init__(
+        self,
+        server: aio.Server,
+        health_servicer: health.aio.HealthServicer,
+        service_names: Sequence[str],
+        readiness: ReadinessCheck | None,
+        port: int,
+        grace_seconds: float,
+        recheck_seconds: float,
+    ) -> None:
+        self.server = server
+        self.health = health_servicer
+        self.service_names = list(service_names)
+        self.port = port
+        self._readiness = readiness
+        self._grace = grace_seconds
+        self._recheck = recheck_seconds
+        self._monitor: asyncio.Task[None] | None = None
+        self._serving = False
+        self._stopping = False
+        self.last_readiness_error: str | None = "not checked yet"
+
+    @property
+    def serving(self) -> bool:
+        return self._serving
+
+    async def start(self) -> None:
+        await self._set_status(False)
+        await self.server.start()
+        self._monitor = asyncio.create_task(self._watch_readiness(), name="readiness")
+
+    async def check_ready(self) -> bool:
+        """Run the readiness check once and publish the result through the health service."""
+        try:
+            if self._readiness is not None:
+                await self._readiness()
+        except Exception as error:  # any failure means not ready; the reason is logged, not raised
+            if self._serving or self.last_readiness_error is None:
+                log.warning("not ready", extra={"reason": str(error)})
+            self.last_readiness_error = f"{type(error).__name__}: {error}"
+            await self._set_status(False)
+            return False
+        if not self._serving:
+            log.info("ready", extra={"port": self.port})
+        self.last_readiness_error = None
+        await self._set_status(True)
+        return True
+
+    async def _watch_readiness(self) -> None:
+        while not self._stopping:
+            await self.check_ready()
+            # Re-check often until ready, then at the slower pace.
+            await asyncio.sleep(self._recheck if self._serving else min(self._recheck, 0.5))
+
+    async def _set_status(self, serving: bool) -> None:
+        if self._stopping:
+            return
+        self._serving = serving
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *self.service_names]:
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: report NOT_SERVING, refuse new RPCs, let running ones finish within the grace period."""
+        if self._stopping:
+            return
+        await self.health.enter_graceful_shutdown()
+        self._stopping = True
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        await self.server.stop(self._grace if grace is None else grace)
+
+    async def serve_until_signal(self) -> None:
+        """Block until SIGTERM or SIGINT, then drain."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+            log.info("draining", extra={"grace_seconds": self._grace})
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        await self.stop()
+
+
+def build_server(
+    *,
+    settings: CommonSettings,
+    services: Sequence[ServiceRegistration],
+    host: str,
+    port: int,
+    readiness: ReadinessCheck | None = None,
+    readiness_recheck_seconds: float = 5.0,
+    extra_interceptors: Sequence[aio.ServerInterceptor] = (),
+) -> VoiceServer:
+    """Build (not start) a server; ``port`` 0 picks a free port, read back from ``VoiceServer.port``."""
+    limit = settings.grpc_max_message_bytes
+    server = aio.server(
+        interceptors=[ServerInterceptor(TenantResolver(settings.default_tenant, settings.require_tenant)), *extra_interceptors],
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    for service in services:
+        service.add(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [service.full_name for service in services]
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not listen on {host}:{port} (is the port in use?)")
+    return VoiceServer(
+        server,
+        health_servicer,
+        names,
+        readiness,
+        bound,
+        settings.shutdown_grace_seconds,
+        readiness_recheck_seconds,
+    )

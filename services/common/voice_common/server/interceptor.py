@@ -1,0 +1,163 @@
+"""One server interceptor for every service: request id, tenant, error mapping, metrics and access logs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from voice_common.observability import (
+    GRPC_IN_FLIGHT,
+    GRPC_LATENCY,
+    GRPC_REQUESTS,
+    method_var,
+    request_id_var,
+    tenant_var,
+)
+from voice_common.server.status_mapping import status_for
+from voice_common.tenancy import TENANT_METADATA_KEY, TenantResolver
+
+log = logging.getLogger("voice.access")
+REQUEST_ID_KEY = "x-request-id"
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+# Infrastructure services (health, reflection) are not tenant-owned.
+_UNTENANTED_PREFIXES = ("/grpc.",)
+
+
+class _RpcScope:
+    """Everything done around one RPC, whatever its shape."""
+
+    def __init__(self, method: str, metadata: dict[str, str], tenants: TenantResolver) -> None:
+        self.method = method
+        self.service, _, self.short_method = method.lstrip("/").rpartition("/")
+        self.metadata = metadata
+        self.tenants = tenants
+        self.request_id = metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex
+        self.started = time.perf_counter()
+        self.code = grpc.StatusCode.OK
+
+    def enter(self, context: aio.ServicerContext[Any, Any]) -> None:
+        request_id_var.set(self.request_id)
+        method_var.set(self.method)
+        GRPC_IN_FLIGHT.labels(self.service).inc()
+        context.set_trailing_metadata(((REQUEST_ID_KEY, self.request_id),))
+        if not self.method.startswith(_UNTENANTED_PREFIXES):
+            tenant_var.set(self.tenants.resolve(self.metadata.get(TENANT_METADATA_KEY)))
+
+    async def fail(self, context: aio.ServicerContext[Any, Any], error: BaseException) -> None:
+        mapped = status_for(error, self.request_id)
+        if mapped is None:
+            self.code = grpc.StatusCode.INTERNAL
+            # The traceback goes to the log, never to the client.
+            log.error("unhandled error", exc_info=error)
+            await context.abort(
+                grpc.StatusCode.INTERNAL,
+                f"internal error (request id {self.request_id}); the server logged the details",
+                trailing_metadata=((REQUEST_ID_KEY, self.request_id),),
+            )
+            return
+        code, message, status = mapped
+        self.code = code
+        await context.abort(
+            code,
+            message,
+            trailing_metadata=((REQUEST_ID_KEY, self.request_id), (STATUS_DETAILS_KEY, status.SerializeToString())),
+        )
+
+    def exit(self, context: aio.ServicerContext[Any, Any]) -> None:
+        GRPC_IN_FLIGHT.labels(self.service).dec()
+        if self.code is grpc.StatusCode.OK:
+            code = context.code() if hasattr(context, "code") else None
+            if isinstance(code, grpc.StatusCode):
+                self.code = code
+        elapsed = time.perf_counter() - self.started
+        GRPC_REQUESTS.labels(self.service, self.short_method, self.code.name).inc()
+        GRPC_LATENCY.labels(self.service, self.short_method).observe(elapsed)
+        if log.isEnabledFor(logging.INFO) and not self.method.startswith(_UNTENANTED_PREFIXES):
+            log.info(
+                "rpc",
+                extra={"code": self.code.name, "duration_ms": round(elapsed * 1000, 2), "rpc_method": self.method},
+            )
+
+
+def _is_abort(error: BaseException) -> bool:
+    # context.abort() raises this; the status is already set, so it passes through untouched.
+    return isinstance(error, aio.AbortError)
+
+
+class ServerInterceptor(aio.ServerInterceptor):
+    def __init__(self, tenants: TenantResolver) -> None:
+        self._tenants = tenants
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        metadata = {
+            key: value
+            for key, value in (handler_call_details.invocation_metadata or ())
+            if isinstance(value, str)
+        }
+        tenants = self._tenants
+        if handler.unary_unary or handler.stream_unary:
+            behavior = handler.unary_unary or handler.stream_unary
+
+            async def unary_response(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+                scope = _RpcScope(method, metadata, tenants)
+                try:
+                    scope.enter(context)
+                    return await behavior(request, context)
+                except asyncio.CancelledError:
+                    scope.code = grpc.StatusCode.CANCELLED
+                    raise
+                except Exception as error:
+                    if _is_abort(error):
+                        raise
+                    await scope.fail(context, error)
+                finally:
+                    scope.exit(context)
+
+            factory = (
+                grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+            )
+            return factory(
+                unary_response,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+
+        streaming = handler.unary_stream or handler.stream_stream
+
+        async def stream_response(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            scope = _RpcScope(method, metadata, tenants)
+            try:
+                scope.enter(context)
+                async for response in streaming(request, context):
+                    yield response
+            except asyncio.CancelledError:
+                scope.code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as error:
+                if _is_abort(error):
+                    raise
+                await scope.fail(context, error)
+            finally:
+                scope.exit(context)
+
+        factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        return factory(
+            stream_response,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

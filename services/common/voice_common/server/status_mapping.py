@@ -1,0 +1,78 @@
+"""The one place where errors become gRPC status codes, messages and rich details (google.rpc)."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from voice_common import errors
+from voice_common.object_store import ObjectNotFound, ObjectStoreError
+
+ERROR_DOMAIN = "voice.platform"
+
+_CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+]
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def status_for(error: BaseException, request_id: str) -> tuple[grpc.StatusCode, str, status_pb2.Status] | None:
+    """Code, message and details for a known error; None for an unknown one (which becomes INTERNAL)."""
+    code: grpc.StatusCode | None = None
+    message = str(error)
+    details: list[any_pb2.Any] = []
+    if isinstance(error, errors.DomainError):
+        message = error.message
+        for error_type, candidate in _CODES:
+            if isinstance(error, error_type):
+                code = candidate
+                break
+        if error.violations:
+            details.append(
+                _pack(
+                    error_details_pb2.BadRequest(
+                        field_violations=[
+                            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                            for v in error.violations
+                        ]
+                    )
+                )
+            )
+        if isinstance(error, errors.ResourceExhausted) and error.retry_after_seconds is not None:
+            delay = duration_pb2.Duration()
+            delay.FromNanoseconds(int(error.retry_after_seconds * 1e9))
+            details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+        if isinstance(error, errors.NotFound):
+            details.append(
+                _pack(error_details_pb2.ResourceInfo(resource_type=error.kind, resource_name=error.resource_id))
+            )
+    elif isinstance(error, ObjectNotFound):
+        code = grpc.StatusCode.DATA_LOSS
+        message = f"stored audio is missing (request id {request_id}); an operator can run `voice-admin doctor`"
+    elif isinstance(error, ObjectStoreError):
+        code = grpc.StatusCode.UNAVAILABLE
+        message = "the object store is not answering; retry later"
+    elif isinstance(error, OperationalError) or (isinstance(error, DBAPIError) and error.connection_invalidated):
+        code = grpc.StatusCode.UNAVAILABLE
+        message = "the database is not answering; retry later"
+    if code is None:
+        return None
+    reason = type(error).__name__
+    details.append(
+        _pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata={"request_id": request_id}))
+    )
+    status = status_pb2.Status(code=code.value[0], message=message, details=details)
+    return code, message, status

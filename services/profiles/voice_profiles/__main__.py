@@ -1,0 +1,69 @@
+"""``python -m voice_profiles``: run the profile service until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+
+from pydantic import ValidationError
+from voice_common.config import CommonSettings, describe_validation_error
+from voice_common.db import redact_url
+from voice_common.observability import configure_logging, serve_metrics
+from voice_common.server.bootstrap import build_server
+
+from voice_profiles.app import ProfilesApp
+from voice_profiles.settings import ProfilesSettings
+
+log = logging.getLogger("voice_profiles")
+
+
+async def serve(common: CommonSettings, settings: ProfilesSettings) -> None:
+    app = await ProfilesApp.open(common, settings)
+    server = build_server(
+        settings=common,
+        services=[app.registration()],
+        host=settings.host,
+        port=settings.port,
+        readiness=app.readiness,
+    )
+    await server.start()
+    log.info(
+        "profile service listening",
+        extra={
+            "address": f"{settings.host}:{server.port}",
+            "database": redact_url(app.database_url),
+            "object_store": common.s3_endpoint or str(common.objects_dir.resolve()),
+        },
+    )
+    sweeper = asyncio.create_task(app.sweeper.run_forever(settings.sweep_interval_seconds), name="sweeper")
+    try:
+        await server.serve_until_signal()
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        await app.close()
+        log.info("profile service stopped")
+
+
+def load_settings() -> tuple[CommonSettings, ProfilesSettings]:
+    try:
+        return CommonSettings(), ProfilesSettings()
+    except ValidationError as error:
+        title = error.title
+        prefix = "VOICE_" if title == "CommonSettings" else "PROFILES_"
+        print(describe_validation_error(error, prefix), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main() -> None:
+    common, settings = load_settings()
+    configure_logging("profiles", common.log_level, common.log_format)
+    serve_metrics(settings.metrics_port, settings.host)
+    asyncio.run(serve(common, settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Wires the profile service together: adapters in, domain objects out. Tests build it the same way."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from grpc import aio
+from voice.profiles.v1 import profiles_service_pb2 as pb
+from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
+from voice_common.config import CommonSettings
+from voice_common.db import create_engine, utc_now
+from voice_common.errors import Unavailable
+from voice_common.object_store import ObjectStore, create_object_store
+from voice_common.server.bootstrap import ServiceRegistration
+
+from voice_profiles.domain.archive import ProfileArchiver
+from voice_profiles.domain.doctor import ConsistencyDoctor
+from voice_profiles.domain.generations import GenerationHistory
+from voice_profiles.domain.limits import Limits
+from voice_profiles.domain.object_cleanup import ObjectCleanup
+from voice_profiles.domain.profiles import ProfileManager
+from voice_profiles.domain.samples import SampleManager
+from voice_profiles.domain.sweeper import ExpirySweeper
+from voice_profiles.repositories.schema import pending_revisions, upgrade_to_head_async
+from voice_profiles.repositories.unit_of_work import Database
+from voice_profiles.servicer import ProfileServicer
+from voice_profiles.settings import ProfilesSettings
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ProfileService"].full_name
+
+
+@dataclass
+class ProfilesApp:
+    database_url: str
+    database: Database
+    store: ObjectStore
+    cleanup: ObjectCleanup
+    profiles: ProfileManager
+    samples: SampleManager
+    generations: GenerationHistory
+    archiver: ProfileArchiver
+    sweeper: ExpirySweeper
+    doctor: ConsistencyDoctor
+
+    @classmethod
+    async def open(
+        cls,
+        common: CommonSettings,
+        settings: ProfilesSettings,
+        *,
+        store: ObjectStore | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        migrate: bool | None = None,
+    ) -> ProfilesApp:
+        """Connect the adapters; ``store`` replaces the configured object store (tests wrap it to inject faults)."""
+        url = common.resolved_database_url
+        if common.database_url is None:
+            common.data_dir.mkdir(parents=True, exist_ok=True)
+        should_migrate = migrate if migrate is not None else settings.migrate_on_start
+        if should_migrate is None:
+            should_migrate = url.startswith("sqlite")
+        if should_migrate:
+            await upgrade_to_head_async(url)
+        store = store or await create_object_store(common)
+        return cls.build(url, Database(create_engine(url)), store, settings.limits(), clock)
+
+    @classmethod
+    def build(
+        cls, url: str, database: Database, store: ObjectStore, limits: Limits, clock: Callable[[], datetime]
+    ) -> ProfilesApp:
+        cleanup = ObjectCleanup(database, store, clock)
+        profiles = ProfileManager(database, cleanup, limits, clock)
+        return cls(
+            database_url=url,
+            database=database,
+            store=store,
+            cleanup=cleanup,
+            profiles=profiles,
+            samples=SampleManager(database, store, cleanup, limits, clock),
+            generations=GenerationHistory(database, store, cleanup, limits, clock),
+            archiver=ProfileArchiver(database, store, cleanup, limits, clock),
+            sweeper=ExpirySweeper(database, profiles, cleanup, clock),
+            doctor=ConsistencyDoctor(database, store),
+        )
+
+    def registration(self) -> ServiceRegistration:
+        servicer = ProfileServicer(self.profiles, self.samples, self.generations, self.archiver)
+
+        def add(server: aio.Server) -> None:
+            pb_grpc.add_ProfileServiceServicer_to_server(servicer, server)
+
+        return ServiceRegistration(SERVICE_NAME, add)
+
+    async def readiness(self) -> None:
+        """Ready when the database answers with the current schema and the object store answers."""
+        await self.database.check()
+        pending = await asyncio.to_thread(pending_revisions, self.database_url)
+        if pending:
+            raise Unavailable(f"database schema is behind by {len(pending)} migration(s); run `voice-admin migrate`")
+        await self.store.check()
+
+    async def close(self) -> None:
+        await self.store.close()
+        await self.database.close()

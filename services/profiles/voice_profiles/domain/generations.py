@@ -1,0 +1,215 @@
+"""Generation history: audio the TTS service produced, with what produced it."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from voice_common.audio import AudioEncoding, decode_audio, decode_linear16, encode_audio
+from voice_common.errors import ErrorList, InvalidArgument
+from voice_common.object_store import ObjectStore
+
+from voice_profiles.domain.entities import Generation, GenerationFilter, GenerationStats, Page
+from voice_profiles.domain.limits import Limits
+from voice_profiles.domain.object_cleanup import ObjectCleanup
+from voice_profiles.domain.object_keys import generation_audio_key
+from voice_profiles.domain.paging import Cursor, decode_token, encode_token, page_size
+from voice_profiles.domain.samples import AudioStream, check_output_format, transcode_stream
+from voice_profiles.domain.uploads import read_upload
+from voice_profiles.domain.validation import check_id, check_language, check_text, check_ttl
+from voice_profiles.repositories.unit_of_work import Database
+
+# How far the producer's own duration may differ from the decoded audio before the upload is called truncated.
+DURATION_TOLERANCE_SECONDS = 0.05
+MAX_PARAMETERS = 32
+
+
+@dataclass(frozen=True)
+class GenerationUpload:
+    profile_id: str
+    text: str
+    language: str
+    seed: int = 0
+    parameters: dict[str, float] = field(default_factory=dict)
+    model_id: str = ""
+    encoding: AudioEncoding | None = None  # None: a container that describes itself
+    sample_rate: int = 0
+    claimed_duration_seconds: float = 0.0
+    preview: bool = False
+    ttl: timedelta | None = None
+
+
+def _decode_generation(data: bytes, upload: GenerationUpload, limits: Limits) -> tuple[bytes, float]:
+    if upload.encoding is AudioEncoding.LINEAR16:
+        decoded = decode_linear16(data, upload.sample_rate, target_rate=limits.sample_rate)
+    else:
+        decoded = decode_audio(data, target_rate=limits.sample_rate, max_seconds=limits.max_generation_seconds)
+    if decoded.duration_seconds > limits.max_generation_seconds:
+        raise InvalidArgument(
+            f"the audio is {decoded.duration_seconds:.1f} s long; the limit is {limits.max_generation_seconds:g} s",
+            field="chunk",
+        )
+    claimed = upload.claimed_duration_seconds
+    if claimed and abs(claimed - decoded.duration_seconds) > DURATION_TOLERANCE_SECONDS:
+        raise InvalidArgument(
+            f"metadata.duration_seconds says {claimed:.3f} s but the audio decodes to "
+            f"{decoded.duration_seconds:.3f} s; the upload may be truncated",
+            field="metadata.duration_seconds",
+        )
+    return encode_audio(decoded.samples, limits.sample_rate, AudioEncoding.WAV), decoded.duration_seconds
+
+
+class GenerationHistory:
+    def __init__(
+        self,
+        database: Database,
+        store: ObjectStore,
+        cleanup: ObjectCleanup,
+        limits: Limits,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._database = database
+        self._store = store
+        self._cleanup = cleanup
+        self._limits = limits
+        self._clock = clock
+
+    def _check_upload(self, upload: GenerationUpload) -> tuple[str | None, str, str]:
+        errors = ErrorList()
+        profile_id: str | None = None
+        language = "auto"
+        text = upload.text
+        for check in (
+            lambda: check_text(
+                upload.text, "metadata.text", max_chars=self._limits.max_generation_text_chars, required=True
+            ),
+            lambda: check_language(upload.language, "metadata.language"),
+            lambda: check_text(upload.model_id, "metadata.model_id", max_chars=255, single_line=True),
+        ):
+            try:
+                check()
+            except InvalidArgument as error:
+                errors.violations.extend(error.violations)
+        if not errors.violations:
+            language = check_language(upload.language, "metadata.language")
+        if len(upload.parameters) > MAX_PARAMETERS:
+            errors.add("metadata.parameters", f"at most {MAX_PARAMETERS} parameters")
+        for name, value in upload.parameters.items():
+            if not name or len(name) > 64 or not name.replace("_", "").isalnum():
+                errors.add("metadata.parameters", f"parameter name {name!r} must be 1-64 letters, digits or '_'")
+            elif not math.isfinite(value):
+                errors.add(f"metadata.parameters[{name}]", "must be a finite number")
+        if upload.encoding is AudioEncoding.LINEAR16 and not 8000 <= upload.sample_rate <= 48000:
+            errors.add(
+                "metadata.format.sample_rate_hertz",
+                f"LINEAR16 audio needs its sample rate, 8000 to 48000 (got {upload.sample_rate})",
+            )
+        if upload.claimed_duration_seconds < 0 or not math.isfinite(upload.claimed_duration_seconds):
+            errors.add("metadata.duration_seconds", "must be a non-negative number")
+        errors.raise_if_any()
+        if upload.profile_id:
+            profile_id = check_id("profile", upload.profile_id, "metadata.profile_id")
+        return profile_id, language, text
+
+    async def create(self, tenant_id: str, upload: GenerationUpload, chunks: AsyncIterator[bytes]) -> Generation:
+        profile_id, language, text = self._check_upload(upload)
+        profile_name = ""
+        if profile_id is not None:
+            async with self._database.transaction() as tx:
+                profile_name = (await tx.profiles.get(tenant_id, profile_id)).name
+        now = self._clock()
+        expires_at = None
+        if upload.preview or upload.ttl is not None:
+            expires_at = now + check_ttl(
+                upload.ttl, self._limits.preview_ttl, self._limits.max_ttl, "metadata.ttl"
+            )
+        data = await read_upload(chunks, self._limits.max_generation_bytes, "the audio")
+        wav, duration = await asyncio.to_thread(_decode_generation, data, upload, self._limits)
+        generation = Generation(
+            id=str(uuid.uuid4()),
+            profile_id=profile_id,
+            profile_name=profile_name,
+            text=text,
+            language=language,
+            seed=upload.seed,
+            parameters=dict(upload.parameters),
+            model_id=upload.model_id,
+            duration_seconds=duration,
+            sample_rate=self._limits.sample_rate,
+            audio_key="",
+            size_bytes=len(wav),
+            created_at=now,
+            expires_at=expires_at,
+        )
+        key = generation_audio_key(tenant_id, generation.id)
+        generation = Generation(**{**generation.__dict__, "audio_key": key})
+        try:
+            await self._store.put(key, wav, "audio/wav")
+            async with self._database.transaction() as tx:
+                await tx.generations.add(tenant_id, generation)
+        except BaseException:
+            await asyncio.shield(self._cleanup.discard([key]))
+            raise
+        return generation
+
+    async def get(self, tenant_id: str, generation_id: str) -> Generation:
+        generation_id = check_id("generation", generation_id)
+        async with self._database.transaction() as tx:
+            return await tx.generations.get(tenant_id, generation_id)
+
+    async def list(
+        self, tenant_id: str, filters: GenerationFilter, requested_page_size: int, page_token: str
+    ) -> Page[Generation]:
+        self._check_filters(filters)
+        limit = page_size(requested_page_size)
+        cursor = decode_token(page_token, filters)
+        async with self._database.transaction() as tx:
+            items = await tx.generations.list(tenant_id, filters, cursor, limit + 1)
+        token = ""
+        if len(items) > limit:
+            items = items[:limit]
+            token = encode_token(Cursor(items[-1].created_at, items[-1].id), filters)
+        return Page(items, token)
+
+    def _check_filters(self, filters: GenerationFilter) -> None:
+        if filters.profile_id:
+            try:
+                check_id("profile", filters.profile_id, "profile_id")
+            except Exception:
+                raise InvalidArgument(
+                    f"profile_id {filters.profile_id!r} is not a profile id", field="profile_id"
+                ) from None
+        if (
+            filters.created_from is not None
+            and filters.created_before is not None
+            and filters.created_from >= filters.created_before
+        ):
+            raise InvalidArgument(
+                "create_time_start must be before create_time_end", field="create_time_start"
+            )
+
+    async def stats(self, tenant_id: str, filters: GenerationFilter) -> GenerationStats:
+        self._check_filters(filters)
+        async with self._database.transaction() as tx:
+            return await tx.generations.stats(tenant_id, filters)
+
+    async def delete(self, tenant_id: str, generation_id: str) -> None:
+        generation_id = check_id("generation", generation_id)
+        async with self._database.transaction() as tx:
+            generation = await tx.generations.get(tenant_id, generation_id)
+            await tx.generations.delete(tenant_id, generation_id)
+            ids = await tx.pending_deletions.add([generation.audio_key], self._clock())
+        await self._cleanup.delete_committed([(ids[0], generation.audio_key)])
+
+    async def audio(
+        self, tenant_id: str, generation_id: str, encoding: AudioEncoding | None, rate: int
+    ) -> AudioStream:
+        generation = await self.get(tenant_id, generation_id)
+        encoding, rate = check_output_format(encoding, rate, generation.sample_rate)
+        return await transcode_stream(
+            self._store, generation.audio_key, generation.duration_seconds, encoding, rate, generation.sample_rate
+        )

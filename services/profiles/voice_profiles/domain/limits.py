@@ -1,0 +1,23 @@
+"""Limits and defaults the domain enforces; built from the service settings in ``__main__``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_sample_bytes: int = 50 * 1024 * 1024
+    min_sample_seconds: float = 2.0
+    max_sample_seconds: float = 300.0
+    max_generation_bytes: int = 200 * 1024 * 1024
+    max_generation_seconds: float = 1800.0
+    max_import_bytes: int = 1024 * 1024 * 1024
+    max_reference_text_chars: int = 2000
+    max_generation_text_chars: int = 20000
+    max_samples_per_profile: int = 50
+    temporary_profile_ttl: timedelta = timedelta(hours=12)
+    preview_ttl: timedelta = timedelta(minutes=20)
+    max_ttl: timedelta = timedelta(days=30)
+    sample_rate: int = 24000

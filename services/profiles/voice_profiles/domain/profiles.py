@@ -1,0 +1,157 @@
+"""Voice profiles: create, read, list, update, delete (with their samples' objects)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from voice_common.errors import InvalidArgument
+
+from voice_profiles.domain.entities import Page, Profile, ProfileFilter
+from voice_profiles.domain.limits import Limits
+from voice_profiles.domain.object_cleanup import ObjectCleanup
+from voice_profiles.domain.paging import Cursor, decode_token, encode_token, page_size
+from voice_profiles.domain.validation import check_id, check_language, check_name, check_text, check_ttl
+from voice_profiles.repositories.unit_of_work import Database, Transaction
+
+UPDATABLE_PROFILE_FIELDS = ("name", "description", "language", "expire_time")
+MAX_DESCRIPTION_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class ProfileChanges:
+    """Fields named by an update mask; ``expires_at`` None with ``set_expiry`` True makes a profile permanent."""
+
+    paths: frozenset[str]
+    name: str = ""
+    description: str = ""
+    language: str = ""
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DeletedCounts:
+    samples: int
+    generations: int
+
+
+class ProfileManager:
+    def __init__(
+        self, database: Database, cleanup: ObjectCleanup, limits: Limits, clock: Callable[[], datetime]
+    ) -> None:
+        self._database = database
+        self._cleanup = cleanup
+        self._limits = limits
+        self._clock = clock
+
+    async def create(
+        self,
+        tenant_id: str,
+        *,
+        name: str,
+        description: str = "",
+        language: str = "",
+        temporary: bool = False,
+        ttl: timedelta | None = None,
+    ) -> Profile:
+        name = check_name(name)
+        description = check_text(description, "description", max_chars=MAX_DESCRIPTION_CHARS)
+        language = check_language(language)
+        now = self._clock()
+        expires_at = None
+        if temporary or ttl is not None:
+            expires_at = now + check_ttl(ttl, self._limits.temporary_profile_ttl, self._limits.max_ttl)
+        async with self._database.transaction() as tx:
+            return await tx.profiles.add(
+                tenant_id,
+                profile_id=str(uuid.uuid4()),
+                name=name,
+                description=description,
+                language=language,
+                now=now,
+                expires_at=expires_at,
+            )
+
+    async def get(self, tenant_id: str, profile_id: str) -> Profile:
+        profile_id = check_id("profile", profile_id)
+        async with self._database.transaction() as tx:
+            return await tx.profiles.get(tenant_id, profile_id)
+
+    async def list(
+        self, tenant_id: str, filters: ProfileFilter, requested_page_size: int, page_token: str
+    ) -> Page[Profile]:
+        if filters.language:
+            check_language(filters.language)
+        limit = page_size(requested_page_size)
+        cursor = decode_token(page_token, filters)
+        async with self._database.transaction() as tx:
+            items = await tx.profiles.list(tenant_id, filters, cursor, limit + 1)
+        token = ""
+        if len(items) > limit:
+            items = items[:limit]
+            token = encode_token(Cursor(items[-1].created_at, items[-1].id), filters)
+        return Page(items, token)
+
+    async def update(self, tenant_id: str, profile_id: str, changes: ProfileChanges) -> Profile:
+        profile_id = check_id("profile", profile_id, "profile.id")
+        unknown = sorted(changes.paths - set(UPDATABLE_PROFILE_FIELDS))
+        if unknown:
+            raise InvalidArgument(
+                f"update_mask names fields that cannot be updated: {', '.join(unknown)}; "
+                f"updatable: {', '.join(UPDATABLE_PROFILE_FIELDS)}",
+                field="update_mask",
+            )
+        if not changes.paths:
+            raise InvalidArgument("update_mask must name at least one field", field="update_mask")
+        values: dict[str, Any] = {}
+        if "name" in changes.paths:
+            values["name"] = check_name(changes.name)
+        if "description" in changes.paths:
+            values["description"] = check_text(
+                changes.description, "profile.description", max_chars=MAX_DESCRIPTION_CHARS
+            )
+        if "language" in changes.paths:
+            values["language"] = check_language(changes.language, "profile.language")
+        now = self._clock()
+        if "expire_time" in changes.paths:
+            if changes.expires_at is not None and changes.expires_at <= now:
+                raise InvalidArgument("profile.expire_time must be in the future", field="profile.expire_time")
+            if changes.expires_at is not None and changes.expires_at - now > self._limits.max_ttl:
+                raise InvalidArgument(
+                    f"profile.expire_time must be within {self._limits.max_ttl} from now",
+                    field="profile.expire_time",
+                )
+            values["expires_at"] = changes.expires_at
+        async with self._database.transaction() as tx:
+            await tx.profiles.update(tenant_id, profile_id, values, now)
+            return await tx.profiles.get(tenant_id, profile_id)
+
+    async def delete(self, tenant_id: str, profile_id: str, *, delete_generations: bool = False) -> DeletedCounts:
+        profile_id = check_id("profile", profile_id)
+        async with self._database.transaction() as tx:
+            pending, counts = await self.delete_in(tx, tenant_id, profile_id, delete_generations)
+        await self._cleanup.delete_committed(pending)
+        return counts
+
+    async def delete_in(
+        self, tx: Transaction, tenant_id: str, profile_id: str, delete_generations: bool
+    ) -> tuple[list[tuple[int, str]], DeletedCounts]:
+        """Delete rows inside ``tx`` and queue their objects; the caller removes them after the commit."""
+        await tx.profiles.lock(tenant_id, profile_id)
+        samples = await tx.samples.list_for_profile(tenant_id, profile_id)
+        keys = [key for sample in samples for key in (sample.original_key, sample.audio_key)]
+        for sample in samples:
+            await tx.samples.delete(tenant_id, sample.id)
+        generation_count = 0
+        if delete_generations:
+            generations = await tx.generations.list_for_profile(tenant_id, profile_id)
+            for generation in generations:
+                await tx.generations.delete(tenant_id, generation.id)
+                keys.append(generation.audio_key)
+            generation_count = len(generations)
+        await tx.profiles.delete(tenant_id, profile_id)
+        ids = await tx.pending_deletions.add(keys, self._clock())
+        return list(zip(ids, keys, strict=True)), DeletedCounts(len(samples), generation_count)

@@ -1,0 +1,82 @@
+"""Deletes what expired (temporary profiles, previews) and retries object deletions that failed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from voice_common.errors import NotFound
+
+from voice_profiles.domain.object_cleanup import ObjectCleanup
+from voice_profiles.domain.profiles import ProfileManager
+from voice_profiles.repositories.unit_of_work import Database
+
+log = logging.getLogger(__name__)
+BATCH = 200
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    profiles_deleted: int
+    generations_deleted: int
+    objects_deleted: int
+    objects_still_failing: int
+
+
+class ExpirySweeper:
+    """Safe to run in every replica at once: each delete is by id, and deleting twice deletes nothing."""
+
+    def __init__(
+        self,
+        database: Database,
+        profiles: ProfileManager,
+        cleanup: ObjectCleanup,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._database = database
+        self._profiles = profiles
+        self._cleanup = cleanup
+        self._clock = clock
+
+    async def sweep_once(self) -> SweepReport:
+        now = self._clock()
+        async with self._database.transaction() as tx:
+            expired_profiles = await tx.profiles.expired_any_tenant(now, BATCH)
+            expired_generations = await tx.generations.expired_any_tenant(now, BATCH)
+        profiles_deleted = 0
+        for tenant_id, profile_id in expired_profiles:
+            try:
+                await self._profiles.delete(tenant_id, profile_id)
+                profiles_deleted += 1
+            except NotFound:
+                pass  # another replica or the owner got there first
+        pending: list[tuple[int, str]] = []
+        if expired_generations:
+            async with self._database.transaction() as tx:
+                for tenant_id, generation_id in expired_generations:
+                    try:
+                        generation = await tx.generations.get(tenant_id, generation_id)
+                    except NotFound:
+                        continue
+                    await tx.generations.delete(tenant_id, generation_id)
+                    ids = await tx.pending_deletions.add([generation.audio_key], now)
+                    pending.append((ids[0], generation.audio_key))
+            await self._cleanup.delete_committed(pending)
+        deleted, failing = await self._cleanup.drain()
+        report = SweepReport(profiles_deleted, len(pending), deleted, failing)
+        if profiles_deleted or pending or deleted or failing:
+            log.info("sweep", extra={"report": report.__dict__})
+        return report
+
+    async def run_forever(self, interval_seconds: float) -> None:
+        while True:
+            try:
+                await self.sweep_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sweep failed; retrying next interval")
+            await asyncio.sleep(interval_seconds)

@@ -1,0 +1,96 @@
+"""SQLAlchemy models of the profile service. Every tenant-owned row carries ``tenant_id``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from voice_common.db import UTCDateTime
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ProfileRow(Base):
+    __tablename__ = "profiles"
+    __table_args__ = (
+        # Names are unique per tenant regardless of case: "Alice" and "alice" would confuse people.
+        UniqueConstraint("tenant_id", "name_key", name="uq_profiles_tenant_name"),
+        Index("ix_profiles_tenant_created", "tenant_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(63), nullable=False)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    name_key: Mapped[str] = mapped_column(String(100), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    language: Mapped[str] = mapped_column(String(8), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+
+
+class SampleRow(Base):
+    __tablename__ = "samples"
+    __table_args__ = (Index("ix_samples_profile_created", "tenant_id", "profile_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(63), nullable=False)
+    profile_id: Mapped[str] = mapped_column(String(36), ForeignKey("profiles.id"), nullable=False)
+    reference_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    transcript_state: Mapped[str] = mapped_column(String(16), nullable=False)
+    file_name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    mime_type: Mapped[str] = mapped_column(String(127), nullable=False, default="")
+    original_size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    original_key: Mapped[str] = mapped_column(String(512), nullable=False)
+    audio_key: Mapped[str] = mapped_column(String(512), nullable=False)
+    audio_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    duration_seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    sample_rate: Mapped[int] = mapped_column(Integer, nullable=False)
+    peak_dbfs: Mapped[float] = mapped_column(Float, nullable=False)
+    rms_dbfs: Mapped[float] = mapped_column(Float, nullable=False)
+    warnings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class GenerationRow(Base):
+    __tablename__ = "generations"
+    __table_args__ = (
+        Index("ix_generations_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_generations_tenant_profile", "tenant_id", "profile_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(63), nullable=False)
+    # No foreign key: the history outlives a deleted profile and keeps its id and name.
+    profile_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    profile_name: Mapped[str] = mapped_column(String(100), nullable=False, default="")
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    language: Mapped[str] = mapped_column(String(8), nullable=False)
+    seed: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    parameters: Mapped[dict[str, float]] = mapped_column(JSON, nullable=False, default=dict)
+    model_id: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    duration_seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    sample_rate: Mapped[int] = mapped_column(Integer, nullable=False)
+    audio_key: Mapped[str] = mapped_column(String(512), nullable=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+
+
+class PendingObjectDeletionRow(Base):
+    """Outbox of object deletions: written in the same transaction that deletes the rows owning the objects,
+    so a failed delete in the store is retried by the sweeper instead of leaving an orphan."""
+
+    __tablename__ = "pending_object_deletions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    object_key: Mapped[str] = mapped_column(String(512), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)

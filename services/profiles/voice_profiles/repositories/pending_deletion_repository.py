@@ -1,0 +1,56 @@
+"""The outbox of object deletions (see models.PendingObjectDeletionRow)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from voice_profiles.repositories.models import PendingObjectDeletionRow
+
+
+class PendingDeletionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, keys: list[str], now: datetime) -> list[int]:
+        rows = [PendingObjectDeletionRow(object_key=k, created_at=now, next_attempt_at=now) for k in keys]
+        self._session.add_all(rows)
+        await self._session.flush()
+        return [row.id for row in rows]
+
+    async def due(self, now: datetime, limit: int) -> list[tuple[int, str]]:
+        query = (
+            select(PendingObjectDeletionRow.id, PendingObjectDeletionRow.object_key)
+            .where(PendingObjectDeletionRow.next_attempt_at <= now)
+            .order_by(PendingObjectDeletionRow.next_attempt_at)
+            .limit(limit)
+        )
+        return [(row_id, key) for row_id, key in (await self._session.execute(query)).all()]
+
+    async def done(self, ids: list[int]) -> None:
+        if ids:
+            await self._session.execute(delete(PendingObjectDeletionRow).where(PendingObjectDeletionRow.id.in_(ids)))
+
+    async def failed(self, row_id: int, error: str, now: datetime) -> None:
+        row = await self._session.get(PendingObjectDeletionRow, row_id)
+        if row is None:
+            return
+        # Back off exponentially (capped at an hour) so a store that is down is not hammered.
+        backoff = min(3600, 5 * 2 ** min(row.attempts, 10))
+        await self._session.execute(
+            update(PendingObjectDeletionRow)
+            .where(PendingObjectDeletionRow.id == row_id)
+            .values(
+                attempts=row.attempts + 1,
+                last_error=error[:2000],
+                next_attempt_at=now + timedelta(seconds=backoff),
+            )
+        )
+
+    async def all_keys(self) -> set[str]:
+        return set((await self._session.execute(select(PendingObjectDeletionRow.object_key))).scalars())
+
+    async def count(self) -> int:
+        return len(await self.all_keys())

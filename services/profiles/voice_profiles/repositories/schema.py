@@ -1,0 +1,49 @@
+"""Schema migrations (Alembic) for the profile service's tables."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, pool
+from voice_common.db import sync_url
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+VERSION_TABLE = "alembic_version_profiles"
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", sync_url(database_url).replace("%", "%%"))
+    return config
+
+
+def upgrade_to_head(database_url: str) -> None:
+    command.upgrade(alembic_config(database_url), "head")
+
+
+async def upgrade_to_head_async(database_url: str) -> None:
+    # Alembic is blocking; keep it off the event loop.
+    await asyncio.to_thread(upgrade_to_head, database_url)
+
+
+def pending_revisions(database_url: str) -> list[str]:
+    """Revisions not yet applied; empty when the schema is current."""
+    script = ScriptDirectory.from_config(alembic_config(database_url))
+    engine = create_engine(sync_url(database_url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(
+                connection, opts={"version_table": VERSION_TABLE}
+            ).get_current_heads()
+    finally:
+        engine.dispose()
+    head = script.get_current_head()
+    if head in current:
+        return []
+    return [rev.revision for rev in script.walk_revisions(base="base", head="heads") if rev.revision not in current]

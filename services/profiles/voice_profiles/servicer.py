@@ -1,0 +1,381 @@
+"""voice.profiles.v1.ProfileService: maps protobuf messages to the domain and back, nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf import duration_pb2, timestamp_pb2
+from grpc import aio
+from voice.audio.v1 import audio_pb2
+from voice.profiles.v1 import profiles_service_pb2 as pb
+from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
+from voice_common.audio import AudioEncoding
+from voice_common.errors import InvalidArgument
+from voice_common.tenancy import current_tenant
+
+from voice_profiles.domain.archive import ProfileArchiver
+from voice_profiles.domain.entities import (
+    Generation,
+    GenerationFilter,
+    Profile,
+    ProfileFilter,
+    Sample,
+    TranscriptState,
+)
+from voice_profiles.domain.generations import GenerationHistory, GenerationUpload
+from voice_profiles.domain.profiles import ProfileChanges, ProfileManager
+from voice_profiles.domain.samples import AudioStream, SampleManager, SampleUpload
+
+Context = aio.ServicerContext[Any, Any]
+
+_ENCODINGS = {
+    audio_pb2.AUDIO_ENCODING_LINEAR16: AudioEncoding.LINEAR16,
+    audio_pb2.AUDIO_ENCODING_WAV: AudioEncoding.WAV,
+    audio_pb2.AUDIO_ENCODING_FLAC: AudioEncoding.FLAC,
+    audio_pb2.AUDIO_ENCODING_OGG_OPUS: AudioEncoding.OGG_OPUS,
+    audio_pb2.AUDIO_ENCODING_MP3: AudioEncoding.MP3,
+}
+_ENCODING_TO_PROTO = {value: key for key, value in _ENCODINGS.items()}
+_TRANSCRIPT_STATES = {
+    TranscriptState.PROVIDED: pb.TRANSCRIPT_STATE_PROVIDED,
+    TranscriptState.NEEDED: pb.TRANSCRIPT_STATE_NEEDED,
+    TranscriptState.MACHINE: pb.TRANSCRIPT_STATE_MACHINE,
+}
+_WARNING_CODES = {"clipping": pb.SAMPLE_WARNING_CODE_CLIPPING, "low_level": pb.SAMPLE_WARNING_CODE_LOW_LEVEL}
+
+
+def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _datetime(message: Any, field: str) -> datetime | None:
+    if not message.HasField(field):
+        return None
+    return getattr(message, field).ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]
+
+
+def _duration(message: Any, field: str) -> timedelta | None:
+    if not message.HasField(field):
+        return None
+    value: duration_pb2.Duration = getattr(message, field)
+    return timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
+
+
+def _encoding(value: int, field: str, *, allow_unspecified: bool = True) -> AudioEncoding | None:
+    if value == audio_pb2.AUDIO_ENCODING_UNSPECIFIED and allow_unspecified:
+        return None
+    if value not in _ENCODINGS:
+        raise InvalidArgument(f"{field} {value} is not a known AudioEncoding", field=field)
+    return _ENCODINGS[value]
+
+
+def profile_to_proto(profile: Profile) -> pb.Profile:
+    return pb.Profile(
+        id=profile.id,
+        name=profile.name,
+        description=profile.description,
+        language=profile.language,
+        create_time=_timestamp(profile.created_at),
+        update_time=_timestamp(profile.updated_at),
+        expire_time=_timestamp(profile.expires_at),
+        sample_count=profile.sample_count,
+        total_sample_seconds=profile.total_sample_seconds,
+    )
+
+
+def sample_to_proto(sample: Sample) -> pb.Sample:
+    return pb.Sample(
+        id=sample.id,
+        profile_id=sample.profile_id,
+        reference_text=sample.reference_text or "",
+        transcript_state=_TRANSCRIPT_STATES[sample.transcript_state],
+        file_name=sample.file_name,
+        mime_type=sample.mime_type,
+        original_size_bytes=sample.original_size_bytes,
+        duration_seconds=sample.duration_seconds,
+        sample_rate_hertz=sample.sample_rate,
+        peak_dbfs=sample.peak_dbfs,
+        rms_dbfs=sample.rms_dbfs,
+        warnings=[
+            pb.SampleWarning(code=_WARNING_CODES.get(w.code, pb.SAMPLE_WARNING_CODE_UNSPECIFIED), message=w.message)
+            for w in sample.warnings
+        ],
+        create_time=_timestamp(sample.created_at),
+        update_time=_timestamp(sample.updated_at),
+    )
+
+
+def generation_to_proto(generation: Generation) -> pb.Generation:
+    return pb.Generation(
+        id=generation.id,
+        profile_id=generation.profile_id or "",
+        profile_name=generation.profile_name,
+        text=generation.text,
+        language=generation.language,
+        seed=generation.seed,
+        parameters=generation.parameters,
+        model_id=generation.model_id,
+        duration_seconds=generation.duration_seconds,
+        sample_rate_hertz=generation.sample_rate,
+        create_time=_timestamp(generation.created_at),
+        expire_time=_timestamp(generation.expires_at),
+    )
+
+
+async def _split_upload(
+    requests: AsyncIterator[Any], metadata_type: str
+) -> tuple[Any, AsyncIterator[bytes]]:
+    """First message must carry metadata; the chunks that follow are handed on lazily."""
+    iterator = requests.__aiter__()
+    try:
+        first = await iterator.__anext__()
+    except StopAsyncIteration:
+        raise InvalidArgument(
+            f"the stream was empty: send a {metadata_type} message first, then the bytes", field="metadata"
+        ) from None
+    if first.WhichOneof("payload") != "metadata":
+        raise InvalidArgument(f"the first message must carry metadata ({metadata_type})", field="metadata")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        async for message in iterator:
+            if message.WhichOneof("payload") != "chunk":
+                raise InvalidArgument("metadata may only be sent once, in the first message", field="metadata")
+            yield message.chunk
+
+    return first.metadata, chunks()
+
+
+async def _audio_messages(stream: AudioStream, response_type: Any) -> AsyncIterator[Any]:
+    header = pb.AudioStreamHeader(
+        format=audio_pb2.AudioFormat(
+            encoding=_ENCODING_TO_PROTO.get(stream.encoding, audio_pb2.AUDIO_ENCODING_UNSPECIFIED)
+            if stream.encoding
+            else audio_pb2.AUDIO_ENCODING_UNSPECIFIED,
+            sample_rate_hertz=stream.sample_rate,
+            channels=1,
+        ),
+        mime_type=stream.mime_type,
+        duration_seconds=stream.duration_seconds,
+    )
+    yield response_type(header=header)
+    offset = 0
+    async for data in stream.chunks:
+        yield response_type(chunk=audio_pb2.AudioChunk(data=data, offset_bytes=offset))
+        offset += len(data)
+
+
+class ProfileServicer(pb_grpc.ProfileServiceServicer):
+    def __init__(
+        self,
+        profiles: ProfileManager,
+        samples: SampleManager,
+        generations: GenerationHistory,
+        archiver: ProfileArchiver,
+    ) -> None:
+        self._profiles = profiles
+        self._samples = samples
+        self._generations = generations
+        self._archiver = archiver
+
+    # Profiles
+
+    async def CreateProfile(self, request: pb.CreateProfileRequest, context: Context) -> pb.CreateProfileResponse:
+        profile = await self._profiles.create(
+            current_tenant(),
+            name=request.name,
+            description=request.description,
+            language=request.language,
+            temporary=request.temporary,
+            ttl=_duration(request, "ttl"),
+        )
+        return pb.CreateProfileResponse(profile=profile_to_proto(profile))
+
+    async def GetProfile(self, request: pb.GetProfileRequest, context: Context) -> pb.GetProfileResponse:
+        profile = await self._profiles.get(current_tenant(), request.id)
+        return pb.GetProfileResponse(profile=profile_to_proto(profile))
+
+    async def ListProfiles(self, request: pb.ListProfilesRequest, context: Context) -> pb.ListProfilesResponse:
+        page = await self._profiles.list(
+            current_tenant(),
+            ProfileFilter(name_contains=request.name_contains, language=request.language),
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListProfilesResponse(
+            profiles=[profile_to_proto(p) for p in page.items], next_page_token=page.next_page_token
+        )
+
+    async def UpdateProfile(self, request: pb.UpdateProfileRequest, context: Context) -> pb.UpdateProfileResponse:
+        changes = ProfileChanges(
+            paths=frozenset(request.update_mask.paths),
+            name=request.profile.name,
+            description=request.profile.description,
+            language=request.profile.language,
+            expires_at=_datetime(request.profile, "expire_time"),
+        )
+        profile = await self._profiles.update(current_tenant(), request.profile.id, changes)
+        return pb.UpdateProfileResponse(profile=profile_to_proto(profile))
+
+    async def DeleteProfile(self, request: pb.DeleteProfileRequest, context: Context) -> pb.DeleteProfileResponse:
+        counts = await self._profiles.delete(
+            current_tenant(), request.id, delete_generations=request.delete_generations
+        )
+        return pb.DeleteProfileResponse(
+            deleted_sample_count=counts.samples, deleted_generation_count=counts.generations
+        )
+
+    # Samples
+
+    async def AddSample(
+        self, request_iterator: AsyncIterator[pb.AddSampleRequest], context: Context
+    ) -> pb.AddSampleResponse:
+        metadata, chunks = await _split_upload(request_iterator, "SampleMetadata")
+        upload = SampleUpload(
+            profile_id=metadata.profile_id,
+            reference_text=metadata.reference_text if metadata.HasField("reference_text") else None,
+            file_name=metadata.file_name,
+            mime_type=metadata.mime_type,
+        )
+        sample = await self._samples.add(current_tenant(), upload, chunks)
+        return pb.AddSampleResponse(sample=sample_to_proto(sample))
+
+    async def ListSamples(self, request: pb.ListSamplesRequest, context: Context) -> pb.ListSamplesResponse:
+        page = await self._samples.list(current_tenant(), request.profile_id, request.page_size, request.page_token)
+        return pb.ListSamplesResponse(
+            samples=[sample_to_proto(s) for s in page.items], next_page_token=page.next_page_token
+        )
+
+    async def UpdateSample(self, request: pb.UpdateSampleRequest, context: Context) -> pb.UpdateSampleResponse:
+        paths = set(request.update_mask.paths)
+        if paths != {"reference_text"}:
+            raise InvalidArgument(
+                "update_mask must name exactly: reference_text (the only editable field of a sample)",
+                field="update_mask",
+            )
+        sample = await self._samples.update_reference_text(
+            current_tenant(), request.sample.id, request.sample.reference_text
+        )
+        return pb.UpdateSampleResponse(sample=sample_to_proto(sample))
+
+    async def DeleteSample(self, request: pb.DeleteSampleRequest, context: Context) -> pb.DeleteSampleResponse:
+        await self._samples.delete(current_tenant(), request.id)
+        return pb.DeleteSampleResponse()
+
+    async def GetSampleAudio(
+        self, request: pb.GetSampleAudioRequest, context: Context
+    ) -> AsyncIterator[pb.GetSampleAudioResponse]:
+        stream = await self._samples.audio(
+            current_tenant(),
+            request.id,
+            original=request.original,
+            encoding=_encoding(request.format.encoding, "format.encoding"),
+            rate=request.format.sample_rate_hertz,
+        )
+        async for message in _audio_messages(stream, pb.GetSampleAudioResponse):
+            yield message
+
+    # Generations
+
+    async def CreateGeneration(
+        self, request_iterator: AsyncIterator[pb.CreateGenerationRequest], context: Context
+    ) -> pb.CreateGenerationResponse:
+        metadata, chunks = await _split_upload(request_iterator, "GenerationMetadata")
+        upload = GenerationUpload(
+            profile_id=metadata.profile_id,
+            text=metadata.text,
+            language=metadata.language,
+            seed=metadata.seed,
+            parameters=dict(metadata.parameters),
+            model_id=metadata.model_id,
+            encoding=_encoding(metadata.format.encoding, "metadata.format.encoding"),
+            sample_rate=metadata.format.sample_rate_hertz,
+            claimed_duration_seconds=metadata.duration_seconds,
+            preview=metadata.preview,
+            ttl=_duration(metadata, "ttl"),
+        )
+        generation = await self._generations.create(current_tenant(), upload, chunks)
+        return pb.CreateGenerationResponse(generation=generation_to_proto(generation))
+
+    async def GetGeneration(self, request: pb.GetGenerationRequest, context: Context) -> pb.GetGenerationResponse:
+        generation = await self._generations.get(current_tenant(), request.id)
+        return pb.GetGenerationResponse(generation=generation_to_proto(generation))
+
+    async def ListGenerations(
+        self, request: pb.ListGenerationsRequest, context: Context
+    ) -> pb.ListGenerationsResponse:
+        filters = GenerationFilter(
+            profile_id=request.profile_id,
+            text_contains=request.text_contains,
+            created_from=_datetime(request, "create_time_start"),
+            created_before=_datetime(request, "create_time_end"),
+        )
+        page = await self._generations.list(current_tenant(), filters, request.page_size, request.page_token)
+        return pb.ListGenerationsResponse(
+            generations=[generation_to_proto(g) for g in page.items], next_page_token=page.next_page_token
+        )
+
+    async def DeleteGeneration(
+        self, request: pb.DeleteGenerationRequest, context: Context
+    ) -> pb.DeleteGenerationResponse:
+        await self._generations.delete(current_tenant(), request.id)
+        return pb.DeleteGenerationResponse()
+
+    async def GetGenerationStats(
+        self, request: pb.GetGenerationStatsRequest, context: Context
+    ) -> pb.GetGenerationStatsResponse:
+        filters = GenerationFilter(
+            profile_id=request.profile_id,
+            created_from=_datetime(request, "create_time_start"),
+            created_before=_datetime(request, "create_time_end"),
+        )
+        stats = await self._generations.stats(current_tenant(), filters)
+        return pb.GetGenerationStatsResponse(
+            count=stats.count,
+            total_duration_seconds=stats.total_duration_seconds,
+            by_profile=[
+                pb.ProfileGenerationStats(
+                    profile_id=row.profile_id or "",
+                    profile_name=row.profile_name,
+                    count=row.count,
+                    total_duration_seconds=row.total_duration_seconds,
+                )
+                for row in stats.by_profile
+            ],
+        )
+
+    async def GetGenerationAudio(
+        self, request: pb.GetGenerationAudioRequest, context: Context
+    ) -> AsyncIterator[pb.GetGenerationAudioResponse]:
+        stream = await self._generations.audio(
+            current_tenant(),
+            request.id,
+            _encoding(request.format.encoding, "format.encoding"),
+            request.format.sample_rate_hertz,
+        )
+        async for message in _audio_messages(stream, pb.GetGenerationAudioResponse):
+            yield message
+
+    # Archives
+
+    async def ExportProfile(
+        self, request: pb.ExportProfileRequest, context: Context
+    ) -> AsyncIterator[pb.ExportProfileResponse]:
+        archive = await self._archiver.export(current_tenant(), request.id)
+        yield pb.ExportProfileResponse(
+            header=pb.ExportHeader(file_name=archive.file_name, mime_type=archive.mime_type)
+        )
+        async for data in archive.chunks:
+            yield pb.ExportProfileResponse(chunk=data)
+
+    async def ImportProfile(
+        self, request_iterator: AsyncIterator[pb.ImportProfileRequest], context: Context
+    ) -> pb.ImportProfileResponse:
+        metadata, chunks = await _split_upload(request_iterator, "ImportProfileMetadata")
+        profile = await self._archiver.import_(current_tenant(), metadata.name, chunks)
+        return pb.ImportProfileResponse(profile=profile_to_proto(profile), sample_count=profile.sample_count)

@@ -1,0 +1,49 @@
+"""Settings of the profile service (environment variables with the ``PROFILES_`` prefix)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from voice_profiles.domain.limits import Limits
+
+
+class ProfilesSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROFILES_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in a container).")
+    port: int = Field(50052, ge=0, le=65535)
+    metrics_port: int = Field(9152, ge=0, le=65535, description="Prometheus /metrics port; 0 turns it off.")
+    max_sample_mb: float = Field(50, gt=0, description="Largest accepted upload in AddSample (MB).")
+    min_sample_seconds: float = Field(2.0, gt=0)
+    max_sample_seconds: float = Field(300.0, gt=0)
+    max_samples_per_profile: int = Field(50, ge=1)
+    max_generation_mb: float = Field(200, gt=0)
+    max_import_mb: float = Field(1024, gt=0)
+    temporary_profile_ttl_seconds: float = Field(12 * 3600, gt=0, description="Default life of a temporary profile.")
+    preview_ttl_seconds: float = Field(20 * 60, gt=0, description="Default life of a preview generation.")
+    sweep_interval_seconds: float = Field(60, gt=0, description="How often expired data and failed deletes are swept.")
+    migrate_on_start: bool | None = Field(
+        None, description="Run migrations at start. Unset: yes in embedded mode (SQLite), no with Postgres."
+    )
+
+    @model_validator(mode="after")
+    def _durations_ordered(self) -> ProfilesSettings:
+        if self.min_sample_seconds >= self.max_sample_seconds:
+            raise ValueError("PROFILES_MIN_SAMPLE_SECONDS must be below PROFILES_MAX_SAMPLE_SECONDS")
+        return self
+
+    def limits(self) -> Limits:
+        megabyte = 1024 * 1024
+        return Limits(
+            max_sample_bytes=int(self.max_sample_mb * megabyte),
+            min_sample_seconds=self.min_sample_seconds,
+            max_sample_seconds=self.max_sample_seconds,
+            max_samples_per_profile=self.max_samples_per_profile,
+            max_generation_bytes=int(self.max_generation_mb * megabyte),
+            max_import_bytes=int(self.max_import_mb * megabyte),
+            temporary_profile_ttl=timedelta(seconds=self.temporary_profile_ttl_seconds),
+            preview_ttl=timedelta(seconds=self.preview_ttl_seconds),
+        )
