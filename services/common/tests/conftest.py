@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -10,13 +10,6 @@ from voice_common.object_store import FilesystemObjectStore, ObjectStore, S3Obje
 from voice_common.testing.s3_server import MotoServer, unique_bucket_name
 
 # -- object stores ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoServer]:
-    """One real moto S3 server (subprocess on loopback) for the whole test session."""
-    with MotoServer() as server:
-        yield server
 
 
 @pytest.fixture(params=["filesystem", "s3"])
