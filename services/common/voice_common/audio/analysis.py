@@ -1,7 +1,7 @@
 """Level measurements of a clip and the warnings a person recording a voice sample can act on.
 
-All levels are in dBFS relative to a full-scale float sample (|x| = 1.0); a full-scale sine has an RMS of -3 dBFS.
-Everything is vectorised numpy: a 5-minute clip takes a few milliseconds.
+All levels are in dBFS relative to a full-scale float sample (|x| = 1.0); a full-scale sine has an RMS of
+-3 dBFS. Everything is vectorised numpy: a 5-minute clip takes a few milliseconds.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def analyse(samples: np.ndarray, sample_rate: int) -> AudioAnalysis:
     peak = max(float(x.max()), -float(x.min()))
     clipped_fraction = float(np.count_nonzero(x >= CLIP_LEVEL) + np.count_nonzero(x <= -CLIP_LEVEL)) / n
 
-    # Sums of squares per 20 ms frame (float32 within a frame is exact to ~1e-6; frames are summed in float64).
+    # Sums of squares per 20 ms frame (float32 within a frame is good to ~1e-6; frames add up in float64).
     # A trailing partial frame counts as a frame of its own, so a clip shorter than 20 ms is one frame.
     frame_len = max(1, round(FRAME_SECONDS * sample_rate))
     full = n // frame_len

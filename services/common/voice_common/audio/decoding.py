@@ -1,16 +1,17 @@
 """Decode uploaded audio into float32 mono samples at a fixed rate.
 
-Anything FFmpeg (through PyAV) can demux and decode is accepted: WAV, MP3, M4A/AAC, OGG Opus/Vorbis, FLAC, and video
-containers such as MP4, MOV, WebM and MKV, of which only the audio track is used. Every failure is raised as an
-:class:`~voice_common.errors.InvalidArgument` subclass with a message the uploader can act on.
+Anything FFmpeg (through PyAV) can demux and decode is accepted: WAV, MP3, M4A/AAC, OGG Opus/Vorbis, FLAC,
+and video containers such as MP4, MOV, WebM and MKV, of which only the audio track is used. Every failure is
+raised as an :class:`~voice_common.errors.InvalidArgument` subclass with a message the uploader can act on.
 
 Hardening for untrusted bytes:
 
-* the data is read from memory only; ``protocol_whitelist`` is set to a protocol that does not exist so demuxers that
-  open other resources (``concat``, ``hls``, MOV external references, ...) cannot read local files or the network;
-* only packets of the chosen audio stream are decoded (video packets are skipped unread by any decoder);
-* ``max_seconds`` stops decoding as soon as the decoded audio passes the limit, so a tiny file that decodes to hours of
-  audio cannot exhaust memory;
+* the data is read from memory only; ``protocol_whitelist`` names a protocol that does not exist, so
+  demuxers that open other resources (``concat``, ``hls``, MOV external references, ...) cannot read local
+  files or the network;
+* only packets of the chosen audio stream are decoded (video packets are read but never decoded);
+* ``max_seconds`` stops decoding as soon as the decoded audio passes the limit, so a tiny file that decodes
+  to hours of audio cannot exhaust memory;
 * FFmpeg's own logging is switched off (it would otherwise print to stderr for every corrupt packet).
 """
 
@@ -24,6 +25,7 @@ from fractions import Fraction
 import av
 import av.logging
 import numpy as np
+from av.audio.stream import AudioStream
 
 from voice_common.errors import InvalidArgument
 
@@ -38,13 +40,13 @@ SUPPORTED_UPLOADS_HINT = (
     "Upload WAV, MP3, M4A/AAC, OGG, FLAC, or an MP4/MOV/WebM/MKV video with an audio track"
 )
 
-# Demuxer/format-context options for every upload. No protocol is needed (the bytes come through PyAV's in-memory
-# I/O), so nested opens by playlist-like demuxers are refused.
+# Demuxer/format-context options for every upload. No protocol is needed (the bytes come through PyAV's
+# in-memory I/O), so nested opens by playlist-like demuxers are refused.
 _OPEN_OPTIONS = {"protocol_whitelist": "none"}
-# Seconds FFmpeg may block in one open/read call before it is interrupted (a safety net; memory reads are fast).
+# Seconds FFmpeg may block in one open/read call before it is interrupted (a safety net).
 _IO_TIMEOUT_SECONDS = 30.0
-# A stream may have a few corrupt packets (they are skipped, as players do); more bad packets than good frames,
-# beyond this many, means the track is not really audio.
+# A stream may have a few corrupt packets (they are skipped, as players do); more bad packets than good
+# frames, beyond this many, means the track is not really audio.
 _MAX_TOLERATED_BAD_PACKETS = 8
 # Downmix to the average of the channels (not FFmpeg's default +3 dB centre mix, which can exceed full scale).
 _DOWNMIX_OPTIONS = {"rematrix_maxval": "1.0"}
@@ -89,8 +91,12 @@ class DecodedAudio:
 
 
 def check_sample_rate(rate: int, *, field: str = SAMPLE_RATE_FIELD) -> None:
-    """Raise InvalidArgument unless ``rate`` is in the range the platform accepts for client-supplied rates."""
-    if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ:
+    """Raise InvalidArgument unless ``rate`` is in the range the platform accepts for client-given rates."""
+    if (
+        not isinstance(rate, int)
+        or isinstance(rate, bool)
+        or not MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ
+    ):
         raise InvalidArgument(
             f"sample rate {rate!r} Hz is not supported; use a rate from {MIN_SAMPLE_RATE_HZ} to "
             f"{MAX_SAMPLE_RATE_HZ} Hz (for example 16000, 24000 or 48000)",
@@ -116,7 +122,8 @@ def _reraise_if_out_of_memory(exc: BaseException) -> None:
 
 def _not_decodable(exc: BaseException) -> AudioDecodeError:
     return AudioDecodeError(
-        f"the file could not be decoded as audio (tried FFmpeg's demuxers): {_reason(exc)}. {SUPPORTED_UPLOADS_HINT}"
+        f"the file could not be decoded as audio (tried FFmpeg's demuxers): {_reason(exc)}. "
+        f"{SUPPORTED_UPLOADS_HINT}"
     )
 
 
@@ -130,7 +137,7 @@ def _new_resampler(target_rate: int) -> av.AudioResampler:
 
 
 class _MonoAccumulator:
-    """Resamples decoded frames to mono float32 at ``target_rate`` and collects them, enforcing a length limit."""
+    """Resamples decoded frames to float32 mono at ``target_rate`` and collects them, enforcing the limit."""
 
     def __init__(self, target_rate: int, max_seconds: float | None) -> None:
         self.target_rate = target_rate
@@ -155,8 +162,8 @@ class _MonoAccumulator:
         try:
             frames = self._resampler.resample(frame)
         except ValueError:
-            # The stream changed rate, layout or sample format mid-way (legal in MP3, AAC, ...): finish the old
-            # resampler and start a new one for the new parameters.
+            # The stream changed rate, layout or sample format mid-way (legal in MP3, AAC, ...): finish the
+            # old resampler and start a new one for the new parameters.
             self.flush()
             self._resampler = _new_resampler(self.target_rate)
             frames = self._resampler.resample(frame)
@@ -180,8 +187,9 @@ def decode_audio(data: bytes, *, target_rate: int = 24000, max_seconds: float | 
     """Decode an uploaded file to float32 mono at ``target_rate``.
 
     The best audio stream of the container is used (other streams are not decoded). Raises AudioDecodeError
-    (undecodable data), NoAudioTrackError (no audio stream) or AudioTooLongError (longer than ``max_seconds``).
-    A few corrupt packets are skipped and a file whose end is cut off gives the audio before the cut, as players do.
+    (undecodable data), NoAudioTrackError (no audio stream) or AudioTooLongError (longer than
+    ``max_seconds``). A few corrupt packets are skipped, and a file whose end is cut off gives the audio
+    before the cut, as players do.
     """
     if target_rate <= 0:
         raise ValueError(f"target_rate must be positive, got {target_rate}")
@@ -216,10 +224,13 @@ def decode_audio(data: bytes, *, target_rate: int = 24000, max_seconds: float | 
                     f"the file has no audio track (found streams: {found}); "
                     "upload a recording or a video that contains sound"
                 )
+            stream: AudioStream = audio_streams[0]
             try:
-                stream = container.streams.best("audio") or audio_streams[0]
+                best = container.streams.best("audio")
             except Exception:
-                stream = audio_streams[0]
+                best = None
+            if isinstance(best, AudioStream):
+                stream = best
             codec_context = stream.codec_context
             if codec_context is None:
                 raise AudioDecodeError(
@@ -247,7 +258,7 @@ def decode_audio(data: bytes, *, target_rate: int = 24000, max_seconds: float | 
                 break
             except Exception as exc:
                 _reraise_if_out_of_memory(exc)
-                # The container is corrupt or cut off from here on: keep what was decoded before (if anything).
+                # The container is corrupt or cut off from here on: keep what was decoded before, if any.
                 last_error = exc
                 try:  # drain the decoder
                     frames = codec_context.decode(None)
@@ -282,7 +293,8 @@ def decode_audio(data: bytes, *, target_rate: int = 24000, max_seconds: float | 
     if acc.total == 0:
         detail = f": {_reason(last_error)}" if last_error is not None else ""
         raise AudioDecodeError(
-            f"the file's {codec_name} audio track contains no decodable audio{detail}. {SUPPORTED_UPLOADS_HINT}"
+            f"the file's {codec_name} audio track contains no decodable audio{detail}. "
+            f"{SUPPORTED_UPLOADS_HINT}"
         )
     return DecodedAudio(
         samples=acc.samples(),
@@ -336,7 +348,9 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     resampler = av.AudioResampler(format="flt", layout="mono", rate=to_rate)
     out: list[np.ndarray] = []
     for start in range(0, x.size, _RESAMPLE_CHUNK):
-        frame = av.AudioFrame.from_ndarray(x[None, start : start + _RESAMPLE_CHUNK], format="flt", layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            x[None, start : start + _RESAMPLE_CHUNK], format="flt", layout="mono"
+        )
         frame.sample_rate = from_rate
         frame.pts = start
         frame.time_base = Fraction(1, from_rate)

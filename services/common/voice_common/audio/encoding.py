@@ -1,8 +1,9 @@
 """Encode float32 mono samples to the platform's output formats, as whole files or as a stream of pieces.
 
-Sample conversion to 16 bits is the same everywhere (and matches FFmpeg's): clip to [-1, 1], scale by 32768, round
-to nearest, clip to [-32768, 32767]. Decoding s16 back with :func:`~voice_common.audio.decoding.decode_audio` divides
-by 32768, so LINEAR16, WAV and FLAC round-trip exactly at the same rate.
+Sample conversion to 16 bits is the same everywhere (and matches FFmpeg's): clip to [-1, 1], scale by
+32768, round to nearest, clip to [-32768, 32767]. Decoding s16 back with
+:func:`~voice_common.audio.decoding.decode_audio` divides by 32768, so LINEAR16, WAV and FLAC round-trip
+exactly at the same rate.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import av
 import numpy as np
+from av.audio.stream import AudioStream
 
 from voice_common.audio.decoding import SAMPLE_RATE_FIELD, check_sample_rate, resample
 from voice_common.errors import InvalidArgument
@@ -43,8 +45,8 @@ _MIME_TYPES = {
 OPUS_SAMPLE_RATES: tuple[int, ...] = (8000, 12000, 16000, 24000, 48000)
 MP3_SAMPLE_RATES: tuple[int, ...] = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
-# Ogg pages are closed at least this often (microseconds) when streaming, so a listener gets audio every ~100 ms
-# instead of FFmpeg's default of one page per second.
+# Ogg pages are closed at least this often (microseconds) when streaming, so a listener gets audio every
+# ~100 ms instead of FFmpeg's default of one page per second.
 _STREAMING_OGG_PAGE_DURATION_US = 100_000
 # Bytes PyAV's I/O layer buffers before handing them on; small for streaming so pieces flow out promptly.
 _STREAMING_IO_BUFFER = 4096
@@ -60,8 +62,9 @@ def check_output_rate(encoding: AudioEncoding, rate: int, *, field: str = SAMPLE
     allowed = {AudioEncoding.OGG_OPUS: OPUS_SAMPLE_RATES, AudioEncoding.MP3: MP3_SAMPLE_RATES}.get(encoding)
     if allowed is not None and rate not in allowed:
         names = {AudioEncoding.OGG_OPUS: "OGG_OPUS (Opus)", AudioEncoding.MP3: "MP3"}
+        rates = ", ".join(str(r) for r in allowed)
         raise InvalidArgument(
-            f"{names[encoding]} cannot be encoded at {rate} Hz; use one of {', '.join(str(r) for r in allowed)} Hz",
+            f"{names[encoding]} cannot be encoded at {rate} Hz; use one of {rates} Hz",
             field=field,
         )
 
@@ -74,7 +77,7 @@ def to_s16(samples: np.ndarray) -> np.ndarray:
 
 
 def wav_header(sample_rate: int, data_bytes: int | None) -> bytes:
-    """44-byte RIFF/WAVE header for s16 mono PCM; ``data_bytes=None`` writes 0xFFFFFFFF sizes (streaming WAV)."""
+    """44-byte RIFF/WAVE header for s16 mono PCM; ``data_bytes=None`` writes 0xFFFFFFFF sizes (streaming)."""
     data_size = 0xFFFFFFFF if data_bytes is None else data_bytes
     riff_size = 0xFFFFFFFF if data_bytes is None else 36 + data_bytes
     return struct.pack(
@@ -110,7 +113,9 @@ _CODEC_SETUPS = {
         "ogg", "libopus", "flt", {}, {"page_duration": str(_STREAMING_OGG_PAGE_DURATION_US)}
     ),
     # Streaming MP3: no ID3 tag and no Xing frame (it cannot be filled in without seeking back).
-    AudioEncoding.MP3: _CodecSetup("mp3", "libmp3lame", "fltp", {}, {"id3v2_version": "0", "write_xing": "0"}),
+    AudioEncoding.MP3: _CodecSetup(
+        "mp3", "libmp3lame", "fltp", {}, {"id3v2_version": "0", "write_xing": "0"}
+    ),
 }
 
 
@@ -141,7 +146,7 @@ class _Sink:
 
 
 class _PyAVWriter:
-    """One mono audio stream muxed by PyAV into ``file`` (seekable BytesIO for files, a _Sink for streaming)."""
+    """One mono audio stream muxed by PyAV into ``file`` (BytesIO for whole files, a _Sink for streaming)."""
 
     def __init__(self, encoding: AudioEncoding, rate: int, file: Any, *, streaming: bool) -> None:
         setup = _CODEC_SETUPS[encoding]
@@ -160,7 +165,9 @@ class _PyAVWriter:
             buffer_size=_STREAMING_IO_BUFFER if streaming else 32768,
         )
         try:
-            self._stream = self._container.add_stream(setup.codec, rate=rate, layout="mono", format=self._format)
+            stream = self._container.add_stream(setup.codec, rate=rate, layout="mono", format=self._format)
+            assert isinstance(stream, AudioStream)
+            self._stream = stream
             bit_rate = _bit_rate(encoding, rate)
             if bit_rate:
                 self._stream.bit_rate = bit_rate
@@ -211,8 +218,8 @@ def encode_audio(
 ) -> bytes:
     """Encode float32 mono ``samples`` at ``sample_rate`` to a whole file in ``encoding`` at ``target_rate``.
 
-    ``target_rate`` defaults to ``sample_rate``. Raises InvalidArgument (field ``format.sample_rate_hertz``) for
-    a rate outside 8000..48000 Hz or one the codec does not support (Opus and MP3 have fixed lists).
+    ``target_rate`` defaults to ``sample_rate``. Raises InvalidArgument (field ``format.sample_rate_hertz``)
+    for a rate outside 8000..48000 Hz or one the codec does not support (Opus and MP3 have fixed lists).
     """
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
@@ -240,11 +247,12 @@ class StreamingEncoder:
     """Encodes audio that arrives in pieces; each call returns the encoded bytes that are ready so far.
 
     The concatenation of every :meth:`encode` result and the final :meth:`flush` is one valid file/stream:
-    LINEAR16 is bare s16 PCM; WAV is a header with 0xFFFFFFFF size fields (the usual streaming WAV) then PCM;
-    FLAC, OGG_OPUS and MP3 are written by a PyAV muxer in non-seekable (streaming) mode, so FLAC's header has no
-    total-length and MP3 has no Xing/LAME frame (decoders then keep the encoder's priming delay, up to ~1100
-    samples). When ``output_rate`` differs from ``input_rate`` the audio is resampled with a resampler that keeps
-    its state between pieces, so the result matches resampling the whole signal at once.
+    LINEAR16 is bare s16 PCM; WAV is a header with 0xFFFFFFFF size fields (the usual streaming WAV) then
+    PCM; FLAC, OGG_OPUS and MP3 are written by a PyAV muxer in non-seekable (streaming) mode, so FLAC's header
+    has no total length and MP3 has no Xing/LAME frame (decoders then keep the encoder delay and the final
+    frame's padding: up to ~3 MP3 frames more than the input). Ogg pages are closed every 100 ms. When
+    ``output_rate`` differs from ``input_rate`` the audio is resampled by a resampler that keeps its state
+    between pieces, so the result matches resampling the whole signal at once.
     """
 
     def __init__(self, encoding: AudioEncoding, input_rate: int, output_rate: int | None = None) -> None:

@@ -8,10 +8,10 @@ Used by the test suites of several services::
 
 Notes on this PyAV/FFmpeg build:
 
-* ``ogg_vorbis`` uses FFmpeg's native (experimental) Vorbis encoder, which only writes 2 channels: the file is always
-  stereo whatever ``channels`` says (libvorbis is not in this build).
-* Codecs with a fixed list of rates get the nearest supported rate at or above ``rate`` (the audio is resampled):
-  Opus 8/12/16/24/48 kHz; MP3 and AAC their MPEG rates. WAV and FLAC keep ``rate``.
+* ``ogg_vorbis`` uses FFmpeg's native (experimental) Vorbis encoder, which only writes 2 channels: the file
+  is always stereo whatever ``channels`` says (libvorbis is not in this build).
+* Codecs with a fixed list of rates get the nearest supported rate at or above ``rate`` (the audio is
+  resampled): Opus 8/12/16/24/48 kHz; MP3 and AAC their MPEG rates. WAV and FLAC keep ``rate``.
 * Video kinds carry a small 64x64, 5 fps moving-gradient video track: ``mp4``/``mov`` H.264 (libx264) + AAC,
   ``webm`` VP8 (libvpx) + Opus, ``mkv`` MPEG-4 Part 2 + AAC, ``mp4_video_only`` H.264 with no audio stream.
 """
@@ -24,7 +24,10 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import av
+import av.container
 import numpy as np
+from av.audio.stream import AudioStream
+from av.video.stream import VideoStream
 
 from voice_common.audio.decoding import resample
 
@@ -101,11 +104,12 @@ def tone(seconds: float, rate: int = 24000, freq: float = 220.0, amplitude: floa
 
 
 def speechlike(seconds: float, rate: int = 24000, seed: int = 0, amplitude: float = 0.3) -> np.ndarray:
-    """A voice-like test signal: a harmonic tone with a wandering pitch, shaped into syllables with short pauses.
+    """A voice-like test signal: a harmonic tone with a wandering pitch, shaped into syllables and pauses.
 
-    Syllables last 120-320 ms at ~4 per second, words of 2-5 syllables are separated by 150-400 ms pauses; the peak
-    is ``amplitude``. It is clearly not silent for :func:`voice_common.audio.analyse` and has speech-like level
-    statistics (about two thirds of its 20 ms frames are active). Deterministic for a given ``seed``.
+    Syllables last 120-320 ms at ~4 per second, words of 2-5 syllables are separated by 150-400 ms pauses;
+    the peak is ``amplitude``. It is clearly not silent for :func:`voice_common.audio.analyse` and has
+    speech-like level statistics (about two thirds of its 20 ms frames are active). Deterministic for a
+    given ``seed``.
     """
     n = round(seconds * rate)
     if n == 0:
@@ -116,7 +120,9 @@ def speechlike(seconds: float, rate: int = 24000, seed: int = 0, amplitude: floa
     # Pitch: 110-200 Hz base with slow intonation and a little vibrato; integrate to phase.
     base_f0 = rng.uniform(110.0, 200.0)
     f0 = base_f0 * (
-        1.0 + 0.12 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 2 * np.pi)) + 0.02 * np.sin(2 * np.pi * 5.5 * t)
+        1.0
+        + 0.12 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 2 * np.pi))
+        + 0.02 * np.sin(2 * np.pi * 5.5 * t)
     )
     phase = 2.0 * np.pi * np.cumsum(f0) / rate
     voiced = np.zeros(n)
@@ -190,20 +196,44 @@ def _video_frame(index: int) -> av.VideoFrame:
     return frame
 
 
+def _add_audio_stream(
+    container: av.container.OutputContainer, spec: _AudioSpec, rate: int, layout: str, channels: int
+) -> AudioStream:
+    stream = container.add_stream(
+        spec.codec, rate=rate, options=dict(spec.options), layout=layout, format=spec.sample_format
+    )
+    assert isinstance(stream, AudioStream)
+    if spec.bit_rate:
+        stream.bit_rate = spec.bit_rate * channels
+    stream.time_base = Fraction(1, rate)
+    return stream
+
+
+def _add_video_stream(container: av.container.OutputContainer, spec: _VideoSpec) -> VideoStream:
+    stream = container.add_stream(spec.codec, rate=_VIDEO_FPS, options=dict(spec.options))
+    assert isinstance(stream, VideoStream)
+    stream.width = _VIDEO_SIZE
+    stream.height = _VIDEO_SIZE
+    stream.pix_fmt = "yuv420p"
+    stream.time_base = Fraction(1, _VIDEO_FPS)
+    return stream
+
+
 def encode_file(samples: np.ndarray, rate: int, kind: str, *, channels: int = 1) -> bytes:
     """Encode float32 ``samples`` at ``rate`` Hz into a complete file of ``kind`` (see :data:`KINDS`).
 
     ``samples`` is 1-D mono (copied to each of ``channels`` channels) or a 2-D ``(channels, n)`` array (then
-    ``channels`` is taken from its shape). Video kinds get a video track as long as the audio (at least 1 frame).
+    ``channels`` is taken from its shape). Video kinds get a video track as long as the audio (at least one
+    frame).
     """
     try:
         container_format, audio_spec, video_spec = _KIND_SPECS[kind]
     except KeyError:
         raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}") from None
     planar = _planar(samples, channels)
-    if audio_spec is not None and audio_spec.forced_channels and planar.shape[0] != audio_spec.forced_channels:
-        mono = planar.mean(axis=0)
-        planar = np.ascontiguousarray(np.repeat(mono[None, :], audio_spec.forced_channels, axis=0))
+    forced = audio_spec.forced_channels if audio_spec is not None else None
+    if forced and planar.shape[0] != forced:
+        planar = np.ascontiguousarray(np.repeat(planar.mean(axis=0)[None, :], forced, axis=0))
     n_channels = planar.shape[0]
     if n_channels not in (1, 2):
         raise ValueError(f"only mono or stereo fixtures are supported, got {n_channels} channels")
@@ -215,42 +245,36 @@ def encode_file(samples: np.ndarray, rate: int, kind: str, *, channels: int = 1)
         if codec_rate != rate:
             planar = np.stack([resample(ch, rate, codec_rate) for ch in planar])
     n_samples = planar.shape[1]
-    duration = n_samples / codec_rate
 
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=container_format) as container:
         audio_stream = None
         video_stream = None
         if audio_spec is not None:
-            audio_stream = container.add_stream(
-                audio_spec.codec,
-                rate=codec_rate,
-                options=dict(audio_spec.options),
-                layout=layout,
-                format=audio_spec.sample_format,
-            )
-            if audio_spec.bit_rate:
-                audio_stream.bit_rate = audio_spec.bit_rate * n_channels
-            audio_stream.time_base = Fraction(1, codec_rate)
+            audio_stream = _add_audio_stream(container, audio_spec, codec_rate, layout, n_channels)
         if video_spec is not None:
-            video_stream = container.add_stream(video_spec.codec, rate=_VIDEO_FPS, options=dict(video_spec.options))
-            video_stream.width = _VIDEO_SIZE
-            video_stream.height = _VIDEO_SIZE
-            video_stream.pix_fmt = "yuv420p"
-            video_stream.time_base = Fraction(1, _VIDEO_FPS)
+            video_stream = _add_video_stream(container, video_spec)
 
-        n_video_frames = max(1, math.ceil(duration * _VIDEO_FPS)) if video_stream is not None else 0
+        n_video_frames = 0
+        if video_stream is not None:
+            n_video_frames = max(1, math.ceil(n_samples / codec_rate * _VIDEO_FPS))
         chunk = max(1, round(_CHUNK_SECONDS * codec_rate))
         next_video = 0
         position = 0
+        # Interleave: each chunk of audio, then the video frames that start before the chunk ends.
         while position < n_samples or next_video < n_video_frames:
             end = min(n_samples, position + chunk)
-            if audio_stream is not None and end > position:
-                frame = _audio_frame(planar[:, position:end], audio_spec.sample_format, layout, codec_rate, position)  # type: ignore[union-attr]
+            if audio_stream is not None and audio_spec is not None and end > position:
+                block = planar[:, position:end]
+                frame = _audio_frame(block, audio_spec.sample_format, layout, codec_rate, position)
                 for packet in audio_stream.encode(frame):
                     container.mux(packet)
             step_end = end / codec_rate if end > position else math.inf
-            while video_stream is not None and next_video < n_video_frames and next_video / _VIDEO_FPS < step_end:
+            while (
+                video_stream is not None
+                and next_video < n_video_frames
+                and next_video / _VIDEO_FPS < step_end
+            ):
                 for packet in video_stream.encode(_video_frame(next_video)):
                     container.mux(packet)
                 next_video += 1

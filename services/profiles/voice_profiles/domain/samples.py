@@ -10,7 +10,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 from datetime import datetime
 
-import numpy as np
 from voice_common.audio import (
     AudioEncoding,
     analyse,
@@ -18,6 +17,7 @@ from voice_common.audio import (
     encode_audio,
     mime_type_for,
 )
+from voice_common.audio.encoding import check_output_rate
 from voice_common.errors import FailedPrecondition, InvalidArgument
 from voice_common.object_store import ObjectStore
 
@@ -122,12 +122,8 @@ def _transcode(wav: bytes, stored_rate: int, encoding: AudioEncoding, rate: int)
 def check_output_format(encoding: AudioEncoding | None, rate: int, stored_rate: int) -> tuple[AudioEncoding, int]:
     encoding = encoding or AudioEncoding.WAV
     rate = rate or stored_rate
-    if not 8000 <= rate <= 48000:
-        raise InvalidArgument(
-            f"format.sample_rate_hertz must be between 8000 and 48000 (got {rate})", field="format.sample_rate_hertz"
-        )
-    # Let the encoder reject codec-specific rates before any byte is streamed.
-    encode_audio(np.zeros(0, dtype=np.float32), stored_rate, encoding, target_rate=rate)
+    # Reject a rate the codec cannot take before any byte is streamed.
+    check_output_rate(encoding, rate, field="format.sample_rate_hertz")
     return encoding, rate
 
 
@@ -199,12 +195,15 @@ class SampleManager:
             await self._store.put(audio_key, prepared.normalized_wav, "audio/wav")
             await upload
         except BaseException:
-            if not upload.done():
-                upload.cancel()
-            await asyncio.gather(upload, return_exceptions=True)
-            await asyncio.shield(self._cleanup.discard([original_key, audio_key]))
+            await asyncio.shield(self._undo_upload(upload, [original_key, audio_key]))
             raise
         return prepared
+
+    async def _undo_upload(self, upload: asyncio.Future[None], keys: list[str]) -> None:
+        # A put runs in a worker thread that cancelling cannot stop: let it finish, or its object would land
+        # after the delete and be orphaned.
+        await asyncio.gather(upload, return_exceptions=True)
+        await self._cleanup.discard(keys)
 
     async def _check_room(self, tenant_id: str, profile_id: str) -> None:
         async with self._database.transaction() as tx:

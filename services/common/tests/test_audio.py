@@ -1,0 +1,516 @@
+"""voice_common.audio with real codecs (PyAV/FFmpeg), no mocks.
+
+Length tolerances used below, in seconds of decoded audio:
+
+* WAV, FLAC, LINEAR16 (and anything PCM): exact (to one sample after resampling).
+* Ogg Opus, MP3 written as whole files: FFmpeg trims the encoder priming from the header (Opus pre-skip, the LAME
+  tag), so the length is exact; we allow one codec frame (Opus 20 ms, MP3 1152/576 samples).
+* Streaming MP3 has no LAME tag (it would need a seek back), so the decoder keeps the encoder delay and the last
+  frame's padding: up to three MP3 frames longer. Streaming Opus is exact (pre-skip is in the Ogg header).
+* AAC in MP4/M4A/MOV/MKV: up to one AAC frame (1024 samples) of padding remains at the end; raw ADTS AAC has no
+  edit list, so the 1024-sample priming stays as well (about 2 frames in all).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from voice_common.audio import (
+    AudioDecodeError,
+    AudioEncoding,
+    AudioTooLongError,
+    AudioWarningCode,
+    DecodedAudio,
+    NoAudioTrackError,
+    StreamingEncoder,
+    analyse,
+    decode_audio,
+    decode_linear16,
+    encode_audio,
+    mime_type_for,
+    resample,
+)
+from voice_common.audio.encoding import to_s16
+from voice_common.errors import InvalidArgument
+from voice_common.testing.media_files import KINDS, encode_file, speechlike, tone
+
+RATE = 24000
+MP4_FAMILY = "mov,mp4,m4a,3gp,3g2,mj2"
+
+# kind -> (source_container, source_codec, length tolerance in seconds)
+EXPECTED = {
+    "wav": ("wav", "pcm_s16le", 0.0),
+    "mp3": ("mp3", "mp3float", 1152 / RATE),
+    "m4a": (MP4_FAMILY, "aac", 1024 / RATE),
+    "aac": ("aac", "aac", 3 * 1024 / RATE),
+    "ogg_opus": ("ogg", "opus", 0.02),
+    "ogg_vorbis": ("ogg", "vorbis", 0.01),
+    "flac": ("flac", "flac", 0.0),
+    "mp4": (MP4_FAMILY, "aac", 1024 / RATE),
+    "mov": (MP4_FAMILY, "aac", 1024 / RATE),
+    "webm": ("matroska,webm", "opus", 0.02),
+    "mkv": ("matroska,webm", "aac", 1024 / RATE),
+}
+AUDIO_KINDS = [k for k in KINDS if k != "mp4_video_only"]
+
+
+def rms_db(x: np.ndarray) -> float:
+    return 10.0 * float(np.log10(np.mean(np.square(x, dtype=np.float64))))
+
+
+@pytest.fixture(scope="module")
+def voice() -> np.ndarray:
+    return speechlike(1.5, RATE, seed=3)
+
+
+@pytest.fixture(scope="module")
+def files(voice: np.ndarray) -> dict[str, bytes]:
+    return {kind: encode_file(voice, RATE, kind) for kind in KINDS}
+
+
+# --- decode_audio: every kind ------------------------------------------------------------------------------------
+
+
+def test_media_files_knows_every_kind() -> None:
+    assert set(AUDIO_KINDS) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("kind", AUDIO_KINDS)
+def test_round_trip_every_kind(kind: str, voice: np.ndarray, files: dict[str, bytes]) -> None:
+    container, codec, tolerance = EXPECTED[kind]
+    decoded = decode_audio(files[kind], target_rate=RATE)
+
+    assert isinstance(decoded, DecodedAudio)
+    assert decoded.sample_rate == RATE
+    assert decoded.samples.dtype == np.float32
+    assert decoded.samples.ndim == 1
+    assert float(np.max(np.abs(decoded.samples))) <= 1.0
+    assert decoded.source_container == container
+    assert decoded.source_codec == codec
+    expected_channels = 2 if kind == "ogg_vorbis" else 1  # FFmpeg's Vorbis encoder only writes stereo
+    assert decoded.source_channels == expected_channels
+    assert decoded.duration_seconds >= 1.5 - 1 / RATE
+    assert decoded.duration_seconds <= 1.5 + tolerance + 1 / RATE
+    # Energy preserved (lossy codecs and the downmix of identical channels change it by well under 1.5 dB).
+    assert abs(rms_db(decoded.samples) - rms_db(voice)) < 1.5
+    assert not analyse(decoded.samples, RATE).is_silent
+
+
+def test_wav_and_flac_are_sample_exact(voice: np.ndarray, files: dict[str, bytes]) -> None:
+    expected = to_s16(voice).astype(np.float32) / 32768.0
+    for kind in ("wav", "flac"):
+        np.testing.assert_array_equal(decode_audio(files[kind], target_rate=RATE).samples, expected)
+
+
+def test_decode_resamples_to_target_rate(files: dict[str, bytes]) -> None:
+    for target in (16000, 48000):
+        decoded = decode_audio(files["m4a"], target_rate=target)
+        assert decoded.sample_rate == target
+        assert decoded.source_sample_rate == RATE
+        assert abs(decoded.duration_seconds - 1.5) <= 1024 / RATE + 1 / target
+
+
+def test_stereo_44k_is_downmixed_to_the_channel_average() -> None:
+    rate = 44100
+    left = tone(1.0, rate, freq=220.0, amplitude=0.4)
+    right = tone(1.0, rate, freq=330.0, amplitude=0.2)
+    stereo = np.stack([left, right])
+
+    decoded = decode_audio(encode_file(stereo, rate, "wav"), target_rate=RATE)
+    assert (decoded.source_sample_rate, decoded.source_channels) == (44100, 2)
+    expected = resample((to_s16(left) / 32768.0 + to_s16(right) / 32768.0) / 2, rate, RATE)
+    assert len(decoded.samples) == len(expected) == RATE
+    assert float(np.max(np.abs(decoded.samples - expected))) < 1e-3
+
+    # Opposite channels cancel: the average, not FFmpeg's default +3 dB centre mix.
+    cancelled = decode_audio(encode_file(np.stack([left, -left]), rate, "wav"), target_rate=RATE)
+    assert float(np.max(np.abs(cancelled.samples))) < 1e-3
+
+    # Full-scale identical channels stay within [-1, 1].
+    loud = tone(0.5, rate, amplitude=1.0)
+    loud_decoded = decode_audio(encode_file(loud, rate, "flac", channels=2), target_rate=RATE)
+    assert float(np.max(np.abs(loud_decoded.samples))) <= 1.0
+
+
+def test_stereo_44k_m4a(voice: np.ndarray) -> None:
+    voice44 = resample(voice, RATE, 44100)
+    decoded = decode_audio(encode_file(voice44, 44100, "m4a", channels=2), target_rate=RATE)
+    assert (decoded.source_sample_rate, decoded.source_channels) == (44100, 2)
+    assert abs(decoded.duration_seconds - 1.5) <= 2048 / 44100
+    assert abs(rms_db(decoded.samples) - rms_db(voice)) < 1.5
+
+
+@pytest.mark.parametrize("kind", ["mp4", "mov", "webm", "mkv"])
+def test_video_containers_give_their_audio_track(
+    kind: str, voice: np.ndarray, files: dict[str, bytes]
+) -> None:
+    decoded = decode_audio(files[kind], target_rate=RATE)
+    n = min(len(voice), len(decoded.samples))
+    # The decoded audio is the voice (correlated), not video data decoded as audio.
+    corr = np.corrcoef(voice[:n], decoded.samples[:n])[0, 1]
+    assert corr > 0.9
+
+
+def test_video_only_file_has_no_audio_track(files: dict[str, bytes]) -> None:
+    with pytest.raises(NoAudioTrackError) as info:
+        decode_audio(files["mp4_video_only"])
+    error = info.value
+    assert isinstance(error, AudioDecodeError)
+    assert isinstance(error, InvalidArgument)
+    assert "no audio track" in error.message
+    assert "video h264" in error.message
+
+
+# --- decode_audio: bad input -------------------------------------------------------------------------------------
+
+
+def test_empty_file() -> None:
+    with pytest.raises(AudioDecodeError, match="the file is empty"):
+        decode_audio(b"")
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_garbage_bytes(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    magic = [b"", b"RIFF\x24\x00\x00\x00WAVEfmt ", b"ID3\x04\x00", b"OggS\x00\x02", b"fLaC", b"\x1aE\xdf\xa3"]
+    data = magic[seed % len(magic)] + rng.integers(0, 256, 2000 + 1000 * seed, dtype=np.uint8).tobytes()
+    with pytest.raises(AudioDecodeError) as info:
+        decode_audio(data)
+    assert isinstance(info.value, InvalidArgument)
+
+
+def test_text_file_message_says_what_to_upload() -> None:
+    with pytest.raises(AudioDecodeError) as info:
+        decode_audio(b"this is a text file, not a recording\n" * 20)
+    message = info.value.message
+    assert message.startswith("the file could not be decoded as audio (tried FFmpeg's demuxers): ")
+    assert "Upload WAV, MP3, M4A/AAC, OGG, FLAC, or an MP4/MOV/WebM/MKV video with an audio track" in message
+
+
+@pytest.mark.parametrize(("kind", "keep"), [("m4a", 0.5), ("mp4", 0.8), ("ogg_opus", 0.3), ("flac", 0.002)])
+def test_truncated_files_that_cannot_be_decoded(kind: str, keep: float, files: dict[str, bytes]) -> None:
+    # M4A/MP4 keep their index (moov) at the end; the Ogg file's first audio page is cut; FLAC loses its header.
+    data = files[kind]
+    with pytest.raises(AudioDecodeError):
+        decode_audio(data[: int(len(data) * keep)])
+
+
+def test_wav_header_without_samples(files: dict[str, bytes]) -> None:
+    with pytest.raises(AudioDecodeError):
+        decode_audio(files["wav"][:44])
+
+
+def test_file_cut_in_the_middle_gives_the_audio_before_the_cut(files: dict[str, bytes]) -> None:
+    # As media players do: a WAV/MP3 whose tail is missing decodes up to the cut.
+    for kind in ("wav", "mp3"):
+        data = files[kind]
+        decoded = decode_audio(data[: len(data) // 2])
+        assert 0.5 < decoded.duration_seconds < 1.0
+
+
+def test_corrupted_bytes_never_crash(files: dict[str, bytes]) -> None:
+    rng = np.random.default_rng(7)
+    for kind in AUDIO_KINDS:
+        data = bytearray(files[kind])
+        for index in rng.integers(0, len(data), 40):
+            data[index] = int(rng.integers(0, 256))
+        try:
+            decoded = decode_audio(bytes(data))
+        except AudioDecodeError:
+            continue
+        assert decoded.samples.dtype == np.float32
+        assert float(np.max(np.abs(decoded.samples), initial=0.0)) <= 1.0
+
+
+def test_playlist_demuxers_cannot_read_local_files(
+    tmp_path: Path, files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # FFmpeg's concat demuxer would open "secret.wav" relative to the working directory.
+    (tmp_path / "secret.wav").write_bytes(files["wav"])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AudioDecodeError):
+        decode_audio(b"ffconcat version 1.0\nfile secret.wav\n")
+
+
+# --- limits ------------------------------------------------------------------------------------------------------
+
+
+def test_max_seconds(files: dict[str, bytes]) -> None:
+    assert decode_audio(files["wav"], max_seconds=1.5).duration_seconds == pytest.approx(1.5)
+    for kind in ("wav", "mp3", "flac", "mp4"):
+        with pytest.raises(AudioTooLongError) as info:
+            decode_audio(files[kind], max_seconds=0.5)
+        assert isinstance(info.value, InvalidArgument)
+        assert "0.5 seconds" in info.value.message
+
+
+def test_max_seconds_stops_early_on_a_long_file() -> None:
+    # 10 minutes of near-silence in FLAC is tiny; the limit stops decoding long before the end.
+    long_file = encode_file(np.zeros(10 * 60 * 8000, dtype=np.float32), 8000, "flac")
+    assert len(long_file) < 2_000_000
+    started = time.perf_counter()
+    with pytest.raises(AudioTooLongError):
+        decode_audio(long_file, max_seconds=2.0)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_five_minute_48k_wav_decodes_fast() -> None:
+    rate = 48000
+    data = encode_audio(tone(300.0, rate), rate, AudioEncoding.WAV)
+    assert len(data) == 300 * rate * 2 + 44
+    started = time.perf_counter()
+    decoded = decode_audio(data, target_rate=RATE)
+    elapsed = time.perf_counter() - started
+    assert len(decoded.samples) == 300 * RATE
+    # Measured ~0.15 s on a 2-core box; the bound only catches a per-sample Python loop sneaking in.
+    assert elapsed < 2.0, f"5-minute WAV took {elapsed:.2f} s"
+
+
+# --- decode_linear16 ---------------------------------------------------------------------------------------------
+
+
+def test_decode_linear16(voice: np.ndarray) -> None:
+    pcm = to_s16(voice).tobytes()
+    same = decode_linear16(pcm, RATE, target_rate=RATE)
+    np.testing.assert_array_equal(same.samples, to_s16(voice) / np.float32(32768.0))
+    assert (same.source_codec, same.source_sample_rate, same.source_channels) == ("pcm_s16le", RATE, 1)
+
+    up = decode_linear16(to_s16(resample(voice, RATE, 16000)).tobytes(), 16000, target_rate=RATE)
+    assert up.sample_rate == RATE
+    assert abs(len(up.samples) - len(voice)) <= 1
+
+
+def test_decode_linear16_rejects_bad_input() -> None:
+    with pytest.raises(AudioDecodeError, match="even number of bytes"):
+        decode_linear16(b"\x00\x01\x02", 16000)
+    with pytest.raises(AudioDecodeError, match="empty"):
+        decode_linear16(b"", 16000)
+    for rate in (7999, 48001, 0):
+        with pytest.raises(InvalidArgument) as info:
+            decode_linear16(b"\x00\x00", rate)
+        assert info.value.field == "format.sample_rate_hertz"
+        assert not isinstance(info.value, AudioDecodeError)
+    with pytest.raises(AudioTooLongError):
+        decode_linear16(b"\x00\x00" * 16001, 16000, max_seconds=1.0)
+
+
+def test_resample() -> None:
+    x = tone(1.0, 48000)
+    np.testing.assert_array_equal(resample(x, 48000, 48000), x)
+    y = resample(x, 48000, 16000)
+    assert y.dtype == np.float32
+    assert len(y) == 16000
+    # A 220 Hz tone survives resampling at the same level.
+    assert abs(rms_db(y[1000:-1000]) - rms_db(x)) < 0.1
+
+
+# --- analyse -----------------------------------------------------------------------------------------------------
+
+
+def test_analyse_silence() -> None:
+    result = analyse(np.zeros(RATE, dtype=np.float32), RATE)
+    assert result.is_silent
+    assert result.peak_dbfs == result.rms_dbfs == result.active_rms_dbfs == -120.0
+    assert result.active_fraction == 0.0
+    assert result.warnings == ()
+    assert result.duration_seconds == 1.0
+
+    hiss = (np.random.default_rng(0).standard_normal(RATE) * 10 ** (-70 / 20)).astype(np.float32)
+    assert analyse(hiss, RATE).is_silent
+
+    empty = analyse(np.zeros(0, dtype=np.float32), RATE)
+    assert empty.is_silent
+    assert empty.duration_seconds == 0.0
+
+
+def test_analyse_tone() -> None:
+    result = analyse(tone(1.0, RATE, amplitude=0.5), RATE)
+    assert not result.is_silent
+    assert result.peak_dbfs == pytest.approx(20 * np.log10(0.5), abs=0.01)
+    assert result.rms_dbfs == pytest.approx(20 * np.log10(0.5 / np.sqrt(2)), abs=0.01)
+    assert result.active_rms_dbfs == pytest.approx(result.rms_dbfs, abs=0.01)
+    assert result.active_fraction == 1.0
+    assert result.clipped_fraction == 0.0
+    assert result.warnings == ()
+
+
+def test_analyse_speechlike_is_active_but_has_pauses() -> None:
+    result = analyse(speechlike(5.0, RATE), RATE)
+    assert not result.is_silent
+    assert 0.4 < result.active_fraction < 0.95
+    assert result.active_rms_dbfs > result.rms_dbfs
+    assert result.warnings == ()
+
+
+def test_analyse_clipping_warning() -> None:
+    clipped = np.clip(tone(1.0, RATE, amplitude=1.5), -1.0, 1.0)
+    result = analyse(clipped, RATE)
+    assert result.clipped_fraction > 0.1
+    codes = [w.code for w in result.warnings]
+    assert codes == [AudioWarningCode.CLIPPING]
+    assert "% of samples are clipped" in result.warnings[0].message
+    assert "lower input gain" in result.warnings[0].message
+
+
+def test_analyse_low_level_warning() -> None:
+    result = analyse(speechlike(3.0, RATE, amplitude=0.03), RATE)
+    assert not result.is_silent
+    assert result.active_rms_dbfs < -35.0
+    assert [w.code for w in result.warnings] == [AudioWarningCode.LOW_LEVEL]
+    assert "closer to the microphone" in result.warnings[0].message
+
+
+def test_analyse_short_clip() -> None:
+    result = analyse(tone(0.005, RATE), RATE)  # shorter than one 20 ms frame
+    assert result.active_fraction == 1.0
+    assert not result.is_silent
+
+
+# --- encode_audio ------------------------------------------------------------------------------------------------
+
+
+def frame_tolerance(encoding: AudioEncoding, rate: int) -> int:
+    """Samples (at ``rate``) a decoded whole file may differ from the input length; see the module docstring."""
+    if encoding is AudioEncoding.OGG_OPUS:
+        return rate // 50  # one 20 ms Opus frame
+    if encoding is AudioEncoding.MP3:
+        return 1152 if rate >= 32000 else 576
+    return 1  # PCM/FLAC: exact (one sample for resampler rounding)
+
+
+def decode_encoded(data: bytes, encoding: AudioEncoding, rate: int) -> DecodedAudio:
+    if encoding is AudioEncoding.LINEAR16:
+        return decode_linear16(data, rate, target_rate=rate)
+    return decode_audio(data, target_rate=rate)
+
+
+@pytest.mark.parametrize("encoding", list(AudioEncoding))
+@pytest.mark.parametrize("target_rate", [None, 16000, 48000])
+def test_encode_audio_round_trip(encoding: AudioEncoding, target_rate: int | None, voice: np.ndarray) -> None:
+    data = encode_audio(voice, RATE, encoding, target_rate=target_rate)
+    rate = target_rate or RATE
+    decoded = decode_encoded(data, encoding, rate)
+    expected_len = round(len(voice) * rate / RATE)
+    assert abs(len(decoded.samples) - expected_len) <= frame_tolerance(encoding, rate)
+    assert abs(rms_db(decoded.samples) - rms_db(voice)) < 1.0
+    if encoding is AudioEncoding.WAV:
+        assert data[:4] == b"RIFF"
+        assert struct.unpack("<I", data[40:44])[0] == len(data) - 44
+
+
+def test_pcm_encodings_are_exact(voice: np.ndarray) -> None:
+    expected = to_s16(voice).astype(np.float32) / 32768.0
+    for encoding in (AudioEncoding.LINEAR16, AudioEncoding.WAV, AudioEncoding.FLAC):
+        decoded = decode_encoded(encode_audio(voice, RATE, encoding), encoding, RATE)
+        np.testing.assert_array_equal(decoded.samples, expected)
+
+
+def test_to_s16_clips_then_rounds() -> None:
+    x = np.array([-2.0, -1.0, -0.5, 0.0, 1 / 65536 + 1e-9, 0.5, 1.0, 2.0, np.nan], dtype=np.float32)
+    assert to_s16(x).tolist() == [-32768, -32768, -16384, 0, 1, 16384, 32767, 32767, 0]
+    assert encode_audio(x[:2], RATE, AudioEncoding.LINEAR16) == struct.pack("<hh", -32768, -32768)
+
+
+def test_encode_audio_rejects_bad_rates(voice: np.ndarray) -> None:
+    for encoding in AudioEncoding:
+        for rate in (7999, 48001, 96000):
+            with pytest.raises(InvalidArgument) as info:
+                encode_audio(voice, RATE, encoding, target_rate=rate)
+            assert info.value.field == "format.sample_rate_hertz"
+    with pytest.raises(InvalidArgument) as info:
+        encode_audio(voice, RATE, AudioEncoding.OGG_OPUS, target_rate=44100)
+    assert info.value.field == "format.sample_rate_hertz"
+    assert "8000, 12000, 16000, 24000, 48000" in info.value.message
+    with pytest.raises(InvalidArgument) as info:
+        encode_audio(voice, RATE, AudioEncoding.MP3, target_rate=44000)
+    assert "8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000" in info.value.message
+    # Source rate outside the range with no target: the output rate is the source rate, so it is rejected too.
+    with pytest.raises(InvalidArgument):
+        encode_audio(voice, 96000, AudioEncoding.WAV)
+    # Odd but valid rates work for PCM/FLAC.
+    assert (
+        decode_audio(encode_audio(voice, RATE, AudioEncoding.FLAC, target_rate=44000)).source_sample_rate
+        == 44000
+    )
+
+
+def test_mime_types() -> None:
+    assert {e: mime_type_for(e) for e in AudioEncoding} == {
+        AudioEncoding.LINEAR16: "audio/L16",
+        AudioEncoding.WAV: "audio/wav",
+        AudioEncoding.FLAC: "audio/flac",
+        AudioEncoding.OGG_OPUS: "audio/ogg",
+        AudioEncoding.MP3: "audio/mpeg",
+    }
+
+
+# --- StreamingEncoder --------------------------------------------------------------------------------------------
+
+
+def stream_encode(encoder: StreamingEncoder, samples: np.ndarray, seed: int = 0) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    pieces: list[bytes] = []
+    position = 0
+    while position < len(samples):
+        size = int(rng.integers(1, 4000))
+        pieces.append(encoder.encode(samples[position : position + size]))
+        position += size
+    pieces.append(encoder.flush())
+    return pieces
+
+
+def stream_tolerance(encoding: AudioEncoding, rate: int) -> tuple[int, int]:
+    """(fewer, more) samples a decoded stream may have than the input."""
+    if encoding is AudioEncoding.MP3:
+        frame = 1152 if rate >= 32000 else 576
+        return frame, 3 * frame
+    tolerance = frame_tolerance(encoding, rate)
+    return tolerance, tolerance
+
+
+@pytest.mark.parametrize("encoding", list(AudioEncoding))
+@pytest.mark.parametrize("output_rate", [None, 16000])
+def test_streaming_encoder(encoding: AudioEncoding, output_rate: int | None, voice: np.ndarray) -> None:
+    encoder = StreamingEncoder(encoding, RATE, output_rate)
+    pieces = stream_encode(encoder, voice)
+    rate = output_rate or RATE
+    decoded = decode_encoded(b"".join(pieces), encoding, rate)
+    expected_len = round(len(voice) * rate / RATE)
+    fewer, more = stream_tolerance(encoding, rate)
+    assert expected_len - fewer <= len(decoded.samples) <= expected_len + more
+    assert abs(rms_db(decoded.samples) - rms_db(voice)) < 1.0
+    # Bytes flow out before the end of the stream.
+    assert sum(len(p) for p in pieces[:-1]) > 0
+    assert encoder.flush() == b""
+    with pytest.raises(RuntimeError):
+        encoder.encode(voice[:10])
+
+
+def test_streaming_pcm_matches_whole_file_encoding(voice: np.ndarray) -> None:
+    for encoding in (AudioEncoding.LINEAR16, AudioEncoding.WAV):
+        for rate in (None, 16000):
+            streamed = b"".join(stream_encode(StreamingEncoder(encoding, RATE, rate), voice, seed=5))
+            whole = encode_audio(voice, RATE, encoding, target_rate=rate)
+            if encoding is AudioEncoding.WAV:
+                assert streamed[:44] == whole[:4] + b"\xff\xff\xff\xff" + whole[8:40] + b"\xff\xff\xff\xff"
+                streamed, whole = streamed[44:], whole[44:]
+            assert streamed == whole
+
+
+def test_streaming_wav_header_only() -> None:
+    encoder = StreamingEncoder(AudioEncoding.WAV, RATE)
+    header = encoder.encode(np.zeros(0, dtype=np.float32)) + encoder.flush()
+    assert len(header) == 44
+    assert struct.unpack("<I", header[4:8])[0] == 0xFFFFFFFF
+    assert struct.unpack("<I", header[40:44])[0] == 0xFFFFFFFF
+
+
+def test_streaming_encoder_rejects_bad_rates() -> None:
+    with pytest.raises(InvalidArgument):
+        StreamingEncoder(AudioEncoding.OGG_OPUS, RATE, 22050)
+    with pytest.raises(InvalidArgument):
+        StreamingEncoder(AudioEncoding.WAV, 96000)
