@@ -36,7 +36,11 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy services tests bench
+	# One mypy run per tree: test folders share module names (conftest), which one run cannot hold.
+	$(VENV)/bin/mypy services/common/voice_common services/profiles/voice_profiles bench
+	$(VENV)/bin/mypy services/common/tests
+	$(VENV)/bin/mypy services/profiles/tests
+	$(VENV)/bin/mypy tests
 
 format: setup
 	$(VENV)/bin/ruff format .

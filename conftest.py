@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from voice_common.testing.postgres import postgres_server
 from voice_common.testing.s3_server import MotoServer
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from voice_common.object_store import FilesystemObjectStore, ObjectStore, S3ObjectStore
 from voice_common.testing.s3_server import MotoServer, unique_bucket_name
 

@@ -3,12 +3,12 @@
 Length tolerances used below, in seconds of decoded audio:
 
 * WAV, FLAC, LINEAR16 (and anything PCM): exact (to one sample after resampling).
-* Ogg Opus, MP3 written as whole files: FFmpeg trims the encoder priming from the header (Opus pre-skip, the LAME
-  tag), so the length is exact; we allow one codec frame (Opus 20 ms, MP3 1152/576 samples).
-* Streaming MP3 has no LAME tag (it would need a seek back), so the decoder keeps the encoder delay and the last
-  frame's padding: up to three MP3 frames longer. Streaming Opus is exact (pre-skip is in the Ogg header).
-* AAC in MP4/M4A/MOV/MKV: up to one AAC frame (1024 samples) of padding remains at the end; raw ADTS AAC has no
-  edit list, so the 1024-sample priming stays as well (about 2 frames in all).
+* Ogg Opus, MP3 written as whole files: FFmpeg trims the encoder priming from the header (Opus pre-skip,
+  the LAME tag), so the length is exact; we allow one codec frame (Opus 20 ms, MP3 1152/576 samples).
+* Streaming MP3 has no LAME tag (it would need a seek back), so the decoder keeps the encoder delay and the
+  last frame's padding: up to three MP3 frames longer. Streaming Opus is exact (pre-skip is in the header).
+* AAC in MP4/M4A/MOV/MKV: up to one AAC frame (1024 samples) of padding remains at the end; raw ADTS AAC
+  has no edit list, so the 1024-sample priming stays as well (about 2 frames in all).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from voice_common.audio import (
     AudioDecodeError,
     AudioEncoding,
@@ -72,7 +73,7 @@ def files(voice: np.ndarray) -> dict[str, bytes]:
     return {kind: encode_file(voice, RATE, kind) for kind in KINDS}
 
 
-# --- decode_audio: every kind ------------------------------------------------------------------------------------
+# --- decode_audio: every kind -------------------------------------------------------------------------------
 
 
 def test_media_files_knows_every_kind() -> None:
@@ -165,7 +166,7 @@ def test_video_only_file_has_no_audio_track(files: dict[str, bytes]) -> None:
     assert "video h264" in error.message
 
 
-# --- decode_audio: bad input -------------------------------------------------------------------------------------
+# --- decode_audio: bad input --------------------------------------------------------------------------------
 
 
 def test_empty_file() -> None:
@@ -193,7 +194,8 @@ def test_text_file_message_says_what_to_upload() -> None:
 
 @pytest.mark.parametrize(("kind", "keep"), [("m4a", 0.5), ("mp4", 0.8), ("ogg_opus", 0.3), ("flac", 0.002)])
 def test_truncated_files_that_cannot_be_decoded(kind: str, keep: float, files: dict[str, bytes]) -> None:
-    # M4A/MP4 keep their index (moov) at the end; the Ogg file's first audio page is cut; FLAC loses its header.
+    # M4A/MP4 keep their index (moov) at the end; the Ogg file's first audio page is cut; FLAC loses its
+    # header.
     data = files[kind]
     with pytest.raises(AudioDecodeError):
         decode_audio(data[: int(len(data) * keep)])
@@ -236,7 +238,7 @@ def test_playlist_demuxers_cannot_read_local_files(
         decode_audio(b"ffconcat version 1.0\nfile secret.wav\n")
 
 
-# --- limits ------------------------------------------------------------------------------------------------------
+# --- limits -------------------------------------------------------------------------------------------------
 
 
 def test_max_seconds(files: dict[str, bytes]) -> None:
@@ -270,7 +272,7 @@ def test_five_minute_48k_wav_decodes_fast() -> None:
     assert elapsed < 2.0, f"5-minute WAV took {elapsed:.2f} s"
 
 
-# --- decode_linear16 ---------------------------------------------------------------------------------------------
+# --- decode_linear16 ----------------------------------------------------------------------------------------
 
 
 def test_decode_linear16(voice: np.ndarray) -> None:
@@ -308,7 +310,7 @@ def test_resample() -> None:
     assert abs(rms_db(y[1000:-1000]) - rms_db(x)) < 0.1
 
 
-# --- analyse -----------------------------------------------------------------------------------------------------
+# --- analyse ------------------------------------------------------------------------------------------------
 
 
 def test_analyse_silence() -> None:
@@ -370,11 +372,11 @@ def test_analyse_short_clip() -> None:
     assert not result.is_silent
 
 
-# --- encode_audio ------------------------------------------------------------------------------------------------
+# --- encode_audio -------------------------------------------------------------------------------------------
 
 
 def frame_tolerance(encoding: AudioEncoding, rate: int) -> int:
-    """Samples (at ``rate``) a decoded whole file may differ from the input length; see the module docstring."""
+    """Samples (at ``rate``) a decoded whole file may differ from the input length (see the docstring)."""
     if encoding is AudioEncoding.OGG_OPUS:
         return rate // 50  # one 20 ms Opus frame
     if encoding is AudioEncoding.MP3:
@@ -432,10 +434,8 @@ def test_encode_audio_rejects_bad_rates(voice: np.ndarray) -> None:
     with pytest.raises(InvalidArgument):
         encode_audio(voice, 96000, AudioEncoding.WAV)
     # Odd but valid rates work for PCM/FLAC.
-    assert (
-        decode_audio(encode_audio(voice, RATE, AudioEncoding.FLAC, target_rate=44000)).source_sample_rate
-        == 44000
-    )
+    flac_44k = encode_audio(voice, RATE, AudioEncoding.FLAC, target_rate=44000)
+    assert decode_audio(flac_44k).source_sample_rate == 44000
 
 
 def test_mime_types() -> None:
@@ -448,7 +448,7 @@ def test_mime_types() -> None:
     }
 
 
-# --- StreamingEncoder --------------------------------------------------------------------------------------------
+# --- StreamingEncoder ---------------------------------------------------------------------------------------
 
 
 def stream_encode(encoder: StreamingEncoder, samples: np.ndarray, seed: int = 0) -> list[bytes]:
@@ -507,6 +507,17 @@ def test_streaming_wav_header_only() -> None:
     assert len(header) == 44
     assert struct.unpack("<I", header[4:8])[0] == 0xFFFFFFFF
     assert struct.unpack("<I", header[40:44])[0] == 0xFFFFFFFF
+
+
+def test_streaming_encoder_close_abandons_the_stream(voice: np.ndarray) -> None:
+    for encoding in AudioEncoding:
+        encoder = StreamingEncoder(encoding, RATE)
+        encoder.encode(voice[:4800])
+        encoder.close()
+        encoder.close()
+        assert encoder.flush() == b""
+        with pytest.raises(RuntimeError):
+            encoder.encode(voice[:10])
 
 
 def test_streaming_encoder_rejects_bad_rates() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+
 from voice_common.config import CommonSettings
 from voice_common.object_store import (
     FilesystemObjectStore,

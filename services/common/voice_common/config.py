@@ -20,7 +20,9 @@ TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOICE_", extra="ignore")
 
-    data_dir: Path = Field(Path("data"), description="Where the embedded mode keeps its SQLite file and objects.")
+    data_dir: Path = Field(
+        Path("data"), description="Where the embedded mode keeps its SQLite file and objects."
+    )
     database_url: str | None = Field(
         None,
         description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host:5432/voice. "
@@ -45,7 +47,9 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _tenant_shape(cls, value: str) -> str:
         if not TENANT_PATTERN.match(value):
-            raise ValueError("must be 1-63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit")
+            raise ValueError(
+                "must be 1-63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit"
+            )
         return value
 
     @field_validator("s3_endpoint")

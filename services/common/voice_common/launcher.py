@@ -43,7 +43,10 @@ def main() -> int:
     while not stopping:
         for name, process in processes:
             if process.poll() is not None:
-                print(f"[launcher] {name} exited with {process.returncode}; stopping the others", file=sys.stderr)
+                print(
+                    f"[launcher] {name} exited with {process.returncode}; stopping the others",
+                    file=sys.stderr,
+                )
                 exit_code = process.returncode or 1
                 stopping = True
         time.sleep(0.2)

@@ -6,16 +6,17 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 from grpc import aio
 from sqlalchemy import func, select
+
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
 from voice_common.config import CommonSettings
 from voice_common.object_store import ObjectStore
 from voice_common.server.bootstrap import VoiceServer, build_server
-
 from voice_profiles.app import ProfilesApp
 from voice_profiles.repositories.models import GenerationRow, PendingObjectDeletionRow, ProfileRow, SampleRow
 from voice_profiles.settings import ProfilesSettings
@@ -49,9 +50,15 @@ class Harness:
     async def rows(self, tenant: str) -> dict[str, int]:
         counts = {}
         async with self.app.database.transaction() as tx:
-            for name, model in (("profiles", ProfileRow), ("samples", SampleRow), ("generations", GenerationRow)):
+            for name, model in (
+                ("profiles", ProfileRow),
+                ("samples", SampleRow),
+                ("generations", GenerationRow),
+            ):
                 counts[name] = (
-                    await tx.session.execute(select(func.count()).select_from(model).where(model.tenant_id == tenant))
+                    await tx.session.execute(
+                        select(func.count()).select_from(model).where(model.tenant_id == tenant)
+                    )
                 ).scalar_one()
         return counts
 
@@ -63,7 +70,7 @@ class Harness:
         return sorted([key async for key in self.store.list_keys(f"tenants/{tenant}/")])
 
     async def close(self) -> None:
-        await self.channel.close()
+        await self.channel.close(None)
         await self.server.stop(0)
 
 
@@ -93,14 +100,14 @@ async def start_harness(
     return Harness(app, server, channel, pb_grpc.ProfileServiceStub(channel), app.store)
 
 
-async def expect_error(call: object, code: grpc.StatusCode) -> aio.AioRpcError:
+async def expect_error(call: Any, code: grpc.StatusCode) -> aio.AioRpcError:
     """Await a call (or drain a response stream) and check it failed with ``code``."""
     try:
         if hasattr(call, "__aiter__"):
-            async for _ in call:  # type: ignore[attr-defined]
+            async for _ in call:
                 pass
         else:
-            await call  # type: ignore[misc]
+            await call
     except aio.AioRpcError as error:
         assert error.code() == code, f"expected {code.name}, got {error.code().name}: {error.details()}"
         return error
@@ -108,8 +115,13 @@ async def expect_error(call: object, code: grpc.StatusCode) -> aio.AioRpcError:
 
 
 def sample_requests(
-    profile_id: str, data: bytes, *, reference_text: str | None = "Hello there.", chunk: int = 64 * 1024,
-    file_name: str = "sample.wav", mime_type: str = "audio/wav",
+    profile_id: str,
+    data: bytes,
+    *,
+    reference_text: str | None = "Hello there.",
+    chunk: int = 64 * 1024,
+    file_name: str = "sample.wav",
+    mime_type: str = "audio/wav",
 ) -> list[pb.AddSampleRequest]:
     metadata = pb.SampleMetadata(profile_id=profile_id, file_name=file_name, mime_type=mime_type)
     if reference_text is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 from field_helpers import add_sample, new_profile
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from profiles_harness import Harness, expect_error, sample_requests, tenant_metadata
+
 from voice.audio.v1 import audio_pb2
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice_common.testing.media_files import encode_file, speechlike
@@ -37,22 +39,25 @@ class World:
     def add_sample(self, messages: list[pb.AddSampleRequest]) -> object:
         return self.harness.stub.AddSample(iter(messages), metadata=self.md)
 
-    def upload(self, data: bytes, **kwargs: object) -> object:
-        return self.add_sample(sample_requests(self.profile.id, data, **kwargs))  # type: ignore[arg-type]
+    def upload(self, data: bytes, **kwargs: Any) -> object:
+        return self.add_sample(sample_requests(self.profile.id, data, **kwargs))
 
     def generation(self, data: bytes, **metadata: object) -> object:
         fields: dict[str, object] = {"text": "Hello.", "language": "en", "profile_id": self.profile.id}
         fields.update(metadata)
         messages = [pb.CreateGenerationRequest(metadata=pb.GenerationMetadata(**fields))]  # type: ignore[arg-type]
-        messages += [pb.CreateGenerationRequest(chunk=data[i : i + 65536]) for i in range(0, len(data), 65536)]
+        messages += [
+            pb.CreateGenerationRequest(chunk=data[i : i + 65536]) for i in range(0, len(data), 65536)
+        ]
         return self.harness.stub.CreateGeneration(iter(messages), metadata=self.md)
 
     def update(self, profile: pb.Profile, paths: list[str]) -> object:
         return self.harness.stub.UpdateProfile(
-            pb.UpdateProfileRequest(profile=profile, update_mask=field_mask_pb2.FieldMask(paths=paths)), metadata=self.md
+            pb.UpdateProfileRequest(profile=profile, update_mask=field_mask_pb2.FieldMask(paths=paths)),
+            metadata=self.md,
         )
 
-    def audio(self, encoding: int, rate: int) -> object:
+    def audio(self, encoding: Any, rate: int) -> object:
         return self.harness.stub.GetSampleAudio(
             pb.GetSampleAudioRequest(
                 id=self.sample.id, format=audio_pb2.AudioFormat(encoding=encoding, sample_rate_hertz=rate)
@@ -77,7 +82,8 @@ def _other_filter_token(world: World) -> Awaitable[object]:
         first = await world.harness.stub.ListProfiles(pb.ListProfilesRequest(page_size=1), metadata=world.md)
         assert first.next_page_token
         return await world.harness.stub.ListProfiles(
-            pb.ListProfilesRequest(page_size=1, page_token=first.next_page_token, language="en"), metadata=world.md
+            pb.ListProfilesRequest(page_size=1, page_token=first.next_page_token, language="en"),
+            metadata=world.md,
         )
 
     return call()
@@ -88,16 +94,38 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 CASES: list[Case] = [
     # AddSample
     ("sample: empty stream", lambda w: w.add_sample([]), INVALID, "stream was empty"),
-    ("sample: chunk before metadata", lambda w: w.add_sample([pb.AddSampleRequest(chunk=b"RIFF")]), INVALID, "first message"),
+    (
+        "sample: chunk before metadata",
+        lambda w: w.add_sample([pb.AddSampleRequest(chunk=b"RIFF")]),
+        INVALID,
+        "first message",
+    ),
     (
         "sample: metadata twice",
-        lambda w: w.add_sample(sample_requests(w.profile.id, wav(3))[:2] + sample_requests(w.profile.id, b"x")[:1]),
+        lambda w: w.add_sample(
+            sample_requests(w.profile.id, wav(3))[:2] + sample_requests(w.profile.id, b"x")[:1]
+        ),
         INVALID,
         "only be sent once",
     ),
-    ("sample: no profile id", lambda w: w.add_sample(sample_requests("", wav(3))), INVALID, "profile_id is required"),
-    ("sample: unknown profile", lambda w: w.add_sample(sample_requests(MISSING_ID, wav(3))), grpc.StatusCode.NOT_FOUND, "not found"),
-    ("sample: malformed profile id", lambda w: w.add_sample(sample_requests("../etc", wav(3))), grpc.StatusCode.NOT_FOUND, "not found"),
+    (
+        "sample: no profile id",
+        lambda w: w.add_sample(sample_requests("", wav(3))),
+        INVALID,
+        "profile_id is required",
+    ),
+    (
+        "sample: unknown profile",
+        lambda w: w.add_sample(sample_requests(MISSING_ID, wav(3))),
+        grpc.StatusCode.NOT_FOUND,
+        "not found",
+    ),
+    (
+        "sample: malformed profile id",
+        lambda w: w.add_sample(sample_requests("../etc", wav(3))),
+        grpc.StatusCode.NOT_FOUND,
+        "not found",
+    ),
     ("sample: no bytes", lambda w: w.upload(b""), INVALID, "empty"),
     ("sample: garbage bytes", lambda w: w.upload(bytes(range(256)) * 400), INVALID, "could not be decoded"),
     (
@@ -108,17 +136,54 @@ CASES: list[Case] = [
     ),
     ("sample: too short", lambda w: w.upload(wav(1.5)), INVALID, "at least 2 s"),
     ("sample: too long", lambda w: w.upload(wav(301, rate=8000)), INVALID, "longer than the limit of 300"),
-    ("sample: too large", lambda w: w.upload(b"\0" * (50 * 1024 * 1024 + 1), chunk=1024 * 1024), INVALID, "larger than the 50.0 MB"),
-    ("sample: silence", lambda w: w.upload(encode_file(np.zeros(24000 * 3, np.float32), 24000, "wav")), INVALID, "silent"),
-    ("sample: truncated mp4", lambda w: w.upload(encode_file(speechlike(4.0), 24000, "m4a")[:3000]), INVALID, "could not be decoded"),
-    ("sample: reference text too long", lambda w: w.upload(wav(3), reference_text="a" * 2001), INVALID, "limit is 2000"),
-    ("sample: file name with newline", lambda w: w.upload(wav(3), file_name="a\nb.wav"), INVALID, "control characters"),
+    (
+        "sample: too large",
+        lambda w: w.upload(b"\0" * (50 * 1024 * 1024 + 1), chunk=1024 * 1024),
+        INVALID,
+        "larger than the 50.0 MB",
+    ),
+    (
+        "sample: silence",
+        lambda w: w.upload(encode_file(np.zeros(24000 * 3, np.float32), 24000, "wav")),
+        INVALID,
+        "silent",
+    ),
+    (
+        "sample: truncated mp4",
+        lambda w: w.upload(encode_file(speechlike(4.0), 24000, "m4a")[:3000]),
+        INVALID,
+        "could not be decoded",
+    ),
+    (
+        "sample: reference text too long",
+        lambda w: w.upload(wav(3), reference_text="a" * 2001),
+        INVALID,
+        "limit is 2000",
+    ),
+    (
+        "sample: file name with newline",
+        lambda w: w.upload(wav(3), file_name="a\nb.wav"),
+        INVALID,
+        "control characters",
+    ),
     # CreateProfile
-    ("profile: empty name", lambda w: w.harness.stub.CreateProfile(pb.CreateProfileRequest(name="  "), metadata=w.md), INVALID, "name must not be empty"),
-    ("profile: name too long", lambda w: w.harness.stub.CreateProfile(pb.CreateProfileRequest(name="n" * 101), metadata=w.md), INVALID, "limit is 100"),
+    (
+        "profile: empty name",
+        lambda w: w.harness.stub.CreateProfile(pb.CreateProfileRequest(name="  "), metadata=w.md),
+        INVALID,
+        "name must not be empty",
+    ),
+    (
+        "profile: name too long",
+        lambda w: w.harness.stub.CreateProfile(pb.CreateProfileRequest(name="n" * 101), metadata=w.md),
+        INVALID,
+        "limit is 100",
+    ),
     (
         "profile: unknown language",
-        lambda w: w.harness.stub.CreateProfile(pb.CreateProfileRequest(name="x", language="xx"), metadata=w.md),
+        lambda w: w.harness.stub.CreateProfile(
+            pb.CreateProfileRequest(name="x", language="xx"), metadata=w.md
+        ),
         INVALID,
         "zh, en, ja",
     ),
@@ -133,29 +198,69 @@ CASES: list[Case] = [
     (
         "profile: ttl over 30 days",
         lambda w: w.harness.stub.CreateProfile(
-            pb.CreateProfileRequest(name="x", temporary=True, ttl=duration_pb2.Duration(seconds=31 * 86400)), metadata=w.md
+            pb.CreateProfileRequest(name="x", temporary=True, ttl=duration_pb2.Duration(seconds=31 * 86400)),
+            metadata=w.md,
         ),
         INVALID,
         "at most 30 days",
     ),
     (
         "profile: description too long",
-        lambda w: w.harness.stub.CreateProfile(pb.CreateProfileRequest(name="x", description="d" * 2001), metadata=w.md),
+        lambda w: w.harness.stub.CreateProfile(
+            pb.CreateProfileRequest(name="x", description="d" * 2001), metadata=w.md
+        ),
         INVALID,
         "limit is 2000",
     ),
     # UpdateProfile
-    ("update: unknown mask path", lambda w: w.update(pb.Profile(id=w.profile.id), ["id"]), INVALID, "cannot be updated: id"),
-    ("update: empty mask", lambda w: w.update(pb.Profile(id=w.profile.id, name="z"), []), INVALID, "at least one field"),
-    ("update: expiry in the past", lambda w: w.update(pb.Profile(id=w.profile.id, expire_time=past()), ["expire_time"]), INVALID, "in the future"),
-    ("update: blank name", lambda w: w.update(pb.Profile(id=w.profile.id, name=""), ["name"]), INVALID, "name must not be empty"),
-    ("update: missing profile", lambda w: w.update(pb.Profile(id=MISSING_ID, name="z"), ["name"]), grpc.StatusCode.NOT_FOUND, "not found"),
+    (
+        "update: unknown mask path",
+        lambda w: w.update(pb.Profile(id=w.profile.id), ["id"]),
+        INVALID,
+        "cannot be updated: id",
+    ),
+    (
+        "update: empty mask",
+        lambda w: w.update(pb.Profile(id=w.profile.id, name="z"), []),
+        INVALID,
+        "at least one field",
+    ),
+    (
+        "update: expiry in the past",
+        lambda w: w.update(pb.Profile(id=w.profile.id, expire_time=past()), ["expire_time"]),
+        INVALID,
+        "in the future",
+    ),
+    (
+        "update: blank name",
+        lambda w: w.update(pb.Profile(id=w.profile.id, name=""), ["name"]),
+        INVALID,
+        "name must not be empty",
+    ),
+    (
+        "update: missing profile",
+        lambda w: w.update(pb.Profile(id=MISSING_ID, name="z"), ["name"]),
+        grpc.StatusCode.NOT_FOUND,
+        "not found",
+    ),
     # Listing
-    ("list: page too large", lambda w: w.harness.stub.ListProfiles(pb.ListProfilesRequest(page_size=101), metadata=w.md), INVALID, "at most 100"),
-    ("list: negative page size", lambda w: w.harness.stub.ListProfiles(pb.ListProfilesRequest(page_size=-1), metadata=w.md), INVALID, "negative"),
+    (
+        "list: page too large",
+        lambda w: w.harness.stub.ListProfiles(pb.ListProfilesRequest(page_size=101), metadata=w.md),
+        INVALID,
+        "at most 100",
+    ),
+    (
+        "list: negative page size",
+        lambda w: w.harness.stub.ListProfiles(pb.ListProfilesRequest(page_size=-1), metadata=w.md),
+        INVALID,
+        "negative",
+    ),
     (
         "list: forged page token",
-        lambda w: w.harness.stub.ListProfiles(pb.ListProfilesRequest(page_token="not-a-token"), metadata=w.md),
+        lambda w: w.harness.stub.ListProfiles(
+            pb.ListProfilesRequest(page_token="not-a-token"), metadata=w.md
+        ),
         INVALID,
         "not a token this server issued",
     ),
@@ -163,7 +268,9 @@ CASES: list[Case] = [
     (
         "list generations: reversed time range",
         lambda w: w.harness.stub.ListGenerations(
-            pb.ListGenerationsRequest(create_time_start=timestamp_pb2.Timestamp(seconds=2_000_000_000), create_time_end=past()),
+            pb.ListGenerationsRequest(
+                create_time_start=timestamp_pb2.Timestamp(seconds=2_000_000_000), create_time_end=past()
+            ),
             metadata=w.md,
         ),
         INVALID,
@@ -171,20 +278,52 @@ CASES: list[Case] = [
     ),
     # Audio out
     ("audio: rate below 8 kHz", lambda w: w.audio(audio_pb2.AUDIO_ENCODING_WAV, 7000), INVALID, "8000"),
-    ("audio: opus at 44.1 kHz", lambda w: w.audio(audio_pb2.AUDIO_ENCODING_OGG_OPUS, 44100), INVALID, "48000"),
+    (
+        "audio: opus at 44.1 kHz",
+        lambda w: w.audio(audio_pb2.AUDIO_ENCODING_OGG_OPUS, 44100),
+        INVALID,
+        "48000",
+    ),
     ("audio: unknown encoding", lambda w: w.audio(99, 24000), INVALID, "not a known AudioEncoding"),
     # CreateGeneration
-    ("generation: empty text", lambda w: w.generation(wav(1), text=" "), INVALID, "metadata.text must not be empty"),
+    (
+        "generation: empty text",
+        lambda w: w.generation(wav(1), text=" "),
+        INVALID,
+        "metadata.text must not be empty",
+    ),
     (
         "generation: LINEAR16 without rate",
-        lambda w: w.generation(b"\0\0" * 24000, format=audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_LINEAR16)),
+        lambda w: w.generation(
+            b"\0\0" * 24000, format=audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_LINEAR16)
+        ),
         INVALID,
         "needs its sample rate",
     ),
-    ("generation: duration mismatch", lambda w: w.generation(wav(2), duration_seconds=3.0), INVALID, "may be truncated"),
-    ("generation: unknown profile", lambda w: w.generation(wav(1), profile_id=MISSING_ID), grpc.StatusCode.NOT_FOUND, "not found"),
-    ("generation: NaN parameter", lambda w: w.generation(wav(1), parameters={"temperature": math.nan}), INVALID, "finite"),
-    ("generation: bad language", lambda w: w.generation(wav(1), language="klingon"), INVALID, "not supported"),
+    (
+        "generation: duration mismatch",
+        lambda w: w.generation(wav(2), duration_seconds=3.0),
+        INVALID,
+        "may be truncated",
+    ),
+    (
+        "generation: unknown profile",
+        lambda w: w.generation(wav(1), profile_id=MISSING_ID),
+        grpc.StatusCode.NOT_FOUND,
+        "not found",
+    ),
+    (
+        "generation: NaN parameter",
+        lambda w: w.generation(wav(1), parameters={"temperature": math.nan}),
+        INVALID,
+        "finite",
+    ),
+    (
+        "generation: bad language",
+        lambda w: w.generation(wav(1), language="klingon"),
+        INVALID,
+        "not supported",
+    ),
     ("generation: garbage audio", lambda w: w.generation(b"garbage" * 100), INVALID, "could not be decoded"),
     (
         "generation: preview ttl negative",
@@ -195,23 +334,35 @@ CASES: list[Case] = [
     # Tenancy and archives
     (
         "tenant: malformed tenant id",
-        lambda w: w.harness.stub.ListProfiles(pb.ListProfilesRequest(), metadata=(("x-voice-tenant", "Bad Tenant!"),)),
+        lambda w: w.harness.stub.ListProfiles(
+            pb.ListProfilesRequest(), metadata=(("x-voice-tenant", "Bad Tenant!"),)
+        ),
         INVALID,
         "is not a tenant id",
     ),
     (
         "import: not an archive",
         lambda w: w.harness.stub.ImportProfile(
-            iter([pb.ImportProfileRequest(metadata=pb.ImportProfileMetadata()), pb.ImportProfileRequest(chunk=b"nope" * 300)]),
+            iter(
+                [
+                    pb.ImportProfileRequest(metadata=pb.ImportProfileMetadata()),
+                    pb.ImportProfileRequest(chunk=b"nope" * 300),
+                ]
+            ),
             metadata=w.md,
         ),
         INVALID,
         "not a profile export",
     ),
     (
-        "import: name taken",
+        "import: one byte of archive",
         lambda w: w.harness.stub.ImportProfile(
-            iter([pb.ImportProfileRequest(metadata=pb.ImportProfileMetadata(name=w.profile.name)), pb.ImportProfileRequest(chunk=b"x")]),
+            iter(
+                [
+                    pb.ImportProfileRequest(metadata=pb.ImportProfileMetadata(name=w.profile.name)),
+                    pb.ImportProfileRequest(chunk=b"x"),
+                ]
+            ),
             metadata=w.md,
         ),
         INVALID,
@@ -222,7 +373,12 @@ CASES: list[Case] = [
 
 @pytest.mark.parametrize(("name", "call", "code", "message"), CASES, ids=[case[0] for case in CASES])
 async def test_bad_input_is_rejected_and_leaves_nothing(
-    harness: Harness, tenant: str, name: str, call: Callable[[World], object], code: grpc.StatusCode, message: str
+    harness: Harness,
+    tenant: str,
+    name: str,
+    call: Callable[[World], object],
+    code: grpc.StatusCode,
+    message: str,
 ) -> None:
     profile = await new_profile(harness, tenant, language="en")
     sample = await add_sample(harness, tenant, profile.id, wav(2.5))

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from profiles_harness import Harness, expect_error, tenant_metadata
+
 from voice.profiles.v1 import profiles_service_pb2 as pb
 
 
-async def create(harness: Harness, tenant: str, name: str, **fields: object) -> pb.Profile:
+async def create(harness: Harness, tenant: str, name: str, **fields: Any) -> pb.Profile:
     response = await harness.stub.CreateProfile(
         pb.CreateProfileRequest(name=name, **fields), metadata=tenant_metadata(tenant)
     )
@@ -21,7 +23,9 @@ async def test_create_then_get(harness: Harness, tenant: str) -> None:
     created = await create(harness, tenant, "Narrator", description="warm and calm", language="en")
     assert created.id and created.name == "Narrator" and created.language == "en"
     assert not created.HasField("expire_time")
-    got = (await harness.stub.GetProfile(pb.GetProfileRequest(id=created.id), metadata=tenant_metadata(tenant))).profile
+    got = (
+        await harness.stub.GetProfile(pb.GetProfileRequest(id=created.id), metadata=tenant_metadata(tenant))
+    ).profile
     assert got == created
     assert got.sample_count == 0 and got.total_sample_seconds == 0
 
@@ -77,18 +81,24 @@ async def test_list_filters_by_name_and_language(harness: Harness, tenant: str) 
     await create(harness, tenant, "100% real", language="en")
     md = tenant_metadata(tenant)
     names = lambda r: sorted(p.name for p in r.profiles)  # noqa: E731
-    assert names(await harness.stub.ListProfiles(pb.ListProfilesRequest(name_contains="DEEP"), metadata=md)) == [
+    assert names(
+        await harness.stub.ListProfiles(pb.ListProfilesRequest(name_contains="DEEP"), metadata=md)
+    ) == [
         "Deep Bass",
         "deep_alto",
     ]
     assert names(
-        await harness.stub.ListProfiles(pb.ListProfilesRequest(name_contains="deep", language="en"), metadata=md)
+        await harness.stub.ListProfiles(
+            pb.ListProfilesRequest(name_contains="deep", language="en"), metadata=md
+        )
     ) == ["Deep Bass"]
     # LIKE wildcards in the filter are literal characters.
     assert names(await harness.stub.ListProfiles(pb.ListProfilesRequest(name_contains="%"), metadata=md)) == [
         "100% real"
     ]
-    assert names(await harness.stub.ListProfiles(pb.ListProfilesRequest(name_contains="p_b"), metadata=md)) == []
+    assert (
+        names(await harness.stub.ListProfiles(pb.ListProfilesRequest(name_contains="p_b"), metadata=md)) == []
+    )
 
 
 async def test_update_with_field_mask(harness: Harness, tenant: str) -> None:
@@ -137,7 +147,8 @@ async def test_update_to_a_taken_name_is_already_exists(harness: Harness, tenant
     await expect_error(
         harness.stub.UpdateProfile(
             pb.UpdateProfileRequest(
-                profile=pb.Profile(id=two.id, name="ONE"), update_mask=field_mask_pb2.FieldMask(paths=["name"])
+                profile=pb.Profile(id=two.id, name="ONE"),
+                update_mask=field_mask_pb2.FieldMask(paths=["name"]),
             ),
             metadata=tenant_metadata(tenant),
         ),
@@ -150,9 +161,12 @@ async def test_delete_then_get_is_not_found(harness: Harness, tenant: str) -> No
     md = tenant_metadata(tenant)
     response = await harness.stub.DeleteProfile(pb.DeleteProfileRequest(id=profile.id), metadata=md)
     assert response.deleted_sample_count == 0
-    await expect_error(harness.stub.GetProfile(pb.GetProfileRequest(id=profile.id), metadata=md), grpc.StatusCode.NOT_FOUND)
     await expect_error(
-        harness.stub.DeleteProfile(pb.DeleteProfileRequest(id=profile.id), metadata=md), grpc.StatusCode.NOT_FOUND
+        harness.stub.GetProfile(pb.GetProfileRequest(id=profile.id), metadata=md), grpc.StatusCode.NOT_FOUND
+    )
+    await expect_error(
+        harness.stub.DeleteProfile(pb.DeleteProfileRequest(id=profile.id), metadata=md),
+        grpc.StatusCode.NOT_FOUND,
     )
     assert await harness.rows(tenant) == {"profiles": 0, "samples": 0, "generations": 0}
 
@@ -163,16 +177,19 @@ async def test_other_tenants_ids_look_missing(harness: Harness, tenant: str) -> 
     missing = "00000000-0000-4000-8000-000000000000"
     for profile_id in (theirs.id, missing):
         error = await expect_error(
-            harness.stub.GetProfile(pb.GetProfileRequest(id=profile_id), metadata=intruder), grpc.StatusCode.NOT_FOUND
+            harness.stub.GetProfile(pb.GetProfileRequest(id=profile_id), metadata=intruder),
+            grpc.StatusCode.NOT_FOUND,
         )
         assert error.details() == f"profile {profile_id!r} not found"
     await expect_error(
-        harness.stub.DeleteProfile(pb.DeleteProfileRequest(id=theirs.id), metadata=intruder), grpc.StatusCode.NOT_FOUND
+        harness.stub.DeleteProfile(pb.DeleteProfileRequest(id=theirs.id), metadata=intruder),
+        grpc.StatusCode.NOT_FOUND,
     )
     await expect_error(
         harness.stub.UpdateProfile(
             pb.UpdateProfileRequest(
-                profile=pb.Profile(id=theirs.id, name="Mine"), update_mask=field_mask_pb2.FieldMask(paths=["name"])
+                profile=pb.Profile(id=theirs.id, name="Mine"),
+                update_mask=field_mask_pb2.FieldMask(paths=["name"]),
             ),
             metadata=intruder,
         ),
@@ -180,5 +197,7 @@ async def test_other_tenants_ids_look_missing(harness: Harness, tenant: str) -> 
     )
     listed = await harness.stub.ListProfiles(pb.ListProfilesRequest(), metadata=intruder)
     assert list(listed.profiles) == []
-    still = await harness.stub.GetProfile(pb.GetProfileRequest(id=theirs.id), metadata=tenant_metadata(tenant))
+    still = await harness.stub.GetProfile(
+        pb.GetProfileRequest(id=theirs.id), metadata=tenant_metadata(tenant)
+    )
     assert still.profile.name == "Private"

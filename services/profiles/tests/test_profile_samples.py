@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import numpy as np
 import pytest
 from field_helpers import add_sample, new_profile
 from google.protobuf import field_mask_pb2
 from profiles_harness import Harness, expect_error, tenant_metadata
+
 from voice.audio.v1 import audio_pb2
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice_common.audio import decode_audio, decode_linear16
@@ -17,7 +20,9 @@ ACCEPTED = ["wav", "mp3", "m4a", "aac", "ogg_opus", "ogg_vorbis", "flac", "mp4",
 
 
 @pytest.mark.parametrize("kind", ACCEPTED)
-async def test_every_accepted_format_is_normalised_to_24k_mono(harness: Harness, tenant: str, kind: str) -> None:
+async def test_every_accepted_format_is_normalised_to_24k_mono(
+    harness: Harness, tenant: str, kind: str
+) -> None:
     profile = await new_profile(harness, tenant)
     data = encode_file(speechlike(3.0, rate=48000, seed=1), 48000, kind, channels=2)
     sample = await add_sample(harness, tenant, profile.id, data, file_name=f"clip.{kind}")
@@ -30,13 +35,20 @@ async def test_every_accepted_format_is_normalised_to_24k_mono(harness: Harness,
     assert list(sample.warnings) == []
     keys = await harness.objects(tenant)
     assert keys == sorted(
-        [f"tenants/{tenant}/samples/{sample.id}/original", f"tenants/{tenant}/samples/{sample.id}/normalized.wav"]
+        [
+            f"tenants/{tenant}/samples/{sample.id}/original",
+            f"tenants/{tenant}/samples/{sample.id}/normalized.wav",
+        ]
     )
 
 
-async def test_sample_without_text_needs_a_transcript_and_can_be_edited(harness: Harness, tenant: str) -> None:
+async def test_sample_without_text_needs_a_transcript_and_can_be_edited(
+    harness: Harness, tenant: str
+) -> None:
     profile = await new_profile(harness, tenant)
-    sample = await add_sample(harness, tenant, profile.id, encode_file(speechlike(2.5), 24000, "wav"), text=None)
+    sample = await add_sample(
+        harness, tenant, profile.id, encode_file(speechlike(2.5), 24000, "wav"), text=None
+    )
     assert sample.transcript_state == pb.TRANSCRIPT_STATE_NEEDED and sample.reference_text == ""
     md = tenant_metadata(tenant)
     edited = (
@@ -48,8 +60,13 @@ async def test_sample_without_text_needs_a_transcript_and_can_be_edited(harness:
             metadata=md,
         )
     ).sample
-    assert edited.reference_text == "Now it has words." and edited.transcript_state == pb.TRANSCRIPT_STATE_PROVIDED
-    listed = (await harness.stub.ListSamples(pb.ListSamplesRequest(profile_id=profile.id), metadata=md)).samples
+    assert (
+        edited.reference_text == "Now it has words."
+        and edited.transcript_state == pb.TRANSCRIPT_STATE_PROVIDED
+    )
+    listed = (
+        await harness.stub.ListSamples(pb.ListSamplesRequest(profile_id=profile.id), metadata=md)
+    ).samples
     assert [s.reference_text for s in listed] == ["Now it has words."]
 
 
@@ -68,7 +85,9 @@ async def test_profile_counts_its_samples(harness: Harness, tenant: str) -> None
     profile = await new_profile(harness, tenant)
     for seconds in (2.5, 3.5):
         await add_sample(harness, tenant, profile.id, encode_file(speechlike(seconds), 24000, "wav"))
-    got = (await harness.stub.GetProfile(pb.GetProfileRequest(id=profile.id), metadata=tenant_metadata(tenant))).profile
+    got = (
+        await harness.stub.GetProfile(pb.GetProfileRequest(id=profile.id), metadata=tenant_metadata(tenant))
+    ).profile
     assert got.sample_count == 2
     assert got.total_sample_seconds == pytest.approx(6.0, abs=0.01)
 
@@ -78,9 +97,12 @@ async def test_list_samples_pages(harness: Harness, tenant: str) -> None:
     data = encode_file(speechlike(2.2), 24000, "wav")
     ids = [(await add_sample(harness, tenant, profile.id, data)).id for _ in range(3)]
     md = tenant_metadata(tenant)
-    first = await harness.stub.ListSamples(pb.ListSamplesRequest(profile_id=profile.id, page_size=2), metadata=md)
+    first = await harness.stub.ListSamples(
+        pb.ListSamplesRequest(profile_id=profile.id, page_size=2), metadata=md
+    )
     second = await harness.stub.ListSamples(
-        pb.ListSamplesRequest(profile_id=profile.id, page_size=2, page_token=first.next_page_token), metadata=md
+        pb.ListSamplesRequest(profile_id=profile.id, page_size=2, page_token=first.next_page_token),
+        metadata=md,
     )
     assert [s.id for s in [*first.samples, *second.samples]] == list(reversed(ids))
     assert second.next_page_token == ""
@@ -112,7 +134,9 @@ async def collect_audio(stream: object) -> tuple[pb.AudioStreamHeader, bytes]:
         (audio_pb2.AUDIO_ENCODING_MP3, 22050),
     ],
 )
-async def test_sample_audio_in_every_encoding(harness: Harness, tenant: str, encoding: int, rate: int) -> None:
+async def test_sample_audio_in_every_encoding(
+    harness: Harness, tenant: str, encoding: Any, rate: int
+) -> None:
     profile = await new_profile(harness, tenant)
     sample = await add_sample(harness, tenant, profile.id, encode_file(speechlike(4.0), 24000, "flac"))
     header, data = await collect_audio(
@@ -139,7 +163,9 @@ async def test_original_audio_comes_back_byte_for_byte(harness: Harness, tenant:
     data = encode_file(speechlike(3.0, rate=44100), 44100, "mp3")
     sample = await add_sample(harness, tenant, profile.id, data, mime_type="audio/mpeg")
     header, got = await collect_audio(
-        harness.stub.GetSampleAudio(pb.GetSampleAudioRequest(id=sample.id, original=True), metadata=tenant_metadata(tenant))
+        harness.stub.GetSampleAudio(
+            pb.GetSampleAudioRequest(id=sample.id, original=True), metadata=tenant_metadata(tenant)
+        )
     )
     assert got == data and header.mime_type == "audio/mpeg"
 
@@ -151,14 +177,19 @@ async def test_delete_sample_removes_row_and_objects(harness: Harness, tenant: s
     await harness.stub.DeleteSample(pb.DeleteSampleRequest(id=sample.id), metadata=md)
     assert await harness.objects(tenant) == []
     assert (await harness.rows(tenant))["samples"] == 0
-    await expect_error(harness.stub.DeleteSample(pb.DeleteSampleRequest(id=sample.id), metadata=md), grpc.StatusCode.NOT_FOUND)
+    await expect_error(
+        harness.stub.DeleteSample(pb.DeleteSampleRequest(id=sample.id), metadata=md),
+        grpc.StatusCode.NOT_FOUND,
+    )
 
 
 async def test_delete_profile_removes_its_samples(harness: Harness, tenant: str) -> None:
     profile = await new_profile(harness, tenant)
     for _ in range(2):
         await add_sample(harness, tenant, profile.id, encode_file(speechlike(2.5), 24000, "wav"))
-    response = await harness.stub.DeleteProfile(pb.DeleteProfileRequest(id=profile.id), metadata=tenant_metadata(tenant))
+    response = await harness.stub.DeleteProfile(
+        pb.DeleteProfileRequest(id=profile.id), metadata=tenant_metadata(tenant)
+    )
     assert response.deleted_sample_count == 2
     assert await harness.objects(tenant) == []
     assert await harness.rows(tenant) == {"profiles": 0, "samples": 0, "generations": 0}
@@ -169,11 +200,16 @@ async def test_samples_of_another_tenant_are_invisible(harness: Harness, tenant:
     sample = await add_sample(harness, tenant, profile.id, encode_file(speechlike(2.5), 24000, "wav"))
     intruder = tenant_metadata(tenant + "-x")
     await expect_error(
-        harness.stub.GetSampleAudio(pb.GetSampleAudioRequest(id=sample.id), metadata=intruder), grpc.StatusCode.NOT_FOUND
+        harness.stub.GetSampleAudio(pb.GetSampleAudioRequest(id=sample.id), metadata=intruder),
+        grpc.StatusCode.NOT_FOUND,
     )
-    await expect_error(harness.stub.DeleteSample(pb.DeleteSampleRequest(id=sample.id), metadata=intruder), grpc.StatusCode.NOT_FOUND)
     await expect_error(
-        harness.stub.ListSamples(pb.ListSamplesRequest(profile_id=profile.id), metadata=intruder), grpc.StatusCode.NOT_FOUND
+        harness.stub.DeleteSample(pb.DeleteSampleRequest(id=sample.id), metadata=intruder),
+        grpc.StatusCode.NOT_FOUND,
+    )
+    await expect_error(
+        harness.stub.ListSamples(pb.ListSamplesRequest(profile_id=profile.id), metadata=intruder),
+        grpc.StatusCode.NOT_FOUND,
     )
     await expect_error(
         harness.stub.UpdateSample(

@@ -8,11 +8,11 @@ import logging
 import sys
 
 from pydantic import ValidationError
+
 from voice_common.config import CommonSettings, describe_validation_error
 from voice_common.db import redact_url
 from voice_common.observability import configure_logging, serve_metrics
 from voice_common.server.bootstrap import build_server
-
 from voice_profiles.app import ProfilesApp
 from voice_profiles.settings import ProfilesSettings
 

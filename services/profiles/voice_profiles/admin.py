@@ -1,8 +1,8 @@
 """``voice-admin``: operator commands for deployments.
 
-  voice-admin migrate                  bring the database schema to the current version
-  voice-admin doctor [--delete-orphans] list rows without objects and objects without rows
-  voice-admin sweep                    delete expired data and retry failed object deletes now
+voice-admin migrate                  bring the database schema to the current version
+voice-admin doctor [--delete-orphans] list rows without objects and objects without rows
+voice-admin sweep                    delete expired data and retry failed object deletes now
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 import sys
 
 from voice_common.db import redact_url
-
 from voice_profiles.__main__ import load_settings
 from voice_profiles.app import ProfilesApp
 from voice_profiles.repositories.schema import pending_revisions, upgrade_to_head
@@ -77,7 +76,9 @@ async def _sweep() -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="voice-admin", description="Operator commands of the voice platform.")
+    parser = argparse.ArgumentParser(
+        prog="voice-admin", description="Operator commands of the voice platform."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="apply database migrations")
     doctor = commands.add_parser("doctor", help="find rows without objects and objects without rows")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from grpc import aio
+
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
 from voice_common.config import CommonSettings
@@ -15,7 +16,6 @@ from voice_common.db import create_engine, utc_now
 from voice_common.errors import Unavailable
 from voice_common.object_store import ObjectStore, create_object_store
 from voice_common.server.bootstrap import ServiceRegistration
-
 from voice_profiles.domain.archive import ProfileArchiver
 from voice_profiles.domain.doctor import ConsistencyDoctor
 from voice_profiles.domain.generations import GenerationHistory
@@ -99,7 +99,9 @@ class ProfilesApp:
         await self.database.check()
         pending = await asyncio.to_thread(pending_revisions, self.database_url)
         if pending:
-            raise Unavailable(f"database schema is behind by {len(pending)} migration(s); run `voice-admin migrate`")
+            raise Unavailable(
+                f"database schema is behind by {len(pending)} migration(s); run `voice-admin migrate`"
+            )
         await self.store.check()
 
     async def close(self) -> None:

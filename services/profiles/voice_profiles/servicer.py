@@ -8,13 +8,13 @@ from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 from grpc import aio
+
 from voice.audio.v1 import audio_pb2
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
 from voice_common.audio import AudioEncoding
 from voice_common.errors import InvalidArgument
 from voice_common.tenancy import current_tenant
-
 from voice_profiles.domain.archive import ProfileArchiver
 from voice_profiles.domain.entities import (
     Generation,
@@ -30,14 +30,17 @@ from voice_profiles.domain.samples import AudioStream, SampleManager, SampleUplo
 
 Context = aio.ServicerContext[Any, Any]
 
-_ENCODINGS = {
-    audio_pb2.AUDIO_ENCODING_LINEAR16: AudioEncoding.LINEAR16,
-    audio_pb2.AUDIO_ENCODING_WAV: AudioEncoding.WAV,
-    audio_pb2.AUDIO_ENCODING_FLAC: AudioEncoding.FLAC,
-    audio_pb2.AUDIO_ENCODING_OGG_OPUS: AudioEncoding.OGG_OPUS,
-    audio_pb2.AUDIO_ENCODING_MP3: AudioEncoding.MP3,
+_ENCODING_PAIRS: list[tuple[audio_pb2.AudioEncoding, AudioEncoding]] = [
+    (audio_pb2.AUDIO_ENCODING_LINEAR16, AudioEncoding.LINEAR16),
+    (audio_pb2.AUDIO_ENCODING_WAV, AudioEncoding.WAV),
+    (audio_pb2.AUDIO_ENCODING_FLAC, AudioEncoding.FLAC),
+    (audio_pb2.AUDIO_ENCODING_OGG_OPUS, AudioEncoding.OGG_OPUS),
+    (audio_pb2.AUDIO_ENCODING_MP3, AudioEncoding.MP3),
+]
+_ENCODINGS: dict[int, AudioEncoding] = dict(_ENCODING_PAIRS)
+_ENCODING_TO_PROTO: dict[AudioEncoding, audio_pb2.AudioEncoding] = {
+    ours: theirs for theirs, ours in _ENCODING_PAIRS
 }
-_ENCODING_TO_PROTO = {value: key for key, value in _ENCODINGS.items()}
 _TRANSCRIPT_STATES = {
     TranscriptState.PROVIDED: pb.TRANSCRIPT_STATE_PROVIDED,
     TranscriptState.NEEDED: pb.TRANSCRIPT_STATE_NEEDED,
@@ -57,7 +60,8 @@ def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
 def _datetime(message: Any, field: str) -> datetime | None:
     if not message.HasField(field):
         return None
-    return getattr(message, field).ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]
+    value: datetime = getattr(message, field).ToDatetime(tzinfo=UTC)
+    return value
 
 
 def _duration(message: Any, field: str) -> timedelta | None:
@@ -103,7 +107,9 @@ def sample_to_proto(sample: Sample) -> pb.Sample:
         peak_dbfs=sample.peak_dbfs,
         rms_dbfs=sample.rms_dbfs,
         warnings=[
-            pb.SampleWarning(code=_WARNING_CODES.get(w.code, pb.SAMPLE_WARNING_CODE_UNSPECIFIED), message=w.message)
+            pb.SampleWarning(
+                code=_WARNING_CODES.get(w.code, pb.SAMPLE_WARNING_CODE_UNSPECIFIED), message=w.message
+            )
             for w in sample.warnings
         ],
         create_time=_timestamp(sample.created_at),
@@ -128,9 +134,7 @@ def generation_to_proto(generation: Generation) -> pb.Generation:
     )
 
 
-async def _split_upload(
-    requests: AsyncIterator[Any], metadata_type: str
-) -> tuple[Any, AsyncIterator[bytes]]:
+async def _split_upload(requests: AsyncIterator[Any], metadata_type: str) -> tuple[Any, AsyncIterator[bytes]]:
     """First message must carry metadata; the chunks that follow are handed on lazily."""
     iterator = requests.__aiter__()
     try:
@@ -145,7 +149,9 @@ async def _split_upload(
     async def chunks() -> AsyncIterator[bytes]:
         async for message in iterator:
             if message.WhichOneof("payload") != "chunk":
-                raise InvalidArgument("metadata may only be sent once, in the first message", field="metadata")
+                raise InvalidArgument(
+                    "metadata may only be sent once, in the first message", field="metadata"
+                )
             yield message.chunk
 
     return first.metadata, chunks()
@@ -154,7 +160,7 @@ async def _split_upload(
 async def _audio_messages(stream: AudioStream, response_type: Any) -> AsyncIterator[Any]:
     header = pb.AudioStreamHeader(
         format=audio_pb2.AudioFormat(
-            encoding=_ENCODING_TO_PROTO.get(stream.encoding, audio_pb2.AUDIO_ENCODING_UNSPECIFIED)
+            encoding=_ENCODING_TO_PROTO[stream.encoding]
             if stream.encoding
             else audio_pb2.AUDIO_ENCODING_UNSPECIFIED,
             sample_rate_hertz=stream.sample_rate,
@@ -185,7 +191,9 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
 
     # Profiles
 
-    async def CreateProfile(self, request: pb.CreateProfileRequest, context: Context) -> pb.CreateProfileResponse:
+    async def CreateProfile(
+        self, request: pb.CreateProfileRequest, context: Context
+    ) -> pb.CreateProfileResponse:
         profile = await self._profiles.create(
             current_tenant(),
             name=request.name,
@@ -200,8 +208,10 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         profile = await self._profiles.get(current_tenant(), request.id)
         return pb.GetProfileResponse(profile=profile_to_proto(profile))
 
-    async def ListProfiles(self, request: pb.ListProfilesRequest, context: Context) -> pb.ListProfilesResponse:
-        page = await self._profiles.list(
+    async def ListProfiles(
+        self, request: pb.ListProfilesRequest, context: Context
+    ) -> pb.ListProfilesResponse:
+        page = await self._profiles.list_page(
             current_tenant(),
             ProfileFilter(name_contains=request.name_contains, language=request.language),
             request.page_size,
@@ -211,7 +221,9 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             profiles=[profile_to_proto(p) for p in page.items], next_page_token=page.next_page_token
         )
 
-    async def UpdateProfile(self, request: pb.UpdateProfileRequest, context: Context) -> pb.UpdateProfileResponse:
+    async def UpdateProfile(
+        self, request: pb.UpdateProfileRequest, context: Context
+    ) -> pb.UpdateProfileResponse:
         changes = ProfileChanges(
             paths=frozenset(request.update_mask.paths),
             name=request.profile.name,
@@ -222,7 +234,9 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         profile = await self._profiles.update(current_tenant(), request.profile.id, changes)
         return pb.UpdateProfileResponse(profile=profile_to_proto(profile))
 
-    async def DeleteProfile(self, request: pb.DeleteProfileRequest, context: Context) -> pb.DeleteProfileResponse:
+    async def DeleteProfile(
+        self, request: pb.DeleteProfileRequest, context: Context
+    ) -> pb.DeleteProfileResponse:
         counts = await self._profiles.delete(
             current_tenant(), request.id, delete_generations=request.delete_generations
         )
@@ -246,12 +260,16 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         return pb.AddSampleResponse(sample=sample_to_proto(sample))
 
     async def ListSamples(self, request: pb.ListSamplesRequest, context: Context) -> pb.ListSamplesResponse:
-        page = await self._samples.list(current_tenant(), request.profile_id, request.page_size, request.page_token)
+        page = await self._samples.list_page(
+            current_tenant(), request.profile_id, request.page_size, request.page_token
+        )
         return pb.ListSamplesResponse(
             samples=[sample_to_proto(s) for s in page.items], next_page_token=page.next_page_token
         )
 
-    async def UpdateSample(self, request: pb.UpdateSampleRequest, context: Context) -> pb.UpdateSampleResponse:
+    async def UpdateSample(
+        self, request: pb.UpdateSampleRequest, context: Context
+    ) -> pb.UpdateSampleResponse:
         paths = set(request.update_mask.paths)
         if paths != {"reference_text"}:
             raise InvalidArgument(
@@ -263,7 +281,9 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         )
         return pb.UpdateSampleResponse(sample=sample_to_proto(sample))
 
-    async def DeleteSample(self, request: pb.DeleteSampleRequest, context: Context) -> pb.DeleteSampleResponse:
+    async def DeleteSample(
+        self, request: pb.DeleteSampleRequest, context: Context
+    ) -> pb.DeleteSampleResponse:
         await self._samples.delete(current_tenant(), request.id)
         return pb.DeleteSampleResponse()
 
@@ -302,7 +322,9 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         generation = await self._generations.create(current_tenant(), upload, chunks)
         return pb.CreateGenerationResponse(generation=generation_to_proto(generation))
 
-    async def GetGeneration(self, request: pb.GetGenerationRequest, context: Context) -> pb.GetGenerationResponse:
+    async def GetGeneration(
+        self, request: pb.GetGenerationRequest, context: Context
+    ) -> pb.GetGenerationResponse:
         generation = await self._generations.get(current_tenant(), request.id)
         return pb.GetGenerationResponse(generation=generation_to_proto(generation))
 
@@ -315,7 +337,9 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             created_from=_datetime(request, "create_time_start"),
             created_before=_datetime(request, "create_time_end"),
         )
-        page = await self._generations.list(current_tenant(), filters, request.page_size, request.page_token)
+        page = await self._generations.list_page(
+            current_tenant(), filters, request.page_size, request.page_token
+        )
         return pb.ListGenerationsResponse(
             generations=[generation_to_proto(g) for g in page.items], next_page_token=page.next_page_token
         )

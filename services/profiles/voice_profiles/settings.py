@@ -22,9 +22,13 @@ class ProfilesSettings(BaseSettings):
     max_samples_per_profile: int = Field(50, ge=1)
     max_generation_mb: float = Field(200, gt=0)
     max_import_mb: float = Field(1024, gt=0)
-    temporary_profile_ttl_seconds: float = Field(12 * 3600, gt=0, description="Default life of a temporary profile.")
+    temporary_profile_ttl_seconds: float = Field(
+        12 * 3600, gt=0, description="Default life of a temporary profile."
+    )
     preview_ttl_seconds: float = Field(20 * 60, gt=0, description="Default life of a preview generation.")
-    sweep_interval_seconds: float = Field(60, gt=0, description="How often expired data and failed deletes are swept.")
+    sweep_interval_seconds: float = Field(
+        60, gt=0, description="How often expired data and failed deletes are swept."
+    )
     migrate_on_start: bool | None = Field(
         None, description="Run migrations at start. Unset: yes in embedded mode (SQLite), no with Postgres."
     )

@@ -57,9 +57,6 @@ _RESAMPLE_CHUNK = 8192
 class AudioDecodeError(InvalidArgument):
     """The upload is empty, not audio, corrupt, or in a format FFmpeg cannot decode."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-
 
 class NoAudioTrackError(AudioDecodeError):
     """The container was read but holds no audio stream (for example a video-only MP4)."""

@@ -253,6 +253,9 @@ class StreamingEncoder:
     frame's padding: up to ~3 MP3 frames more than the input). Ogg pages are closed every 100 ms. When
     ``output_rate`` differs from ``input_rate`` the audio is resampled by a resampler that keeps its state
     between pieces, so the result matches resampling the whole signal at once.
+
+    Call :meth:`flush` at the end of the audio, or :meth:`close` to abandon the stream. Not thread-safe: use
+    one encoder per stream from one task at a time.
     """
 
     def __init__(self, encoding: AudioEncoding, input_rate: int, output_rate: int | None = None) -> None:
@@ -310,17 +313,24 @@ class StreamingEncoder:
     def encode(self, samples: np.ndarray) -> bytes:
         """Add float32 mono samples at ``input_rate``; returns the bytes ready so far (possibly b"")."""
         if self._closed:
-            raise RuntimeError("StreamingEncoder.encode() called after flush()")
+            raise RuntimeError("StreamingEncoder.encode() called after flush() or close()")
         return self._emit(self._resample(_mono_float(samples)))
 
     def flush(self) -> bytes:
         """Encode whatever is buffered and close the stream; returns the remaining bytes."""
         if self._closed:
             return b""
-        out = self._emit(self._resample(None))
         self._closed = True
+        out = self._emit(self._resample(None))
         if self._writer is not None:
             self._writer.close()
             assert self._sink is not None
             out += self._sink.take()
         return out
+
+    def close(self) -> None:
+        """Abandon the stream (e.g. the client went away) and free the encoder; no more bytes are made."""
+        if not self._closed:
+            self._closed = True
+            if self._writer is not None:
+                self._writer.abort()

@@ -14,6 +14,8 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from typing import Any
+
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -39,7 +41,7 @@ class VoiceServer:
     def __init__(
         self,
         server: aio.Server,
-        health_servicer: health.aio.HealthServicer,
+        health_servicer: Any,  # grpc_health.v1.health.aio.HealthServicer (untyped)
         service_names: Sequence[str],
         readiness: ReadinessCheck | None,
         port: int,
@@ -94,7 +96,9 @@ class VoiceServer:
         if self._stopping:
             return
         self._serving = serving
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in ["", *self.service_names]:
             await self.health.set(name, status)
 
@@ -138,7 +142,10 @@ def build_server(
     """Build (not start) a server; ``port`` 0 picks a free port, read back from ``VoiceServer.port``."""
     limit = settings.grpc_max_message_bytes
     server = aio.server(
-        interceptors=[ServerInterceptor(TenantResolver(settings.default_tenant, settings.require_tenant)), *extra_interceptors],
+        interceptors=[
+            ServerInterceptor(TenantResolver(settings.default_tenant, settings.require_tenant)),
+            *extra_interceptors,
+        ],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -147,7 +154,7 @@ def build_server(
     )
     for service in services:
         service.add(server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [service.full_name for service in services]
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)

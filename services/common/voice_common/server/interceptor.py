@@ -67,7 +67,10 @@ class _RpcScope:
         await context.abort(
             code,
             message,
-            trailing_metadata=((REQUEST_ID_KEY, self.request_id), (STATUS_DETAILS_KEY, status.SerializeToString())),
+            trailing_metadata=(
+                (REQUEST_ID_KEY, self.request_id),
+                (STATUS_DETAILS_KEY, status.SerializeToString()),
+            ),
         )
 
     def exit(self, context: aio.ServicerContext[Any, Any]) -> None:
@@ -82,7 +85,11 @@ class _RpcScope:
         if log.isEnabledFor(logging.INFO) and not self.method.startswith(_UNTENANTED_PREFIXES):
             log.info(
                 "rpc",
-                extra={"code": self.code.name, "duration_ms": round(elapsed * 1000, 2), "rpc_method": self.method},
+                extra={
+                    "code": self.code.name,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "rpc_method": self.method,
+                },
             )
 
 
@@ -111,7 +118,7 @@ class ServerInterceptor(aio.ServerInterceptor):
         }
         tenants = self._tenants
         if handler.unary_unary or handler.stream_unary:
-            behavior = handler.unary_unary or handler.stream_unary
+            behavior: Any = handler.unary_unary or handler.stream_unary
 
             async def unary_response(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
                 scope = _RpcScope(method, metadata, tenants)
@@ -129,7 +136,9 @@ class ServerInterceptor(aio.ServerInterceptor):
                     scope.exit(context)
 
             factory = (
-                grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+                grpc.unary_unary_rpc_method_handler
+                if handler.unary_unary
+                else grpc.stream_unary_rpc_method_handler
             )
             return factory(
                 unary_response,
@@ -137,7 +146,8 @@ class ServerInterceptor(aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
 
-        streaming = handler.unary_stream or handler.stream_stream
+        # grpc's stubs type handlers for the sync server; under grpc.aio they are coroutine/async-generator functions.
+        streaming: Any = handler.unary_stream or handler.stream_stream
 
         async def stream_response(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             scope = _RpcScope(method, metadata, tenants)
@@ -155,7 +165,11 @@ class ServerInterceptor(aio.ServerInterceptor):
             finally:
                 scope.exit(context)
 
-        factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        factory = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.unary_stream
+            else grpc.stream_stream_rpc_method_handler
+        )
         return factory(
             stream_response,
             request_deserializer=handler.request_deserializer,

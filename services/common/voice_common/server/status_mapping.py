@@ -29,7 +29,9 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
-def status_for(error: BaseException, request_id: str) -> tuple[grpc.StatusCode, str, status_pb2.Status] | None:
+def status_for(
+    error: BaseException, request_id: str
+) -> tuple[grpc.StatusCode, str, status_pb2.Status] | None:
     """Code, message and details for a known error; None for an unknown one (which becomes INTERNAL)."""
     code: grpc.StatusCode | None = None
     message = str(error)
@@ -45,7 +47,9 @@ def status_for(error: BaseException, request_id: str) -> tuple[grpc.StatusCode, 
                 _pack(
                     error_details_pb2.BadRequest(
                         field_violations=[
-                            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                            error_details_pb2.BadRequest.FieldViolation(
+                                field=v.field, description=v.description
+                            )
                             for v in error.violations
                         ]
                     )
@@ -57,22 +61,32 @@ def status_for(error: BaseException, request_id: str) -> tuple[grpc.StatusCode, 
             details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
         if isinstance(error, errors.NotFound):
             details.append(
-                _pack(error_details_pb2.ResourceInfo(resource_type=error.kind, resource_name=error.resource_id))
+                _pack(
+                    error_details_pb2.ResourceInfo(resource_type=error.kind, resource_name=error.resource_id)
+                )
             )
     elif isinstance(error, ObjectNotFound):
         code = grpc.StatusCode.DATA_LOSS
-        message = f"stored audio is missing (request id {request_id}); an operator can run `voice-admin doctor`"
+        message = (
+            f"stored audio is missing (request id {request_id}); an operator can run `voice-admin doctor`"
+        )
     elif isinstance(error, ObjectStoreError):
         code = grpc.StatusCode.UNAVAILABLE
         message = "the object store is not answering; retry later"
-    elif isinstance(error, OperationalError) or (isinstance(error, DBAPIError) and error.connection_invalidated):
+    elif isinstance(error, OperationalError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    ):
         code = grpc.StatusCode.UNAVAILABLE
         message = "the database is not answering; retry later"
     if code is None:
         return None
     reason = type(error).__name__
     details.append(
-        _pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata={"request_id": request_id}))
+        _pack(
+            error_details_pb2.ErrorInfo(
+                reason=reason, domain=ERROR_DOMAIN, metadata={"request_id": request_id}
+            )
+        )
     )
     status = status_pb2.Status(code=code.value[0], message=message, details=details)
     return code, message, status

@@ -21,7 +21,6 @@ from typing import Any
 
 from voice_common.errors import AlreadyExists, InvalidArgument
 from voice_common.object_store import ObjectStore
-
 from voice_profiles.domain.entities import Profile, Sample, TranscriptState
 from voice_profiles.domain.limits import Limits
 from voice_profiles.domain.object_cleanup import ObjectCleanup
@@ -70,7 +69,7 @@ def _bad_archive(reason: str) -> InvalidArgument:
 
 def _read_archive(data: bytes, limits: Limits) -> tuple[dict[str, Any], dict[str, bytes]]:
     try:
-        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")  # noqa: SIM115 - closed by the with below
     except tarfile.TarError as error:
         raise _bad_archive(f"not a tar file ({error})") from None
     files: dict[str, bytes] = {}
@@ -95,7 +94,9 @@ def _read_archive(data: bytes, limits: Limits) -> tuple[dict[str, Any], dict[str
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise _bad_archive(f"manifest.json does not say format {FORMAT!r}")
     if manifest.get("version") != FORMAT_VERSION:
-        raise _bad_archive(f"version {manifest.get('version')!r} is not supported (this server reads {FORMAT_VERSION})")
+        raise _bad_archive(
+            f"version {manifest.get('version')!r} is not supported (this server reads {FORMAT_VERSION})"
+        )
     return manifest, files
 
 
@@ -143,7 +144,11 @@ class ProfileArchiver:
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "exported_at": self._clock().isoformat(),
-            "profile": {"name": profile.name, "description": profile.description, "language": profile.language},
+            "profile": {
+                "name": profile.name,
+                "description": profile.description,
+                "language": profile.language,
+            },
             "samples": entries,
         }
         data = await asyncio.to_thread(_archive_bytes, manifest, files)
@@ -159,7 +164,9 @@ class ProfileArchiver:
         if not isinstance(profile_info, dict) or not isinstance(entries, list):
             raise _bad_archive("manifest.json needs a 'profile' object and a 'samples' list")
         if len(entries) > self._limits.max_samples_per_profile:
-            raise _bad_archive(f"{len(entries)} samples; a profile holds at most {self._limits.max_samples_per_profile}")
+            raise _bad_archive(
+                f"{len(entries)} samples; a profile holds at most {self._limits.max_samples_per_profile}"
+            )
         name = check_name(name_override or str(profile_info.get("name", "")))
         description = check_text(
             str(profile_info.get("description", "")), "description", max_chars=MAX_DESCRIPTION_CHARS
@@ -230,8 +237,12 @@ class ProfileArchiver:
             profile_id=profile_id,
             reference_text=reference_text,
             transcript_state=state,
-            file_name=check_text(str(entry.get("file_name", "")), "file_name", max_chars=255, single_line=True),
-            mime_type=check_text(str(entry.get("mime_type", "")), "mime_type", max_chars=127, single_line=True),
+            file_name=check_text(
+                str(entry.get("file_name", "")), "file_name", max_chars=255, single_line=True
+            ),
+            mime_type=check_text(
+                str(entry.get("mime_type", "")), "mime_type", max_chars=127, single_line=True
+            ),
             original_size_bytes=len(original),
             original_key=original_key,
             audio_key=audio_key,

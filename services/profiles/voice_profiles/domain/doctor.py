@@ -6,7 +6,6 @@ import asyncio
 from dataclasses import dataclass, field
 
 from voice_common.object_store import ObjectNotFound, ObjectStore
-
 from voice_profiles.domain.object_keys import TENANTS_PREFIX
 from voice_profiles.repositories.unit_of_work import Database
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import enum
-from typing import Generic, TypeVar
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Generic, TypeVar
 
 # The languages Qwen3-TTS speaks, plus "auto" (let the model decide).
 LANGUAGES = ("zh", "en", "ja", "ko", "de", "fr", "ru", "pt", "es", "it")

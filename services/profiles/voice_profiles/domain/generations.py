@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from voice_common.audio import AudioEncoding, decode_audio, decode_linear16, encode_audio
 from voice_common.errors import ErrorList, InvalidArgument
 from voice_common.object_store import ObjectStore
-
 from voice_profiles.domain.entities import Generation, GenerationFilter, GenerationStats, Page
 from voice_profiles.domain.limits import Limits
 from voice_profiles.domain.object_cleanup import ObjectCleanup
@@ -47,7 +46,9 @@ def _decode_generation(data: bytes, upload: GenerationUpload, limits: Limits) ->
     if upload.encoding is AudioEncoding.LINEAR16:
         decoded = decode_linear16(data, upload.sample_rate, target_rate=limits.sample_rate)
     else:
-        decoded = decode_audio(data, target_rate=limits.sample_rate, max_seconds=limits.max_generation_seconds)
+        decoded = decode_audio(
+            data, target_rate=limits.sample_rate, max_seconds=limits.max_generation_seconds
+        )
     if decoded.duration_seconds > limits.max_generation_seconds:
         raise InvalidArgument(
             f"the audio is {decoded.duration_seconds:.1f} s long; the limit is {limits.max_generation_seconds:g} s",
@@ -100,7 +101,9 @@ class GenerationHistory:
             errors.add("metadata.parameters", f"at most {MAX_PARAMETERS} parameters")
         for name, value in upload.parameters.items():
             if not name or len(name) > 64 or not name.replace("_", "").isalnum():
-                errors.add("metadata.parameters", f"parameter name {name!r} must be 1-64 letters, digits or '_'")
+                errors.add(
+                    "metadata.parameters", f"parameter name {name!r} must be 1-64 letters, digits or '_'"
+                )
             elif not math.isfinite(value):
                 errors.add(f"metadata.parameters[{name}]", "must be a finite number")
         if upload.encoding is AudioEncoding.LINEAR16 and not 8000 <= upload.sample_rate <= 48000:
@@ -115,7 +118,9 @@ class GenerationHistory:
             profile_id = check_id("profile", upload.profile_id, "metadata.profile_id")
         return profile_id, language, text
 
-    async def create(self, tenant_id: str, upload: GenerationUpload, chunks: AsyncIterator[bytes]) -> Generation:
+    async def create(
+        self, tenant_id: str, upload: GenerationUpload, chunks: AsyncIterator[bytes]
+    ) -> Generation:
         profile_id, language, text = self._check_upload(upload)
         profile_name = ""
         if profile_id is not None:
@@ -161,14 +166,14 @@ class GenerationHistory:
         async with self._database.transaction() as tx:
             return await tx.generations.get(tenant_id, generation_id)
 
-    async def list(
+    async def list_page(
         self, tenant_id: str, filters: GenerationFilter, requested_page_size: int, page_token: str
     ) -> Page[Generation]:
         self._check_filters(filters)
         limit = page_size(requested_page_size)
         cursor = decode_token(page_token, filters)
         async with self._database.transaction() as tx:
-            items = await tx.generations.list(tenant_id, filters, cursor, limit + 1)
+            items = await tx.generations.list_page(tenant_id, filters, cursor, limit + 1)
         token = ""
         if len(items) > limit:
             items = items[:limit]
@@ -211,5 +216,10 @@ class GenerationHistory:
         generation = await self.get(tenant_id, generation_id)
         encoding, rate = check_output_format(encoding, rate, generation.sample_rate)
         return await transcode_stream(
-            self._store, generation.audio_key, generation.duration_seconds, encoding, rate, generation.sample_rate
+            self._store,
+            generation.audio_key,
+            generation.duration_seconds,
+            encoding,
+            rate,
+            generation.sample_rate,
         )

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from datetime import datetime
 
 from voice_common.object_store import ObjectStore
-
 from voice_profiles.repositories.unit_of_work import Database
 
 log = logging.getLogger(__name__)
@@ -32,7 +31,9 @@ class ObjectCleanup:
         """Delete objects whose rows are gone; returns how many are still pending (left to the sweeper)."""
         if not pending:
             return 0
-        results = await asyncio.gather(*(self._store.delete(key) for _, key in pending), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._store.delete(key) for _, key in pending), return_exceptions=True
+        )
         done = [row_id for (row_id, _), result in zip(pending, results, strict=True) if result is None]
         failures = [
             (row_id, key, result)
@@ -43,7 +44,10 @@ class ObjectCleanup:
             async with self._database.transaction() as tx:
                 await tx.pending_deletions.done(done)
                 for row_id, key, error in failures:
-                    log.warning("object delete failed, the sweeper will retry", extra={"key": key, "error": str(error)})
+                    log.warning(
+                        "object delete failed, the sweeper will retry",
+                        extra={"key": key, "error": str(error)},
+                    )
                     await tx.pending_deletions.failed(row_id, repr(error), self._clock())
         except Exception:
             # The outbox rows are still there; the sweeper deletes the objects (again) later. Harmless.
@@ -53,7 +57,9 @@ class ObjectCleanup:
     async def discard(self, keys: list[str]) -> None:
         """Remove objects written for a create that did not commit."""
         results = await asyncio.gather(*(self._store.delete(key) for key in keys), return_exceptions=True)
-        leftover = [key for key, result in zip(keys, results, strict=True) if isinstance(result, BaseException)]
+        leftover = [
+            key for key, result in zip(keys, results, strict=True) if isinstance(result, BaseException)
+        ]
         if not leftover:
             return
         log.warning("could not remove uploaded objects of a failed create", extra={"keys": leftover})
@@ -61,7 +67,9 @@ class ObjectCleanup:
             async with self._database.transaction() as tx:
                 await tx.pending_deletions.add(leftover, self._clock())
         except Exception:
-            log.exception("orphaned objects left behind; `voice-admin doctor` lists them", extra={"keys": leftover})
+            log.exception(
+                "orphaned objects left behind; `voice-admin doctor` lists them", extra={"keys": leftover}
+            )
 
     async def drain(self, limit: int = 500) -> tuple[int, int]:
         """Retry due outbox entries; returns (deleted, still failing)."""

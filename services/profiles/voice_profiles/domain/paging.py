@@ -30,7 +30,9 @@ def page_size(requested: int) -> int:
     if requested == 0:
         return DEFAULT_PAGE_SIZE
     if requested > MAX_PAGE_SIZE:
-        raise InvalidArgument(f"page_size must be at most {MAX_PAGE_SIZE} (got {requested})", field="page_size")
+        raise InvalidArgument(
+            f"page_size must be at most {MAX_PAGE_SIZE} (got {requested})", field="page_size"
+        )
     return requested
 
 

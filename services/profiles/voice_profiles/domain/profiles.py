@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from voice_common.errors import InvalidArgument
-
 from voice_profiles.domain.entities import Page, Profile, ProfileFilter
 from voice_profiles.domain.limits import Limits
 from voice_profiles.domain.object_cleanup import ObjectCleanup
@@ -80,7 +79,7 @@ class ProfileManager:
         async with self._database.transaction() as tx:
             return await tx.profiles.get(tenant_id, profile_id)
 
-    async def list(
+    async def list_page(
         self, tenant_id: str, filters: ProfileFilter, requested_page_size: int, page_token: str
     ) -> Page[Profile]:
         if filters.language:
@@ -88,7 +87,7 @@ class ProfileManager:
         limit = page_size(requested_page_size)
         cursor = decode_token(page_token, filters)
         async with self._database.transaction() as tx:
-            items = await tx.profiles.list(tenant_id, filters, cursor, limit + 1)
+            items = await tx.profiles.list_page(tenant_id, filters, cursor, limit + 1)
         token = ""
         if len(items) > limit:
             items = items[:limit]
@@ -118,7 +117,9 @@ class ProfileManager:
         now = self._clock()
         if "expire_time" in changes.paths:
             if changes.expires_at is not None and changes.expires_at <= now:
-                raise InvalidArgument("profile.expire_time must be in the future", field="profile.expire_time")
+                raise InvalidArgument(
+                    "profile.expire_time must be in the future", field="profile.expire_time"
+                )
             if changes.expires_at is not None and changes.expires_at - now > self._limits.max_ttl:
                 raise InvalidArgument(
                     f"profile.expire_time must be within {self._limits.max_ttl} from now",
@@ -129,7 +130,9 @@ class ProfileManager:
             await tx.profiles.update(tenant_id, profile_id, values, now)
             return await tx.profiles.get(tenant_id, profile_id)
 
-    async def delete(self, tenant_id: str, profile_id: str, *, delete_generations: bool = False) -> DeletedCounts:
+    async def delete(
+        self, tenant_id: str, profile_id: str, *, delete_generations: bool = False
+    ) -> DeletedCounts:
         profile_id = check_id("profile", profile_id)
         async with self._database.transaction() as tx:
             pending, counts = await self.delete_in(tx, tenant_id, profile_id, delete_generations)

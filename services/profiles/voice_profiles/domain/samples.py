@@ -7,8 +7,8 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from typing import Any
 from datetime import datetime
+from typing import Any
 
 from voice_common.audio import (
     AudioEncoding,
@@ -20,7 +20,6 @@ from voice_common.audio import (
 from voice_common.audio.encoding import check_output_rate
 from voice_common.errors import FailedPrecondition, InvalidArgument
 from voice_common.object_store import ObjectStore
-
 from voice_profiles.domain.entities import Page, Sample, SampleWarningInfo, TranscriptState
 from voice_profiles.domain.limits import Limits
 from voice_profiles.domain.object_cleanup import ObjectCleanup
@@ -119,7 +118,9 @@ def _transcode(wav: bytes, stored_rate: int, encoding: AudioEncoding, rate: int)
     return encode_audio(decoded.samples, stored_rate, encoding, target_rate=rate)
 
 
-def check_output_format(encoding: AudioEncoding | None, rate: int, stored_rate: int) -> tuple[AudioEncoding, int]:
+def check_output_format(
+    encoding: AudioEncoding | None, rate: int, stored_rate: int
+) -> tuple[AudioEncoding, int]:
     encoding = encoding or AudioEncoding.WAV
     rate = rate or stored_rate
     # Reject a rate the codec cannot take before any byte is streamed.
@@ -219,7 +220,9 @@ class SampleManager:
                 f"the profile already has {len(existing)} samples, the most it may hold; delete one first"
             )
 
-    async def list(self, tenant_id: str, profile_id: str, requested_page_size: int, page_token: str) -> Page[Sample]:
+    async def list_page(
+        self, tenant_id: str, profile_id: str, requested_page_size: int, page_token: str
+    ) -> Page[Sample]:
         profile_id = check_id("profile", profile_id, "profile_id")
         limit = page_size(requested_page_size)
         cursor = decode_token(page_token, ("samples", profile_id))

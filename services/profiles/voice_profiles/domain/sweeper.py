@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from voice_common.errors import NotFound
-
 from voice_profiles.domain.object_cleanup import ObjectCleanup
 from voice_profiles.domain.profiles import ProfileManager
 from voice_profiles.repositories.unit_of_work import Database

@@ -24,5 +24,7 @@ async def read_upload(chunks: AsyncIterator[bytes], max_bytes: int, what: str = 
             )
         parts.append(chunk)
     if total == 0:
-        raise InvalidArgument(f"{what} is empty: send its bytes in chunk messages after the metadata", field="chunk")
+        raise InvalidArgument(
+            f"{what} is empty: send its bytes in chunk messages after the metadata", field="chunk"
+        )
     return b"".join(parts)

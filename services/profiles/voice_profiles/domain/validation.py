@@ -7,7 +7,6 @@ import uuid
 from datetime import timedelta
 
 from voice_common.errors import InvalidArgument, NotFound
-
 from voice_profiles.domain.entities import LANGUAGE_CHOICES
 
 
@@ -36,7 +35,9 @@ def _has_control_characters(text: str) -> bool:
     return any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in text)
 
 
-def check_text(value: str, field: str, *, max_chars: int, required: bool = False, single_line: bool = False) -> str:
+def check_text(
+    value: str, field: str, *, max_chars: int, required: bool = False, single_line: bool = False
+) -> str:
     if required and not value.strip():
         raise InvalidArgument(f"{field} must not be empty", field=field)
     if len(value) > max_chars:

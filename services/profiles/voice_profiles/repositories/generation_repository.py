@@ -7,9 +7,14 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from voice_common.errors import NotFound
 
-from voice_profiles.domain.entities import Generation, GenerationFilter, GenerationStats, ProfileGenerationStats
+from voice_common.errors import NotFound
+from voice_profiles.domain.entities import (
+    Generation,
+    GenerationFilter,
+    GenerationStats,
+    ProfileGenerationStats,
+)
 from voice_profiles.domain.paging import Cursor
 from voice_profiles.repositories.models import GenerationRow
 
@@ -58,7 +63,9 @@ class GenerationRepository:
             for name in Generation.__dataclass_fields__
             if name not in ("parameters",)
         }
-        self._session.add(GenerationRow(tenant_id=tenant_id, parameters=dict(generation.parameters), **values))
+        self._session.add(
+            GenerationRow(tenant_id=tenant_id, parameters=dict(generation.parameters), **values)
+        )
         await self._session.flush()
         return generation
 
@@ -71,7 +78,7 @@ class GenerationRepository:
             raise NotFound("generation", generation_id)
         return _to_entity(row)
 
-    async def list(
+    async def list_page(
         self, tenant_id: str, filters: GenerationFilter, cursor: Cursor | None, limit: int
     ) -> list[Generation]:
         query = select(GenerationRow).where(*_conditions(tenant_id, filters))
@@ -95,8 +102,9 @@ class GenerationRepository:
         conditions = _conditions(tenant_id, filters)
         total = (
             await self._session.execute(
-                select(func.count(GenerationRow.id), func.coalesce(func.sum(GenerationRow.duration_seconds), 0.0))
-                .where(*conditions)
+                select(
+                    func.count(GenerationRow.id), func.coalesce(func.sum(GenerationRow.duration_seconds), 0.0)
+                ).where(*conditions)
             )
         ).one()
         grouped = await self._session.execute(
@@ -121,7 +129,9 @@ class GenerationRepository:
 
     async def delete(self, tenant_id: str, generation_id: str) -> None:
         await self._session.execute(
-            delete(GenerationRow).where(GenerationRow.tenant_id == tenant_id, GenerationRow.id == generation_id)
+            delete(GenerationRow).where(
+                GenerationRow.tenant_id == tenant_id, GenerationRow.id == generation_id
+            )
         )
 
     async def expired_any_tenant(self, now: datetime, limit: int) -> list[tuple[str, str]]:

@@ -31,7 +31,9 @@ class PendingDeletionRepository:
 
     async def done(self, ids: list[int]) -> None:
         if ids:
-            await self._session.execute(delete(PendingObjectDeletionRow).where(PendingObjectDeletionRow.id.in_(ids)))
+            await self._session.execute(
+                delete(PendingObjectDeletionRow).where(PendingObjectDeletionRow.id.in_(ids))
+            )
 
     async def failed(self, row_id: int, error: str, now: datetime) -> None:
         row = await self._session.get(PendingObjectDeletionRow, row_id)

@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from voice_common.errors import NotFound
 
+from voice_common.errors import NotFound
 from voice_profiles.domain.entities import Sample, SampleWarningInfo, TranscriptState
 from voice_profiles.domain.paging import Cursor
 from voice_profiles.repositories.models import SampleRow

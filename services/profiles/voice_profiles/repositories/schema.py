@@ -10,6 +10,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
+
 from voice_common.db import sync_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -46,4 +47,8 @@ def pending_revisions(database_url: str) -> list[str]:
     head = script.get_current_head()
     if head in current:
         return []
-    return [rev.revision for rev in script.walk_revisions(base="base", head="heads") if rev.revision not in current]
+    return [
+        rev.revision
+        for rev in script.walk_revisions(base="base", head="heads")
+        if rev.revision not in current
+    ]

@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from voice_common.db import check_database, create_session_factory
 
+from voice_common.db import check_database, create_session_factory
 from voice_profiles.repositories.generation_repository import GenerationRepository
 from voice_profiles.repositories.pending_deletion_repository import PendingDeletionRepository
 from voice_profiles.repositories.sample_repository import SampleRepository

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from voice_common.errors import AlreadyExists, NotFound
 
+from voice_common.errors import AlreadyExists, NotFound
 from voice_profiles.domain.entities import Profile, ProfileFilter
 from voice_profiles.domain.paging import Cursor
 from voice_profiles.repositories.models import ProfileRow, SampleRow
@@ -102,16 +102,20 @@ class ProfileRepository:
         return row
 
     async def find_by_name(self, tenant_id: str, name: str) -> Profile | None:
-        query = _profile_query().where(ProfileRow.tenant_id == tenant_id, ProfileRow.name_key == name_key(name))
+        query = _profile_query().where(
+            ProfileRow.tenant_id == tenant_id, ProfileRow.name_key == name_key(name)
+        )
         result = (await self._session.execute(query)).first()
         return None if result is None else _to_entity(*result)
 
-    async def list(
+    async def list_page(
         self, tenant_id: str, filters: ProfileFilter, cursor: Cursor | None, limit: int
     ) -> list[Profile]:
         query = _profile_query().where(ProfileRow.tenant_id == tenant_id)
         if filters.name_contains:
-            query = query.where(ProfileRow.name_key.contains(name_key(filters.name_contains), autoescape=True))
+            query = query.where(
+                ProfileRow.name_key.contains(name_key(filters.name_contains), autoescape=True)
+            )
         if filters.language:
             query = query.where(ProfileRow.language == filters.language)
         if cursor is not None:

@@ -8,8 +8,9 @@ Create Date: 2026-11-25 20:12:19.089098
 from __future__ import annotations
 
 import sqlalchemy as sa
-import voice_common.db
 from alembic import op
+
+import voice_common.db
 
 revision = "0001"
 down_revision = None

@@ -1,0 +1,186 @@
+"""The servers under test, each in its own process: the echo baseline and the profile service as in production.
+
+The profile service is started exactly as deployed, ``python -m voice_profiles`` configured through the
+environment, in one of two configurations:
+
+* ``filesystem``: the embedded default, SQLite and objects under ``VOICE_DATA_DIR``;
+* ``postgres_s3``: PostgreSQL (a fresh database on :func:`voice_common.testing.postgres.postgres_server`) and S3
+  (a moto server subprocess, :class:`voice_common.testing.s3_server.MotoServer`), migrated at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from voice_common.object_store import FilesystemObjectStore, ObjectStore, S3ObjectStore
+from voice_common.testing.postgres import fresh_database, postgres_server
+from voice_common.testing.s3_server import MotoServer, unique_bucket_name
+
+from bench.common import (
+    READY_TIMEOUT_S,
+    BenchError,
+    ManagedProcess,
+    child_environment,
+    free_port,
+    managed_process,
+    python_module_argv,
+)
+from bench.echo_server import ECHO_METHOD
+
+FILESYSTEM = "filesystem"
+POSTGRES_S3 = "postgres_s3"
+CONFIGS = (FILESYSTEM, POSTGRES_S3)
+CONFIG_TITLES = {
+    FILESYSTEM: "SQLite + filesystem (embedded default)",
+    POSTGRES_S3: "PostgreSQL + S3 (moto)",
+}
+TENANT_KEY = "x-voice-tenant"
+HOST = "127.0.0.1"
+
+
+def tenant_metadata(tenant: str) -> tuple[tuple[str, str], ...]:
+    return ((TENANT_KEY, tenant),)
+
+
+@dataclass(frozen=True)
+class EchoServer:
+    address: str
+    process: ManagedProcess
+
+
+@dataclass(frozen=True)
+class S3Location:
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str
+
+
+@dataclass(frozen=True)
+class ProfileService:
+    config: str
+    address: str
+    data_dir: Path
+    process: ManagedProcess
+    s3: S3Location | None
+
+    @property
+    def title(self) -> str:
+        return CONFIG_TITLES[self.config]
+
+    def open_store(self) -> ObjectStore:
+        """A store on the same objects the service writes (same directory, or same S3 bucket)."""
+        if self.s3 is not None:
+            return S3ObjectStore(self.s3.endpoint, self.s3.access_key, self.s3.secret_key, self.s3.bucket)
+        return FilesystemObjectStore(self.data_dir / "objects")
+
+
+async def _wait_until(process: ManagedProcess, what: str, probe: aio.Channel, check: _Probe) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    last_error = "no answer yet"
+    while time.monotonic() < deadline:
+        process.check_alive(f"starting ({what})")
+        try:
+            answer = await check(probe)
+            if answer is None:
+                return
+            last_error = answer
+        except aio.AioRpcError as error:
+            last_error = f"{error.code().name}: {error.details()}"
+        await asyncio.sleep(0.1)
+    raise BenchError(
+        f"{process.name} (pid {process.pid}) did not become ready within {READY_TIMEOUT_S:.0f} s "
+        f"({what}; last answer: {last_error}); its output:\n{process.output()}"
+    )
+
+
+class _Probe:
+    """A readiness probe: returns None when ready, else why not."""
+
+    async def __call__(self, channel: aio.Channel) -> str | None:
+        raise NotImplementedError
+
+
+class _EchoProbe(_Probe):
+    async def __call__(self, channel: aio.Channel) -> str | None:
+        answer = await channel.unary_unary(ECHO_METHOD)(b"ping", timeout=1)
+        return None if answer == b"ping" else f"echo answered {answer!r}"
+
+
+class _HealthProbe(_Probe):
+    async def __call__(self, channel: aio.Channel) -> str | None:
+        stub = health_pb2_grpc.HealthStub(channel)
+        response = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+        if response.status == health_pb2.HealthCheckResponse.SERVING:
+            return None
+        return f"health status {health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)}"
+
+
+@contextlib.asynccontextmanager
+async def echo_server() -> AsyncIterator[EchoServer]:
+    port = free_port(HOST)
+    argv = python_module_argv("bench.echo_server", "--host", HOST, "--port", str(port))
+    with managed_process("echo server", argv, child_environment({})) as process:
+        address = f"{HOST}:{port}"
+        async with aio.insecure_channel(address) as channel:
+            await _wait_until(process, "an Echo call answers", channel, _EchoProbe())
+        yield EchoServer(address, process)
+
+
+@contextlib.asynccontextmanager
+async def profile_service(config: str, workdir: Path) -> AsyncIterator[ProfileService]:
+    """Start ``python -m voice_profiles`` in ``config`` and wait for grpc.health.v1 SERVING (30 s at most)."""
+    if config not in CONFIGS:
+        raise ValueError(f"unknown configuration {config!r}")
+    data_dir = workdir / config
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port(HOST)
+    env = {
+        "VOICE_DATA_DIR": str(data_dir),
+        "VOICE_LOG_LEVEL": "WARNING",
+        "VOICE_LOG_FORMAT": "text",
+        "VOICE_SHUTDOWN_GRACE_SECONDS": "2",
+        "PROFILES_HOST": HOST,
+        "PROFILES_PORT": str(port),
+        "PROFILES_METRICS_PORT": "0",
+    }
+    with contextlib.ExitStack() as stack:
+        s3: S3Location | None = None
+        if config == POSTGRES_S3:
+            admin_url = stack.enter_context(postgres_server())
+            database_url = stack.enter_context(fresh_database(admin_url))
+            moto = stack.enter_context(MotoServer())
+            s3 = S3Location(moto.endpoint, moto.access_key, moto.secret_key, unique_bucket_name("bench"))
+            env.update(
+                {
+                    "VOICE_DATABASE_URL": database_url,
+                    "VOICE_S3_ENDPOINT": s3.endpoint,
+                    "VOICE_S3_ACCESS_KEY": s3.access_key,
+                    "VOICE_S3_SECRET_KEY": s3.secret_key,
+                    "VOICE_S3_BUCKET": s3.bucket,
+                    "PROFILES_MIGRATE_ON_START": "true",
+                }
+            )
+        process = stack.enter_context(
+            managed_process(
+                f"profile service ({config})", python_module_argv("voice_profiles"), child_environment(env)
+            )
+        )
+        address = f"{HOST}:{port}"
+        async with aio.insecure_channel(address) as channel:
+            await _wait_until(process, "grpc.health.v1 Check answers SERVING", channel, _HealthProbe())
+        yield ProfileService(config, address, data_dir, process, s3)
+
+
+def describe_rpc_error(error: grpc.RpcError) -> str:
+    if isinstance(error, aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    return str(error)
