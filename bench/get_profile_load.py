@@ -12,14 +12,14 @@ import uuid
 from dataclasses import dataclass
 
 from grpc import aio
-from voice.profiles.v1 import profiles_service_pb2 as pb
-from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
-from voice_common.testing.media_files import encode_file, speechlike
 
 from bench.common import BenchError, Figure, format_value, render_table
 from bench.echo_server import ECHO_METHOD
 from bench.loadgen import LoadResult, run_load
 from bench.services import CONFIG_TITLES, FILESYSTEM, EchoServer, ProfileService, tenant_metadata
+from voice.profiles.v1 import profiles_service_pb2 as pb
+from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
+from voice_common.testing.media_files import encode_file, speechlike
 
 GET_PROFILE_METHOD = "/voice.profiles.v1.ProfileService/GetProfile"
 LOAD_TENANT = "bench-load"
@@ -56,7 +56,9 @@ async def prepare_profile(service: ProfileService) -> tuple[bytes, bytes]:
     async with aio.insecure_channel(service.address) as channel:
         stub = pb_grpc.ProfileServiceStub(channel)
         created = await stub.CreateProfile(
-            pb.CreateProfileRequest(name="bench load target", description="GetProfile under load", language="en"),
+            pb.CreateProfileRequest(
+                name="bench load target", description="GetProfile under load", language="en"
+            ),
             metadata=metadata,
         )
         profile_id = created.profile.id
@@ -65,7 +67,9 @@ async def prepare_profile(service: ProfileService) -> tuple[bytes, bytes]:
         messages += [pb.AddSampleRequest(chunk=clip[i : i + 65536]) for i in range(0, len(clip), 65536)]
         await stub.AddSample(iter(messages), metadata=metadata)
         request = pb.GetProfileRequest(id=profile_id).SerializeToString()
-        expected: bytes = await channel.unary_unary(GET_PROFILE_METHOD)(request, metadata=metadata, timeout=10)
+        expected: bytes = await channel.unary_unary(GET_PROFILE_METHOD, None, None)(
+            request, metadata=metadata, timeout=10
+        )
     profile = pb.GetProfileResponse.FromString(expected).profile
     if profile.id != profile_id or profile.sample_count != 1:
         raise BenchError(f"GetProfile answered an unexpected profile: {profile}")
@@ -77,7 +81,9 @@ async def run_get_profile(service: ProfileService, plan: LoadPlan) -> ServerLoad
     mark = service.process.mark()
     result = await _load(service.address, GET_PROFILE_METHOD, request, expected, plan)
     service.process.check_alive("under GetProfile load")
-    return ServerLoad(f"GetProfile, {CONFIG_TITLES[service.config]}", result, service.process.output_since(mark))
+    return ServerLoad(
+        f"GetProfile, {CONFIG_TITLES[service.config]}", result, service.process.output_since(mark)
+    )
 
 
 async def _load(target: str, method: str, request: bytes, expected: bytes, plan: LoadPlan) -> LoadResult:
@@ -97,14 +103,18 @@ async def _load(target: str, method: str, request: bytes, expected: bytes, plan:
 
 def _check_clean(result: LoadResult, what: str) -> None:
     if result.ok == 0:
-        raise BenchError(f"no call to {what} succeeded: errors {result.errors}, mismatches {result.mismatches}")
+        raise BenchError(
+            f"no call to {what} succeeded: errors {result.errors}, mismatches {result.mismatches}"
+        )
 
 
 def figures(echo: ServerLoad, loads: dict[str, ServerLoad]) -> list[Figure]:
     out: list[Figure] = []
     for config, load in loads.items():
         prefix = "get_profile" if config == FILESYSTEM else "get_profile_postgres"
-        out.append(Figure(f"{prefix}_vs_echo_ops_ratio", load.result.ops_per_s / echo.result.ops_per_s, ">=", 0.5))
+        out.append(
+            Figure(f"{prefix}_vs_echo_ops_ratio", load.result.ops_per_s / echo.result.ops_per_s, ">=", 0.5)
+        )
         out.append(Figure(f"{prefix}_p99_ms", load.result.p99_ms, "<=", 25.0))
     return out
 
@@ -138,7 +148,9 @@ def report(echo: ServerLoad, loads: dict[str, ServerLoad], plan: LoadPlan) -> st
         r = load.result
         notes: list[str] = []
         if r.per_second_ops:
-            notes.append(f"ops per second of the window min {min(r.per_second_ops)} / max {max(r.per_second_ops)}")
+            notes.append(
+                f"ops per second of the window min {min(r.per_second_ops)} / max {max(r.per_second_ops)}"
+            )
         if r.slowest:
             slow = ", ".join(f"{ms:.1f} ms at {t:.2f} s" for t, ms in r.slowest)
             notes.append(f"slowest calls: {slow}")

@@ -132,7 +132,7 @@ async def generate_load(
     try:
         for channel in channels:
             await asyncio.wait_for(channel.channel_ready(), timeout=10)
-        calls = [channel.unary_unary(method) for channel in channels]
+        calls = [channel.unary_unary(method, None, None) for channel in channels]
         gc.collect()
         gc.freeze()  # keep the collector's full passes off the set-up objects
         start = time.perf_counter()
@@ -145,7 +145,7 @@ async def generate_load(
         )
     finally:
         for channel in channels:
-            await channel.close()
+            await channel.close(None)
 
     latencies_ms = sorted(value * 1000 for value in recorder.latencies)
     per_second = [0] * max(1, math.ceil(duration_s))
@@ -250,13 +250,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=8.0)
     args = parser.parse_args()
-    metadata = tuple(tuple(item.split("=", 1)) for item in args.metadata)
+    metadata: list[tuple[str, str]] = []
+    for item in args.metadata:
+        key, _, value = item.partition("=")
+        metadata.append((key, value))
     result = asyncio.run(
         generate_load(
             args.target,
             args.method,
             bytes.fromhex(args.payload_hex),
-            metadata,  # type: ignore[arg-type]
+            tuple(metadata),
             bytes.fromhex(args.expect_hex) if args.expect_hex else None,
             args.concurrency,
             args.channels,

@@ -20,9 +20,6 @@ from pathlib import Path
 import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from voice_common.object_store import FilesystemObjectStore, ObjectStore, S3ObjectStore
-from voice_common.testing.postgres import fresh_database, postgres_server
-from voice_common.testing.s3_server import MotoServer, unique_bucket_name
 
 from bench.common import (
     READY_TIMEOUT_S,
@@ -34,6 +31,9 @@ from bench.common import (
     python_module_argv,
 )
 from bench.echo_server import ECHO_METHOD
+from voice_common.object_store import FilesystemObjectStore, ObjectStore, S3ObjectStore
+from voice_common.testing.postgres import fresh_database, postgres_server
+from voice_common.testing.s3_server import MotoServer, unique_bucket_name
 
 FILESYSTEM = "filesystem"
 POSTGRES_S3 = "postgres_s3"
@@ -111,7 +111,7 @@ class _Probe:
 
 class _EchoProbe(_Probe):
     async def __call__(self, channel: aio.Channel) -> str | None:
-        answer = await channel.unary_unary(ECHO_METHOD)(b"ping", timeout=1)
+        answer = await channel.unary_unary(ECHO_METHOD, None, None)(b"ping", timeout=1)
         return None if answer == b"ping" else f"echo answered {answer!r}"
 
 

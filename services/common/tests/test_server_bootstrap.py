@@ -105,14 +105,19 @@ async def _bidi(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[b
         yield await _answer(request, context)
 
 
+def _identity(data: bytes) -> bytes:
+    return data
+
+
 def _registration() -> ServiceRegistration:
+    codec: dict[str, Any] = {"request_deserializer": _identity, "response_serializer": _identity}
     handler = grpc.method_handlers_generic_handler(
         SERVICE,
         {
-            "Unary": grpc.unary_unary_rpc_method_handler(_unary),
-            "ServerStream": grpc.unary_stream_rpc_method_handler(_server_stream),
-            "ClientStream": grpc.stream_unary_rpc_method_handler(_client_stream),
-            "Bidi": grpc.stream_stream_rpc_method_handler(_bidi),
+            "Unary": grpc.unary_unary_rpc_method_handler(_unary, **codec),
+            "ServerStream": grpc.unary_stream_rpc_method_handler(_server_stream, **codec),
+            "ClientStream": grpc.stream_unary_rpc_method_handler(_client_stream, **codec),
+            "Bidi": grpc.stream_stream_rpc_method_handler(_bidi, **codec),
         },
     )
 
@@ -131,23 +136,23 @@ class Client:
     def __init__(self, server: VoiceServer) -> None:
         self.server = server
         self.channel = aio.insecure_channel(f"127.0.0.1:{server.port}")
-        self.unary = self.channel.unary_unary(UNARY)
-        self.server_stream = self.channel.unary_stream(SERVER_STREAM)
-        self.client_stream = self.channel.stream_unary(CLIENT_STREAM)
-        self.bidi = self.channel.stream_stream(BIDI)
+        self.unary = self.channel.unary_unary(UNARY, _identity, _identity)
+        self.server_stream = self.channel.unary_stream(SERVER_STREAM, _identity, _identity)
+        self.client_stream = self.channel.stream_unary(CLIENT_STREAM, _identity, _identity)
+        self.bidi = self.channel.stream_stream(BIDI, _identity, _identity)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
     async def health_of(self, service: str = "") -> int:
         return (await self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)).status
 
-    async def wait_for_health(self, expected: int, service: str = "", timeout: float = 5.0) -> None:
+    async def wait_for_health(self, expected: int, service: str = "", within: float = 5.0) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         status = await self.health_of(service)
         while status != expected and loop.time() < deadline:
             await asyncio.sleep(0.02)
             status = await self.health_of(service)
-        assert status == expected, f"health of {service!r}: {status} after {timeout} s, wanted {expected}"
+        assert status == expected, f"health of {service!r}: {status} after {within} s, wanted {expected}"
 
 
 @asynccontextmanager
@@ -171,7 +176,7 @@ async def running(
     try:
         yield client
     finally:
-        await client.channel.close()
+        await client.channel.close(None)
         await server.stop(0)
 
 
@@ -183,8 +188,14 @@ async def client() -> AsyncIterator[Client]:
         yield client
 
 
-def trailing(error: aio.AioRpcError | Any, key: str) -> list[str | bytes]:
-    return [value for name, value in (error.trailing_metadata() or ()) if name == key]
+def trailing(call: Any, key: str) -> list[str | bytes]:
+    """Values of ``key`` in the trailing metadata of a failed call (an AioRpcError)."""
+    return [value for name, value in (call.trailing_metadata() or ()) if name == key]
+
+
+async def trailing_of(call: Any, key: str) -> list[str | bytes]:
+    """Values of ``key`` in the trailing metadata of a finished call object."""
+    return [value for name, value in (await call.trailing_metadata() or ()) if name == key]
 
 
 async def fails(call: Any) -> aio.AioRpcError:
@@ -202,7 +213,7 @@ async def fails(call: Any) -> aio.AioRpcError:
 
 async def rich_status(call: Any) -> status_pb2.Status:
     """The google.rpc.Status in grpc-status-details-bin, checked against the call's code and message."""
-    status = await rpc_status.aio.from_call(call)
+    status = await rpc_status.aio.from_call(call)  # type: ignore[attr-defined]
     assert status is not None, "no grpc-status-details-bin in the trailing metadata"
     return status
 
@@ -433,17 +444,16 @@ async def test_required_tenant() -> None:
 
 async def test_health_follows_readiness() -> None:
     ready = False
-    checks = 0
+    checked = asyncio.Event()
 
     async def readiness() -> None:
-        nonlocal checks
-        checks += 1
+        checked.set()
         if not ready:
             raise errors.Unavailable("database not there yet")
 
     async with running(readiness=readiness, recheck=0.05) as client:
-        while checks < 2:
-            await asyncio.sleep(0.02)
+        await asyncio.wait_for(checked.wait(), 5)
+        await client.server.check_ready()  # at least one whole check has run
         for name in ("", SERVICE):
             assert await client.health_of(name) == NOT_SERVING, name
         assert not client.server.serving
@@ -572,7 +582,11 @@ async def test_message_size_limit() -> None:
 
 async def test_graceful_drain_finishes_running_rpcs_and_refuses_new_ones() -> None:
     server = build_server(
-        settings=CommonSettings(), services=[_registration()], host="127.0.0.1", port=0, readiness_recheck_seconds=0.05
+        settings=CommonSettings(),
+        services=[_registration()],
+        host="127.0.0.1",
+        port=0,
+        readiness_recheck_seconds=0.05,
     )
     await server.start()
     client = Client(server)
@@ -609,7 +623,7 @@ async def test_graceful_drain_finishes_running_rpcs_and_refuses_new_ones() -> No
         assert after.code() == grpc.StatusCode.UNAVAILABLE, after
         await server.stop()  # a second stop is harmless
     finally:
-        await client.channel.close()
+        await client.channel.close(None)
         await server.stop(0)
 
 
@@ -624,7 +638,7 @@ async def test_stop_with_zero_grace_cancels_running_rpcs() -> None:
         error = await fails(slow)
         assert error.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
     finally:
-        await client.channel.close()
+        await client.channel.close(None)
 
 
 # -- metrics ---------------------------------------------------------------------------------------
