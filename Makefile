@@ -37,7 +37,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	# One mypy run per tree: test folders share module names (conftest), which one run cannot hold.
-	$(VENV)/bin/mypy services/common/voice_common services/profiles/voice_profiles bench
+	$(VENV)/bin/mypy services/common/voice_common services/profiles/voice_profiles cli bench
 	$(VENV)/bin/mypy services/common/tests
 	$(VENV)/bin/mypy services/profiles/tests
 	$(VENV)/bin/mypy tests

@@ -1,0 +1,261 @@
+"""``voice``: a command-line client for the platform, with progress bars for long transfers.
+
+    voice profiles create "Narrator" --language en
+    voice samples add <profile-id> recording.m4a --text "What the recording says."
+    voice samples audio <sample-id> -o sample.flac --encoding flac
+    voice profiles export <profile-id> -o narrator.voice.tar
+
+Results print as JSON (the API's own field names); errors print the gRPC code and message and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import field_mask_pb2
+from google.protobuf.json_format import MessageToJson
+from google.protobuf.message import Message
+from tqdm import tqdm
+
+from voice.audio.v1 import audio_pb2
+from voice.profiles.v1 import profiles_service_pb2 as pb
+from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
+
+CHUNK_BYTES = 64 * 1024
+ENCODINGS = {
+    "linear16": audio_pb2.AUDIO_ENCODING_LINEAR16,
+    "wav": audio_pb2.AUDIO_ENCODING_WAV,
+    "flac": audio_pb2.AUDIO_ENCODING_FLAC,
+    "ogg_opus": audio_pb2.AUDIO_ENCODING_OGG_OPUS,
+    "mp3": audio_pb2.AUDIO_ENCODING_MP3,
+}
+
+
+def _print(message: Message) -> None:
+    print(MessageToJson(message, indent=2))
+
+
+def _upload(path: Path, first: Any, wrap: Callable[[bytes], Any], label: str) -> Iterator[Any]:
+    """The metadata message, then the file in chunks, advancing a progress bar as they go out."""
+    yield first
+    size = path.stat().st_size
+    with (
+        path.open("rb") as file,
+        tqdm(total=size, unit="B", unit_scale=True, desc=label, file=sys.stderr, disable=None) as bar,
+    ):
+        while chunk := file.read(CHUNK_BYTES):
+            yield wrap(chunk)
+            bar.update(len(chunk))
+        bar.set_postfix_str("processing on the server…")
+
+
+def _download(responses: Iterator[Any], output: Path, label: str, total: int | None = None) -> Any:
+    header = None
+    with (
+        output.open("wb") as file,
+        tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr, disable=None) as bar,
+    ):
+        for response in responses:
+            if response.WhichOneof("payload") == "header":
+                header = response.header
+                continue
+            data = response.chunk.data if hasattr(response.chunk, "data") else response.chunk
+            file.write(data)
+            bar.update(len(data))
+    return header
+
+
+def run(args: argparse.Namespace) -> int:
+    metadata = (("x-voice-tenant", args.tenant),) if args.tenant else ()
+    with grpc.insecure_channel(args.target) as channel:
+        stub = pb_grpc.ProfileServiceStub(channel)
+        call: dict[str, Callable[[], None]] = {
+            "profiles create": lambda: _print(
+                stub.CreateProfile(
+                    pb.CreateProfileRequest(
+                        name=args.name,
+                        language=args.language,
+                        description=args.description,
+                        temporary=args.temporary,
+                    ),
+                    metadata=metadata,
+                )
+            ),
+            "profiles list": lambda: _print(
+                stub.ListProfiles(
+                    pb.ListProfilesRequest(
+                        name_contains=args.name or "",
+                        language=args.language or "",
+                        page_size=args.page_size,
+                        page_token=args.page_token,
+                    ),
+                    metadata=metadata,
+                )
+            ),
+            "profiles get": lambda: _print(
+                stub.GetProfile(pb.GetProfileRequest(id=args.id), metadata=metadata)
+            ),
+            "profiles save": lambda: _print(
+                stub.UpdateProfile(
+                    pb.UpdateProfileRequest(
+                        profile=pb.Profile(id=args.id),
+                        update_mask=field_mask_pb2.FieldMask(paths=["expire_time"]),
+                    ),
+                    metadata=metadata,
+                )
+            ),
+            "profiles delete": lambda: _print(
+                stub.DeleteProfile(
+                    pb.DeleteProfileRequest(id=args.id, delete_generations=args.with_generations),
+                    metadata=metadata,
+                )
+            ),
+            "profiles export": lambda: _export(stub, args, metadata),
+            "profiles import": lambda: _print(
+                stub.ImportProfile(
+                    _upload(
+                        args.file,
+                        pb.ImportProfileRequest(metadata=pb.ImportProfileMetadata(name=args.name or "")),
+                        lambda chunk: pb.ImportProfileRequest(chunk=chunk),
+                        "import",
+                    ),
+                    metadata=metadata,
+                )
+            ),
+            "samples add": lambda: _print(
+                stub.AddSample(
+                    _upload(
+                        args.file,
+                        pb.AddSampleRequest(metadata=_sample_metadata(args)),
+                        lambda chunk: pb.AddSampleRequest(chunk=chunk),
+                        "upload",
+                    ),
+                    metadata=metadata,
+                )
+            ),
+            "samples list": lambda: _print(
+                stub.ListSamples(pb.ListSamplesRequest(profile_id=args.profile_id), metadata=metadata)
+            ),
+            "samples audio": lambda: _sample_audio(stub, args, metadata),
+            "samples delete": lambda: _print(
+                stub.DeleteSample(pb.DeleteSampleRequest(id=args.id), metadata=metadata)
+            ),
+            "generations list": lambda: _print(
+                stub.ListGenerations(
+                    pb.ListGenerationsRequest(profile_id=args.profile or "", text_contains=args.text or ""),
+                    metadata=metadata,
+                )
+            ),
+            "generations stats": lambda: _print(
+                stub.GetGenerationStats(
+                    pb.GetGenerationStatsRequest(profile_id=args.profile or ""), metadata=metadata
+                )
+            ),
+        }
+        try:
+            call[f"{args.group} {args.action}"]()
+        except grpc.RpcError as error:
+            print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _sample_metadata(args: argparse.Namespace) -> pb.SampleMetadata:
+    metadata = pb.SampleMetadata(
+        profile_id=args.profile_id, file_name=args.file.name, mime_type=args.mime_type or ""
+    )
+    if args.text is not None:
+        metadata.reference_text = args.text
+    return metadata
+
+
+def _export(stub: pb_grpc.ProfileServiceStub, args: argparse.Namespace, metadata: Any) -> None:
+    output = args.output or Path(f"{args.id}.voice.tar")
+    _download(stub.ExportProfile(pb.ExportProfileRequest(id=args.id), metadata=metadata), output, "export")
+    print(output)
+
+
+def _sample_audio(stub: pb_grpc.ProfileServiceStub, args: argparse.Namespace, metadata: Any) -> None:
+    request = pb.GetSampleAudioRequest(
+        id=args.id,
+        original=args.original,
+        format=audio_pb2.AudioFormat(encoding=ENCODINGS[args.encoding], sample_rate_hertz=args.rate),
+    )
+    header = _download(stub.GetSampleAudio(request, metadata=metadata), args.output, "download")
+    if header is not None:
+        print(f"{args.output}: {header.mime_type}, {header.duration_seconds:.2f} s")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="voice", description="Command-line client of the voice platform.")
+    root.add_argument(
+        "--target",
+        default=os.environ.get("VOICE_PROFILES_TARGET", "127.0.0.1:50052"),
+        help="profile service address (env VOICE_PROFILES_TARGET)",
+    )
+    root.add_argument("--tenant", default=os.environ.get("VOICE_TENANT"), help="tenant id (env VOICE_TENANT)")
+    groups = root.add_subparsers(dest="group", required=True)
+
+    profiles = groups.add_parser("profiles").add_subparsers(dest="action", required=True)
+    create = profiles.add_parser("create")
+    create.add_argument("name")
+    create.add_argument("--language", default="auto")
+    create.add_argument("--description", default="")
+    create.add_argument("--temporary", action="store_true", help="expires after the server's default (12 h)")
+    listing = profiles.add_parser("list")
+    listing.add_argument("--name")
+    listing.add_argument("--language")
+    listing.add_argument("--page-size", type=int, default=0)
+    listing.add_argument("--page-token", default="")
+    for name in ("get", "save", "delete", "export"):
+        command = profiles.add_parser(name)
+        command.add_argument("id")
+        if name == "delete":
+            command.add_argument("--with-generations", action="store_true")
+        if name == "export":
+            command.add_argument("-o", "--output", type=Path)
+    importing = profiles.add_parser("import")
+    importing.add_argument("file", type=Path)
+    importing.add_argument("--name", help="import under this name")
+
+    samples = groups.add_parser("samples").add_subparsers(dest="action", required=True)
+    add = samples.add_parser("add")
+    add.add_argument("profile_id")
+    add.add_argument("file", type=Path)
+    add.add_argument("--text", help="what the recording says (omit to have it transcribed)")
+    add.add_argument("--mime-type")
+    samples.add_parser("list").add_argument("profile_id")
+    audio = samples.add_parser("audio")
+    audio.add_argument("id")
+    audio.add_argument("-o", "--output", type=Path, required=True)
+    audio.add_argument("--encoding", choices=sorted(ENCODINGS), default="wav")
+    audio.add_argument("--rate", type=int, default=0, help="sample rate in Hz (default 24000)")
+    audio.add_argument("--original", action="store_true", help="the file exactly as uploaded")
+    samples.add_parser("delete").add_argument("id")
+
+    generations = groups.add_parser("generations").add_subparsers(dest="action", required=True)
+    gen_list = generations.add_parser("list")
+    gen_list.add_argument("--profile")
+    gen_list.add_argument("--text")
+    generations.add_parser("stats").add_argument("--profile")
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    for name in ("file",):
+        path = getattr(args, name, None)
+        if path is not None and not path.is_file():
+            print(f"error: {path} is not a file", file=sys.stderr)
+            sys.exit(2)
+    sys.exit(run(args))
+
+
+if __name__ == "__main__":
+    main()
