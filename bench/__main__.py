@@ -45,6 +45,7 @@ class Options:
     figure_names: set[str] | None  # None: every figure of the selected benchmarks
     plan: LoadPlan
     upload_runs: int
+    breakdown_runs: int
 
 
 @dataclass
@@ -96,7 +97,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         plan = LoadPlan(warmup_s=0.5, duration_s=2.0, concurrency=args.concurrency, channels=args.channels)
     else:
         plan = LoadPlan(warmup_s=2.0, duration_s=8.0, concurrency=args.concurrency, channels=args.channels)
-    return Options(args.quick, args.breakdown, selection, figure_names, plan, 1 if args.quick else 3)
+    runs = 1 if args.quick else 3
+    breakdown_runs = 1 if args.quick else 5
+    return Options(args.quick, args.breakdown, selection, figure_names, plan, runs, breakdown_runs)
 
 
 async def run(options: Options) -> Outcome:
@@ -167,7 +170,7 @@ async def _run_config(
         if ADD_SAMPLE in wanted and recording is not None:
             progress(f"AddSample vs put ({config}), {options.upload_runs} run(s) each")
             try:
-                result = await upload.run_upload(service, recording, options.upload_runs)
+                result = await upload.run_upload(service, recording, options.upload_runs, not options.quick)
             except upload.TooLong as error:
                 progress(
                     f"the service rejected {format_value(recording.seconds)} s as too long ({error}); using 299 s"
@@ -177,10 +180,10 @@ async def _run_config(
                     upload.FALLBACK_SECONDS,
                     f"{format_value(upload.SECONDS)} s was rejected as too long ({error}), so 299 s is used",
                 )
-                result = await upload.run_upload(service, recording, options.upload_runs)
+                result = await upload.run_upload(service, recording, options.upload_runs, not options.quick)
             if options.breakdown or not result.figure.passed:
                 progress(f"timing the parts of AddSample ({config})")
-                result.breakdown = await upload.breakdown(service, echo, recording, options.upload_runs)
+                result.breakdown = await upload.breakdown(service, echo, recording, options.breakdown_runs)
             uploads.append(result)
     return recording
 

@@ -8,6 +8,7 @@ profile service reads the profile (one sample attached) from its database on eve
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from dataclasses import dataclass
 
@@ -44,7 +45,7 @@ class ServerLoad:
 async def run_echo(echo: EchoServer, plan: LoadPlan) -> ServerLoad:
     # Same size and shape as the GetProfile request; the echo server sends it back.
     request = pb.GetProfileRequest(id=str(uuid.uuid4())).SerializeToString()
-    result = await _load(echo.address, ECHO_METHOD, request, request, plan)
+    result = await _load(echo.address, ECHO_METHOD, request, request, plan, echo.process.pid)
     _check_clean(result, "the echo server")
     return ServerLoad("echo (bare grpc.aio)", result)
 
@@ -79,14 +80,16 @@ async def prepare_profile(service: ProfileService) -> tuple[bytes, bytes]:
 async def run_get_profile(service: ProfileService, plan: LoadPlan) -> ServerLoad:
     request, expected = await prepare_profile(service)
     mark = service.process.mark()
-    result = await _load(service.address, GET_PROFILE_METHOD, request, expected, plan)
+    result = await _load(service.address, GET_PROFILE_METHOD, request, expected, plan, service.process.pid)
     service.process.check_alive("under GetProfile load")
     return ServerLoad(
         f"GetProfile, {CONFIG_TITLES[service.config]}", result, service.process.output_since(mark)
     )
 
 
-async def _load(target: str, method: str, request: bytes, expected: bytes, plan: LoadPlan) -> LoadResult:
+async def _load(
+    target: str, method: str, request: bytes, expected: bytes, plan: LoadPlan, server_pid: int
+) -> LoadResult:
     return await asyncio.to_thread(
         run_load,
         target,
@@ -98,6 +101,7 @@ async def _load(target: str, method: str, request: bytes, expected: bytes, plan:
         channels=plan.channels,
         warmup_s=plan.warmup_s,
         duration_s=plan.duration_s,
+        server_pid=server_pid,
     )
 
 
@@ -135,6 +139,8 @@ def report(echo: ServerLoad, loads: dict[str, ServerLoad], plan: LoadPlan) -> st
                 r.max_ms,
                 r.over_25ms,
                 errors,
+                f"{r.server_cpu_pct:.0f}%",
+                f"{r.client_cpu_pct:.0f}%",
             ]
         )
     title = (
@@ -142,8 +148,26 @@ def report(echo: ServerLoad, loads: dict[str, ServerLoad], plan: LoadPlan) -> st
         f"load generator in its own process, {format_value(plan.warmup_s)} s warm-up + "
         f"{format_value(plan.duration_s)} s measured"
     )
-    headers = ["server", "ops/s", "vs echo", "p50 ms", "p90 ms", "p99 ms", "max ms", ">25ms", "errors"]
-    lines = [render_table(title, headers, rows)]
+    headers = [
+        "server",
+        "ops/s",
+        "vs echo",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        ">25ms",
+        "errors",
+        "server CPU",
+        "client CPU",
+    ]
+    lines = [
+        render_table(title, headers, rows),
+        "  CPU: % of one core during the measured window (server: all threads of its process); the machine has "
+        f"{os.cpu_count()} cores.",
+        f"  Closed loop: latency ~= {plan.concurrency} clients / ops/s (Little's law), so a p99 of 25 ms at "
+        f"{plan.concurrency} clients needs about {plan.concurrency / 0.025:.0f} ops/s or more.",
+    ]
     for load in (echo, *loads.values()):
         r = load.result
         notes: list[str] = []
@@ -151,9 +175,11 @@ def report(echo: ServerLoad, loads: dict[str, ServerLoad], plan: LoadPlan) -> st
             notes.append(
                 f"ops per second of the window min {min(r.per_second_ops)} / max {max(r.per_second_ops)}"
             )
-        if r.slowest:
-            slow = ", ".join(f"{ms:.1f} ms at {t:.2f} s" for t, ms in r.slowest)
-            notes.append(f"slowest calls: {slow}")
+        if r.episodes:
+            listed = ", ".join(f"{t:.2f} s ({n} calls, max {ms:.0f} ms)" for t, n, ms in r.episodes)
+            notes.append(f"stalls (calls over {r.outlier_threshold_ms:.0f} ms, grouped) at {listed}")
+        else:
+            notes.append(f"no stall (no call over {r.outlier_threshold_ms:.0f} ms)")
         if r.errors:
             notes.append(f"errors by status (warm-up included): {r.errors}")
         if r.mismatches:

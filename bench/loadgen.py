@@ -17,6 +17,7 @@ import asyncio
 import gc
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -29,7 +30,12 @@ from grpc import aio
 from bench.common import REPO_ROOT, BenchError, child_environment, python_module_argv
 
 CALL_TIMEOUT_S = 10.0
-SLOWEST_KEPT = 5
+EPISODES_KEPT = 12
+# A call is an outlier above max(OUTLIER_FACTOR x p50, OUTLIER_FLOOR_MS); outliers closer than EPISODE_GAP_S in
+# completion time form one episode (a stall of the server or of the client).
+OUTLIER_FACTOR = 2.0
+OUTLIER_FLOOR_MS = 25.0
+EPISODE_GAP_S = 0.25
 
 
 @dataclass
@@ -52,15 +58,66 @@ class LoadResult:
     errors: dict[str, int] = field(default_factory=dict)  # status code -> count, warmup included
     mismatches: int = 0  # responses that differ from --expect-hex
     per_second_ops: list[int] = field(default_factory=list)  # completions per second of the window
-    slowest: list[tuple[float, float]] = field(
-        default_factory=list
-    )  # (seconds into window, ms), slowest first
+    outlier_threshold_ms: float = math.nan
+    # Stall episodes in time order: (seconds into the window, outlier calls, slowest ms).
+    episodes: list[tuple[float, int, float]] = field(default_factory=list)
+    client_cpu_pct: float = math.nan  # CPU of this process during the window, % of one core
+    server_cpu_pct: float = math.nan  # CPU of --server-pid (all its threads) during the window, % of one core
 
     @classmethod
     def from_json(cls, text: str) -> LoadResult:
         raw: dict[str, Any] = json.loads(text)
-        raw["slowest"] = [(float(t), float(ms)) for t, ms in raw.get("slowest", [])]
+        raw["episodes"] = [(float(t), int(n), float(ms)) for t, n, ms in raw.get("episodes", [])]
         return cls(**raw)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all threads) from /proc; NaN where that is unavailable."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        # After the command name: state is field 3, utime and stime are fields 14 and 15 (1-based, man 5 proc).
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return math.nan
+
+
+class _CpuWindow:
+    """CPU used by this process and the server during the measurement window."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self.client_pct = math.nan
+        self.server_pct = math.nan
+
+    def _sample(self) -> tuple[float, float, float]:
+        server = process_cpu_seconds(self.server_pid) if self.server_pid else math.nan
+        return time.perf_counter(), time.process_time(), server
+
+    async def run(self, start: float, end: float) -> None:
+        await asyncio.sleep(max(0.0, start - time.perf_counter()))
+        wall0, client0, server0 = self._sample()
+        await asyncio.sleep(max(0.0, end - time.perf_counter()))
+        wall1, client1, server1 = self._sample()
+        elapsed = wall1 - wall0
+        if elapsed > 0:
+            self.client_pct = 100 * (client1 - client0) / elapsed
+            self.server_pct = 100 * (server1 - server0) / elapsed
+
+
+def stall_episodes(calls: list[tuple[float, float]], threshold_ms: float) -> list[tuple[float, int, float]]:
+    """Group the calls slower than ``threshold_ms`` by completion time: [(first completion s, calls, max ms)]."""
+    slow = sorted((t, ms) for t, ms in calls if ms > threshold_ms)
+    episodes: list[tuple[float, int, float]] = []
+    last = -math.inf
+    for t, ms in slow:
+        if episodes and t - last < EPISODE_GAP_S:
+            start, count, worst = episodes[-1]
+            episodes[-1] = (start, count + 1, max(worst, ms))
+        else:
+            episodes.append((t, 1, ms))
+        last = t
+    return [(round(t, 2), count, round(worst, 1)) for t, count, worst in episodes]
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -123,6 +180,7 @@ async def generate_load(
     channel_count: int,
     warmup_s: float,
     duration_s: float,
+    server_pid: int | None = None,
 ) -> LoadResult:
     # A local subchannel pool per channel: each channel gets its own connection instead of sharing one.
     channels = [
@@ -137,11 +195,13 @@ async def generate_load(
         gc.freeze()  # keep the collector's full passes off the set-up objects
         start = time.perf_counter()
         recorder = _Recorder(start + warmup_s, start + warmup_s + duration_s)
+        cpu = _CpuWindow(server_pid)
         await asyncio.gather(
+            cpu.run(recorder.measure_start, recorder.measure_end),
             *(
                 _worker(calls[i % channel_count], payload, metadata, expected, recorder)
                 for i in range(concurrency)
-            )
+            ),
         )
     finally:
         for channel in channels:
@@ -152,9 +212,16 @@ async def generate_load(
     for finished in recorder.completions:
         index = min(len(per_second) - 1, int(finished - recorder.measure_start))
         per_second[index] += 1
-    slowest = sorted(
-        zip(recorder.completions, recorder.latencies, strict=True), key=lambda item: item[1], reverse=True
-    )[:SLOWEST_KEPT]
+    threshold_ms = (
+        max(OUTLIER_FACTOR * percentile(latencies_ms, 0.5), OUTLIER_FLOOR_MS) if latencies_ms else math.nan
+    )
+    episodes = stall_episodes(
+        [
+            (t - recorder.measure_start, lat * 1000)
+            for t, lat in zip(recorder.completions, recorder.latencies, strict=True)
+        ],
+        threshold_ms,
+    )
     ok = len(latencies_ms)
     return LoadResult(
         target=target,
@@ -175,7 +242,10 @@ async def generate_load(
         errors=dict(recorder.errors),
         mismatches=recorder.mismatches,
         per_second_ops=per_second,
-        slowest=[(round(t - recorder.measure_start, 3), round(lat * 1000, 2)) for t, lat in slowest],
+        outlier_threshold_ms=round(threshold_ms, 1),
+        episodes=episodes[:EPISODES_KEPT],
+        client_cpu_pct=round(cpu.client_pct, 1),
+        server_cpu_pct=round(cpu.server_pct, 1),
     )
 
 
@@ -190,6 +260,7 @@ def run_load(
     channels: int = 4,
     warmup_s: float = 2.0,
     duration_s: float = 8.0,
+    server_pid: int | None = None,
 ) -> LoadResult:
     """Run the load generator as a child process (blocking) and return what it measured."""
     argv = python_module_argv(
@@ -213,6 +284,8 @@ def run_load(
         argv += ["--metadata", f"{key}={value}"]
     if expected is not None:
         argv += ["--expect-hex", expected.hex()]
+    if server_pid is not None:
+        argv += ["--server-pid", str(server_pid)]
     try:
         completed = subprocess.run(
             argv,
@@ -249,6 +322,7 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--server-pid", type=int, help="report this process's CPU use during the window")
     args = parser.parse_args()
     metadata: list[tuple[str, str]] = []
     for item in args.metadata:
@@ -265,6 +339,7 @@ def main() -> None:
             args.channels,
             args.warmup,
             args.duration,
+            args.server_pid,
         )
     )
     sys.stdout.write(json.dumps(asdict(result)) + "\n")

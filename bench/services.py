@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import SecretStr
 
 from bench.common import (
     READY_TIMEOUT_S,
@@ -31,6 +32,7 @@ from bench.common import (
     python_module_argv,
 )
 from bench.echo_server import ECHO_METHOD
+from voice_common.config import CommonSettings
 from voice_common.object_store import FilesystemObjectStore, ObjectStore, S3ObjectStore
 from voice_common.testing.postgres import fresh_database, postgres_server
 from voice_common.testing.s3_server import MotoServer, unique_bucket_name
@@ -71,6 +73,7 @@ class ProfileService:
     data_dir: Path
     process: ManagedProcess
     s3: S3Location | None
+    database_url: str | None
 
     @property
     def title(self) -> str:
@@ -82,24 +85,18 @@ class ProfileService:
             return S3ObjectStore(self.s3.endpoint, self.s3.access_key, self.s3.secret_key, self.s3.bucket)
         return FilesystemObjectStore(self.data_dir / "objects")
 
-
-async def _wait_until(process: ManagedProcess, what: str, probe: aio.Channel, check: _Probe) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    last_error = "no answer yet"
-    while time.monotonic() < deadline:
-        process.check_alive(f"starting ({what})")
-        try:
-            answer = await check(probe)
-            if answer is None:
-                return
-            last_error = answer
-        except aio.AioRpcError as error:
-            last_error = f"{error.code().name}: {error.details()}"
-        await asyncio.sleep(0.1)
-    raise BenchError(
-        f"{process.name} (pid {process.pid}) did not become ready within {READY_TIMEOUT_S:.0f} s "
-        f"({what}; last answer: {last_error}); its output:\n{process.output()}"
-    )
+    def common_settings(self) -> CommonSettings:
+        """The service's VOICE_ settings, for running its domain code in this process on the same data."""
+        if self.s3 is None:
+            return CommonSettings(data_dir=self.data_dir, database_url=self.database_url)
+        return CommonSettings(
+            data_dir=self.data_dir,
+            database_url=self.database_url,
+            s3_endpoint=self.s3.endpoint,
+            s3_access_key=SecretStr(self.s3.access_key),
+            s3_secret_key=SecretStr(self.s3.secret_key),
+            s3_bucket=self.s3.bucket,
+        )
 
 
 class _Probe:
@@ -122,6 +119,25 @@ class _HealthProbe(_Probe):
         if response.status == health_pb2.HealthCheckResponse.SERVING:
             return None
         return f"health status {health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)}"
+
+
+async def _wait_until(process: ManagedProcess, what: str, channel: aio.Channel, check: _Probe) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    last_error = "no answer yet"
+    while time.monotonic() < deadline:
+        process.check_alive(f"starting ({what})")
+        try:
+            answer = await check(channel)
+            if answer is None:
+                return
+            last_error = answer
+        except aio.AioRpcError as error:
+            last_error = f"{error.code().name}: {error.details()}"
+        await asyncio.sleep(0.1)
+    raise BenchError(
+        f"{process.name} (pid {process.pid}) did not become ready within {READY_TIMEOUT_S:.0f} s "
+        f"({what}; last answer: {last_error}); its output:\n{process.output()}"
+    )
 
 
 @contextlib.asynccontextmanager
@@ -154,6 +170,7 @@ async def profile_service(config: str, workdir: Path) -> AsyncIterator[ProfileSe
     }
     with contextlib.ExitStack() as stack:
         s3: S3Location | None = None
+        database_url: str | None = None
         if config == POSTGRES_S3:
             admin_url = stack.enter_context(postgres_server())
             database_url = stack.enter_context(fresh_database(admin_url))
@@ -177,7 +194,7 @@ async def profile_service(config: str, workdir: Path) -> AsyncIterator[ProfileSe
         address = f"{HOST}:{port}"
         async with aio.insecure_channel(address) as channel:
             await _wait_until(process, "grpc.health.v1 Check answers SERVING", channel, _HealthProbe())
-        yield ProfileService(config, address, data_dir, process, s3)
+        yield ProfileService(config, address, data_dir, process, s3, database_url)
 
 
 def describe_rpc_error(error: grpc.RpcError) -> str:

@@ -30,7 +30,8 @@ from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
 from voice_common.object_store import ObjectStore
 from voice_common.testing.media_files import encode_file, speechlike
-from voice_profiles.domain.samples import PreparedSample, prepare_sample
+from voice_profiles.app import ProfilesApp
+from voice_profiles.domain.samples import SampleUpload, chunked, prepare_sample
 from voice_profiles.settings import ProfilesSettings
 
 CHUNK_BYTES = 64 * 1024
@@ -76,6 +77,8 @@ class Breakdown:
     normalized_bytes: int
     sha256_s: float  # hash of the normalised WAV (AddSample records it)
     overlapped_s: float  # put(original) concurrently with prepare -> put(normalised), as _store_objects does
+    sequential_s: float  # prepare -> put(original) -> put(normalised), one after the other
+    domain_add_s: float  # SampleManager.add in this process (no gRPC): read, store, commit
 
 
 @dataclass
@@ -83,11 +86,14 @@ class UploadResult:
     config: str
     recording: Recording
     add_sample_s: list[float] = field(default_factory=list)
+    # Until the client had handed its last chunk to gRPC (flow control keeps it close to the server's receipt).
+    streamed_s: list[float] = field(default_factory=list)
     put_s: list[float] = field(default_factory=list)
     stored_duration_s: float = 0.0
     leftovers: list[str] = field(default_factory=list)
     server_log: str = ""
     breakdown: Breakdown | None = None
+    warmup_s: tuple[float, float] | None = None  # the unmeasured first (AddSample, put)
 
     @property
     def ratio(self) -> float:
@@ -104,7 +110,10 @@ class UploadResult:
         return self.config != "filesystem"
 
 
-async def _requests(profile_id: str, data: bytes) -> AsyncIterator[pb.AddSampleRequest]:
+async def _requests(
+    profile_id: str, data: bytes, done: list[float] | None = None
+) -> AsyncIterator[pb.AddSampleRequest]:
+    """The metadata message, then the chunks; appends the time the last chunk was handed to gRPC to ``done``."""
     metadata = pb.SampleMetadata(
         profile_id=profile_id,
         reference_text="A five minute studio recording.",
@@ -115,15 +124,19 @@ async def _requests(profile_id: str, data: bytes) -> AsyncIterator[pb.AddSampleR
     view = memoryview(data)
     for start in range(0, len(data), CHUNK_BYTES):
         yield pb.AddSampleRequest(chunk=bytes(view[start : start + CHUNK_BYTES]))
+    if done is not None:
+        done.append(time.perf_counter())
 
 
 async def _add_sample(
     stub: pb_grpc.ProfileServiceStub, tenant: str, profile_id: str, data: bytes
-) -> tuple[float, pb.Sample]:
+) -> tuple[float, float, pb.Sample]:
+    """(seconds end to end, seconds until the client had handed over the last chunk, the new sample)."""
+    done: list[float] = []
     started = time.perf_counter()
     try:
         response = await stub.AddSample(
-            _requests(profile_id, data), metadata=tenant_metadata(tenant), timeout=300
+            _requests(profile_id, data, done), metadata=tenant_metadata(tenant), timeout=300
         )
     except aio.AioRpcError as error:
         if error.code() == grpc.StatusCode.INVALID_ARGUMENT and "longer than the limit" in (
@@ -131,7 +144,8 @@ async def _add_sample(
         ):
             raise TooLong(error.details()) from error
         raise BenchError(f"AddSample failed: {describe_rpc_error(error)}") from error
-    return time.perf_counter() - started, response.sample
+    finished = time.perf_counter()
+    return finished - started, (done[0] if done else finished) - started, response.sample
 
 
 async def _put(store: ObjectStore, key: str, data: bytes) -> float:
@@ -140,8 +154,10 @@ async def _put(store: ObjectStore, key: str, data: bytes) -> float:
     return time.perf_counter() - started
 
 
-async def run_upload(service: ProfileService, recording: Recording, runs: int) -> UploadResult:
-    """``runs`` AddSample and ``runs`` direct puts, alternated; every sample and object is deleted afterwards."""
+async def run_upload(service: ProfileService, recording: Recording, runs: int, warmup: bool) -> UploadResult:
+    """``runs`` AddSample and ``runs`` direct puts, alternated, after one unmeasured pair when ``warmup`` (the
+    first of each is the slowest: cold connections, allocator, decoder set-up). Every sample and object is
+    deleted afterwards."""
     tenant = f"bench-upload-{uuid.uuid4().hex[:8]}"
     metadata = tenant_metadata(tenant)
     result = UploadResult(service.config, recording)
@@ -158,14 +174,19 @@ async def run_upload(service: ProfileService, recording: Recording, runs: int) -
                     pb.CreateProfileRequest(name="bench upload"), metadata=metadata
                 )
                 profile_id = created.profile.id
-                for _ in range(runs):
-                    seconds, sample = await _add_sample(stub, tenant, profile_id, recording.data)
+                for run in range(-1 if warmup else 0, runs):
+                    seconds, streamed, sample = await _add_sample(stub, tenant, profile_id, recording.data)
                     sample_ids.append(sample.id)
-                    result.add_sample_s.append(seconds)
                     result.stored_duration_s = sample.duration_seconds
                     key = f"bench/direct-put/{uuid.uuid4()}"
                     keys.append(key)
-                    result.put_s.append(await _put(store, key, recording.data))
+                    put_seconds = await _put(store, key, recording.data)
+                    if run >= 0:
+                        result.add_sample_s.append(seconds)
+                        result.streamed_s.append(streamed)
+                        result.put_s.append(put_seconds)
+                    else:
+                        result.warmup_s = (seconds, put_seconds)
             finally:
                 await _cleanup(stub, metadata, store, profile_id, sample_ids, keys)
         result.leftovers = [key async for key in store.list_keys(f"tenants/{tenant}/")]
@@ -206,29 +227,25 @@ async def breakdown(service: ProfileService, echo: EchoServer, recording: Record
             transfer.append(time.perf_counter() - started)
             if int.from_bytes(answer, "big") != len(data):
                 raise BenchError(f"the echo server's Drain received {int.from_bytes(answer, 'big')} bytes")
-    prepare: list[float] = []
-    prepared: PreparedSample | None = None
-    for _ in range(runs):
-        started = time.perf_counter()
-        prepared = await asyncio.to_thread(prepare_sample, data, limits)
-        prepare.append(time.perf_counter() - started)
-    assert prepared is not None
-    wav = prepared.normalized_wav
-    started = time.perf_counter()
-    hashlib.sha256(wav).hexdigest()
-    sha_s = time.perf_counter() - started
-
     store = service.open_store()
     keys: list[str] = []
+    prepare: list[float] = []
     put_original: list[float] = []
     put_normalized: list[float] = []
+    sequential: list[float] = []
     overlapped: list[float] = []
+    wav = b""
     try:
         for _ in range(runs):
             base = f"bench/breakdown/{uuid.uuid4()}"
             keys += [f"{base}/original", f"{base}/audio", f"{base}/o2", f"{base}/a2"]
+            started = time.perf_counter()
+            prepared = await asyncio.to_thread(prepare_sample, data, limits)
+            wav = prepared.normalized_wav
+            prepare.append(time.perf_counter() - started)
             put_original.append(await _put(store, f"{base}/original", data))
             put_normalized.append(await _put(store, f"{base}/audio", wav))
+            sequential.append(time.perf_counter() - started)
             started = time.perf_counter()
             upload = asyncio.ensure_future(store.put(f"{base}/o2", data, "application/octet-stream"))
             ready = await asyncio.to_thread(prepare_sample, data, limits)
@@ -239,7 +256,12 @@ async def breakdown(service: ProfileService, echo: EchoServer, recording: Record
         for key in keys:
             await store.delete(key)
         await store.close()
+    started = time.perf_counter()
+    hashlib.sha256(wav).hexdigest()
+    sha_s = time.perf_counter() - started
+    domain_add = await _domain_add(service, data, runs)
     return Breakdown(
+        domain_add_s=domain_add,
         transfer_s=median(transfer),
         prepare_s=median(prepare),
         put_original_s=median(put_original),
@@ -247,7 +269,33 @@ async def breakdown(service: ProfileService, echo: EchoServer, recording: Record
         normalized_bytes=len(wav),
         sha256_s=sha_s,
         overlapped_s=median(overlapped),
+        sequential_s=median(sequential),
     )
+
+
+async def _domain_add(service: ProfileService, data: bytes, runs: int) -> float:
+    """Median time of the service's own ``SampleManager.add`` run in this process on the service's database and
+    store (chunks from memory, no gRPC); its samples and profile are deleted afterwards."""
+    settings = ProfilesSettings(port=0, metrics_port=0)
+    app = await ProfilesApp.open(service.common_settings(), settings, migrate=False)
+    tenant = f"bench-domain-{uuid.uuid4().hex[:8]}"
+    times: list[float] = []
+    try:
+        profile = await app.profiles.create(tenant, name="bench breakdown")
+        try:
+            for _ in range(runs):
+                upload = SampleUpload(
+                    profile.id, "A five minute studio recording.", "studio.wav", "audio/wav"
+                )
+                started = time.perf_counter()
+                sample = await app.samples.add(tenant, upload, chunked(data, CHUNK_BYTES))
+                times.append(time.perf_counter() - started)
+                await app.samples.delete(tenant, sample.id)
+        finally:
+            await app.profiles.delete(tenant, profile.id)
+    finally:
+        await app.close()
+    return median(times)
 
 
 def report(results: list[UploadResult]) -> str:
@@ -260,6 +308,8 @@ def report(results: list[UploadResult]) -> str:
             [
                 CONFIG_TITLES[r.config],
                 median(r.add_sample_s),
+                median(r.streamed_s),
+                median(r.add_sample_s) - median(r.streamed_s),
                 median(r.put_s),
                 r.ratio,
                 " ".join(f"{v:.3f}" for v in r.add_sample_s),
@@ -271,10 +321,25 @@ def report(results: list[UploadResult]) -> str:
         f"medians of {len(results[0].add_sample_s)}\n"
         f"recording: {recording.description}"
     )
-    headers = ["store", "AddSample s", "put s", "ratio", "AddSample runs s", "put runs s"]
-    lines = [render_table(title, headers, rows)]
+    headers = [
+        "store",
+        "AddSample s",
+        "streamed s",
+        "after last chunk s",
+        "put s",
+        "ratio",
+        "AddSample runs s",
+        "put runs s",
+    ]
+    lines = [
+        render_table(title, headers, rows),
+        "  streamed: until the client had handed the last chunk to gRPC; after last chunk: the rest, i.e. the "
+        "service's decode, stores and commit once the upload is in.",
+    ]
     for r in results:
         notes = [f"service stored {r.stored_duration_s:.2f} s of audio"]
+        if r.warmup_s is not None:
+            notes.append(f"unmeasured warm-up: AddSample {r.warmup_s[0]:.3f} s, put {r.warmup_s[1]:.3f} s")
         if r.leftovers:
             notes.append(f"LEFT BEHIND after deleting: {r.leftovers[:5]} ({len(r.leftovers)} objects)")
         else:
@@ -290,40 +355,34 @@ def report(results: list[UploadResult]) -> str:
     return "\n".join(lines)
 
 
+def _after_last_chunk(r: UploadResult) -> float:
+    return median([total - streamed for total, streamed in zip(r.add_sample_s, r.streamed_s, strict=True)])
+
+
 def report_breakdown(r: UploadResult) -> str:
     b = r.breakdown
     assert b is not None
     total = median(r.add_sample_s)
     critical = b.transfer_s + b.overlapped_s + b.sha256_s
-    rows: list[list[object]] = [
-        ["gRPC transfer to a bare grpc.aio server (Drain)", b.transfer_s, b.transfer_s / total],
-        ["prepare_sample (decode 48k -> 24k mono, checks, analysis, WAV)", b.prepare_s, b.prepare_s / total],
-        [
-            f"store.put original ({len(r.recording.data) / 1e6:.1f} MB)",
-            b.put_original_s,
-            b.put_original_s / total,
-        ],
-        [
-            f"store.put normalised WAV ({b.normalized_bytes / 1e6:.1f} MB)",
-            b.put_normalized_s,
-            b.put_normalized_s / total,
-        ],
-        ["sha256 of the normalised WAV", b.sha256_s, b.sha256_s / total],
-        [
-            "put(original) || prepare -> put(normalised), as the service does",
-            b.overlapped_s,
-            b.overlapped_s / total,
-        ],
-        ["transfer + overlapped store step + sha256", critical, critical / total],
-        [
-            "rest of AddSample (DB, protobuf, scheduling; by difference)",
-            total - critical,
-            (total - critical) / total,
-        ],
-        ["AddSample end to end (median)", total, 1.0],
+    parts = [
+        ("gRPC transfer of the chunks to a bare grpc.aio server (Drain)", b.transfer_s),
+        ("prepare_sample (decode 48k -> 24k mono, checks, analysis, WAV)", b.prepare_s),
+        (f"store.put original ({len(r.recording.data) / 1e6:.1f} MB)", b.put_original_s),
+        (f"store.put normalised WAV ({b.normalized_bytes / 1e6:.1f} MB)", b.put_normalized_s),
+        ("sha256 of the normalised WAV", b.sha256_s),
+        ("prepare -> put(original) -> put(normalised), one after the other", b.sequential_s),
+        ("put(original) || prepare -> put(normalised), as the service does", b.overlapped_s),
+        ("sum: transfer + overlapped store step + sha256", critical),
+        ("SampleManager.add in-process, no gRPC (read, store, commit)", b.domain_add_s),
+        ("AddSample end to end (median)", total),
+        ("  of which streaming the chunks (client side, median)", median(r.streamed_s)),
+        ("  of which after the last chunk (median of the differences)", _after_last_chunk(r)),
+        ("  minus SampleManager.add in-process (gRPC + process differences)", total - b.domain_add_s),
+        ("  of which not in the sum above (DB, scheduling, contention)", total - critical),
     ]
+    rows: list[list[object]] = [[name, seconds, seconds / total] for name, seconds in parts]
     title = (
-        f"Where AddSample's time goes, {CONFIG_TITLES[r.config]} (measured in-process with the service's functions; "
-        f"ratio {format_value(r.ratio)} vs goal <= {format_value(GOAL_RATIO)})"
+        f"Where AddSample's time goes, {CONFIG_TITLES[r.config]}: in-process timings with the service's functions "
+        f"(medians); ratio {format_value(r.ratio)} vs goal <= {format_value(GOAL_RATIO)}"
     )
-    return render_table(title, ["part", "seconds", "share"], rows)
+    return render_table(title, ["part", "seconds", "of AddSample"], rows)

@@ -492,6 +492,36 @@ async def test_health_watch_streams_transitions_and_the_drain() -> None:
         await asyncio.wait_for(stopping, 6)
 
 
+async def test_why_not_ready_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Health only says NOT_SERVING; the log must say why, at start as well as after losing readiness."""
+    ready = False
+
+    async def readiness() -> None:
+        if not ready:
+            raise errors.Unavailable("database schema is behind by 1 migration(s); run `voice-admin migrate`")
+
+    def reasons() -> list[str]:
+        return [
+            str(getattr(r, "reason", ""))
+            for r in caplog.records
+            if r.name == "voice_common.server.bootstrap" and r.levelno == logging.WARNING
+        ]
+
+    with caplog.at_level(logging.INFO, logger="voice_common.server.bootstrap"):
+        async with running(readiness=readiness, recheck=0.05) as client:
+            await client.server.check_ready()
+            await client.server.check_ready()
+            assert any("voice-admin migrate" in reason for reason in reasons()), (
+                "a server that is not ready from the start never logged the reason"
+            )
+            assert len(reasons()) == 1, "the same reason is logged at every recheck"
+            ready = True
+            await client.wait_for_health(SERVING)
+            ready = False
+            await client.wait_for_health(NOT_SERVING)
+            assert len(reasons()) == 2, reasons()
+
+
 async def test_check_ready_reports_once() -> None:
     async def broken() -> None:
         raise OSError("connection refused")

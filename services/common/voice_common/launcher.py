@@ -55,10 +55,14 @@ def main() -> int:
             process.send_signal(signal.SIGTERM)
     for name, process in processes:
         try:
-            process.wait(timeout=30)
+            code = process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             print(f"[launcher] {name} did not drain in 30 s; killing it", file=sys.stderr)
             process.kill()
+            code = process.wait()
+        if code != 0:
+            print(f"[launcher] {name} stopped with exit code {code}", file=sys.stderr)
+            exit_code = exit_code or 1
     print("[launcher] all services stopped", file=sys.stderr)
     return exit_code
 

@@ -13,7 +13,6 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-
 from typing import Any
 
 from grpc import aio
@@ -75,9 +74,11 @@ class VoiceServer:
             if self._readiness is not None:
                 await self._readiness()
         except Exception as error:  # any failure means not ready; the reason is logged, not raised
-            if self._serving or self.last_readiness_error is None:
-                log.warning("not ready", extra={"reason": str(error)})
-            self.last_readiness_error = f"{type(error).__name__}: {error}"
+            reason = f"{type(error).__name__}: {error}"
+            # Log each new reason once: operators must see why (e.g. "run voice-admin migrate"), not every recheck.
+            if self._serving or reason != self.last_readiness_error:
+                log.warning("not ready", extra={"reason": reason})
+            self.last_readiness_error = reason
             await self._set_status(False)
             return False
         if not self._serving:
@@ -123,10 +124,11 @@ class VoiceServer:
         try:
             await stop.wait()
             log.info("draining", extra={"grace_seconds": self._grace})
+            # The handlers stay installed while draining: a second Ctrl-C or SIGTERM must not kill the drain.
+            await self.stop()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-        await self.stop()
 
 
 def build_server(

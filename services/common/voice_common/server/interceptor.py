@@ -153,8 +153,16 @@ class ServerInterceptor(aio.ServerInterceptor):
             scope = _RpcScope(method, metadata, tenants)
             try:
                 scope.enter(context)
-                async for response in streaming(request, context):
-                    yield response
+                result = streaming(request, context)
+                if hasattr(result, "__aiter__"):
+                    async for response in result:
+                        yield response
+                elif hasattr(result, "__iter__"):
+                    for response in result:
+                        yield response
+                else:
+                    # A handler that sends with context.write() (the stock health Watch) returns a coroutine.
+                    await result
             except asyncio.CancelledError:
                 scope.code = grpc.StatusCode.CANCELLED
                 raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -34,7 +35,8 @@ async def upgrade_to_head_async(database_url: str) -> None:
 
 
 def pending_revisions(database_url: str) -> list[str]:
-    """Revisions not yet applied; empty when the schema is current."""
+    """Revisions not yet applied; empty when the schema is current (checked by every readiness probe)."""
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)  # no INFO line per probe
     script = ScriptDirectory.from_config(alembic_config(database_url))
     engine = create_engine(sync_url(database_url), poolclass=pool.NullPool)
     try:
