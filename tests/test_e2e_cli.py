@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from e2e_support import ServiceProcess, service, service_env
@@ -38,20 +39,17 @@ def voice(process: ServiceProcess, *args: str, tenant: str = "cli") -> subproces
     )
 
 
-def ok(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
+def ok(result: subprocess.CompletedProcess[str]) -> Any:
     assert result.returncode == 0, f"{result.args}: {result.stderr}"
-    parsed: dict[str, object] = json.loads(result.stdout)
-    return parsed
+    return json.loads(result.stdout)
 
 
 def test_profile_sample_download_and_archive_round_trip(running: ServiceProcess, tmp_path: Path) -> None:
     profile = ok(voice(running, "profiles", "create", "Shell voice", "--language", "en"))["profile"]
-    assert isinstance(profile, dict)
     recording = tmp_path / "me.m4a"
     recording.write_bytes(encode_file(speechlike(4.0, rate=44100), 44100, "m4a"))
     added = voice(running, "samples", "add", profile["id"], str(recording), "--text", "Hello from the shell.")
     sample = ok(added)["sample"]
-    assert isinstance(sample, dict)
     assert sample["fileName"] == "me.m4a" and abs(float(sample["durationSeconds"]) - 4.0) < 0.1
     # The progress bar went to stderr, never into the JSON on stdout.
     assert "upload" in added.stderr or added.stderr == ""
@@ -78,7 +76,7 @@ def test_profile_sample_download_and_archive_round_trip(running: ServiceProcess,
     imported = ok(voice(running, "profiles", "import", str(archive), tenant="cli-elsewhere"))
     assert imported["sampleCount"] == 1
     listed = ok(voice(running, "profiles", "list", tenant="cli-elsewhere"))
-    assert [p["name"] for p in listed["profiles"]] == ["Shell voice"]  # type: ignore[index,union-attr]
+    assert [p["name"] for p in listed["profiles"]] == ["Shell voice"]
 
 
 def test_errors_print_code_and_message_and_exit_1(running: ServiceProcess, tmp_path: Path) -> None:
@@ -88,7 +86,7 @@ def test_errors_print_code_and_message_and_exit_1(running: ServiceProcess, tmp_p
     silent = tmp_path / "silence.wav"
     silent.write_bytes(encode_file(speechlike(3.0, amplitude=0.0), 24000, "wav"))
     profile = ok(voice(running, "profiles", "create", "For silence"))["profile"]
-    result = voice(running, "samples", "add", profile["id"], str(silent))  # type: ignore[index]
+    result = voice(running, "samples", "add", profile["id"], str(silent))
     assert result.returncode == 1 and "INVALID_ARGUMENT" in result.stderr and "silent" in result.stderr
-    missing = voice(running, "samples", "add", profile["id"], str(tmp_path / "nope.wav"))  # type: ignore[index]
+    missing = voice(running, "samples", "add", profile["id"], str(tmp_path / "nope.wav"))
     assert missing.returncode == 2 and "is not a file" in missing.stderr
