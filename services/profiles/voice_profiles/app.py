@@ -23,6 +23,7 @@ from voice_profiles.domain.limits import Limits
 from voice_profiles.domain.object_cleanup import ObjectCleanup
 from voice_profiles.domain.profiles import ProfileManager
 from voice_profiles.domain.samples import SampleManager
+from voice_profiles.domain.storage import Storage
 from voice_profiles.domain.sweeper import ExpirySweeper
 from voice_profiles.repositories.schema import pending_revisions, upgrade_to_head_async
 from voice_profiles.repositories.unit_of_work import Database
@@ -72,16 +73,17 @@ class ProfilesApp:
         cls, url: str, database: Database, store: ObjectStore, limits: Limits, clock: Callable[[], datetime]
     ) -> ProfilesApp:
         cleanup = ObjectCleanup(database, store, clock)
-        profiles = ProfileManager(database, cleanup, limits, clock)
+        storage = Storage(database, store, cleanup, limits, clock)
+        profiles = ProfileManager(storage)
         return cls(
             database_url=url,
             database=database,
             store=store,
             cleanup=cleanup,
             profiles=profiles,
-            samples=SampleManager(database, store, cleanup, limits, clock),
-            generations=GenerationHistory(database, store, cleanup, limits, clock),
-            archiver=ProfileArchiver(database, store, cleanup, limits, clock),
+            samples=SampleManager(storage),
+            generations=GenerationHistory(storage),
+            archiver=ProfileArchiver(storage),
             sweeper=ExpirySweeper(database, profiles, cleanup, clock),
             doctor=ConsistencyDoctor(database, store),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -117,23 +118,32 @@ class ServerInterceptor(aio.ServerInterceptor):
             if isinstance(value, str)
         }
         tenants = self._tenants
+        # grpc's stubs type handlers for the sync server; under grpc.aio they are coroutine/async-generator functions.
+        behavior: Any = (
+            handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
+        )
+
+        @contextlib.asynccontextmanager
+        async def guarded(context: aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+            scope = _RpcScope(method, metadata, tenants)
+            try:
+                scope.enter(context)
+                yield
+            except asyncio.CancelledError:
+                scope.code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as error:
+                if _is_abort(error):
+                    raise
+                await scope.fail(context, error)
+            finally:
+                scope.exit(context)
+
         if handler.unary_unary or handler.stream_unary:
-            behavior: Any = handler.unary_unary or handler.stream_unary
 
             async def unary_response(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-                scope = _RpcScope(method, metadata, tenants)
-                try:
-                    scope.enter(context)
+                async with guarded(context):
                     return await behavior(request, context)
-                except asyncio.CancelledError:
-                    scope.code = grpc.StatusCode.CANCELLED
-                    raise
-                except Exception as error:
-                    if _is_abort(error):
-                        raise
-                    await scope.fail(context, error)
-                finally:
-                    scope.exit(context)
 
             factory = (
                 grpc.unary_unary_rpc_method_handler
@@ -146,14 +156,9 @@ class ServerInterceptor(aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
 
-        # grpc's stubs type handlers for the sync server; under grpc.aio they are coroutine/async-generator functions.
-        streaming: Any = handler.unary_stream or handler.stream_stream
-
         async def stream_response(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            scope = _RpcScope(method, metadata, tenants)
-            try:
-                scope.enter(context)
-                result = streaming(request, context)
+            async with guarded(context):
+                result = behavior(request, context)
                 if hasattr(result, "__aiter__"):
                     async for response in result:
                         yield response
@@ -163,15 +168,6 @@ class ServerInterceptor(aio.ServerInterceptor):
                 else:
                     # A handler that sends with context.write() (the stock health Watch) returns a coroutine.
                     await result
-            except asyncio.CancelledError:
-                scope.code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as error:
-                if _is_abort(error):
-                    raise
-                await scope.fail(context, error)
-            finally:
-                scope.exit(context)
 
         factory = (
             grpc.unary_stream_rpc_method_handler

@@ -8,28 +8,25 @@ import commits at once or leaves nothing.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import json
 import re
 import tarfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from voice_common.errors import AlreadyExists, InvalidArgument
-from voice_common.object_store import ObjectStore
 from voice_profiles.domain.entities import Profile, Sample, TranscriptState
 from voice_profiles.domain.limits import Limits
-from voice_profiles.domain.object_cleanup import ObjectCleanup
 from voice_profiles.domain.object_keys import sample_audio_key, sample_original_key
 from voice_profiles.domain.profiles import MAX_DESCRIPTION_CHARS
 from voice_profiles.domain.samples import check_reference_text, chunked, prepare_sample
+from voice_profiles.domain.storage import StorageUser
 from voice_profiles.domain.uploads import read_upload
 from voice_profiles.domain.validation import check_id, check_language, check_name, check_text
-from voice_profiles.repositories.unit_of_work import Database
 
 FORMAT = "voice-profile-archive"
 FORMAT_VERSION = 1
@@ -100,21 +97,7 @@ def _read_archive(data: bytes, limits: Limits) -> tuple[dict[str, Any], dict[str
     return manifest, files
 
 
-class ProfileArchiver:
-    def __init__(
-        self,
-        database: Database,
-        store: ObjectStore,
-        cleanup: ObjectCleanup,
-        limits: Limits,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self._database = database
-        self._store = store
-        self._cleanup = cleanup
-        self._limits = limits
-        self._clock = clock
-
+class ProfileArchiver(StorageUser):
     async def export(self, tenant_id: str, profile_id: str) -> ExportedArchive:
         profile_id = check_id("profile", profile_id)
         async with self._database.transaction() as tx:
@@ -232,9 +215,10 @@ class ProfileArchiver:
             self._store.put(original_key, original, "application/octet-stream"),
             self._store.put(audio_key, prepared.normalized_wav, "audio/wav"),
         )
-        return Sample(
-            id=sample_id,
-            profile_id=profile_id,
+        return prepared.to_sample(
+            tenant_id,
+            sample_id,
+            profile_id,
             reference_text=reference_text,
             transcript_state=state,
             file_name=check_text(
@@ -243,15 +227,6 @@ class ProfileArchiver:
             mime_type=check_text(
                 str(entry.get("mime_type", "")), "mime_type", max_chars=127, single_line=True
             ),
-            original_size_bytes=len(original),
-            original_key=original_key,
-            audio_key=audio_key,
-            audio_sha256=hashlib.sha256(prepared.normalized_wav).hexdigest(),
-            duration_seconds=prepared.duration_seconds,
             sample_rate=self._limits.sample_rate,
-            peak_dbfs=prepared.peak_dbfs,
-            rms_dbfs=prepared.rms_dbfs,
-            warnings=prepared.warnings,
-            created_at=now,
-            updated_at=now,
+            now=now,
         )

@@ -5,22 +5,20 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from voice_common.audio import AudioEncoding, decode_audio, decode_linear16, encode_audio
 from voice_common.errors import ErrorList, InvalidArgument
-from voice_common.object_store import ObjectStore
 from voice_profiles.domain.entities import Generation, GenerationFilter, GenerationStats, Page
 from voice_profiles.domain.limits import Limits
-from voice_profiles.domain.object_cleanup import ObjectCleanup
 from voice_profiles.domain.object_keys import generation_audio_key
-from voice_profiles.domain.paging import Cursor, decode_token, encode_token, page_size
+from voice_profiles.domain.paging import decode_token, page_of, page_size
 from voice_profiles.domain.samples import AudioStream, check_output_format, transcode_stream
+from voice_profiles.domain.storage import StorageUser
 from voice_profiles.domain.uploads import read_upload
 from voice_profiles.domain.validation import check_id, check_language, check_text, check_ttl
-from voice_profiles.repositories.unit_of_work import Database
 
 # How far the producer's own duration may differ from the decoded audio before the upload is called truncated.
 DURATION_TOLERANCE_SECONDS = 0.05
@@ -64,21 +62,7 @@ def _decode_generation(data: bytes, upload: GenerationUpload, limits: Limits) ->
     return encode_audio(decoded.samples, limits.sample_rate, AudioEncoding.WAV), decoded.duration_seconds
 
 
-class GenerationHistory:
-    def __init__(
-        self,
-        database: Database,
-        store: ObjectStore,
-        cleanup: ObjectCleanup,
-        limits: Limits,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self._database = database
-        self._store = store
-        self._cleanup = cleanup
-        self._limits = limits
-        self._clock = clock
-
+class GenerationHistory(StorageUser):
     def _check_upload(self, upload: GenerationUpload) -> tuple[str | None, str, str]:
         errors = ErrorList()
         profile_id: str | None = None
@@ -174,11 +158,7 @@ class GenerationHistory:
         cursor = decode_token(page_token, filters)
         async with self._database.transaction() as tx:
             items = await tx.generations.list_page(tenant_id, filters, cursor, limit + 1)
-        token = ""
-        if len(items) > limit:
-            items = items[:limit]
-            token = encode_token(Cursor(items[-1].created_at, items[-1].id), filters)
-        return Page(items, token)
+        return page_of(items, limit, filters)
 
     def _check_filters(self, filters: GenerationFilter) -> None:
         if filters.profile_id:

@@ -11,8 +11,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol, TypeVar
 
 from voice_common.errors import InvalidArgument
+from voice_profiles.domain.entities import Page
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -63,3 +65,22 @@ def decode_token(token: str, filters: object) -> Cursor | None:
             field="page_token",
         )
     return cursor
+
+
+class _Positioned(Protocol):
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def id(self) -> str: ...
+
+
+Item = TypeVar("Item", bound=_Positioned)
+
+
+def page_of(items: list[Item], limit: int, filters: object) -> Page[Item]:
+    """Cut a query result fetched with ``limit + 1`` rows into a page and the token of the next one."""
+    if len(items) <= limit:
+        return Page(items, "")
+    items = items[:limit]
+    return Page(items, encode_token(Cursor(items[-1].created_at, items[-1].id), filters))

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from voice_common.errors import InvalidArgument
 from voice_profiles.domain.entities import Page, Profile, ProfileFilter
-from voice_profiles.domain.limits import Limits
-from voice_profiles.domain.object_cleanup import ObjectCleanup
-from voice_profiles.domain.paging import Cursor, decode_token, encode_token, page_size
+from voice_profiles.domain.paging import decode_token, page_of, page_size
+from voice_profiles.domain.storage import StorageUser
 from voice_profiles.domain.validation import check_id, check_language, check_name, check_text, check_ttl
-from voice_profiles.repositories.unit_of_work import Database, Transaction
+from voice_profiles.repositories.unit_of_work import Transaction
 
 UPDATABLE_PROFILE_FIELDS = ("name", "description", "language", "expire_time")
 MAX_DESCRIPTION_CHARS = 2000
@@ -37,15 +35,7 @@ class DeletedCounts:
     generations: int
 
 
-class ProfileManager:
-    def __init__(
-        self, database: Database, cleanup: ObjectCleanup, limits: Limits, clock: Callable[[], datetime]
-    ) -> None:
-        self._database = database
-        self._cleanup = cleanup
-        self._limits = limits
-        self._clock = clock
-
+class ProfileManager(StorageUser):
     async def create(
         self,
         tenant_id: str,
@@ -88,11 +78,7 @@ class ProfileManager:
         cursor = decode_token(page_token, filters)
         async with self._database.transaction() as tx:
             items = await tx.profiles.list_page(tenant_id, filters, cursor, limit + 1)
-        token = ""
-        if len(items) > limit:
-            items = items[:limit]
-            token = encode_token(Cursor(items[-1].created_at, items[-1].id), filters)
-        return Page(items, token)
+        return page_of(items, limit, filters)
 
     async def update(self, tenant_id: str, profile_id: str, changes: ProfileChanges) -> Profile:
         profile_id = check_id("profile", profile_id, "profile.id")

@@ -22,12 +22,11 @@ from voice_common.errors import FailedPrecondition, InvalidArgument
 from voice_common.object_store import ObjectStore
 from voice_profiles.domain.entities import Page, Sample, SampleWarningInfo, TranscriptState
 from voice_profiles.domain.limits import Limits
-from voice_profiles.domain.object_cleanup import ObjectCleanup
 from voice_profiles.domain.object_keys import sample_audio_key, sample_original_key
-from voice_profiles.domain.paging import Cursor, decode_token, encode_token, page_size
+from voice_profiles.domain.paging import decode_token, page_of, page_size
+from voice_profiles.domain.storage import StorageUser
 from voice_profiles.domain.uploads import read_upload
 from voice_profiles.domain.validation import check_id, check_text
-from voice_profiles.repositories.unit_of_work import Database
 
 STREAM_CHUNK_BYTES = 64 * 1024
 
@@ -50,6 +49,40 @@ class PreparedSample:
     peak_dbfs: float
     rms_dbfs: float
     warnings: tuple[SampleWarningInfo, ...]
+
+    def to_sample(
+        self,
+        tenant_id: str,
+        sample_id: str,
+        profile_id: str,
+        *,
+        reference_text: str | None,
+        transcript_state: TranscriptState,
+        file_name: str,
+        mime_type: str,
+        sample_rate: int,
+        now: datetime,
+    ) -> Sample:
+        """The row describing this audio once stored under the sample's keys."""
+        return Sample(
+            id=sample_id,
+            profile_id=profile_id,
+            reference_text=reference_text,
+            transcript_state=transcript_state,
+            file_name=file_name,
+            mime_type=mime_type,
+            original_size_bytes=len(self.original),
+            original_key=sample_original_key(tenant_id, sample_id),
+            audio_key=sample_audio_key(tenant_id, sample_id),
+            audio_sha256=hashlib.sha256(self.normalized_wav).hexdigest(),
+            duration_seconds=self.duration_seconds,
+            sample_rate=sample_rate,
+            peak_dbfs=self.peak_dbfs,
+            rms_dbfs=self.rms_dbfs,
+            warnings=self.warnings,
+            created_at=now,
+            updated_at=now,
+        )
 
 
 @dataclass(frozen=True)
@@ -128,21 +161,7 @@ def check_output_format(
     return encoding, rate
 
 
-class SampleManager:
-    def __init__(
-        self,
-        database: Database,
-        store: ObjectStore,
-        cleanup: ObjectCleanup,
-        limits: Limits,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self._database = database
-        self._store = store
-        self._cleanup = cleanup
-        self._limits = limits
-        self._clock = clock
-
+class SampleManager(StorageUser):
     async def add(self, tenant_id: str, upload: SampleUpload, chunks: AsyncIterator[bytes]) -> Sample:
         profile_id = check_id("profile", upload.profile_id, "metadata.profile_id")
         reference_text = check_reference_text(upload.reference_text, self._limits)
@@ -155,25 +174,16 @@ class SampleManager:
         original_key = sample_original_key(tenant_id, sample_id)
         audio_key = sample_audio_key(tenant_id, sample_id)
         prepared = await self._store_objects(data, original_key, audio_key)
-        now = self._clock()
-        sample = Sample(
-            id=sample_id,
-            profile_id=profile_id,
+        sample = prepared.to_sample(
+            tenant_id,
+            sample_id,
+            profile_id,
             reference_text=reference_text,
             transcript_state=TranscriptState.PROVIDED if reference_text else TranscriptState.NEEDED,
             file_name=file_name,
             mime_type=mime_type,
-            original_size_bytes=len(data),
-            original_key=original_key,
-            audio_key=audio_key,
-            audio_sha256=hashlib.sha256(prepared.normalized_wav).hexdigest(),
-            duration_seconds=prepared.duration_seconds,
             sample_rate=self._limits.sample_rate,
-            peak_dbfs=prepared.peak_dbfs,
-            rms_dbfs=prepared.rms_dbfs,
-            warnings=prepared.warnings,
-            created_at=now,
-            updated_at=now,
+            now=self._clock(),
         )
         try:
             async with self._database.transaction() as tx:
@@ -229,11 +239,7 @@ class SampleManager:
         async with self._database.transaction() as tx:
             await tx.profiles.get(tenant_id, profile_id)
             items = await tx.samples.list_for_profile(tenant_id, profile_id, cursor, limit + 1)
-        token = ""
-        if len(items) > limit:
-            items = items[:limit]
-            token = encode_token(Cursor(items[-1].created_at, items[-1].id), ("samples", profile_id))
-        return Page(items, token)
+        return page_of(items, limit, ("samples", profile_id))
 
     async def get(self, tenant_id: str, sample_id: str) -> Sample:
         sample_id = check_id("sample", sample_id)

@@ -1,0 +1,32 @@
+"""What every domain manager works with: the database, the object store, the cleanup rules, limits and a clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from voice_common.object_store import ObjectStore
+from voice_profiles.domain.limits import Limits
+from voice_profiles.domain.object_cleanup import ObjectCleanup
+from voice_profiles.repositories.unit_of_work import Database
+
+
+@dataclass(frozen=True)
+class Storage:
+    database: Database
+    store: ObjectStore
+    cleanup: ObjectCleanup
+    limits: Limits
+    clock: Callable[[], datetime]
+
+
+class StorageUser:
+    """Base of the managers: one constructor, so wiring them (and swapping a part in tests) is one place."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._database = storage.database
+        self._store = storage.store
+        self._cleanup = storage.cleanup
+        self._limits = storage.limits
+        self._clock = storage.clock
