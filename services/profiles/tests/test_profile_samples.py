@@ -83,6 +83,10 @@ async def test_clipping_and_low_level_warnings(harness: Harness, tenant: str) ->
 
 async def test_profile_counts_its_samples(harness: Harness, tenant: str) -> None:
     profile = await new_profile(harness, tenant)
+    md = tenant_metadata(tenant)
+    # Read it first, so a cached copy exists that adding samples must replace.
+    before = (await harness.stub.GetProfile(pb.GetProfileRequest(id=profile.id), metadata=md)).profile
+    assert before.sample_count == 0
     for seconds in (2.5, 3.5):
         await add_sample(harness, tenant, profile.id, encode_file(speechlike(seconds), 24000, "wav"))
     got = (

@@ -21,6 +21,7 @@ from voice_profiles.domain.doctor import ConsistencyDoctor
 from voice_profiles.domain.generations import GenerationHistory
 from voice_profiles.domain.limits import Limits
 from voice_profiles.domain.object_cleanup import ObjectCleanup
+from voice_profiles.domain.profile_cache import ProfileCache
 from voice_profiles.domain.profiles import ProfileManager
 from voice_profiles.domain.samples import SampleManager
 from voice_profiles.domain.storage import Storage
@@ -73,7 +74,8 @@ class ProfilesApp:
         cls, url: str, database: Database, store: ObjectStore, limits: Limits, clock: Callable[[], datetime]
     ) -> ProfilesApp:
         cleanup = ObjectCleanup(database, store, clock)
-        storage = Storage(database, store, cleanup, limits, clock)
+        cache = ProfileCache(limits.read_cache_seconds, limits.read_cache_entries)
+        storage = Storage(database, store, cleanup, limits, clock, cache)
         profiles = ProfileManager(storage)
         return cls(
             database_url=url,

@@ -29,6 +29,13 @@ class ProfilesSettings(BaseSettings):
     sweep_interval_seconds: float = Field(
         60, gt=0, description="How often expired data and failed deletes are swept."
     )
+    read_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="How long a replica may serve a profile read from memory; its own writes show at once, "
+        "other replicas' within this time. 0 turns the cache off.",
+    )
+    read_cache_entries: int = Field(10_000, ge=1)
     migrate_on_start: bool | None = Field(
         None, description="Run migrations at start. Unset: yes in embedded mode (SQLite), no with Postgres."
     )
@@ -50,4 +57,6 @@ class ProfilesSettings(BaseSettings):
             max_import_bytes=int(self.max_import_mb * megabyte),
             temporary_profile_ttl=timedelta(seconds=self.temporary_profile_ttl_seconds),
             preview_ttl=timedelta(seconds=self.preview_ttl_seconds),
+            read_cache_seconds=self.read_cache_seconds,
+            read_cache_entries=self.read_cache_entries,
         )

@@ -21,3 +21,5 @@ class Limits:
     preview_ttl: timedelta = timedelta(minutes=20)
     max_ttl: timedelta = timedelta(days=30)
     sample_rate: int = 24000
+    read_cache_seconds: float = 1.0
+    read_cache_entries: int = 10_000

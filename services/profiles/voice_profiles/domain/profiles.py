@@ -66,8 +66,14 @@ class ProfileManager(StorageUser):
 
     async def get(self, tenant_id: str, profile_id: str) -> Profile:
         profile_id = check_id("profile", profile_id)
-        async with self._database.transaction() as tx:
-            return await tx.profiles.get(tenant_id, profile_id)
+        cached = self._profile_cache.get(tenant_id, profile_id)
+        if cached is not None:
+            return cached
+        epoch = self._profile_cache.epoch()
+        async with self._database.read() as reads:
+            profile = await reads.get(tenant_id, profile_id)
+        self._profile_cache.put(tenant_id, profile_id, profile, epoch)
+        return profile
 
     async def list_page(
         self, tenant_id: str, filters: ProfileFilter, requested_page_size: int, page_token: str
@@ -114,7 +120,9 @@ class ProfileManager(StorageUser):
             values["expires_at"] = changes.expires_at
         async with self._database.transaction() as tx:
             await tx.profiles.update(tenant_id, profile_id, values, now)
-            return await tx.profiles.get(tenant_id, profile_id)
+            profile = await tx.profiles.get(tenant_id, profile_id)
+        self._profile_cache.invalidate(tenant_id, profile_id)
+        return profile
 
     async def delete(
         self, tenant_id: str, profile_id: str, *, delete_generations: bool = False
@@ -122,6 +130,7 @@ class ProfileManager(StorageUser):
         profile_id = check_id("profile", profile_id)
         async with self._database.transaction() as tx:
             pending, counts = await self.delete_in(tx, tenant_id, profile_id, delete_generations)
+        self._profile_cache.invalidate(tenant_id, profile_id)
         await self._cleanup.delete_committed(pending)
         return counts
 

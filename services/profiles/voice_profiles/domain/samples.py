@@ -193,6 +193,7 @@ class SampleManager(StorageUser):
         except BaseException:
             await asyncio.shield(self._cleanup.discard([original_key, audio_key]))
             raise
+        self._profile_cache.invalidate(tenant_id, profile_id)  # its sample count and length changed
         return sample
 
     async def _store_objects(self, data: bytes, original_key: str, audio_key: str) -> PreparedSample:
@@ -270,6 +271,7 @@ class SampleManager(StorageUser):
             await tx.samples.delete(tenant_id, sample_id)
             keys = [sample.original_key, sample.audio_key]
             ids = await tx.pending_deletions.add(keys, self._clock())
+        self._profile_cache.invalidate(tenant_id, sample.profile_id)
         await self._cleanup.delete_committed(list(zip(ids, keys, strict=True)))
 
     async def audio(

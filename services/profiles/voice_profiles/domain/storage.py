@@ -9,6 +9,7 @@ from datetime import datetime
 from voice_common.object_store import ObjectStore
 from voice_profiles.domain.limits import Limits
 from voice_profiles.domain.object_cleanup import ObjectCleanup
+from voice_profiles.domain.profile_cache import ProfileCache
 from voice_profiles.repositories.unit_of_work import Database
 
 
@@ -19,6 +20,7 @@ class Storage:
     cleanup: ObjectCleanup
     limits: Limits
     clock: Callable[[], datetime]
+    profile_cache: ProfileCache
 
 
 class StorageUser:
@@ -30,3 +32,4 @@ class StorageUser:
         self._cleanup = storage.cleanup
         self._limits = storage.limits
         self._clock = storage.clock
+        self._profile_cache = storage.profile_cache

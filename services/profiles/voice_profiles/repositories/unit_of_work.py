@@ -12,7 +12,7 @@ from voice_common.db import check_database, create_session_factory
 from voice_profiles.repositories.generation_repository import GenerationRepository
 from voice_profiles.repositories.pending_deletion_repository import PendingDeletionRepository
 from voice_profiles.repositories.sample_repository import SampleRepository
-from voice_profiles.repositories.voice_profile_repository import ProfileRepository
+from voice_profiles.repositories.voice_profile_repository import ProfileReads, ProfileRepository
 
 
 @dataclass
@@ -40,6 +40,15 @@ class Database:
                 generations=GenerationRepository(session),
                 pending_deletions=PendingDeletionRepository(session),
             )
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[ProfileReads]:
+        """Profile reads on a bare connection: no ORM session, and on PostgreSQL no BEGIN/ROLLBACK round trips
+        (a single SELECT is atomic on its own)."""
+        async with self.engine.connect() as connection:
+            if connection.dialect.name != "sqlite":
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
+            yield ProfileReads(connection)
 
     async def check(self) -> None:
         await check_database(self.engine)

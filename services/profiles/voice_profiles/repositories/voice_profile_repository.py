@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy import Select, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from voice_common.errors import AlreadyExists, NotFound
 from voice_profiles.domain.entities import Profile, ProfileFilter
@@ -19,20 +19,42 @@ def name_key(name: str) -> str:
     return name.casefold()
 
 
+_SAMPLE_COUNT = (
+    select(func.count(SampleRow.id))
+    .where(SampleRow.profile_id == ProfileRow.id)
+    .scalar_subquery()
+    .label("sample_count")
+)
+_TOTAL_SECONDS = (
+    select(func.coalesce(func.sum(SampleRow.duration_seconds), 0.0))
+    .where(SampleRow.profile_id == ProfileRow.id)
+    .scalar_subquery()
+    .label("total_sample_seconds")
+)
+_PROFILE_COLUMNS = (
+    ProfileRow.id,
+    ProfileRow.name,
+    ProfileRow.description,
+    ProfileRow.language,
+    ProfileRow.created_at,
+    ProfileRow.updated_at,
+    ProfileRow.expires_at,
+)
+
+
 def _profile_query() -> Select[Any]:
-    # Counts come from the samples table in the same statement, so they can never drift from the rows.
-    sample_count = (
-        select(func.count(SampleRow.id)).where(SampleRow.profile_id == ProfileRow.id).scalar_subquery()
-    )
-    total_seconds = (
-        select(func.coalesce(func.sum(SampleRow.duration_seconds), 0.0))
-        .where(SampleRow.profile_id == ProfileRow.id)
-        .scalar_subquery()
-    )
-    return select(ProfileRow, sample_count, total_seconds)
+    # Plain columns, not ORM objects: reads are the hot path and skip the identity map. The counts come from the
+    # samples table in the same statement, so they can never drift from the rows.
+    return select(*_PROFILE_COLUMNS, _SAMPLE_COUNT, _TOTAL_SECONDS)
 
 
-def _to_entity(row: ProfileRow, sample_count: int = 0, total_seconds: float = 0.0) -> Profile:
+# Built once: SQLAlchemy caches the compiled form, and GetProfile runs it thousands of times a second.
+_GET_PROFILE = _profile_query().where(
+    ProfileRow.tenant_id == bindparam("tenant_id"), ProfileRow.id == bindparam("profile_id")
+)
+
+
+def _to_entity(row: Any) -> Profile:
     return Profile(
         id=row.id,
         name=row.name,
@@ -41,9 +63,23 @@ def _to_entity(row: ProfileRow, sample_count: int = 0, total_seconds: float = 0.
         created_at=row.created_at,
         updated_at=row.updated_at,
         expires_at=row.expires_at,
-        sample_count=int(sample_count or 0),
-        total_sample_seconds=float(total_seconds or 0.0),
+        sample_count=int(row.sample_count or 0),
+        total_sample_seconds=float(row.total_sample_seconds or 0.0),
     )
+
+
+class ProfileReads:
+    """The hot read, usable on a session or on a bare connection (``Database.read``)."""
+
+    def __init__(self, executor: AsyncSession | AsyncConnection) -> None:
+        self._executor = executor
+
+    async def get(self, tenant_id: str, profile_id: str) -> Profile:
+        params = {"tenant_id": tenant_id, "profile_id": profile_id}
+        row = (await self._executor.execute(_GET_PROFILE, params)).first()
+        if row is None:
+            raise NotFound("profile", profile_id)
+        return _to_entity(row)
 
 
 class ProfileRepository:
@@ -74,7 +110,15 @@ class ProfileRepository:
         )
         self._session.add(row)
         await self._flush_unique(name)
-        return _to_entity(row)
+        return Profile(
+            id=profile_id,
+            name=name,
+            description=description,
+            language=language,
+            created_at=now,
+            updated_at=now,
+            expires_at=expires_at,
+        )
 
     async def _flush_unique(self, name: str) -> None:
         try:
@@ -83,11 +127,7 @@ class ProfileRepository:
             raise AlreadyExists(f"a profile named {name!r} already exists; choose another name") from error
 
     async def get(self, tenant_id: str, profile_id: str) -> Profile:
-        query = _profile_query().where(ProfileRow.tenant_id == tenant_id, ProfileRow.id == profile_id)
-        result = (await self._session.execute(query)).first()
-        if result is None:
-            raise NotFound("profile", profile_id)
-        return _to_entity(*result)
+        return await ProfileReads(self._session).get(tenant_id, profile_id)
 
     async def lock(self, tenant_id: str, profile_id: str) -> ProfileRow:
         """The row itself, locked for update where the database supports it (Postgres)."""
@@ -105,8 +145,8 @@ class ProfileRepository:
         query = _profile_query().where(
             ProfileRow.tenant_id == tenant_id, ProfileRow.name_key == name_key(name)
         )
-        result = (await self._session.execute(query)).first()
-        return None if result is None else _to_entity(*result)
+        row = (await self._session.execute(query)).first()
+        return None if row is None else _to_entity(row)
 
     async def list_page(
         self, tenant_id: str, filters: ProfileFilter, cursor: Cursor | None, limit: int
@@ -126,7 +166,7 @@ class ProfileRepository:
                 )
             )
         query = query.order_by(ProfileRow.created_at.desc(), ProfileRow.id.desc()).limit(limit)
-        return [_to_entity(*result) for result in (await self._session.execute(query)).all()]
+        return [_to_entity(row) for row in (await self._session.execute(query)).all()]
 
     async def update(self, tenant_id: str, profile_id: str, values: dict[str, Any], now: datetime) -> None:
         if "name" in values:
