@@ -24,6 +24,7 @@ from bench.get_profile_load import LoadPlan, ServerLoad
 from bench.services import CONFIGS, FILESYSTEM, POSTGRES_S3, EchoServer, echo_server, profile_service
 
 GET_PROFILE = "get_profile"
+UNCACHED = "filesystem_read_cache_off"
 ADD_SAMPLE = "add_sample"
 BENCHMARKS = (GET_PROFILE, ADD_SAMPLE)
 # --only also takes a figure name, which runs just what that figure needs.
@@ -135,6 +136,15 @@ async def run(options: Options) -> Outcome:
                         f"{config}: {type(error).__name__}: {error}\n{traceback.format_exc()}"
                     )
                     progress(f"FAILED ({config}): {type(error).__name__}: {error}")
+            if echo_load is not None and FILESYSTEM in loads:
+                # The same embedded service with its read cache off: what every GetProfile costs in the database.
+                progress("GetProfile load (filesystem, read cache off)")
+                async with profile_service(
+                    FILESYSTEM, workdir, {"PROFILES_READ_CACHE_SECONDS": "0"}
+                ) as uncached:
+                    loads[UNCACHED] = await get_profile_load.run_get_profile(
+                        uncached, options.plan, " - read cache off (no goal)"
+                    )
             if echo_load is not None and loads:
                 tables.append(get_profile_load.report(echo_load, loads, options.plan))
                 outcome.figures += get_profile_load.figures(echo_load, loads)

@@ -77,13 +77,13 @@ async def prepare_profile(service: ProfileService) -> tuple[bytes, bytes]:
     return request, expected
 
 
-async def run_get_profile(service: ProfileService, plan: LoadPlan) -> ServerLoad:
+async def run_get_profile(service: ProfileService, plan: LoadPlan, note: str = "") -> ServerLoad:
     request, expected = await prepare_profile(service)
     mark = service.process.mark()
     result = await _load(service.address, GET_PROFILE_METHOD, request, expected, plan, service.process.pid)
     service.process.check_alive("under GetProfile load")
     return ServerLoad(
-        f"GetProfile, {CONFIG_TITLES[service.config]}", result, service.process.output_since(mark)
+        f"GetProfile, {CONFIG_TITLES[service.config]}{note}", result, service.process.output_since(mark)
     )
 
 
@@ -115,6 +115,8 @@ def _check_clean(result: LoadResult, what: str) -> None:
 def figures(echo: ServerLoad, loads: dict[str, ServerLoad]) -> list[Figure]:
     out: list[Figure] = []
     for config, load in loads.items():
+        if config not in CONFIG_TITLES:
+            continue  # informational rows (e.g. the read cache turned off) have no goal of their own
         prefix = "get_profile" if config == FILESYSTEM else "get_profile_postgres"
         out.append(
             Figure(f"{prefix}_vs_echo_ops_ratio", load.result.ops_per_s / echo.result.ops_per_s, ">=", 0.5)

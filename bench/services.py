@@ -152,11 +152,13 @@ async def echo_server() -> AsyncIterator[EchoServer]:
 
 
 @contextlib.asynccontextmanager
-async def profile_service(config: str, workdir: Path) -> AsyncIterator[ProfileService]:
+async def profile_service(
+    config: str, workdir: Path, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[ProfileService]:
     """Start ``python -m voice_profiles`` in ``config`` and wait for grpc.health.v1 SERVING (30 s at most)."""
     if config not in CONFIGS:
         raise ValueError(f"unknown configuration {config!r}")
-    data_dir = workdir / config
+    data_dir = workdir / (config + ("-" + "-".join(sorted(extra_env)) if extra_env else "")).lower()
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port(HOST)
     env = {
@@ -167,6 +169,7 @@ async def profile_service(config: str, workdir: Path) -> AsyncIterator[ProfileSe
         "PROFILES_HOST": HOST,
         "PROFILES_PORT": str(port),
         "PROFILES_METRICS_PORT": "0",
+        **(extra_env or {}),
     }
     with contextlib.ExitStack() as stack:
         s3: S3Location | None = None

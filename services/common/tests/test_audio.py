@@ -525,3 +525,71 @@ def test_streaming_encoder_rejects_bad_rates() -> None:
         StreamingEncoder(AudioEncoding.OGG_OPUS, RATE, 22050)
     with pytest.raises(InvalidArgument):
         StreamingEncoder(AudioEncoding.WAV, 96000)
+
+
+# -- the numpy fast path for plain PCM WAV -------------------------------------------------------------------
+
+
+def _wav(
+    samples: np.ndarray, rate: int, *, channels: int, float32: bool = False, extensible: bool = False
+) -> bytes:
+    """A WAV written by hand, so the header variants are exactly what the test says."""
+    import struct
+
+    interleaved = np.repeat(samples[:, None], channels, axis=1).reshape(-1)
+    payload = interleaved.astype("<f4").tobytes() if float32 else to_s16(interleaved).tobytes()
+    bits = 32 if float32 else 16
+    tag = 3 if float32 else 1
+    block = channels * bits // 8
+    if extensible:
+        guid_tail = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+        fmt = struct.pack("<HHIIHHHHI", 0xFFFE, channels, rate, rate * block, block, bits, 22, bits, 0)
+        fmt += struct.pack("<H", tag) + guid_tail
+    else:
+        fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * block, block, bits)
+    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    chunks += b"LIST" + struct.pack("<I", 5) + b"INFOx\x00"  # an odd-sized chunk before the data, padded
+    chunks += b"data" + struct.pack("<I", len(payload)) + payload
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
+
+
+@pytest.mark.parametrize(
+    ("channels", "float32", "extensible"),
+    [(1, False, False), (2, False, False), (2, True, False), (1, False, True)],
+)
+def test_pcm_wav_fast_path_matches_ffmpeg(channels: int, float32: bool, extensible: bool) -> None:
+    from voice_common.audio.decoding import _decode_pcm_wav, _decode_with_ffmpeg
+
+    data = _wav(speechlike(2.0, rate=44100), 44100, channels=channels, float32=float32, extensible=extensible)
+    fast = _decode_pcm_wav(data, 24000, None)
+    assert fast is not None, "a plain PCM WAV takes the fast path"
+    slow = _decode_with_ffmpeg(data, 24000, None)
+    assert fast.source_channels == slow.source_channels == channels
+    assert fast.source_sample_rate == slow.source_sample_rate == 44100
+    assert abs(fast.samples.size - slow.samples.size) <= 2
+    n = min(fast.samples.size, slow.samples.size)
+    # Two good resamplers (soxr, swresample) differ only far below the 16-bit noise floor.
+    assert np.max(np.abs(fast.samples[100 : n - 100] - slow.samples[100 : n - 100])) < 2e-3
+
+
+def test_streamed_and_truncated_wav_sizes_are_handled() -> None:
+    from voice_common.audio.decoding import _decode_pcm_wav
+
+    data = bytearray(_wav(speechlike(2.0), 24000, channels=1))
+    data[4:8] = b"\xff\xff\xff\xff"
+    data[-4 - 96000 : -96000] = b"\xff\xff\xff\xff"  # the data chunk's size, as a live stream writes it
+    decoded = _decode_pcm_wav(bytes(data), 24000, None)
+    assert decoded is not None and decoded.duration_seconds == pytest.approx(2.0)
+    cut = _decode_pcm_wav(bytes(data[: len(data) // 2]), 24000, None)
+    assert cut is not None and 0.9 < cut.duration_seconds < 1.1
+
+
+def test_other_wav_flavours_fall_back_to_ffmpeg() -> None:
+    from voice_common.audio.decoding import _decode_pcm_wav
+
+    pcm24 = bytearray(_wav(speechlike(1.0), 24000, channels=1))
+    pcm24[34:36] = (24).to_bytes(2, "little")  # bits per sample
+    assert _decode_pcm_wav(bytes(pcm24), 24000, None) is None
+    assert _decode_pcm_wav(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(40), 24000, None) is None
+    with pytest.raises(AudioTooLongError):
+        _decode_pcm_wav(_wav(speechlike(3.0), 24000, channels=1), 24000, 2.0)

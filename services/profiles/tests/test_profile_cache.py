@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+
+from profiles_harness import Harness
 
 from voice_profiles.domain.entities import Profile
 from voice_profiles.domain.profile_cache import ProfileCache
@@ -69,3 +72,23 @@ def test_zero_ttl_turns_it_off() -> None:
     cache = ProfileCache(0.0)
     cache.put("t", "p1", profile("a"), cache.epoch())
     assert cache.get("t", "p1") is None and not cache.enabled
+
+
+async def test_concurrent_misses_share_one_database_read(harness: Harness, tenant: str) -> None:
+    from sqlalchemy import event
+
+    profile = await harness.app.profiles.create(tenant, name="popular")
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "FROM profiles" in statement:
+            statements.append(statement)
+
+    engine = harness.app.database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        results = await asyncio.gather(*(harness.app.profiles.get(tenant, profile.id) for _ in range(20)))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert {r.id for r in results} == {profile.id}
+    assert len(statements) == 1

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 from dataclasses import dataclass
-from fractions import Fraction
+from typing import Any
 
 import av
 import av.logging
 import numpy as np
+import soxr
 from av.audio.stream import AudioStream
 
 from voice_common.errors import InvalidArgument
@@ -194,7 +196,13 @@ def decode_audio(data: bytes, *, target_rate: int = 24000, max_seconds: float | 
         raise ValueError(f"max_seconds must not be negative, got {max_seconds}")
     if not data:
         raise AudioDecodeError("the file is empty")
+    fast = _decode_pcm_wav(data, target_rate, max_seconds)
+    if fast is not None:
+        return fast
+    return _decode_with_ffmpeg(data, target_rate, max_seconds)
 
+
+def _decode_with_ffmpeg(data: bytes, target_rate: int, max_seconds: float | None) -> DecodedAudio:
     try:
         container = av.open(
             io.BytesIO(data),
@@ -303,6 +311,76 @@ def decode_audio(data: bytes, *, target_rate: int = 24000, max_seconds: float | 
     )
 
 
+_WAVE_FORMAT_PCM = 1
+_WAVE_FORMAT_IEEE_FLOAT = 3
+_WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+
+
+def _decode_pcm_wav(data: bytes, target_rate: int, max_seconds: float | None) -> DecodedAudio | None:
+    """The common case, a plain 16-bit integer or 32-bit float PCM WAV, straight through numpy.
+
+    FFmpeg hands PCM over in small frames, and the per-frame overhead made a 5-minute WAV cost 0.1 s before any
+    real work. Returns None for anything else (other sample formats, odd layouts, damaged headers), which then
+    goes through FFmpeg like every other format.
+    """
+    if len(data) < 44 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    position = 12
+    fmt: tuple[int, int, int, int] | None = None
+    while position + 8 <= len(data):
+        chunk_id = data[position : position + 4]
+        (size,) = struct.unpack_from("<I", data, position + 4)
+        body = position + 8
+        if chunk_id == b"fmt " and size >= 16:
+            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", data, body)
+            if tag == _WAVE_FORMAT_EXTENSIBLE and size >= 40:
+                (tag,) = struct.unpack_from("<H", data, body + 24)  # the sub-format GUID starts with the tag
+            fmt = (tag, channels, rate, bits)
+        elif chunk_id == b"data":
+            if fmt is None:
+                return None
+            tag, channels, rate, bits = fmt
+            if channels < 1 or not 1000 <= rate <= 384_000:
+                return None
+            dtype: np.dtype[Any]
+            if (tag, bits) == (_WAVE_FORMAT_PCM, 16):
+                dtype, scale = np.dtype("<i2"), np.float32(1.0 / 32768.0)
+            elif (tag, bits) == (_WAVE_FORMAT_IEEE_FLOAT, 32):
+                dtype, scale = np.dtype("<f4"), np.float32(1.0)
+            else:
+                return None
+            # A streamed WAV says 0xFFFFFFFF, a cut one claims more than it holds: take what is there.
+            available = min(size, len(data) - body)
+            frame_bytes = dtype.itemsize * channels
+            frames = available // frame_bytes
+            if frames == 0:
+                return None
+            if max_seconds is not None and frames > max_seconds * rate:
+                raise AudioTooLongError(max_seconds)
+            pcm = np.frombuffer(data, dtype=dtype, count=frames * channels, offset=body)
+            mono = (
+                pcm.astype(np.float32)
+                if channels == 1
+                else pcm.reshape(-1, channels).mean(axis=1, dtype=np.float32)
+            )
+            if scale != 1.0:
+                mono *= scale
+            samples = resample(mono, rate, target_rate)
+            if dtype.kind == "f" and not np.isfinite(samples).all():
+                return None  # NaN or infinity in a float WAV: let FFmpeg's path judge it
+            np.clip(samples, -1.0, 1.0, out=samples)
+            return DecodedAudio(
+                samples=samples,
+                sample_rate=target_rate,
+                source_container="wav",
+                source_codec="pcm_s16le" if dtype.kind == "i" else "pcm_f32le",
+                source_sample_rate=rate,
+                source_channels=channels,
+            )
+        position = body + size + (size & 1)  # chunks are padded to an even size
+    return None
+
+
 def decode_linear16(
     data: bytes, sample_rate: int, *, target_rate: int = 24000, max_seconds: float | None = None
 ) -> DecodedAudio:
@@ -332,7 +410,8 @@ def decode_linear16(
 
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """Resample float32 mono samples with libswresample (the same resampler :func:`decode_audio` uses).
+    """Resample float32 mono samples with libsoxr (high quality, and ~3x faster than libswresample on a
+    5-minute clip, which matters on the upload path).
 
     Returns a new float32 array of about ``len(samples) * to_rate / from_rate`` samples; the input itself (as
     float32) when the rates are equal.
@@ -342,15 +421,4 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     x = np.ascontiguousarray(np.asarray(samples, dtype=np.float32).reshape(-1))
     if from_rate == to_rate or x.size == 0:
         return x
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=to_rate)
-    out: list[np.ndarray] = []
-    for start in range(0, x.size, _RESAMPLE_CHUNK):
-        frame = av.AudioFrame.from_ndarray(
-            x[None, start : start + _RESAMPLE_CHUNK], format="flt", layout="mono"
-        )
-        frame.sample_rate = from_rate
-        frame.pts = start
-        frame.time_base = Fraction(1, from_rate)
-        out.extend(o.to_ndarray().reshape(-1) for o in resampler.resample(frame))
-    out.extend(o.to_ndarray().reshape(-1) for o in resampler.resample(None))
-    return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros(0, dtype=np.float32)
+    return np.asarray(soxr.resample(x, from_rate, to_rate, quality="HQ"), dtype=np.float32)

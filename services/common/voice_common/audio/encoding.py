@@ -17,6 +17,7 @@ from typing import Any
 
 import av
 import numpy as np
+import soxr
 from av.audio.stream import AudioStream
 
 from voice_common.audio.decoding import SAMPLE_RATE_FIELD, check_sample_rate, resample
@@ -71,9 +72,12 @@ def check_output_rate(encoding: AudioEncoding, rate: int, *, field: str = SAMPLE
 
 def to_s16(samples: np.ndarray) -> np.ndarray:
     """float32 in [-1, 1] -> little-endian int16: clip, scale by 32768, round to nearest (NaN becomes 0)."""
-    x = np.nan_to_num(np.asarray(samples, dtype=np.float32).reshape(-1), nan=0.0, posinf=1.0, neginf=-1.0)
-    scaled = np.rint(np.clip(x, -1.0, 1.0) * np.float32(32768.0))
-    return np.clip(scaled, -32768, 32767).astype("<i2")
+    # In place on one scaled copy: this runs on every stored sample (minutes of audio), so passes count.
+    scaled = np.multiply(np.asarray(samples, dtype=np.float32).reshape(-1), np.float32(32768.0))
+    np.nan_to_num(scaled, copy=False, nan=0.0, posinf=32767.0, neginf=-32768.0)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, -32768.0, 32767.0, out=scaled)
+    return scaled.astype("<i2")
 
 
 def wav_header(sample_rate: int, data_bytes: int | None) -> bytes:
@@ -265,10 +269,12 @@ class StreamingEncoder:
         self.input_rate = input_rate
         self.output_rate = input_rate if output_rate is None else output_rate
         check_output_rate(encoding, self.output_rate)
-        self._resampler: av.AudioResampler | None = None
+        # soxr's stream resampler gives what resample() gives on the whole signal, piece by piece.
+        self._resampler: soxr.ResampleStream | None = None
         if self.output_rate != input_rate:
-            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.output_rate)
-        self._in_pts = 0
+            self._resampler = soxr.ResampleStream(
+                input_rate, self.output_rate, 1, dtype="float32", quality="HQ"
+            )
         self._header_sent = False
         self._closed = False
         self._sink: _Sink | None = None
@@ -285,19 +291,12 @@ class StreamingEncoder:
         if self._resampler is None:
             return np.zeros(0, dtype=np.float32) if samples is None else samples
         if samples is None:
-            frames = self._resampler.resample(None)
-        else:
-            if samples.size == 0:
-                return samples
-            frame = av.AudioFrame.from_ndarray(samples[None, :], format="flt", layout="mono")
-            frame.sample_rate = self.input_rate
-            frame.time_base = Fraction(1, self.input_rate)
-            frame.pts = self._in_pts
-            self._in_pts += samples.size
-            frames = self._resampler.resample(frame)
-        if not frames:
-            return np.zeros(0, dtype=np.float32)
-        return np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
+            return np.asarray(
+                self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True), np.float32
+            )
+        if samples.size == 0:
+            return samples
+        return np.asarray(self._resampler.resample_chunk(samples, last=False), dtype=np.float32)
 
     def _emit(self, samples: np.ndarray) -> bytes:
         if self._writer is not None:

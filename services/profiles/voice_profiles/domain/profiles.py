@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -10,7 +11,7 @@ from typing import Any
 from voice_common.errors import InvalidArgument
 from voice_profiles.domain.entities import Page, Profile, ProfileFilter
 from voice_profiles.domain.paging import decode_token, page_of, page_size
-from voice_profiles.domain.storage import StorageUser
+from voice_profiles.domain.storage import Storage, StorageUser
 from voice_profiles.domain.validation import check_id, check_language, check_name, check_text, check_ttl
 from voice_profiles.repositories.unit_of_work import Transaction
 
@@ -36,6 +37,10 @@ class DeletedCounts:
 
 
 class ProfileManager(StorageUser):
+    def __init__(self, storage: Storage) -> None:
+        super().__init__(storage)
+        self._reads_in_flight: dict[tuple[str, str, int], asyncio.Future[Profile]] = {}
+
     async def create(
         self,
         tenant_id: str,
@@ -69,7 +74,19 @@ class ProfileManager(StorageUser):
         cached = self._profile_cache.get(tenant_id, profile_id)
         if cached is not None:
             return cached
+        # When an entry expires under load, every caller would miss at once: one reads, the others wait for it.
+        # Only reads begun since the last local write are shared, so a caller never gets data older than a write
+        # that finished before it asked.
         epoch = self._profile_cache.epoch()
+        key = (tenant_id, profile_id, epoch)
+        pending = self._reads_in_flight.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._read_through(tenant_id, profile_id, epoch))
+            self._reads_in_flight[key] = pending
+            pending.add_done_callback(lambda _: self._reads_in_flight.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _read_through(self, tenant_id: str, profile_id: str, epoch: int) -> Profile:
         async with self._database.read() as reads:
             profile = await reads.get(tenant_id, profile_id)
         self._profile_cache.put(tenant_id, profile_id, profile, epoch)

@@ -45,6 +45,7 @@ class PreparedSample:
 
     original: bytes
     normalized_wav: bytes
+    normalized_sha256: str  # identifies the audio a voice prompt is made from (TTS caches prompts by it)
     duration_seconds: float
     peak_dbfs: float
     rms_dbfs: float
@@ -74,7 +75,7 @@ class PreparedSample:
             original_size_bytes=len(self.original),
             original_key=sample_original_key(tenant_id, sample_id),
             audio_key=sample_audio_key(tenant_id, sample_id),
-            audio_sha256=hashlib.sha256(self.normalized_wav).hexdigest(),
+            audio_sha256=self.normalized_sha256,
             duration_seconds=self.duration_seconds,
             sample_rate=sample_rate,
             peak_dbfs=self.peak_dbfs,
@@ -112,9 +113,11 @@ def prepare_sample(data: bytes, limits: Limits) -> PreparedSample:
             "of the voice",
             field="chunk",
         )
+    normalized_wav = encode_audio(decoded.samples, decoded.sample_rate, AudioEncoding.WAV)
     return PreparedSample(
         original=data,
-        normalized_wav=encode_audio(decoded.samples, decoded.sample_rate, AudioEncoding.WAV),
+        normalized_wav=normalized_wav,
+        normalized_sha256=hashlib.sha256(normalized_wav).hexdigest(),
         duration_seconds=decoded.duration_seconds,
         peak_dbfs=analysis.peak_dbfs,
         rms_dbfs=analysis.rms_dbfs,
