@@ -71,6 +71,10 @@ def test_profile_sample_download_and_archive_round_trip(running: ServiceProcess,
     assert "audio/flac" in result.stdout
     assert abs(decode_audio(out.read_bytes(), target_rate=16000).duration_seconds - 4.0) < 0.05
 
+    link = ok(voice(running, "samples", "url", str(sample["id"]), "--original", "--ttl", "60"))
+    assert link["url"].startswith("file://") and link["mimeType"] == ""
+    assert Path(link["url"].removeprefix("file://")).read_bytes() == recording.read_bytes()
+
     archive = tmp_path / "shell.voice.tar"
     assert voice(running, "profiles", "export", profile["id"], "-o", str(archive)).returncode == 0
     imported = ok(voice(running, "profiles", "import", str(archive), tenant="cli-elsewhere"))

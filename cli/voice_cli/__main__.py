@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import Message
 from tqdm import tqdm
@@ -143,6 +143,14 @@ def run(args: argparse.Namespace) -> int:
                 stub.ListSamples(pb.ListSamplesRequest(profile_id=args.profile_id), metadata=metadata)
             ),
             "samples audio": lambda: _sample_audio(stub, args, metadata),
+            "samples url": lambda: _print(
+                stub.GetDownloadUrl(
+                    pb.GetDownloadUrlRequest(
+                        sample_id=args.id, original=args.original, ttl=duration_pb2.Duration(seconds=args.ttl)
+                    ),
+                    metadata=metadata,
+                )
+            ),
             "samples delete": lambda: _print(
                 stub.DeleteSample(pb.DeleteSampleRequest(id=args.id), metadata=metadata)
             ),
@@ -237,6 +245,10 @@ def parser() -> argparse.ArgumentParser:
     audio.add_argument("--encoding", choices=sorted(ENCODINGS), default="wav")
     audio.add_argument("--rate", type=int, default=0, help="sample rate in Hz (default 24000)")
     audio.add_argument("--original", action="store_true", help="the file exactly as uploaded")
+    url = samples.add_parser("url", help="a download URL straight from the object store")
+    url.add_argument("id")
+    url.add_argument("--original", action="store_true")
+    url.add_argument("--ttl", type=int, default=900, help="seconds the URL works (default 900)")
     samples.add_parser("delete").add_argument("id")
 
     generations = groups.add_parser("generations").add_subparsers(dest="action", required=True)

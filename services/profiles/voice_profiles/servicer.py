@@ -385,6 +385,27 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         async for message in _audio_messages(stream, pb.GetGenerationAudioResponse):
             yield message
 
+    async def GetDownloadUrl(
+        self, request: pb.GetDownloadUrlRequest, context: Context
+    ) -> pb.GetDownloadUrlResponse:
+        ttl = _duration(request, "ttl")
+        target = request.WhichOneof("target")
+        if target == "sample_id":
+            link = await self._samples.download_link(
+                current_tenant(), request.sample_id, original=request.original, ttl=ttl
+            )
+        elif target == "generation_id":
+            if request.original:
+                raise InvalidArgument(
+                    "original applies to samples only; a generation has one stored file", field="original"
+                )
+            link = await self._generations.download_link(current_tenant(), request.generation_id, ttl)
+        else:
+            raise InvalidArgument("name the audio: set sample_id or generation_id", field="target")
+        return pb.GetDownloadUrlResponse(
+            url=link.url, expire_time=_timestamp(link.expires_at), mime_type=link.mime_type
+        )
+
     # Archives
 
     async def ExportProfile(

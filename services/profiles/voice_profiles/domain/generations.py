@@ -15,7 +15,13 @@ from voice_profiles.domain.entities import Generation, GenerationFilter, Generat
 from voice_profiles.domain.limits import Limits
 from voice_profiles.domain.object_keys import generation_audio_key
 from voice_profiles.domain.paging import decode_token, page_of, page_size
-from voice_profiles.domain.samples import AudioStream, check_output_format, transcode_stream
+from voice_profiles.domain.samples import (
+    AudioStream,
+    DownloadLink,
+    check_output_format,
+    download_link,
+    transcode_stream,
+)
 from voice_profiles.domain.storage import StorageUser
 from voice_profiles.domain.uploads import read_upload
 from voice_profiles.domain.validation import check_id, check_language, check_text, check_ttl
@@ -189,6 +195,10 @@ class GenerationHistory(StorageUser):
             await tx.generations.delete(tenant_id, generation_id)
             ids = await tx.pending_deletions.add([generation.audio_key], self._clock())
         await self._cleanup.delete_committed([(ids[0], generation.audio_key)])
+
+    async def download_link(self, tenant_id: str, generation_id: str, ttl: timedelta | None) -> DownloadLink:
+        generation = await self.get(tenant_id, generation_id)
+        return await download_link(self._store, generation.audio_key, "audio/wav", ttl, self._clock())
 
     async def audio(
         self, tenant_id: str, generation_id: str, encoding: AudioEncoding | None, rate: int

@@ -7,7 +7,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from voice_common.audio import (
@@ -26,7 +26,7 @@ from voice_profiles.domain.object_keys import sample_audio_key, sample_original_
 from voice_profiles.domain.paging import decode_token, page_of, page_size
 from voice_profiles.domain.storage import StorageUser
 from voice_profiles.domain.uploads import read_upload
-from voice_profiles.domain.validation import check_id, check_text
+from voice_profiles.domain.validation import check_id, check_text, check_ttl
 
 STREAM_CHUNK_BYTES = 64 * 1024
 
@@ -84,6 +84,27 @@ class PreparedSample:
             created_at=now,
             updated_at=now,
         )
+
+
+DEFAULT_URL_TTL = timedelta(minutes=15)
+MAX_URL_TTL = timedelta(days=7)  # the longest a presigned S3 URL may live
+
+
+@dataclass(frozen=True)
+class DownloadLink:
+    url: str
+    expires_at: datetime
+    mime_type: str
+
+
+async def download_link(
+    store: ObjectStore, key: str, mime_type: str, ttl: timedelta | None, now: datetime
+) -> DownloadLink:
+    ttl = check_ttl(ttl, DEFAULT_URL_TTL, MAX_URL_TTL)
+    if ttl < timedelta(seconds=1):
+        raise InvalidArgument("ttl must be at least 1 second", field="ttl")
+    url = await store.presigned_get_url(key, ttl)
+    return DownloadLink(url, now + ttl, mime_type)
 
 
 @dataclass(frozen=True)
@@ -276,6 +297,20 @@ class SampleManager(StorageUser):
             ids = await tx.pending_deletions.add(keys, self._clock())
         self._profile_cache.invalidate(tenant_id, sample.profile_id)
         await self._cleanup.delete_committed(list(zip(ids, keys, strict=True)))
+
+    async def download_link(
+        self, tenant_id: str, sample_id: str, *, original: bool, ttl: timedelta | None
+    ) -> DownloadLink:
+        sample = await self.get(tenant_id, sample_id)
+        if original:
+            return await download_link(
+                self._store,
+                sample.original_key,
+                sample.mime_type or "application/octet-stream",
+                ttl,
+                self._clock(),
+            )
+        return await download_link(self._store, sample.audio_key, "audio/wav", ttl, self._clock())
 
     async def audio(
         self, tenant_id: str, sample_id: str, *, original: bool, encoding: AudioEncoding | None, rate: int
