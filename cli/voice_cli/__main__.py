@@ -11,6 +11,7 @@ Results print as JSON (the API's own field names); errors print the gRPC code an
 from __future__ import annotations
 
 import argparse
+import mimetypes
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -175,9 +176,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sample_metadata(args: argparse.Namespace) -> pb.SampleMetadata:
-    metadata = pb.SampleMetadata(
-        profile_id=args.profile_id, file_name=args.file.name, mime_type=args.mime_type or ""
-    )
+    mime_type = args.mime_type or mimetypes.guess_type(args.file.name)[0] or ""
+    metadata = pb.SampleMetadata(profile_id=args.profile_id, file_name=args.file.name, mime_type=mime_type)
     if args.text is not None:
         metadata.reference_text = args.text
     return metadata
