@@ -61,7 +61,9 @@ async def test_bad_url_requests(harness: Harness, tenant: str) -> None:
             "at most 7 days",
         ),
         (
-            pb.GetDownloadUrlRequest(sample_id=sample.id, ttl=duration_pb2.Duration(seconds=0, nanos=500_000_000)),
+            pb.GetDownloadUrlRequest(
+                sample_id=sample.id, ttl=duration_pb2.Duration(seconds=0, nanos=500_000_000)
+            ),
             grpc.StatusCode.INVALID_ARGUMENT,
             "at least 1 second",
         ),
