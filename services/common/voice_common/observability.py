@@ -33,6 +33,29 @@ class _ContextFilter(logging.Filter):
         return True
 
 
+_STANDARD_ATTRIBUTES = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "request_id",
+    "tenant",
+    "method",
+    "context",
+}
+
+
+class _TextFormatter(logging.Formatter):
+    """Human-readable lines for `make run`, with the same facts the JSON lines carry (extras as key=value)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        request_id = getattr(record, "request_id", "")
+        record.context = f" [{request_id}]" if request_id else ""
+        line = super().format(record)
+        extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRIBUTES}
+        if extras:
+            line += " " + " ".join(f"{key}={value}" for key, value in extras.items())
+        return line
+
+
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -45,7 +68,7 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
         )
     else:
         handler.setFormatter(
-            logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s [%(request_id)s] %(message)s")
+            _TextFormatter(f"%(asctime)s {service} %(levelname)s %(name)s%(context)s %(message)s")
         )
     handler.addFilter(_ContextFilter())
     root = logging.getLogger()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import signal
 import sys
 
 from pydantic import ValidationError
@@ -67,6 +68,9 @@ def main() -> None:
     configure_logging("profiles", common.log_level, common.log_format)
     serve_metrics(settings.metrics_port, settings.host)
     asyncio.run(serve(common, settings))
+    # Stopped and cleaned up: a late signal must not turn a clean exit into "killed".
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -121,14 +121,18 @@ class VoiceServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-            log.info("draining", extra={"grace_seconds": self._grace})
-            # The handlers stay installed while draining: a second Ctrl-C or SIGTERM must not kill the drain.
-            await self.stop()
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+        await stop.wait()
+        log.info("draining", extra={"grace_seconds": self._grace})
+        # The handlers stay installed while draining, and then do nothing: a second Ctrl-C or SIGTERM (a terminal
+        # signals the whole process group, and `make run`'s launcher signals its children too) must neither kill
+        # the drain nor the clean-up after it.
+        await self.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _ignore)
+
+
+def _ignore() -> None:
+    """A signal that arrives once the service is already stopping."""
 
 
 def build_server(
