@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from voice_common.errors import NotFound
@@ -16,6 +16,7 @@ from voice_profiles.domain.entities import (
     ProfileGenerationStats,
 )
 from voice_profiles.domain.paging import Cursor
+from voice_profiles.repositories.keyset import newest_first
 from voice_profiles.repositories.models import GenerationRow
 
 
@@ -82,14 +83,7 @@ class GenerationRepository:
         self, tenant_id: str, filters: GenerationFilter, cursor: Cursor | None, limit: int
     ) -> list[Generation]:
         query = select(GenerationRow).where(*_conditions(tenant_id, filters))
-        if cursor is not None:
-            query = query.where(
-                or_(
-                    GenerationRow.created_at < cursor.created_at,
-                    and_(GenerationRow.created_at == cursor.created_at, GenerationRow.id < cursor.id),
-                )
-            )
-        query = query.order_by(GenerationRow.created_at.desc(), GenerationRow.id.desc()).limit(limit)
+        query = newest_first(query, GenerationRow.created_at, GenerationRow.id, cursor).limit(limit)
         return [_to_entity(row) for row in (await self._session.execute(query)).scalars()]
 
     async def list_for_profile(self, tenant_id: str, profile_id: str) -> list[Generation]:

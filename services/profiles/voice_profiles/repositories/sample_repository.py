@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from voice_common.errors import NotFound
 from voice_profiles.domain.entities import Sample, SampleWarningInfo, TranscriptState
 from voice_profiles.domain.paging import Cursor
+from voice_profiles.repositories.keyset import newest_first
 from voice_profiles.repositories.models import SampleRow
 
 
@@ -77,14 +78,7 @@ class SampleRepository:
         self, tenant_id: str, profile_id: str, cursor: Cursor | None = None, limit: int | None = None
     ) -> list[Sample]:
         query = select(SampleRow).where(SampleRow.tenant_id == tenant_id, SampleRow.profile_id == profile_id)
-        if cursor is not None:
-            query = query.where(
-                or_(
-                    SampleRow.created_at < cursor.created_at,
-                    and_(SampleRow.created_at == cursor.created_at, SampleRow.id < cursor.id),
-                )
-            )
-        query = query.order_by(SampleRow.created_at.desc(), SampleRow.id.desc())
+        query = newest_first(query, SampleRow.created_at, SampleRow.id, cursor)
         if limit is not None:
             query = query.limit(limit)
         return [_to_entity(row) for row in (await self._session.execute(query)).scalars()]

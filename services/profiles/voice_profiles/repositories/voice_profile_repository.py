@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Select, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from voice_common.errors import AlreadyExists, NotFound
 from voice_profiles.domain.entities import Profile, ProfileFilter
 from voice_profiles.domain.paging import Cursor
+from voice_profiles.repositories.keyset import newest_first
 from voice_profiles.repositories.models import ProfileRow, SampleRow
 
 
@@ -158,14 +159,7 @@ class ProfileRepository:
             )
         if filters.language:
             query = query.where(ProfileRow.language == filters.language)
-        if cursor is not None:
-            query = query.where(
-                or_(
-                    ProfileRow.created_at < cursor.created_at,
-                    and_(ProfileRow.created_at == cursor.created_at, ProfileRow.id < cursor.id),
-                )
-            )
-        query = query.order_by(ProfileRow.created_at.desc(), ProfileRow.id.desc()).limit(limit)
+        query = newest_first(query, ProfileRow.created_at, ProfileRow.id, cursor).limit(limit)
         return [_to_entity(row) for row in (await self._session.execute(query)).all()]
 
     async def update(self, tenant_id: str, profile_id: str, values: dict[str, Any], now: datetime) -> None:
