@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -70,23 +70,23 @@ def _decode_generation(data: bytes, upload: GenerationUpload, limits: Limits) ->
 
 class GenerationHistory(StorageUser):
     def _check_upload(self, upload: GenerationUpload) -> tuple[str | None, str, str]:
+        """Every problem with the metadata at once, so the producer can fix them in one go."""
         errors = ErrorList()
-        profile_id: str | None = None
-        language = "auto"
-        text = upload.text
-        for check in (
-            lambda: check_text(
-                upload.text, "metadata.text", max_chars=self._limits.max_generation_text_chars, required=True
-            ),
-            lambda: check_language(upload.language, "metadata.language"),
-            lambda: check_text(upload.model_id, "metadata.model_id", max_chars=255, single_line=True),
-        ):
+
+        def collect(check: Callable[[], str]) -> str:
             try:
-                check()
+                return check()
             except InvalidArgument as error:
                 errors.violations.extend(error.violations)
-        if not errors.violations:
-            language = check_language(upload.language, "metadata.language")
+                return ""
+
+        text = collect(
+            lambda: check_text(
+                upload.text, "metadata.text", max_chars=self._limits.max_generation_text_chars, required=True
+            )
+        )
+        language = collect(lambda: check_language(upload.language, "metadata.language"))
+        collect(lambda: check_text(upload.model_id, "metadata.model_id", max_chars=255, single_line=True))
         if len(upload.parameters) > MAX_PARAMETERS:
             errors.add("metadata.parameters", f"at most {MAX_PARAMETERS} parameters")
         for name, value in upload.parameters.items():
@@ -104,8 +104,9 @@ class GenerationHistory(StorageUser):
         if upload.claimed_duration_seconds < 0 or not math.isfinite(upload.claimed_duration_seconds):
             errors.add("metadata.duration_seconds", "must be a non-negative number")
         errors.raise_if_any()
-        if upload.profile_id:
-            profile_id = check_id("profile", upload.profile_id, "metadata.profile_id")
+        profile_id = (
+            check_id("profile", upload.profile_id, "metadata.profile_id") if upload.profile_id else None
+        )
         return profile_id, language, text
 
     async def create(
