@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -163,7 +164,7 @@ async def profile_service(
     port = free_port(HOST)
     env = {
         "VOICE_DATA_DIR": str(data_dir),
-        "VOICE_LOG_LEVEL": "WARNING",
+        "VOICE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         "VOICE_LOG_FORMAT": "text",
         "VOICE_SHUTDOWN_GRACE_SECONDS": "2",
         "PROFILES_HOST": HOST,
