@@ -7,14 +7,20 @@ PROTOS := $(shell find protos -name '*.proto')
 # A CPU-only interpreter on a 2-core machine: keep math libraries from oversubscribing the cores.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup stubs run test test-fast lint format bench migrate doctor clean
+.PHONY: setup stubs run test lint format bench migrate doctor tiny-model clean
 
 setup: $(VENV)/.installed stubs
 
-$(VENV)/.installed: pyproject.toml
+TORCHAUDIO_SHIM := $(shell find services/tts/torchaudio-stub -name '*.py' -o -name pyproject.toml)
+
+$(VENV)/.installed: pyproject.toml $(TORCHAUDIO_SHIM)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# Qwen3-TTS: an import-only torchaudio (no build matches the CPU torch), then qwen-tts without its declared
+	# dependencies (gradio, a CUDA torchaudio); its real ones are pinned in pyproject.toml. See docs/tts-dependencies.md
+	$(PY) -m pip install --quiet ./services/tts/torchaudio-stub
+	$(PY) -m pip install --quiet --no-deps qwen-tts==0.1.1
 	# The generated stubs live outside the source tree (ignored by git): put them on the venv's path.
 	echo "$(CURDIR)/$(GEN)" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/voice_generated.pth
 	touch $@
@@ -37,9 +43,10 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	# One mypy run per tree: test folders share module names (conftest), which one run cannot hold.
-	$(VENV)/bin/mypy services/common/voice_common services/profiles/voice_profiles cli bench
+	$(VENV)/bin/mypy services/common/voice_common services/profiles/voice_profiles services/tts/voice_tts cli bench
 	$(VENV)/bin/mypy services/common/tests
 	$(VENV)/bin/mypy services/profiles/tests
+	$(VENV)/bin/mypy services/tts/tests
 	$(VENV)/bin/mypy tests
 
 format: setup
@@ -48,6 +55,10 @@ format: setup
 
 bench: setup
 	$(PY) -m bench
+
+# A tiny random-weight Qwen3-TTS built with qwen_tts's own classes (no weights can be downloaded here).
+tiny-model: setup
+	$(PY) -m voice_tts.tiny_model --output models/tiny-qwen3-tts
 
 migrate: setup
 	$(VENV)/bin/voice-admin migrate
