@@ -37,7 +37,9 @@ run: setup
 	$(PY) -m voice_common.launcher
 
 test: setup
-	$(PY) -m pytest -q
+	# One math thread per process: the tests run servers, moto and torch side by side on two cores, and spinning
+	# worker threads fighting over them made a tiny-model generation 20x slower.
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
 lint: setup
 	$(VENV)/bin/ruff check .
