@@ -1,0 +1,671 @@
+"""Frame-by-frame Qwen3-TTS voice cloning: stream 24 kHz audio while the talker generates codec frames.
+
+``qwen_tts``'s ``generate_voice_clone`` runs ``talker.generate`` to the end and decodes everything at once. This
+module drives the same modules by hand, one codec frame (12.5 Hz, 1920 samples at 24 kHz) at a time:
+
+1. :func:`build_prefill` builds the talker's input embeddings exactly as
+   ``Qwen3TTSForConditionalGeneration.generate`` does before it calls ``talker.generate`` (batch of one, voice
+   clone prompt, ``non_streaming_mode=False`` as the wrapper's default; the code is copied from qwen_tts 0.1.1).
+2. :class:`StreamingSynthesizer` steps ``talker.model`` with its own ``DynamicCache``, samples the first code of
+   each frame with transformers' logits processors (repetition penalty, EOS blocked for ``min_new_tokens``,
+   special ids suppressed, temperature, top-k, top-p), samples the remaining code groups with the code
+   predictor step by step (the same processors ``code_predictor.generate`` would use), and builds the next
+   input embedding as ``Qwen3TTSTalkerForConditionalGeneration.forward`` does.
+3. Audio is decoded in chunks with ``speech_tokenizer.model.decoder``: a small first chunk for a fast first
+   sound, then every ``chunk_frames`` frames, each with ``left_context_frames`` earlier frames as decoder context
+   (in ICL mode the reference codes are the context of the first chunks), emitting only the new samples.
+
+Sampling uses a private ``torch.Generator`` seeded per request, so concurrent requests stay deterministic. With
+``torch.manual_seed(seed)`` the package's ``generate_voice_clone`` draws the same numbers in the same order, so
+it yields the same codes (checked in the tests).
+
+Semantics that differ from the package:
+
+* ``max_new_tokens`` here is the most **frames** generated. The package's ``max_new_tokens=N`` gives at most
+  ``N - 1`` frames (the last first code sampled never gets its residual codes); ``None`` uses the package's
+  default (``generate_config.json``'s ``max_new_tokens``, else 2048) minus one, the same frame cap.
+* ``temperature=0`` means greedy (the package wants ``do_sample=False``); the code predictor then is greedy too,
+  unless ``subtalker_temperature`` is given.
+
+Threading: this code never touches ``talker.rope_deltas`` (the package stores it on the module during prefill;
+here position ids are passed explicitly: for a batch of one without padding, the 3-D mrope position is the cache
+position), and all per-request state (KV caches, generator, codes) lives in the :class:`StreamingSynthesizer`.
+The model weights are only read, so several synthesizers may share one model from several threads; they then
+compete for the same CPU cores. Each generator must be consumed by one thread at a time; grad mode is
+switched off inside every step, never across a ``yield``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import numpy as np
+import torch
+from qwen_tts import Qwen3TTSModel, VoiceClonePromptItem
+from transformers import DynamicCache
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    MinNewTokensLengthLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    SuppressTokensLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+# qwen_tts 0.1.1's hard defaults (Qwen3TTSModel._merge_generate_kwargs), used when generate_config.json lacks a key.
+HARD_DEFAULTS: dict[str, Any] = {
+    "do_sample": True,
+    "top_k": 50,
+    "top_p": 1.0,
+    "temperature": 0.9,
+    "repetition_penalty": 1.05,
+    "subtalker_dosample": True,
+    "subtalker_top_k": 50,
+    "subtalker_top_p": 1.0,
+    "subtalker_temperature": 0.9,
+    "max_new_tokens": 2048,
+}
+# Qwen3TTSForConditionalGeneration.generate passes min_new_tokens=2: EOS cannot be the first two tokens.
+DEFAULT_MIN_NEW_TOKENS = 2
+
+StopReason = Literal["eos", "max_new_tokens", "stopped"]
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Resolved sampling settings: caller's value, else the model's generate_config.json, else qwen_tts's."""
+
+    do_sample: bool
+    temperature: float
+    top_k: int
+    top_p: float
+    repetition_penalty: float
+    subtalker_do_sample: bool
+    subtalker_temperature: float
+    subtalker_top_k: int
+    subtalker_top_p: float
+
+
+def default_max_frames(model: Qwen3TTSModel) -> int:
+    """The package's frame cap: its max_new_tokens (generate_config.json, else 2048) minus one."""
+    defaults: dict[str, Any] = model.generate_defaults or {}
+    return int(defaults.get("max_new_tokens", HARD_DEFAULTS["max_new_tokens"])) - 1
+
+
+def resolve_sampling(
+    model: Qwen3TTSModel,
+    *,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+    subtalker_temperature: float | None = None,
+    subtalker_top_k: int | None = None,
+    subtalker_top_p: float | None = None,
+) -> SamplingParams:
+    """Merge caller values with the model's defaults as ``Qwen3TTSModel._merge_generate_kwargs`` does.
+
+    ``temperature=0`` (given or from the defaults) means greedy decoding; so does ``do_sample: false`` in the
+    model's defaults when the caller gives no temperature. The code predictor follows the talker's greedy choice
+    unless ``subtalker_temperature`` is given (0 again meaning greedy).
+    """
+    defaults: dict[str, Any] = model.generate_defaults or {}
+
+    def pick(name: str, value: Any) -> Any:
+        if value is not None:
+            return value
+        return defaults.get(name, HARD_DEFAULTS[name])
+
+    temp = float(pick("temperature", temperature))
+    do_sample = temp > 0 and (temperature is not None or bool(pick("do_sample", None)))
+    sub_temp = float(pick("subtalker_temperature", subtalker_temperature))
+    if subtalker_temperature is not None:
+        sub_do_sample = sub_temp > 0
+    else:
+        sub_do_sample = do_sample and sub_temp > 0 and bool(pick("subtalker_dosample", None))
+    params = SamplingParams(
+        do_sample=do_sample,
+        temperature=temp,
+        top_k=int(pick("top_k", top_k)),
+        top_p=float(pick("top_p", top_p)),
+        repetition_penalty=float(pick("repetition_penalty", repetition_penalty)),
+        subtalker_do_sample=sub_do_sample,
+        subtalker_temperature=sub_temp,
+        subtalker_top_k=int(pick("subtalker_top_k", subtalker_top_k)),
+        subtalker_top_p=float(pick("subtalker_top_p", subtalker_top_p)),
+    )
+    if params.temperature < 0 or params.subtalker_temperature < 0:
+        raise ValueError("temperature must be >= 0")
+    if not 0 < params.top_p <= 1 or not 0 < params.subtalker_top_p <= 1:
+        raise ValueError("top_p must be in (0, 1]")
+    if params.top_k < 0 or params.subtalker_top_k < 0:
+        raise ValueError("top_k must be >= 0 (0 = no top-k)")
+    if params.repetition_penalty <= 0:
+        raise ValueError("repetition_penalty must be > 0")
+    return params
+
+
+def _warpers(temperature: float, top_k: int, top_p: float) -> list[Any]:
+    """The sampling warpers transformers' ``_get_logits_processor`` adds (num_beams=1), in its order."""
+    warpers: list[Any] = []
+    if temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+    if top_k != 0:
+        warpers.append(TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1))
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+    return warpers
+
+
+@dataclass
+class Prefill:
+    """What ``Qwen3TTSForConditionalGeneration.generate`` hands to ``talker.generate`` for one request."""
+
+    inputs_embeds: torch.Tensor  # (1, T, H): the talker's prompt
+    trailing_text_hidden: torch.Tensor  # (1, L, H): text embeddings added to the first L generated frames
+    tts_pad_embed: torch.Tensor  # (1, 1, H): added to every later frame
+    ref_code: torch.Tensor | None  # (T_ref, G) in ICL mode: decoder context for the first audio
+
+
+def _tokenize(model: Qwen3TTSModel, text: str) -> torch.Tensor:
+    ids: torch.Tensor = model.processor(text=text, return_tensors="pt", padding=True)["input_ids"]
+    ids = ids.to(model.device)
+    return ids.unsqueeze(0) if ids.dim() == 1 else ids
+
+
+def check_language(model: Qwen3TTSModel, language: str) -> None:
+    supported = model.get_supported_languages()
+    if supported is not None and language.lower() not in {name.lower() for name in supported}:
+        raise ValueError(f"Unsupported language {language!r}; supported: {sorted(supported)}")
+
+
+@torch.inference_mode()
+def build_prefill(model: Qwen3TTSModel, text: str, language: str, prompt: VoiceClonePromptItem) -> Prefill:
+    """The talker prompt for one voice-clone request (qwen_tts 0.1.1 ``generate``, batch 1, streaming text)."""
+    outer = model.model
+    if outer.tts_model_type != "base":
+        raise ValueError(f"voice cloning needs a Base model, not {outer.tts_model_type!r}")
+    check_language(model, language)
+    config = outer.config
+    talker_config = config.talker_config
+    talker = outer.talker
+    device = talker.device
+
+    def text_embed(ids: torch.Tensor) -> torch.Tensor:
+        embedded: torch.Tensor = talker.text_projection(talker.get_text_embeddings()(ids))
+        return embedded
+
+    def codec_embed(ids: list[int]) -> torch.Tensor:
+        embedded: torch.Tensor = talker.get_input_embeddings()(
+            torch.tensor([ids], device=device, dtype=torch.long)
+        )
+        return embedded
+
+    input_id = _tokenize(model, f"<|im_start|>assistant\n{text}<|im_end|>\n<|im_start|>assistant\n")
+
+    speaker_embed: torch.Tensor | None = None
+    if prompt.x_vector_only_mode or prompt.icl_mode:
+        speaker_embed = prompt.ref_spk_embedding.to(device).to(talker.dtype)
+
+    language_id = None if language.lower() == "auto" else talker_config.codec_language_id[language.lower()]
+
+    tts_bos_embed, tts_eos_embed, tts_pad_embed = text_embed(
+        torch.tensor(
+            [[config.tts_bos_token_id, config.tts_eos_token_id, config.tts_pad_token_id]],
+            device=device,
+            dtype=input_id.dtype,
+        )
+    ).chunk(3, dim=1)
+
+    if language_id is None:
+        codec_prefill = [
+            talker_config.codec_nothink_id,
+            talker_config.codec_think_bos_id,
+            talker_config.codec_think_eos_id,
+        ]
+    else:
+        codec_prefill = [
+            talker_config.codec_think_id,
+            talker_config.codec_think_bos_id,
+            language_id,
+            talker_config.codec_think_eos_id,
+        ]
+    codec_0 = codec_embed(codec_prefill)
+    codec_1 = codec_embed([talker_config.codec_pad_id, talker_config.codec_bos_id])
+    if speaker_embed is None:
+        codec_input = torch.cat([codec_0, codec_1], dim=1)
+    else:
+        codec_input = torch.cat([codec_0, speaker_embed.view(1, 1, -1), codec_1], dim=1)
+
+    role = text_embed(input_id[:, :3])  # <|im_start|>assistant\n
+    body = (
+        torch.cat((tts_pad_embed.expand(-1, codec_input.shape[1] - 2, -1), tts_bos_embed), dim=1)
+        + codec_input[:, :-1]
+    )
+    talker_input = torch.cat((role, body), dim=1)
+
+    ref_code: torch.Tensor | None = None
+    if prompt.icl_mode and prompt.ref_code is not None:
+        if not prompt.ref_text:
+            raise ValueError("an ICL voice clone prompt needs its ref_text")
+        ref_id = _tokenize(model, f"<|im_start|>assistant\n{prompt.ref_text}<|im_end|>\n")
+        ref_code = prompt.ref_code.to(device)
+        icl_embed, trailing = outer.generate_icl_prompt(
+            text_id=input_id[:, 3:-5],
+            ref_id=ref_id[:, 3:-2],
+            ref_code=ref_code,
+            tts_pad_embed=tts_pad_embed,
+            tts_eos_embed=tts_eos_embed,
+            non_streaming_mode=False,
+        )
+        talker_input = torch.cat([talker_input, icl_embed], dim=1)
+    else:
+        talker_input = torch.cat([talker_input, text_embed(input_id[:, 3:4]) + codec_input[:, -1:]], dim=1)
+        trailing = torch.cat((text_embed(input_id[:, 4:-5]), tts_eos_embed), dim=1)
+
+    return Prefill(
+        inputs_embeds=talker_input,
+        trailing_text_hidden=trailing,
+        tts_pad_embed=tts_pad_embed,
+        ref_code=ref_code,
+    )
+
+
+class StreamingSynthesizer:
+    """One voice-clone request: generates codec frames one at a time and decodes them in chunks.
+
+    Single use: call exactly one of :meth:`frames`, :meth:`stream` or :meth:`synthesize_whole` (or iterate
+    :meth:`frames` and then call :meth:`decode_all`). ``frames_generated``, ``codes`` and ``stop_reason`` show
+    the progress at any time.
+    """
+
+    def __init__(
+        self,
+        model: Qwen3TTSModel,
+        text: str,
+        language: str,
+        prompt: VoiceClonePromptItem,
+        *,
+        seed: int,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        repetition_penalty: float | None = None,
+        subtalker_temperature: float | None = None,
+        subtalker_top_k: int | None = None,
+        subtalker_top_p: float | None = None,
+        max_new_tokens: int | None = None,
+        min_new_tokens: int = DEFAULT_MIN_NEW_TOKENS,
+    ) -> None:
+        self.model = model
+        self.params = resolve_sampling(
+            model,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            subtalker_temperature=subtalker_temperature,
+            subtalker_top_k=subtalker_top_k,
+            subtalker_top_p=subtalker_top_p,
+        )
+        self.max_frames = default_max_frames(model) if max_new_tokens is None else max_new_tokens
+        if self.max_frames < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        if min_new_tokens < 0:
+            raise ValueError("min_new_tokens must be >= 0")
+        self.prefill = build_prefill(model, text, language, prompt)
+
+        outer = model.model
+        self._talker = outer.talker
+        self._predictor = outer.talker.code_predictor
+        talker_config = outer.config.talker_config
+        self.num_groups: int = int(talker_config.num_code_groups)
+        self.eos_id: int = int(talker_config.codec_eos_token_id)
+        vocab: int = int(talker_config.vocab_size)
+        self._decoder = outer.speech_tokenizer.model.decoder
+        self.samples_per_frame: int = int(outer.speech_tokenizer.get_decode_upsample_rate())
+        self.sample_rate: int = int(outer.speech_tokenizer.get_output_sample_rate())
+        self.device: torch.device = self._talker.device
+
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed)
+
+        p = self.params
+        processors: list[Any] = []
+        if p.repetition_penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(penalty=p.repetition_penalty))
+        if min_new_tokens > 0:
+            processors.append(
+                MinNewTokensLengthLogitsProcessor(0, min_new_tokens, self.eos_id, device=self.device)
+            )
+        suppress = [i for i in range(vocab - 1024, vocab) if i != self.eos_id]
+        processors.append(SuppressTokensLogitsProcessor(suppress, device=self.device))
+        if p.do_sample:
+            processors += _warpers(p.temperature, p.top_k, p.top_p)
+        self._talker_processors = LogitsProcessorList(processors)
+        self._predictor_processors = LogitsProcessorList(
+            _warpers(p.subtalker_temperature, p.subtalker_top_k, p.subtalker_top_p)
+            if p.subtalker_do_sample
+            else []
+        )
+
+        self._codes = torch.zeros((self.max_frames, self.num_groups), dtype=torch.long, device=self.device)
+        self._first_codes = torch.zeros((1, 0), dtype=torch.long, device=self.device)
+        self._cache = DynamicCache()
+        self.frames_generated = 0
+        self.stop_reason: StopReason | None = None
+        self._started = False
+
+    # -- generation ---------------------------------------------------------------------------------------------
+
+    @property
+    def codes(self) -> torch.Tensor:
+        """The frames generated so far: (frames, groups), long, on the model's device."""
+        return self._codes[: self.frames_generated]
+
+    def _sample(
+        self, logits: torch.Tensor, processors: LogitsProcessorList, history: torch.Tensor, sample: bool
+    ) -> torch.Tensor:
+        """One token (1, 1) from the last position's logits, as transformers' ``_sample`` picks it."""
+        # transformers annotates LongTensor/FloatTensor, which plain tensors are at run time.
+        scores = processors(
+            cast(torch.LongTensor, history),
+            cast(torch.FloatTensor, logits[:, -1, :].to(copy=True, dtype=torch.float32)),
+        )
+        if sample:
+            probs = torch.softmax(scores, dim=-1)
+            return torch.multinomial(probs, num_samples=1, generator=self.generator)
+        return torch.argmax(scores, dim=-1, keepdim=True)
+
+    @torch.inference_mode()
+    def _talker_forward(self, embeds: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the talker over ``embeds`` at cache positions ``start...``: (last hidden (1,1,H), logits)."""
+        length = embeds.shape[1]
+        positions = torch.arange(start, start + length, device=self.device).view(1, 1, -1).expand(3, 1, -1)
+        out = self._talker.model(
+            inputs_embeds=embeds,
+            attention_mask=torch.ones((1, start + length), dtype=torch.long, device=self.device),
+            position_ids=positions,
+            past_key_values=self._cache,
+            use_cache=True,
+        )
+        hidden: torch.Tensor = out.last_hidden_state
+        logits: torch.Tensor = self._talker.codec_head(hidden)
+        return hidden[:, -1:, :], logits
+
+    @torch.inference_mode()
+    def _residual_codes(
+        self, past_hidden: torch.Tensor, first: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Code groups 1.. with the code predictor (its ``generate`` done by hand), and their embeddings' sum."""
+        predictor = self._predictor
+        embeddings = predictor.get_input_embeddings()
+        first_embed: torch.Tensor = self._talker.get_input_embeddings()(first)
+        cache = DynamicCache()
+        inputs = torch.cat((past_hidden, first_embed), dim=1)
+        codes: list[torch.Tensor] = []
+        code_embeds = [first_embed]
+        history = torch.zeros((1, 0), dtype=torch.long, device=self.device)
+        position = 0
+        for step in range(self.num_groups - 1):
+            if step > 0:
+                inputs = code_embeds[-1]
+            projected = predictor.small_to_mtp_projection(inputs)
+            length = projected.shape[1]
+            out = predictor.model(
+                inputs_embeds=projected,
+                position_ids=torch.arange(position, position + length, device=self.device).unsqueeze(0),
+                past_key_values=cache,
+                use_cache=True,
+            )
+            position += length
+            logits = predictor.lm_head[step](out.last_hidden_state)
+            code = self._sample(logits, self._predictor_processors, history, self.params.subtalker_do_sample)
+            history = torch.cat([history, code], dim=1)
+            codes.append(code)
+            code_embeds.append(embeddings[step](code))
+        summed = torch.cat(code_embeds, dim=1).sum(1, keepdim=True)
+        return torch.cat(codes, dim=1), summed
+
+    def frames(self, should_stop: Callable[[], bool] = _never) -> Iterator[torch.Tensor]:
+        """Generate frames one at a time, yielding each frame's codes (groups,) as soon as it exists.
+
+        ``should_stop()`` is checked before every frame (before the talker step that frame needs), so a stop
+        takes effect within one frame's compute. Ends on EOS, after ``max_new_tokens`` frames, or on a stop.
+        """
+        if self._started:
+            raise RuntimeError("a StreamingSynthesizer runs once; make a new one")
+        self._started = True
+        try:
+            yield from self._frames(should_stop)
+        finally:
+            self._cache = DynamicCache()  # frees the talker's KV cache on the end, a stop, or close()
+
+    def _frames(self, should_stop: Callable[[], bool]) -> Iterator[torch.Tensor]:
+        prefill = self.prefill
+        if should_stop():
+            self.stop_reason = "stopped"
+            return
+        hidden, logits = self._talker_forward(prefill.inputs_embeds, 0)
+        position = prefill.inputs_embeds.shape[1]
+        trailing_len = prefill.trailing_text_hidden.shape[1]
+        next_embed: torch.Tensor | None = None  # the talker input that carries the previous frame
+        for index in range(self.max_frames):
+            if next_embed is not None:
+                if should_stop():
+                    self.stop_reason = "stopped"
+                    return
+                hidden, logits = self._talker_forward(next_embed, position)
+                position += 1
+            with torch.inference_mode():
+                first = self._sample(
+                    logits, self._talker_processors, self._first_codes, self.params.do_sample
+                )
+                self._first_codes = torch.cat([self._first_codes, first], dim=1)
+                if int(first) == self.eos_id:
+                    self.stop_reason = "eos"
+                    return
+                rest, summed = self._residual_codes(hidden, first)
+                if index < trailing_len:
+                    next_embed = summed + prefill.trailing_text_hidden[:, index].unsqueeze(1)
+                else:
+                    next_embed = summed + prefill.tts_pad_embed
+                self._codes[index, 0] = first[0, 0]
+                self._codes[index, 1:] = rest[0]
+                self.frames_generated = index + 1
+                frame = self._codes[index].clone()
+            yield frame
+        self.stop_reason = "max_new_tokens"
+
+    # -- decoding -----------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Decoder output for codes (T, G): (T * samples_per_frame,) float."""
+        wav: torch.Tensor = self._decoder(codes.clamp(min=0).transpose(0, 1).unsqueeze(0))
+        return wav[0, 0, : codes.shape[0] * self.samples_per_frame]
+
+    def _context_codes(self) -> torch.Tensor:
+        """Reference codes (ICL mode) followed by the generated frames."""
+        ref = self.prefill.ref_code
+        return self.codes if ref is None else torch.cat([ref.to(self.device), self.codes], dim=0)
+
+    def decode_span(self, start: int, end: int, left_context_frames: int) -> np.ndarray:
+        """Audio of generated frames [start, end), decoded with up to ``left_context_frames`` earlier frames."""
+        if not 0 <= start < end <= self.frames_generated:
+            raise ValueError(f"bad frame span [{start}, {end}) of {self.frames_generated}")
+        all_codes = self._context_codes()
+        offset = all_codes.shape[0] - self.frames_generated  # reference frames in front
+        context = min(left_context_frames, offset + start)
+        wav = self._decode(all_codes[offset + start - context : offset + end])
+        return wav[context * self.samples_per_frame :].float().cpu().numpy().astype(np.float32, copy=False)
+
+    def decode_all(self) -> np.ndarray:
+        """All generated frames decoded in one pass (reference codes in front in ICL mode, then cut off)."""
+        if self.frames_generated == 0:
+            return np.zeros(0, dtype=np.float32)
+        all_codes = self._context_codes()
+        offset = all_codes.shape[0] - self.frames_generated
+        wav = self._decode(all_codes)[offset * self.samples_per_frame :]
+        return wav.float().cpu().numpy().astype(np.float32, copy=False)
+
+    def stream(
+        self,
+        *,
+        first_chunk_frames: int = 4,
+        chunk_frames: int = 12,
+        left_context_frames: int = 25,
+        should_stop: Callable[[], bool] = _never,
+    ) -> Iterator[np.ndarray]:
+        """Yield float32 audio pieces: after ``first_chunk_frames`` frames, then every ``chunk_frames``.
+
+        The rest is yielded at EOS or ``max_new_tokens``; after a stop nothing more is decoded or yielded.
+        Arguments are checked here, before the first frame.
+
+        ``left_context_frames`` sets accuracy against :meth:`decode_all`: the decoder's pre-transformer attends
+        over a sliding window (72 frames in the 12 Hz tokenizer config) and its convolutions reach a little
+        further, so a chunk decoded with less context than that differs from the one-shot decode. On the tiny
+        model: 25 frames (upstream's chunked_decode value) ~0.02-0.03 max abs (output RMS ~0.1), 72 ~0.003-0.01,
+        100 ~1e-5 (rounding). Each chunk costs a decode of ``left_context_frames + chunk`` frames.
+        """
+        if first_chunk_frames < 1 or chunk_frames < 1 or left_context_frames < 0:
+            raise ValueError("first_chunk_frames and chunk_frames must be >= 1, left_context_frames >= 0")
+        return self._stream(first_chunk_frames, chunk_frames, left_context_frames, should_stop)
+
+    def _stream(
+        self,
+        first_chunk_frames: int,
+        chunk_frames: int,
+        left_context_frames: int,
+        should_stop: Callable[[], bool],
+    ) -> Iterator[np.ndarray]:
+        emitted = 0
+        for _frame in self.frames(should_stop):
+            due = first_chunk_frames if emitted == 0 else chunk_frames
+            if self.frames_generated - emitted >= due:
+                piece = self.decode_span(emitted, self.frames_generated, left_context_frames)
+                emitted = self.frames_generated
+                yield piece
+        if self.stop_reason != "stopped" and self.frames_generated > emitted:
+            yield self.decode_span(emitted, self.frames_generated, left_context_frames)
+
+    def generate_codes(self, should_stop: Callable[[], bool] = _never) -> torch.Tensor:
+        """Run to the end; the codes (frames, groups) on the CPU."""
+        for _frame in self.frames(should_stop):
+            pass
+        return self.codes.cpu()
+
+    def synthesize_whole(self, should_stop: Callable[[], bool] = _never) -> np.ndarray:
+        """Run to the end, then decode every frame at once: the one-shot reference for :meth:`stream`."""
+        self.generate_codes(should_stop)
+        return self.decode_all()
+
+
+# -- function API ---------------------------------------------------------------------------------------------------
+
+
+def stream(
+    model: Qwen3TTSModel,
+    text: str,
+    language: str,
+    prompt: VoiceClonePromptItem,
+    *,
+    seed: int,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+    max_new_tokens: int | None = None,
+    min_new_tokens: int = DEFAULT_MIN_NEW_TOKENS,
+    first_chunk_frames: int = 4,
+    chunk_frames: int = 12,
+    left_context_frames: int = 25,
+    should_stop: Callable[[], bool] = _never,
+) -> Iterator[np.ndarray]:
+    """Stream one voice-clone request as float32 24 kHz audio pieces (see :meth:`StreamingSynthesizer.stream`)."""
+    synthesizer = StreamingSynthesizer(
+        model,
+        text,
+        language,
+        prompt,
+        seed=seed,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+    )
+    return synthesizer.stream(
+        first_chunk_frames=first_chunk_frames,
+        chunk_frames=chunk_frames,
+        left_context_frames=left_context_frames,
+        should_stop=should_stop,
+    )
+
+
+def synthesize_whole(
+    model: Qwen3TTSModel,
+    text: str,
+    language: str,
+    prompt: VoiceClonePromptItem,
+    *,
+    seed: int,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+    max_new_tokens: int | None = None,
+    min_new_tokens: int = DEFAULT_MIN_NEW_TOKENS,
+) -> np.ndarray:
+    """The same generation loop, all frames decoded at once (the one-shot reference)."""
+    return StreamingSynthesizer(
+        model,
+        text,
+        language,
+        prompt,
+        seed=seed,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+    ).synthesize_whole()
+
+
+def generate_codes(
+    model: Qwen3TTSModel,
+    text: str,
+    language: str,
+    prompt: VoiceClonePromptItem,
+    *,
+    seed: int,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+    max_new_tokens: int | None = None,
+    min_new_tokens: int = DEFAULT_MIN_NEW_TOKENS,
+) -> torch.Tensor:
+    """The codes (frames, groups) the same loop generates, on the CPU."""
+    return StreamingSynthesizer(
+        model,
+        text,
+        language,
+        prompt,
+        seed=seed,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+    ).generate_codes()
