@@ -19,8 +19,21 @@ import pytest
 import torch
 from qwen_tts import Qwen3TTSModel, VoiceClonePromptItem
 
-from voice_tts.streaming import StreamingSynthesizer, generate_codes, stream, synthesize_whole
+from voice_tts.streaming import StreamingSynthesizer, stream
 from voice_tts.tiny_model import SAMPLE_RATE, SAMPLES_PER_FRAME, build_tiny_model
+
+
+def generate_codes(
+    model: Qwen3TTSModel, text: str, language: str, prompt: VoiceClonePromptItem, **options: Any
+) -> torch.Tensor:
+    return StreamingSynthesizer(model, text, language, prompt, **options).generate_codes()
+
+
+def synthesize_whole(
+    model: Qwen3TTSModel, text: str, language: str, prompt: VoiceClonePromptItem, **options: Any
+) -> np.ndarray:
+    return StreamingSynthesizer(model, text, language, prompt, **options).synthesize_whole()
+
 
 pytestmark = pytest.mark.slow
 
