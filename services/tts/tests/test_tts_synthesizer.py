@@ -1,0 +1,342 @@
+"""The request-level synthesizer (voice_tts.synthesizer) on the tiny random model: streamed bytes against the
+frame-by-frame synthesizer, every output format, long text, validation, admission, cancellation, determinism."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from qwen_tts import VoiceClonePromptItem
+
+from voice_common.audio import decode_audio, decode_linear16
+from voice_common.audio.encoding import AudioEncoding, to_s16
+from voice_common.errors import InvalidArgument, ResourceExhausted
+from voice_tts.model_manager import ModelManager, ModelSpec
+from voice_tts.streaming import StreamingSynthesizer
+from voice_tts.synthesizer import (
+    SAMPLE_RATE_FIELD,
+    SynthesisEvent,
+    SynthesisLimits,
+    SynthesisRequest,
+    SynthesisResult,
+    SynthesisStream,
+    Synthesizer,
+    model_language,
+    piece_seed,
+    validate,
+)
+from voice_tts.text_segments import split_text
+from voice_tts.tiny_model import SAMPLE_RATE, SAMPLES_PER_FRAME, build_tiny_model
+
+pytestmark = pytest.mark.slow
+
+TEXT = "Hello there, this is a short test."
+LONG = 4096  # frames: about 20 s on the tiny model, so these requests only end by being stopped
+
+
+def _no_network(*_args: object, **_kwargs: object) -> None:
+    raise OSError("network access is disabled in this test")
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setattr(socket.socket, "connect", _no_network)
+        yield build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-qwen3-tts", seed=0)
+
+
+@pytest.fixture(scope="module")
+async def manager(tiny_dir: Path) -> ModelManager:
+    manager = ModelManager(ModelSpec(model=str(tiny_dir)))
+    await manager.load()
+    return manager
+
+
+@pytest.fixture(scope="module")
+async def model(manager: ModelManager) -> Any:
+    async with manager.use() as model:
+        return model
+
+
+@pytest.fixture(scope="module")
+def prompt(model: Any) -> VoiceClonePromptItem:
+    t = np.arange(3 * SAMPLE_RATE) / SAMPLE_RATE
+    clip = (0.25 * np.sin(2 * np.pi * 140 * t) * np.clip(np.sin(2 * np.pi * 2 * t), 0, None)).astype(
+        np.float32
+    )
+    (item,) = model.create_voice_clone_prompt(ref_audio=(clip, SAMPLE_RATE), x_vector_only_mode=True)
+    return item
+
+
+class Recorder:
+    """A synthesizer factory that remembers what it made; ``no_eos`` blocks EOS so a request runs its frames."""
+
+    def __init__(self, *, no_eos: bool = False) -> None:
+        self.made: list[tuple[str, int, StreamingSynthesizer]] = []
+        self.no_eos = no_eos
+
+    def __call__(
+        self, model: Any, text: str, language: str, prompt: Any, **options: Any
+    ) -> StreamingSynthesizer:
+        extra = {"min_new_tokens": options["max_new_tokens"]} if self.no_eos else {}
+        synthesizer = StreamingSynthesizer(model, text, language, prompt, **options, **extra)
+        self.made.append((text, options["seed"], synthesizer))
+        return synthesizer
+
+
+def request(prompt: VoiceClonePromptItem, **fields: Any) -> SynthesisRequest:
+    values: dict[str, Any] = {"text": TEXT, "language": "en", "seed": 5, "max_new_tokens": 30}
+    values.update(fields)
+    return SynthesisRequest(prompt=prompt, **values)
+
+
+async def collect(stream: SynthesisStream) -> tuple[list[SynthesisEvent], SynthesisResult]:
+    events = [event async for event in stream]
+    assert stream.result is not None
+    return events, stream.result
+
+
+async def test_linear16_equals_the_frame_by_frame_stream(
+    manager: ModelManager, model: Any, prompt: VoiceClonePromptItem
+) -> None:
+    limits = SynthesisLimits()
+    events, result = await collect(Synthesizer(manager, limits).stream(request(prompt)))
+    reference = StreamingSynthesizer(model, TEXT, "english", prompt, seed=5, max_new_tokens=30)
+    pieces = list(
+        reference.stream(
+            first_chunk_frames=limits.first_chunk_frames,
+            chunk_frames=limits.chunk_frames,
+            left_context_frames=limits.left_context_frames,
+        )
+    )
+    expected = np.concatenate(pieces)
+    assert len(events) == len(pieces) >= 2  # one event per decoded chunk, as soon as it is ready
+    assert b"".join(event.audio for event in events) == to_s16(expected).tobytes()
+    assert sum(event.samples for event in events) == expected.size == result.pcm.size
+    np.testing.assert_array_equal(result.pcm, expected)
+    assert result.stop_reason == reference.stop_reason
+    assert result.frames == reference.frames_generated and result.pieces == 1
+    # Chunked decoding with 25 frames of context stays close to decoding everything at once.
+    whole = StreamingSynthesizer(model, TEXT, "english", prompt, seed=5, max_new_tokens=30).synthesize_whole()
+    assert whole.size == expected.size
+    assert np.abs(whole - expected).max() < 0.1
+
+
+@pytest.mark.parametrize("rate", [24000, 16000])
+@pytest.mark.parametrize(
+    ("encoding", "slack_ms"),
+    [
+        (AudioEncoding.LINEAR16, 0),
+        (AudioEncoding.WAV, 0),
+        (AudioEncoding.FLAC, 0),
+        (AudioEncoding.OGG_OPUS, 20),  # one Opus frame
+        (AudioEncoding.MP3, 150),  # encoder delay + final frame padding (up to ~3 MP3 frames)
+    ],
+)
+async def test_every_format_decodes_back_to_the_right_length(
+    manager: ModelManager, prompt: VoiceClonePromptItem, encoding: AudioEncoding, slack_ms: int, rate: int
+) -> None:
+    stream = Synthesizer(manager).stream(request(prompt, encoding=encoding, sample_rate=rate))
+    events, result = await collect(stream)
+    data = b"".join(event.audio for event in events)
+    assert all(event.audio for event in events[:-1])
+    if encoding is AudioEncoding.LINEAR16:
+        decoded = decode_linear16(data, rate, target_rate=rate).samples
+    else:
+        decoded = decode_audio(data, target_rate=rate).samples
+    expected = result.pcm.size * rate / SAMPLE_RATE
+    assert abs(decoded.size - expected) <= 1 + slack_ms * rate / 1000
+    if encoding in (AudioEncoding.WAV, AudioEncoding.FLAC) and rate == SAMPLE_RATE:
+        np.testing.assert_array_equal(decoded, to_s16(result.pcm).astype(np.float32) / 32768)
+
+
+async def test_long_text_is_spoken_piece_by_piece_with_a_seed_lineage(
+    manager: ModelManager, prompt: VoiceClonePromptItem
+) -> None:
+    text = "The first sentence is here. A second one follows it. And this is the third."
+    recorder = Recorder()
+    limits = SynthesisLimits(max_piece_chars=30)
+    synthesizer = Synthesizer(manager, limits, factory=recorder)
+    events, result = await collect(synthesizer.stream(request(prompt, text=text, seed=7, max_new_tokens=8)))
+    pieces = split_text(text, 30)
+    assert len(pieces) == 3
+    assert [(t, seed) for t, seed, _ in recorder.made] == [
+        (p, piece_seed(7, i)) for i, p in enumerate(pieces)
+    ]
+    frames = [s.frames_generated for _, _, s in recorder.made]
+    assert all(0 < f <= 8 for f in frames)  # every piece spoke (EOS is blocked for 2 frames)
+    assert result.pieces == 3 and result.frames == sum(frames)
+    assert result.pcm.size == sum(frames) * SAMPLES_PER_FRAME == sum(e.samples for e in events)
+    assert len(events) >= 3
+    assert piece_seed(2**64 - 1, 1) == 0
+
+
+async def test_validation_lists_every_bad_field(manager: ModelManager, prompt: VoiceClonePromptItem) -> None:
+    bad = request(
+        prompt,
+        text=" ",
+        language="xx",
+        temperature=2.5,
+        top_k=-1,
+        top_p=0.0,
+        repetition_penalty=0.9,
+        max_new_tokens=0,
+        encoding=AudioEncoding.OGG_OPUS,
+        sample_rate=44100,
+    )
+    with pytest.raises(InvalidArgument) as info:
+        validate(bad)
+    fields = {v.field for v in info.value.violations}
+    assert fields == {
+        "text",
+        "language",
+        "temperature",
+        "top_k",
+        "top_p",
+        "repetition_penalty",
+        "max_new_tokens",
+        SAMPLE_RATE_FIELD,
+    }
+    # The stream raises the same on its first step, before taking a queue slot.
+    synthesizer = Synthesizer(manager)
+    with pytest.raises(InvalidArgument):
+        await anext(synthesizer.stream(bad))
+    assert synthesizer.queue_depth == 0
+    with pytest.raises(InvalidArgument) as info:
+        validate(request(prompt, text="a" * 11), SynthesisLimits(max_text_chars=10))
+    assert [v.field for v in info.value.violations] == ["text"]
+    validate(request(prompt, language="auto", temperature=0, top_k=0, top_p=1, repetition_penalty=2))
+    assert model_language("ZH") == "chinese" and model_language("German") == "german"
+
+
+async def test_full_queue_is_refused_at_once_and_the_waiter_runs_next(
+    manager: ModelManager, prompt: VoiceClonePromptItem
+) -> None:
+    synthesizer = Synthesizer(manager, SynthesisLimits(max_queue=2), factory=Recorder(no_eos=True))
+    running = synthesizer.stream(request(prompt, max_new_tokens=LONG))
+    await anext(running)
+    waiting = synthesizer.stream(request(prompt, max_new_tokens=10))
+    waiter = asyncio.ensure_future(collect(waiting))
+    await asyncio.sleep(0.05)
+    assert synthesizer.queue_depth == 2 and not waiter.done()
+    with pytest.raises(ResourceExhausted) as info:
+        await anext(synthesizer.stream(request(prompt)))
+    assert "queue is full (2 waiting)" in info.value.message
+    assert info.value.retry_after_seconds is not None and info.value.retry_after_seconds >= 1
+    await running.aclose()
+    _events, result = await asyncio.wait_for(waiter, 20)
+    assert result.queue_wait_s >= 0.05
+    assert synthesizer.queue_depth == 0
+
+
+async def test_closing_the_stream_stops_generation_within_frames_and_frees_the_slot(
+    manager: ModelManager, prompt: VoiceClonePromptItem
+) -> None:
+    recorder = Recorder(no_eos=True)
+    synthesizer = Synthesizer(manager, SynthesisLimits(max_queue=1), factory=recorder)
+    stream = synthesizer.stream(request(prompt, max_new_tokens=LONG))
+    async for _event in stream:
+        break
+    await stream.aclose()
+    assert stream.result is not None
+    assert stream.result.stop_reason == "stopped"
+    ((_, _, made),) = recorder.made
+    assert made.stop_reason == "stopped"
+    assert stream.result.frames == made.frames_generated < 40  # a 4-frame first chunk, then stopped (5 here)
+    assert synthesizer.queue_depth == 0
+    assert stream.result.pieces == 1
+    # A stream dropped without aclose() is closed by asyncio's async-generator finalizer: same outcome.
+    dropped = synthesizer.stream(request(prompt, max_new_tokens=LONG))
+    await anext(dropped)
+    del dropped
+    gc.collect()
+    for _ in range(500):
+        if synthesizer.queue_depth == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert synthesizer.queue_depth == 0
+    assert recorder.made[-1][2].stop_reason == "stopped" and recorder.made[-1][2].frames_generated < 40
+    # The slot is free: the next request starts at once.
+    _events, result = await collect(synthesizer.stream(request(prompt, max_new_tokens=6)))
+    assert result.queue_wait_s < 0.1 and result.frames <= 6
+
+
+async def test_cancelled_callback_and_task_cancellation_stop_the_worker(
+    manager: ModelManager, prompt: VoiceClonePromptItem
+) -> None:
+    recorder = Recorder(no_eos=True)
+    synthesizer = Synthesizer(manager, SynthesisLimits(max_queue=1), factory=recorder)
+    flag = False
+    stream = synthesizer.stream(request(prompt, max_new_tokens=LONG), cancelled=lambda: flag)
+    events = 0
+    async for _event in stream:
+        events += 1
+        flag = True
+    assert events == 1
+    assert stream.result is not None and stream.result.stop_reason == "stopped"
+    assert recorder.made[-1][2].frames_generated < 40
+
+    first_event = asyncio.Event()
+
+    async def consume(stream: AsyncIterator[SynthesisEvent]) -> None:
+        async for _event in stream:
+            first_event.set()
+
+    task = asyncio.ensure_future(consume(synthesizer.stream(request(prompt, max_new_tokens=LONG))))
+    await asyncio.wait_for(first_event.wait(), 20)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert recorder.made[-1][2].stop_reason == "stopped"
+    assert recorder.made[-1][2].frames_generated < 100
+    assert synthesizer.queue_depth == 0
+
+
+async def test_a_failing_worker_raises_and_frees_the_slot(
+    manager: ModelManager, prompt: VoiceClonePromptItem
+) -> None:
+    def broken(*_args: Any, **_options: Any) -> StreamingSynthesizer:
+        raise RuntimeError("boom")
+
+    synthesizer = Synthesizer(manager, SynthesisLimits(max_queue=1), factory=broken)
+    stream = synthesizer.stream(request(prompt))
+    with pytest.raises(RuntimeError, match="boom"):
+        await collect(stream)
+    assert synthesizer.queue_depth == 0 and stream.result is None
+    _events, result = await collect(
+        Synthesizer(manager, SynthesisLimits(max_queue=1)).stream(request(prompt))
+    )
+    assert result.pcm.size > 0
+
+
+async def test_same_seed_gives_the_same_bytes_and_timings_add_up(
+    manager: ModelManager, prompt: VoiceClonePromptItem
+) -> None:
+    synthesizer = Synthesizer(manager)
+    wav = request(prompt, encoding=AudioEncoding.WAV, seed=11)
+    first, result = await synthesizer.synthesize(wav)
+    second, _ = await synthesizer.synthesize(wav)
+    other, _ = await synthesizer.synthesize(request(prompt, encoding=AudioEncoding.WAV, seed=12))
+    assert first == second != other
+    assert result.seed == 11
+    assert 0 < result.time_to_first_audio_s < result.total_s
+    assert 0 <= result.queue_wait_s < result.total_s
+    assert result.duration_seconds == result.pcm.size / SAMPLE_RATE > 0
+    assert result.real_time_factor > 0
+    assert result.stop_reason in ("eos", "max_new_tokens")

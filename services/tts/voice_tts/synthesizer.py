@@ -1,0 +1,457 @@
+"""One text-to-speech request from validation to encoded audio: admission, one-at-a-time scheduling, long text,
+streaming encoding, cancellation and timings.
+
+How a request runs (:meth:`Synthesizer.stream`):
+
+1. :func:`validate` checks every field at once (one ``InvalidArgument`` listing all problems).
+2. Admission: at most ``max_queue`` requests are waiting or running; one more gets ``ResourceExhausted`` at once,
+   with a retry hint from the recent service times.
+3. Requests use the model one at a time (a FIFO ``asyncio.Lock``): on a small CPU one request already saturates
+   the cores, and on a GPU a batch of one keeps latency predictable. Batching several requests per step is future
+   work. The time spent waiting for the lock (and for a first model load) is ``queue_wait_s``.
+4. Long text is cut with :func:`~voice_tts.text_segments.split_text` into pieces of at most ``max_piece_chars``;
+   the pieces are spoken one after another with the same voice prompt. Piece ``i`` is sampled with seed
+   :func:`piece_seed` ``(seed, i) = (seed + i) mod 2**64``, so a request is reproducible from its seed and a
+   single-piece request samples exactly as ``StreamingSynthesizer(seed=seed)``. ``max_new_tokens`` caps each
+   piece's frames.
+5. Generation, decoding and encoding run in one worker thread per request (the event loop never blocks on torch
+   or the codec); the thread hands encoded bytes to the event loop with ``loop.call_soon_threadsafe``. One
+   :class:`~voice_common.audio.encoding.StreamingEncoder` per request encodes and resamples the audio, so the
+   concatenated events are one valid stream in the requested format.
+6. Cancellation: when the consumer stops (``aclose()``, task cancellation, or ``cancelled()`` turning true, which
+   is polled on the event loop), the worker's stop flag is set; the synthesizer checks it before every frame, so
+   generation ends within a frame. The model slot is released only after the worker thread has returned, so the
+   next request never shares the CPU with a dying one. A stream dropped without ``aclose()`` is closed the same
+   way by asyncio's async-generator finalizer, a little later.
+
+The worker does not wait for a slow consumer (no back-pressure): the backlog is bounded by the request's own
+length (``max_text_chars`` and ``max_new_tokens``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from qwen_tts import VoiceClonePromptItem
+
+from voice_common.audio.encoding import AudioEncoding, StreamingEncoder, check_output_rate
+from voice_common.errors import ErrorList, InvalidArgument, ResourceExhausted
+from voice_tts.model_manager import ModelManager
+from voice_tts.streaming import StopReason, StreamingSynthesizer, check_language
+from voice_tts.text_segments import split_text
+
+# API language codes -> the names the Qwen3-TTS models use ("auto" lets the model pick, no language id).
+LANGUAGES: dict[str, str] = {
+    "zh": "chinese",
+    "en": "english",
+    "ja": "japanese",
+    "ko": "korean",
+    "de": "german",
+    "fr": "french",
+    "ru": "russian",
+    "pt": "portuguese",
+    "es": "spanish",
+    "it": "italian",
+    "auto": "auto",
+}
+SAMPLE_RATE_FIELD = "output_format.sample_rate_hertz"
+# How often the consumer side polls ``cancelled()`` while it waits for audio.
+CANCEL_POLL_SECONDS = 0.02
+# Before any request has finished, the retry hint assumes a request takes this long.
+INITIAL_SERVICE_SECONDS = 2.0
+_SEED_MODULUS = 2**64
+
+
+def model_language(language: str) -> str | None:
+    """The model's name for an API language code (or a model name itself), case-insensitive; None if unknown."""
+    key = language.strip().lower()
+    if key in LANGUAGES:
+        return LANGUAGES[key]
+    return key if key in LANGUAGES.values() else None
+
+
+def piece_seed(seed: int, index: int) -> int:
+    """The seed of piece ``index`` of a request with ``seed``: ``(seed + index) mod 2**64`` (torch's range)."""
+    return (seed + index) % _SEED_MODULUS
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    text: str
+    language: str  # an API code (see LANGUAGES) or "auto"
+    prompt: VoiceClonePromptItem
+    seed: int
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    max_new_tokens: int | None = None  # most frames per piece (12.5 frames a second)
+    encoding: AudioEncoding = AudioEncoding.LINEAR16
+    sample_rate: int = 24000
+
+
+@dataclass(frozen=True)
+class SynthesisLimits:
+    max_text_chars: int = 5000
+    max_piece_chars: int = 200
+    max_queue: int = 8  # requests waiting or running; one more is refused
+    first_chunk_frames: int = 4
+    chunk_frames: int = 12
+    left_context_frames: int = 25
+
+
+def validate(request: SynthesisRequest, limits: SynthesisLimits | None = None) -> None:
+    """Raise one InvalidArgument naming every bad field of ``request``."""
+    limits = limits or SynthesisLimits()
+    errors = ErrorList()
+    if not request.text.strip():
+        errors.add("text", "the text is empty; give the words to speak")
+    elif len(request.text) > limits.max_text_chars:
+        errors.add(
+            "text",
+            f"the text has {len(request.text)} characters; the most is {limits.max_text_chars}, "
+            "so split it over several requests",
+        )
+    if model_language(request.language) is None:
+        errors.add(
+            "language", f"language {request.language!r} is not supported; use one of {', '.join(LANGUAGES)}"
+        )
+    if request.temperature is not None and not 0 <= request.temperature <= 2:
+        errors.add("temperature", f"temperature {request.temperature} must be from 0 (greedy) to 2")
+    if request.top_k is not None and not 0 <= request.top_k <= 1000:
+        errors.add("top_k", f"top_k {request.top_k} must be from 0 (off) to 1000")
+    if request.top_p is not None and not 0 < request.top_p <= 1:
+        errors.add("top_p", f"top_p {request.top_p} must be above 0 and at most 1")
+    if request.repetition_penalty is not None and not 1 <= request.repetition_penalty <= 2:
+        errors.add(
+            "repetition_penalty", f"repetition_penalty {request.repetition_penalty} must be from 1 (off) to 2"
+        )
+    if request.max_new_tokens is not None and not 1 <= request.max_new_tokens <= 4096:
+        errors.add("max_new_tokens", f"max_new_tokens {request.max_new_tokens} must be from 1 to 4096")
+    try:
+        check_output_rate(request.encoding, request.sample_rate, field=SAMPLE_RATE_FIELD)
+    except InvalidArgument as error:
+        errors.add(SAMPLE_RATE_FIELD, error.message)
+    errors.raise_if_any()
+
+
+@dataclass
+class SynthesisEvent:
+    audio: bytes  # encoded bytes ready now (non-empty except, possibly, in the last event)
+    samples: int  # model-rate (24 kHz) samples these bytes cover
+
+
+@dataclass
+class SynthesisResult:
+    seed: int
+    duration_seconds: float  # audio produced
+    time_to_first_audio_s: float  # from stream() to the first non-empty audio handed out (0 if none)
+    total_s: float  # from stream() to the end
+    queue_wait_s: float  # waiting for the model slot
+    real_time_factor: float  # synthesis wall time (after the wait) / audio seconds; 0 if no audio
+    stop_reason: StopReason  # "stopped" if cancelled, else "max_new_tokens" if any piece hit it, else "eos"
+    pcm: np.ndarray  # float32 mono at the model's rate (24 kHz): the whole utterance, for history
+    sample_rate: int = 24000
+    pieces: int = 0  # text pieces synthesized (fully or in part)
+    frames: int = 0  # codec frames generated over all pieces
+
+
+class SynthesizerFactory(Protocol):
+    def __call__(
+        self,
+        model: Any,
+        text: str,
+        language: str,
+        prompt: Any,
+        *,
+        seed: int,
+        temperature: float | None,
+        top_k: int | None,
+        top_p: float | None,
+        repetition_penalty: float | None,
+        max_new_tokens: int | None,
+    ) -> StreamingSynthesizer: ...
+
+
+@dataclass
+class _Chunk:
+    audio: bytes
+    samples: int
+
+
+class _Done:
+    pass
+
+
+_DONE = _Done()
+
+
+@dataclass
+class _WorkerOutcome:
+    pcm: np.ndarray
+    sample_rate: int
+    stop_reason: StopReason
+    pieces: int
+    frames: int
+
+
+class SynthesisStream:
+    """The events of one request (an async iterator); ``result`` is set once the request has ended.
+
+    Iterate it with ``async for``; stop early with :meth:`aclose` (or ``contextlib.aclosing``), which stops the
+    worker within a frame and frees the model slot. Errors (validation, queue full, model unavailable) are raised
+    by the first ``__anext__``.
+    """
+
+    def __init__(self, start: Callable[[SynthesisStream], AsyncGenerator[SynthesisEvent, None]]) -> None:
+        self.result: SynthesisResult | None = None
+        self._events = start(self)
+
+    def __aiter__(self) -> SynthesisStream:
+        return self
+
+    async def __anext__(self) -> SynthesisEvent:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+
+    async def __aenter__(self) -> SynthesisStream:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+
+class Synthesizer:
+    def __init__(
+        self,
+        models: ModelManager,
+        limits: SynthesisLimits | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        *,
+        factory: SynthesizerFactory = StreamingSynthesizer,
+    ) -> None:
+        self._models = models
+        self._limits = limits or SynthesisLimits()
+        self._clock = clock
+        self._factory = factory
+        self._lock = asyncio.Lock()
+        self._depth = 0
+        self._service_seconds = INITIAL_SERVICE_SECONDS
+
+    @property
+    def limits(self) -> SynthesisLimits:
+        return self._limits
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests admitted and not finished: waiting for the model plus the one running."""
+        return self._depth
+
+    def retry_after_seconds(self) -> float:
+        """When a refused client should try again: about one request's service time (a slot frees by then)."""
+        return float(min(60.0, max(1.0, math.ceil(self._service_seconds))))
+
+    def stream(
+        self, request: SynthesisRequest, *, cancelled: Callable[[], bool] = lambda: False
+    ) -> SynthesisStream:
+        """The request's audio as it is made; nothing happens until the stream is iterated."""
+        started = self._clock()
+        return SynthesisStream(lambda holder: self._run(request, cancelled, started, holder))
+
+    async def synthesize(self, request: SynthesisRequest) -> tuple[bytes, SynthesisResult]:
+        """The whole encoded file and the result (for unary calls)."""
+        stream = self.stream(request)
+        parts = [event.audio async for event in stream]
+        assert stream.result is not None
+        return b"".join(parts), stream.result
+
+    async def _run(
+        self,
+        request: SynthesisRequest,
+        cancelled: Callable[[], bool],
+        started: float,
+        holder: SynthesisStream,
+    ) -> AsyncGenerator[SynthesisEvent, None]:
+        validate(request, self._limits)
+        if self._depth >= self._limits.max_queue:
+            raise ResourceExhausted(
+                f"the TTS queue is full ({self._depth} waiting); retry in a few seconds",
+                retry_after_seconds=self.retry_after_seconds(),
+            )
+        self._depth += 1
+        try:
+            async with self._lock, self._models.use() as model:
+                # The wait for the slot and, on first use, for the model to load both count as queue wait.
+                acquired = self._clock()
+                language = model_language(request.language)
+                assert language is not None  # validated
+                try:
+                    check_language(model, language)
+                except ValueError as error:
+                    raise InvalidArgument(str(error), field="language") from error
+                events = self._generate(model, request, language, cancelled, started, acquired, holder)
+                # aclosing: an early stop must stop the worker before the model slot is released.
+                async with aclosing(events):
+                    async for event in events:
+                        yield event
+        finally:
+            self._depth -= 1
+
+    async def _generate(
+        self,
+        model: Any,
+        request: SynthesisRequest,
+        language: str,
+        cancelled: Callable[[], bool],
+        started: float,
+        acquired: float,
+        holder: SynthesisStream,
+    ) -> AsyncGenerator[SynthesisEvent, None]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[_Chunk | _Done] = asyncio.Queue()
+        stop = threading.Event()
+
+        def push(item: _Chunk | _Done) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        worker = asyncio.ensure_future(asyncio.to_thread(self._work, model, request, language, stop, push))
+        first_audio: float | None = None
+        pending_samples = 0
+        try:
+            while True:
+                if cancelled():
+                    stop.set()
+                    break
+                try:
+                    item = await asyncio.wait_for(queue.get(), CANCEL_POLL_SECONDS)
+                except TimeoutError:
+                    continue
+                if isinstance(item, _Done):
+                    break
+                pending_samples += item.samples
+                if item.audio:
+                    if first_audio is None:
+                        first_audio = self._clock()
+                    event = SynthesisEvent(item.audio, pending_samples)
+                    pending_samples = 0
+                    yield event
+            if stop.is_set():
+                return
+            await worker  # raises what the worker raised
+            if pending_samples:
+                yield SynthesisEvent(b"", pending_samples)
+        finally:
+            stop.set()
+            outcome = await _join(worker)
+            ended = self._clock()
+            service = ended - acquired
+            self._service_seconds = 0.7 * self._service_seconds + 0.3 * service
+            if outcome is not None:
+                duration = outcome.pcm.size / outcome.sample_rate
+                holder.result = SynthesisResult(
+                    seed=request.seed,
+                    duration_seconds=duration,
+                    time_to_first_audio_s=0.0 if first_audio is None else first_audio - started,
+                    total_s=ended - started,
+                    queue_wait_s=acquired - started,
+                    real_time_factor=service / duration if duration > 0 else 0.0,
+                    stop_reason=outcome.stop_reason,
+                    pcm=outcome.pcm,
+                    sample_rate=outcome.sample_rate,
+                    pieces=outcome.pieces,
+                    frames=outcome.frames,
+                )
+
+    def _work(
+        self,
+        model: Any,
+        request: SynthesisRequest,
+        language: str,
+        stop: threading.Event,
+        push: Callable[[_Chunk | _Done], None],
+    ) -> _WorkerOutcome:
+        """Worker thread: every piece in turn, encoded as it comes; ends with _DONE pushed whatever happens."""
+        limits = self._limits
+        encoder: StreamingEncoder | None = None
+        audio: list[np.ndarray] = []
+        sample_rate = 24000
+        reasons: list[StopReason] = []
+        frames = 0
+        pieces = split_text(request.text, limits.max_piece_chars)
+        try:
+            for index, text in enumerate(pieces):
+                if stop.is_set():
+                    break
+                synthesizer = self._factory(
+                    model,
+                    text,
+                    language,
+                    request.prompt,
+                    seed=piece_seed(request.seed, index),
+                    temperature=request.temperature,
+                    top_k=request.top_k,
+                    top_p=request.top_p,
+                    repetition_penalty=request.repetition_penalty,
+                    max_new_tokens=request.max_new_tokens,
+                )
+                sample_rate = synthesizer.sample_rate
+                if encoder is None:
+                    encoder = StreamingEncoder(request.encoding, sample_rate, request.sample_rate)
+                try:
+                    for samples in synthesizer.stream(
+                        first_chunk_frames=limits.first_chunk_frames,
+                        chunk_frames=limits.chunk_frames,
+                        left_context_frames=limits.left_context_frames,
+                        should_stop=stop.is_set,
+                    ):
+                        audio.append(samples)
+                        push(_Chunk(encoder.encode(samples), int(samples.size)))
+                finally:
+                    frames += synthesizer.frames_generated
+                    reasons.append(synthesizer.stop_reason or "stopped")
+            stopped = stop.is_set() or "stopped" in reasons
+            if encoder is not None:
+                if stopped:
+                    encoder.close()
+                else:
+                    push(_Chunk(encoder.flush(), 0))
+        except BaseException:
+            if encoder is not None:
+                encoder.close()
+            raise
+        finally:
+            push(_DONE)
+        reason: StopReason = (
+            "stopped" if stopped else "max_new_tokens" if "max_new_tokens" in reasons else "eos"
+        )
+        pcm = np.concatenate(audio) if audio else np.zeros(0, dtype=np.float32)
+        return _WorkerOutcome(pcm.astype(np.float32, copy=False), sample_rate, reason, len(reasons), frames)
+
+
+async def _join(worker: asyncio.Future[_WorkerOutcome]) -> _WorkerOutcome | None:
+    """Wait for the worker thread to end, even if this task is cancelled meanwhile (cancellation is re-raised
+    afterwards); its outcome, or None if it failed."""
+    cancelled = False
+    while not worker.done():
+        try:
+            await asyncio.shield(worker)
+        except asyncio.CancelledError:
+            if not worker.done():
+                cancelled = True
+        except Exception:
+            break
+    if cancelled:
+        raise asyncio.CancelledError
+    if worker.cancelled() or worker.exception() is not None:
+        return None
+    return worker.result()
