@@ -31,6 +31,7 @@ async def test_every_accepted_format_is_normalised_to_24k_mono(
     assert sample.transcript_state == pb.TRANSCRIPT_STATE_PROVIDED
     assert sample.original_size_bytes == len(data)
     assert sample.file_name == f"clip.{kind}"
+    assert len(sample.audio_sha256) == 64
     assert -30 < sample.rms_dbfs < -5 and sample.peak_dbfs <= 0
     assert list(sample.warnings) == []
     keys = await harness.objects(tenant)

@@ -114,6 +114,7 @@ def sample_to_proto(sample: Sample) -> pb.Sample:
         ],
         create_time=_timestamp(sample.created_at),
         update_time=_timestamp(sample.updated_at),
+        audio_sha256=sample.audio_sha256,
     )
 
 
