@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 from qwen_tts import VoiceClonePromptItem
 
 from voice_common.audio.encoding import AudioEncoding, StreamingEncoder, check_output_rate
@@ -324,7 +325,12 @@ class Synthesizer:
         def push(item: _Chunk | _Done) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        worker = asyncio.ensure_future(asyncio.to_thread(self._work, model, request, language, stop, push))
+        # OpenMP keeps its thread count per OS thread: a fresh worker would use the machine default, not what the
+        # service set, and a different count changes float sums, so the same seed would not give the same audio.
+        threads = torch.get_num_threads()
+        worker = asyncio.ensure_future(
+            asyncio.to_thread(self._work, model, request, language, stop, push, threads)
+        )
         first_audio: float | None = None
         pending_samples = 0
         try:
@@ -379,8 +385,10 @@ class Synthesizer:
         language: str,
         stop: threading.Event,
         push: Callable[[_Chunk | _Done], None],
+        threads: int,
     ) -> _WorkerOutcome:
         """Worker thread: every piece in turn, encoded as it comes; ends with _DONE pushed whatever happens."""
+        torch.set_num_threads(threads)
         limits = self._limits
         encoder: StreamingEncoder | None = None
         audio: list[np.ndarray] = []

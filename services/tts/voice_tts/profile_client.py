@@ -1,0 +1,282 @@
+"""The TTS service's adapter to the profile service (``voice.profiles.v1.ProfileService``) over gRPC.
+
+:class:`ProfileClient` fetches a profile's reference clips (for voice-clone prompts) and stores finished speech
+in the generation history. It is the one place in the TTS service that talks to the profile service, so it is
+also where that service's gRPC errors become :mod:`voice_common.errors` domain errors, which the TTS servicer's
+status mapping then answers precisely:
+
+* ``NOT_FOUND`` -> :class:`RemoteNotFound` (a :class:`~voice_common.errors.NotFound`) carrying the profile
+  service's own message and, from its rich status details, the resource's kind and id;
+* ``INVALID_ARGUMENT`` -> :class:`~voice_common.errors.InvalidArgument`, ``FAILED_PRECONDITION`` ->
+  :class:`~voice_common.errors.FailedPrecondition`, both with the profile service's message;
+* anything else (``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, ``INTERNAL``, a closed channel, ...) ->
+  :class:`~voice_common.errors.Unavailable`: the profile service cannot serve the request now.
+
+Every call carries the tenant in the ``x-voice-tenant`` metadata key and a deadline of ``timeout_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from google.rpc import error_details_pb2, status_pb2
+from grpc import aio
+
+from voice.audio.v1 import audio_pb2
+from voice.profiles.v1 import profiles_service_pb2 as pb
+from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
+from voice_common.audio import AudioDecodeError, decode_linear16
+from voice_common.audio.encoding import to_s16
+from voice_common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from voice_common.tenancy import TENANT_METADATA_KEY
+from voice_tts.prompts import ReferenceClip
+
+SAMPLE_RATE = 24_000
+UPLOAD_CHUNK_BYTES = 64 * 1024
+LIST_PAGE_SIZE = 100
+DEFAULT_CONCURRENCY = 4
+
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_TRANSCRIBED_STATES = (pb.TRANSCRIPT_STATE_PROVIDED, pb.TRANSCRIPT_STATE_MACHINE)
+_LINEAR16_24K = audio_pb2.AudioFormat(
+    encoding=audio_pb2.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=SAMPLE_RATE, channels=1
+)
+
+T = TypeVar("T")
+
+
+class RemoteNotFound(NotFound):
+    """A NOT_FOUND answer of the profile service, keeping that service's own message."""
+
+    def __init__(self, message: str, kind: str, resource_id: str) -> None:
+        super().__init__(kind, resource_id)
+        self.message = message
+        self.args = (message,)
+
+
+def _resource_info(error: aio.AioRpcError) -> error_details_pb2.ResourceInfo | None:
+    """The ResourceInfo the profile service packs into a NOT_FOUND's rich status, if any."""
+    try:
+        # aio.Metadata iterates as (key, value) pairs; grpc-stubs types its items as _Metadatum objects.
+        trailing: Any = error.trailing_metadata() or ()
+        for key, value in trailing:
+            if key != _STATUS_DETAILS_KEY or not isinstance(value, bytes):
+                continue
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                if detail.Is(error_details_pb2.ResourceInfo.DESCRIPTOR):
+                    info = error_details_pb2.ResourceInfo()
+                    detail.Unpack(info)
+                    return info
+    except Exception:  # a malformed details blob must not hide the error itself
+        return None
+    return None
+
+
+def translate_error(error: BaseException, *, action: str, kind: str, resource_id: str) -> DomainError:
+    """The domain error for a failed call to the profile service (``action`` says what the call was for).
+
+    ``kind`` and ``resource_id`` name the resource the call was about; they are used for a NOT_FOUND whose
+    status carries no ResourceInfo.
+    """
+    if isinstance(error, aio.AioRpcError):
+        code = error.code()
+        details = error.details() or ""
+        if code == grpc.StatusCode.NOT_FOUND:
+            info = _resource_info(error)
+            if info is not None and info.resource_type:
+                kind, resource_id = info.resource_type, info.resource_name
+            message = details or f"{kind} {resource_id!r} not found"
+            return RemoteNotFound(message, kind, resource_id)
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            return InvalidArgument(details or f"the profile service rejected the request to {action}")
+        if code == grpc.StatusCode.FAILED_PRECONDITION:
+            return FailedPrecondition(details or f"the profile service cannot {action} now")
+        reason = f"{code.name}: {details}" if details else code.name
+    else:
+        reason = str(error) or type(error).__name__
+    return Unavailable(f"the profile service is not answering (could not {action}); retry later: {reason}")
+
+
+class ProfileClient:
+    """Reads reference clips from, and writes generations to, the profile service over an injected channel."""
+
+    def __init__(
+        self,
+        channel: aio.Channel,
+        timeout_seconds: float = 10.0,
+        *,
+        max_concurrent_downloads: int = DEFAULT_CONCURRENCY,
+    ) -> None:
+        if timeout_seconds <= 0:
+            raise ValueError(f"timeout_seconds must be positive, got {timeout_seconds}")
+        if max_concurrent_downloads < 1:
+            raise ValueError(f"max_concurrent_downloads must be at least 1, got {max_concurrent_downloads}")
+        self._stub: Any = pb_grpc.ProfileServiceStub(channel)
+        self._timeout = timeout_seconds
+        self._max_concurrent = max_concurrent_downloads
+
+    @staticmethod
+    def _metadata(tenant: str) -> tuple[tuple[str, str], ...]:
+        return ((TENANT_METADATA_KEY, tenant),)
+
+    async def _call(self, make: Callable[[], Awaitable[T]], *, action: str, kind: str, resource_id: str) -> T:
+        try:
+            return await make()
+        except (aio.AioRpcError, aio.UsageError) as error:
+            raise translate_error(error, action=action, kind=kind, resource_id=resource_id) from None
+
+    # -- reading ---------------------------------------------------------------------------------------------
+
+    async def reference_clips(self, tenant: str, profile_id: str) -> tuple[str, list[ReferenceClip]]:
+        """The profile's name and every sample as a 24 kHz mono clip (in the profile service's list order).
+
+        Raises NotFound for a profile this tenant does not have and FailedPrecondition for one without samples.
+        """
+        metadata = self._metadata(tenant)
+        response = await self._call(
+            lambda: self._stub.GetProfile(
+                pb.GetProfileRequest(id=profile_id), metadata=metadata, timeout=self._timeout
+            ),
+            action="read the profile",
+            kind="profile",
+            resource_id=profile_id,
+        )
+        name: str = response.profile.name
+        samples = await self._list_samples(metadata, profile_id)
+        if not samples:
+            raise FailedPrecondition(
+                f"profile {profile_id!r} has no samples yet: add a reference recording with AddSample"
+            )
+        semaphore = asyncio.Semaphore(self._max_concurrent)
+
+        async def fetch(sample: pb.Sample) -> ReferenceClip:
+            async with semaphore:
+                return await self._clip(metadata, sample)
+
+        tasks = [asyncio.ensure_future(fetch(sample)) for sample in samples]
+        try:
+            clips = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return name, list(clips)
+
+    async def _list_samples(self, metadata: Sequence[tuple[str, str]], profile_id: str) -> list[pb.Sample]:
+        samples: list[pb.Sample] = []
+        token = ""
+        while True:
+            request = pb.ListSamplesRequest(profile_id=profile_id, page_size=LIST_PAGE_SIZE, page_token=token)
+            page = await self._call(
+                functools.partial(self._stub.ListSamples, request, metadata=metadata, timeout=self._timeout),
+                action="list the profile's samples",
+                kind="profile",
+                resource_id=profile_id,
+            )
+            samples.extend(page.samples)
+            token = page.next_page_token
+            if not token:
+                return samples
+
+    async def _clip(self, metadata: Sequence[tuple[str, str]], sample: pb.Sample) -> ReferenceClip:
+        request = pb.GetSampleAudioRequest(id=sample.id, format=_LINEAR16_24K)
+
+        async def download() -> bytes:
+            parts: list[bytes] = []
+            header_seen = False
+            call = self._stub.GetSampleAudio(request, metadata=metadata, timeout=self._timeout)
+            try:
+                async for message in call:
+                    if message.HasField("header"):
+                        header_seen = True
+                        received = message.header.format
+                        if (
+                            received.encoding != audio_pb2.AUDIO_ENCODING_LINEAR16
+                            or received.sample_rate_hertz != SAMPLE_RATE
+                        ):
+                            raise Unavailable(
+                                f"the profile service sent sample {sample.id!r} as "
+                                f"{audio_pb2.AudioEncoding.Name(received.encoding)} at {received.sample_rate_hertz} Hz"
+                                f" instead of LINEAR16 at {SAMPLE_RATE} Hz"
+                            )
+                    elif message.HasField("chunk"):
+                        if not header_seen:
+                            raise Unavailable(
+                                f"the profile service sent sample {sample.id!r}'s audio without a header first"
+                            )
+                        parts.append(message.chunk.data)
+            finally:
+                call.cancel()  # no-op once the stream ended; stops it when this reader gives up early
+            return b"".join(parts)
+
+        data = await self._call(
+            download, action="read a sample's audio", kind="sample", resource_id=sample.id
+        )
+        try:
+            audio = decode_linear16(data, SAMPLE_RATE, target_rate=SAMPLE_RATE).samples
+        except AudioDecodeError as error:
+            raise Unavailable(
+                f"the profile service sent unusable audio for sample {sample.id!r}: {error}"
+            ) from None
+        text = sample.reference_text.strip()
+        transcript = (
+            sample.reference_text if text and sample.transcript_state in _TRANSCRIBED_STATES else None
+        )
+        return ReferenceClip(
+            audio=np.asarray(audio, dtype=np.float32), transcript=transcript, sha256=sample.audio_sha256
+        )
+
+    # -- writing ---------------------------------------------------------------------------------------------
+
+    async def store_generation(
+        self,
+        tenant: str,
+        *,
+        profile_id: str | None,
+        text: str,
+        language: str,
+        seed: int,
+        parameters: dict[str, float],
+        model_id: str,
+        pcm: np.ndarray,
+        preview: bool,
+    ) -> str:
+        """Store float32 24 kHz mono speech in the tenant's generation history; returns the generation's id.
+
+        ``profile_id`` None (or empty) stores a generation made from an inline reference.
+        """
+        data = to_s16(pcm).tobytes()
+        samples = len(data) // 2
+        generation_metadata = pb.GenerationMetadata(
+            profile_id=profile_id or "",
+            text=text,
+            language=language,
+            seed=seed,
+            parameters=parameters,
+            model_id=model_id,
+            format=_LINEAR16_24K,
+            duration_seconds=samples / SAMPLE_RATE,
+            preview=preview,
+        )
+
+        def requests() -> Iterator[pb.CreateGenerationRequest]:
+            yield pb.CreateGenerationRequest(metadata=generation_metadata)
+            for start in range(0, len(data), UPLOAD_CHUNK_BYTES):
+                yield pb.CreateGenerationRequest(chunk=data[start : start + UPLOAD_CHUNK_BYTES])
+
+        metadata = self._metadata(tenant)
+        response = await self._call(
+            lambda: self._stub.CreateGeneration(requests(), metadata=metadata, timeout=self._timeout),
+            action="store the generation",
+            kind="profile",
+            resource_id=profile_id or "",
+        )
+        generation_id: str = response.generation.id
+        return generation_id
