@@ -17,6 +17,7 @@ from types import FrameType
 # (name, Python module), in start order.
 SERVICES: list[tuple[str, str]] = [
     ("profiles", "voice_profiles"),
+    ("tts", "voice_tts"),
 ]
 
 

@@ -1,0 +1,343 @@
+"""The TTS gRPC service end to end: a real profile server and a real TTS server (tiny model) on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import torch
+from grpc import aio
+
+from voice.audio.v1 import audio_pb2
+from voice.profiles.v1 import profiles_service_pb2 as ppb
+from voice.profiles.v1 import profiles_service_pb2_grpc as ppb_grpc
+from voice.tts.v1 import tts_service_pb2 as pb
+from voice.tts.v1 import tts_service_pb2_grpc as pb_grpc
+from voice_common.audio import decode_audio
+from voice_common.config import CommonSettings
+from voice_common.errors import Unavailable
+from voice_common.server.bootstrap import VoiceServer, build_server
+from voice_common.testing.media_files import encode_file, speechlike
+from voice_profiles.app import ProfilesApp
+from voice_profiles.settings import ProfilesSettings
+from voice_tts.app import TtsApp
+from voice_tts.model_manager import ModelState
+from voice_tts.settings import TtsSettings
+from voice_tts.tiny_model import build_tiny_model
+
+RATE = 24_000
+TEXT = "Hello there, this is a short test."
+FRAMES = 30  # max_new_tokens: keeps every request short on the tiny model
+
+
+def _no_network(*_args: object, **_kwargs: object) -> None:
+    raise OSError("network access is disabled in this test")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setattr(socket.socket, "connect", _no_network)
+        yield build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-qwen3-tts", seed=0)
+
+
+async def _serving(server: VoiceServer) -> None:
+    for _ in range(100):
+        if server.serving:
+            return
+        await asyncio.sleep(0.05)
+    assert server.serving, server.last_readiness_error
+
+
+@dataclass
+class Servers:
+    profiles: Any  # ppb_grpc.ProfileServiceStub (untyped generated code)
+    tts: Any  # pb_grpc.TtsServiceStub
+    app: TtsApp
+    tiny_dir: Path
+
+
+@pytest.fixture(scope="module")
+async def servers(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> AsyncIterator[Servers]:
+    common = CommonSettings(data_dir=tmp_path_factory.mktemp("data"), log_format="text")
+    profiles_app = await ProfilesApp.open(common, ProfilesSettings(port=0, metrics_port=0), migrate=True)
+    profiles_server = build_server(
+        settings=common,
+        services=[profiles_app.registration()],
+        host="127.0.0.1",
+        port=0,
+        readiness=profiles_app.readiness,
+    )
+    await profiles_server.start()
+    await _serving(profiles_server)
+    settings = TtsSettings(
+        model=str(tiny_dir),
+        port=0,
+        metrics_port=0,
+        profiles_address=f"127.0.0.1:{profiles_server.port}",
+    )
+    tts_app = await TtsApp.open(common, settings)
+    tts_server = build_server(
+        settings=common,
+        services=[tts_app.registration()],
+        host="127.0.0.1",
+        port=0,
+        readiness=tts_app.readiness,
+    )
+    await tts_server.start()
+    await _serving(tts_server)
+    profiles_channel = aio.insecure_channel(f"127.0.0.1:{profiles_server.port}")
+    tts_channel = aio.insecure_channel(f"127.0.0.1:{tts_server.port}")
+    yield Servers(
+        ppb_grpc.ProfileServiceStub(profiles_channel), pb_grpc.TtsServiceStub(tts_channel), tts_app, tiny_dir
+    )
+    await tts_channel.close(None)
+    await profiles_channel.close(None)
+    await tts_server.stop(0)
+    await tts_app.close()
+    await profiles_server.stop(0)
+    await profiles_app.close()
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def meta(tenant: str) -> tuple[tuple[str, str], ...]:
+    return (("x-voice-tenant", tenant),)
+
+
+def reference_wav(seed: int = 1) -> bytes:
+    return encode_file(speechlike(2.5, RATE, seed=seed), RATE, "wav")
+
+
+def config(**kwargs: Any) -> pb.SynthesisConfig:
+    kwargs.setdefault("sampling", pb.SamplingParameters(max_new_tokens=FRAMES))
+    if "voice" not in kwargs:
+        kwargs["voice"] = pb.Voice(reference=pb.VoiceReference(audio=reference_wav()))
+    return pb.SynthesisConfig(**kwargs)
+
+
+async def voiced_profile(servers: Servers, tenant: str, *, with_sample: bool = True) -> str:
+    response = await servers.profiles.CreateProfile(
+        ppb.CreateProfileRequest(name="Narrator", language="en"), metadata=meta(tenant)
+    )
+    profile_id: str = response.profile.id
+    if with_sample:
+        data = reference_wav(seed=2)
+        metadata = ppb.SampleMetadata(
+            profile_id=profile_id,
+            file_name="sample.wav",
+            mime_type="audio/wav",
+            reference_text="Hello there.",
+        )
+        messages = [ppb.AddSampleRequest(metadata=metadata), ppb.AddSampleRequest(chunk=data)]
+        await servers.profiles.AddSample(iter(messages), metadata=meta(tenant))
+    return profile_id
+
+
+async def generations(servers: Servers, tenant: str) -> list[ppb.Generation]:
+    response = await servers.profiles.ListGenerations(ppb.ListGenerationsRequest(), metadata=meta(tenant))
+    return list(response.generations)
+
+
+async def test_synthesize_from_an_inline_reference(servers: Servers, tenant: str) -> None:
+    response = await servers.tts.Synthesize(
+        pb.SynthesizeRequest(config=config(seed=5), text=TEXT), metadata=meta(tenant)
+    )
+    assert response.format.encoding == audio_pb2.AUDIO_ENCODING_LINEAR16
+    assert response.format.sample_rate_hertz == RATE
+    summary = response.summary
+    assert summary.seed == 5 and summary.generation_id == ""
+    assert summary.duration_seconds > 0
+    assert len(response.audio) == round(summary.duration_seconds * RATE) * 2
+
+    wav = await servers.tts.Synthesize(
+        pb.SynthesizeRequest(
+            config=config(
+                output_format=audio_pb2.AudioFormat(
+                    encoding=audio_pb2.AUDIO_ENCODING_WAV, sample_rate_hertz=16000
+                )
+            ),
+            text=TEXT,
+        ),
+        metadata=meta(tenant),
+    )
+    assert wav.format.encoding == audio_pb2.AUDIO_ENCODING_WAV and wav.format.sample_rate_hertz == 16000
+    decoded = decode_audio(wav.audio, target_rate=16000)
+    assert len(decoded.samples) / 16000 == pytest.approx(wav.summary.duration_seconds, abs=0.01)
+
+
+async def test_stream_from_a_profile_with_store(servers: Servers, tenant: str) -> None:
+    profile_id = await voiced_profile(servers, tenant)
+    request = pb.SynthesizeStreamRequest(
+        config=config(voice=pb.Voice(profile_id=profile_id), seed=11, store=True, language="en"), text=TEXT
+    )
+    messages = [message async for message in servers.tts.SynthesizeStream(request, metadata=meta(tenant))]
+    kinds = [message.WhichOneof("payload") for message in messages]
+    assert kinds[0] == "start" and kinds[-1] == "summary"
+    assert set(kinds[1:-1]) == {"audio"} and len(kinds) - 2 > 1
+    chunks = [message.audio for message in messages[1:-1]]
+    offset = 0
+    for chunk in chunks:
+        assert chunk.offset_bytes == offset
+        offset += len(chunk.data)
+    summary = messages[-1].summary
+    timings = summary.timings
+    assert timedelta(0) < timings.time_to_first_audio.ToTimedelta() < timings.total.ToTimedelta()
+    assert timings.real_time_factor > 0
+    assert summary.seed == 11 and summary.generation_id
+    stored = await servers.profiles.GetGeneration(
+        ppb.GetGenerationRequest(id=summary.generation_id), metadata=meta(tenant)
+    )
+    assert stored.generation.profile_id == profile_id and stored.generation.seed == 11
+    assert stored.generation.text == TEXT and not stored.generation.HasField("expire_time")
+    assert stored.generation.duration_seconds == pytest.approx(summary.duration_seconds, abs=0.01)
+
+    # The same seed again: the same audio.
+    request.config.store = False
+    again = [message async for message in servers.tts.SynthesizeStream(request, metadata=meta(tenant))]
+    assert b"".join(m.audio.data for m in again[1:-1]) == b"".join(chunk.data for chunk in chunks)
+
+
+async def test_cancelled_stream_stores_nothing(servers: Servers, tenant: str) -> None:
+    # About 4 s of work on the tiny model if it ran to the end.
+    request = pb.SynthesizeStreamRequest(
+        config=config(store=True, sampling=pb.SamplingParameters(max_new_tokens=2000)), text=TEXT * 100
+    )
+    call = servers.tts.SynthesizeStream(request, metadata=meta(tenant))
+    first = await call.read()
+    assert first.WhichOneof("payload") == "start"
+    second = await call.read()
+    assert second.WhichOneof("payload") == "audio"
+    call.cancel()
+    cancelled_at = time.monotonic()
+    for _ in range(250):
+        if servers.app.synthesizer.queue_depth == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert servers.app.synthesizer.queue_depth == 0
+    assert time.monotonic() - cancelled_at < 1.5  # stopped, not run to the end
+    await asyncio.sleep(0.3)
+    assert await generations(servers, tenant) == []
+
+
+async def _code(servers: Servers, tenant: str, request: pb.SynthesizeRequest) -> grpc.StatusCode:
+    with pytest.raises(aio.AioRpcError) as caught:
+        await servers.tts.Synthesize(request, metadata=meta(tenant))
+    code: grpc.StatusCode = caught.value.code()
+    return code
+
+
+async def test_bad_requests(servers: Servers, tenant: str) -> None:
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    assert await _code(servers, tenant, pb.SynthesizeRequest(config=config(store=True), text="  ")) == invalid
+    bad_language = config(store=True, language="klingon")
+    assert await _code(servers, tenant, pb.SynthesizeRequest(config=bad_language, text=TEXT)) == invalid
+    hot = config(store=True, sampling=pb.SamplingParameters(temperature=5))
+    assert await _code(servers, tenant, pb.SynthesizeRequest(config=hot, text=TEXT)) == invalid
+    bad_audio = config(store=True, voice=pb.Voice(reference=pb.VoiceReference(audio=b"not audio")))
+    with pytest.raises(aio.AioRpcError) as caught:
+        await servers.tts.Synthesize(pb.SynthesizeRequest(config=bad_audio, text=TEXT), metadata=meta(tenant))
+    assert caught.value.code() == invalid and "reference" in (caught.value.details() or "")
+    unknown = config(store=True, voice=pb.Voice(profile_id=str(uuid.uuid4())))
+    assert (
+        await _code(servers, tenant, pb.SynthesizeRequest(config=unknown, text=TEXT))
+        == grpc.StatusCode.NOT_FOUND
+    )
+    empty_profile = await voiced_profile(servers, tenant, with_sample=False)
+    empty = config(store=True, voice=pb.Voice(profile_id=empty_profile))
+    code = await _code(servers, tenant, pb.SynthesizeRequest(config=empty, text=TEXT))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert await generations(servers, tenant) == []
+
+
+async def duplex(servers: Servers, tenant: str, messages: list[pb.SynthesizeDuplexRequest]) -> list[Any]:
+    async def requests() -> AsyncIterator[pb.SynthesizeDuplexRequest]:
+        for message in messages:
+            await asyncio.sleep(0.01)
+            yield message
+
+    return [message async for message in servers.tts.SynthesizeDuplex(requests(), metadata=meta(tenant))]
+
+
+async def test_duplex_speaks_text_pieces_as_they_come(servers: Servers, tenant: str) -> None:
+    wav = audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_WAV, sample_rate_hertz=16000)
+    first = pb.SynthesizeDuplexRequest(config=config(seed=3, store=True, output_format=wav))
+    words = ["Hello ", "there. ", "This is ", "the second ", "sentence."]
+    texts = [pb.SynthesizeDuplexRequest(text=word) for word in words]
+    messages = await duplex(servers, tenant, [first, *texts])
+    kinds = [message.WhichOneof("payload") for message in messages]
+    assert kinds[0] == "start" and kinds[-1] == "summary" and set(kinds[1:-1]) == {"audio"}
+    assert messages[0].start.format.encoding == audio_pb2.AUDIO_ENCODING_WAV
+    data = b"".join(message.audio.data for message in messages[1:-1])
+    summary = messages[-1].summary
+    assert summary.seed == 3 and summary.generation_id
+    decoded = decode_audio(data, target_rate=16000)
+    assert len(decoded.samples) / 16000 == pytest.approx(summary.duration_seconds, abs=0.01)
+    stored = await servers.profiles.GetGeneration(
+        ppb.GetGenerationRequest(id=summary.generation_id), metadata=meta(tenant)
+    )
+    assert stored.generation.text == "".join(words) and stored.generation.HasField("expire_time")
+
+
+async def test_duplex_bad_requests(servers: Servers, tenant: str) -> None:
+    with pytest.raises(aio.AioRpcError) as caught:
+        await duplex(servers, tenant, [pb.SynthesizeDuplexRequest(text="Hello.")])
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(aio.AioRpcError) as caught:
+        await duplex(servers, tenant, [pb.SynthesizeDuplexRequest(config=config(store=True))])
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert await generations(servers, tenant) == []
+
+
+async def test_model_control(servers: Servers, tenant: str) -> None:
+    await servers.tts.Synthesize(pb.SynthesizeRequest(config=config(), text=TEXT), metadata=meta(tenant))
+    status = (await servers.tts.GetModelStatus(pb.GetModelStatusRequest())).status
+    assert status.state == pb.MODEL_STATE_READY and status.model == str(servers.tiny_dir)
+    assert status.device == "cpu" and status.prompt_cache_entries >= 1 and status.queue_depth == 0
+
+    status = (await servers.tts.UnloadModel(pb.UnloadModelRequest())).status
+    assert status.state == pb.MODEL_STATE_NOT_LOADED
+
+    status = (await servers.tts.LoadModel(pb.LoadModelRequest(model="Qwen/No-Such-TTS-Model"))).status
+    assert status.state == pb.MODEL_STATE_FAILED and "TTS_MODEL" in status.message
+    with pytest.raises(aio.AioRpcError) as caught:
+        await servers.tts.Synthesize(pb.SynthesizeRequest(config=config(), text=TEXT), metadata=meta(tenant))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    status = (await servers.tts.LoadModel(pb.LoadModelRequest())).status  # back to the configured TTS_MODEL
+    assert status.state == pb.MODEL_STATE_READY and status.model == str(servers.tiny_dir)
+
+
+async def test_readiness_waits_for_a_preload_and_survives_a_failed_model(tmp_path: Path) -> None:
+    common = CommonSettings(data_dir=tmp_path, log_format="text")
+    settings = TtsSettings(model="Qwen/No-Such-TTS-Model", preload=True, port=0, metrics_port=0)
+    app = await TtsApp.open(common, settings)
+    try:
+        with pytest.raises(Unavailable, match="TTS_PRELOAD"):
+            await app.readiness()
+        await app.preload()
+        assert app.models.state is ModelState.FAILED
+        await app.readiness()  # still SERVING: GetModelStatus must be able to say why the model failed
+    finally:
+        await app.close()

@@ -1,0 +1,408 @@
+"""voice.tts.v1.TtsService: maps protobuf messages to the domain (voice_tts) and back, nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+from google.protobuf import duration_pb2
+from grpc import aio
+
+from voice.audio.v1 import audio_pb2
+from voice.tts.v1 import tts_service_pb2 as pb
+from voice.tts.v1 import tts_service_pb2_grpc as pb_grpc
+from voice_common.audio import (
+    AudioDecodeError,
+    AudioEncoding,
+    AudioTooLongError,
+    StreamingEncoder,
+    decode_audio,
+)
+from voice_common.errors import FailedPrecondition, InvalidArgument
+from voice_common.tenancy import current_tenant
+from voice_tts.model_manager import ModelSpec, ModelState
+from voice_tts.prompts import ReferenceClip, combine_references, create_prompt, prompt_cache_key
+from voice_tts.synthesizer import SynthesisRequest, SynthesisResult, piece_seed, validate
+from voice_tts.text_segments import IncrementalSegmenter
+
+if TYPE_CHECKING:
+    from voice_tts.app import TtsApp
+
+Context = aio.ServicerContext[Any, Any]
+
+SAMPLE_RATE = 24_000
+REFERENCE_FIELD = "config.voice.reference.audio"
+MAX_REFERENCE_SECONDS = 120.0
+_SEED_RANGE = 2**63
+_TEXT_PLACEHOLDER = "."
+
+_ENCODING_PAIRS: list[tuple[audio_pb2.AudioEncoding, AudioEncoding]] = [
+    (audio_pb2.AUDIO_ENCODING_LINEAR16, AudioEncoding.LINEAR16),
+    (audio_pb2.AUDIO_ENCODING_WAV, AudioEncoding.WAV),
+    (audio_pb2.AUDIO_ENCODING_FLAC, AudioEncoding.FLAC),
+    (audio_pb2.AUDIO_ENCODING_OGG_OPUS, AudioEncoding.OGG_OPUS),
+    (audio_pb2.AUDIO_ENCODING_MP3, AudioEncoding.MP3),
+]
+_ENCODINGS: dict[int, AudioEncoding] = dict(_ENCODING_PAIRS)
+_ENCODING_TO_PROTO: dict[AudioEncoding, audio_pb2.AudioEncoding] = {
+    ours: theirs for theirs, ours in _ENCODING_PAIRS
+}
+_STATES = {
+    ModelState.NOT_LOADED: pb.MODEL_STATE_NOT_LOADED,
+    ModelState.LOADING: pb.MODEL_STATE_LOADING,
+    ModelState.READY: pb.MODEL_STATE_READY,
+    ModelState.FAILED: pb.MODEL_STATE_FAILED,
+}
+_SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens")
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    value = duration_pb2.Duration()
+    value.FromNanoseconds(int(max(seconds, 0.0) * 1e9))
+    return value
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A validated request with its voice prompt, and what storing the result needs."""
+
+    request: SynthesisRequest
+    tenant: str
+    profile_id: str | None  # None: an inline reference (a preview)
+    store: bool
+    parameters: dict[str, float]
+    model_id: str
+    format: audio_pb2.AudioFormat
+
+
+class TtsServicer(pb_grpc.TtsServiceServicer):
+    def __init__(self, app: TtsApp) -> None:
+        self._app = app
+
+    # -- proto -> domain ---------------------------------------------------------------------------------------
+
+    async def _prepare(self, config: pb.SynthesisConfig, text: str) -> _Prepared:
+        tenant = current_tenant()
+        fmt = config.output_format
+        if fmt.encoding not in _ENCODINGS and fmt.encoding != audio_pb2.AUDIO_ENCODING_UNSPECIFIED:
+            raise InvalidArgument(
+                f"config.output_format.encoding {fmt.encoding} is not a known AudioEncoding",
+                field="config.output_format.encoding",
+            )
+        if fmt.channels not in (0, 1):
+            raise InvalidArgument(
+                f"config.output_format.channels {fmt.channels}: the audio is mono, use 1 (or 0)",
+                field="config.output_format.channels",
+            )
+        encoding = _ENCODINGS.get(fmt.encoding, AudioEncoding.LINEAR16)
+        rate = fmt.sample_rate_hertz or SAMPLE_RATE
+        sampling = config.sampling
+        options: dict[str, Any] = {
+            name: getattr(sampling, name) if sampling.HasField(name) else None for name in _SAMPLING_FIELDS
+        }
+        seed = config.seed if config.HasField("seed") else secrets.randbelow(_SEED_RANGE)
+        request = SynthesisRequest(
+            text=text,
+            language=config.language or "auto",
+            prompt=cast(Any, None),  # filled in below, once the request is known to be valid
+            seed=seed,
+            encoding=encoding,
+            sample_rate=rate,
+            **options,
+        )
+        # Every field at once, before any profile is read or the model is loaded.
+        validate(request, self._app.synthesizer.limits)
+
+        voice = config.voice
+        source = voice.WhichOneof("source")
+        if source == "profile_id":
+            if not voice.profile_id.strip():
+                raise InvalidArgument("config.voice.profile_id is empty", field="config.voice.profile_id")
+            _, clips = await self._app.profiles.reference_clips(tenant, voice.profile_id)
+            profile_id: str | None = voice.profile_id
+        elif source == "reference":
+            clips = [await _inline_clip(voice.reference)]
+            profile_id = None
+        else:
+            raise InvalidArgument(
+                "config.voice is missing: give a profile_id or an inline reference clip", field="config.voice"
+            )
+        try:
+            reference = combine_references(clips)
+        except ValueError as error:
+            raise FailedPrecondition(f"the voice has no usable reference audio: {error}") from None
+
+        cache = self._app.prompt_cache()
+        key = prompt_cache_key(cache.model_id, clips, reference.transcript is None)
+        async with self._app.models.use() as model:
+            prompt, _ = await cache.get_or_create(key, lambda: create_prompt(model, reference))
+        parameters = {name: float(value) for name, value in options.items() if value is not None}
+        return _Prepared(
+            request=dataclasses.replace(request, prompt=prompt),
+            tenant=tenant,
+            profile_id=profile_id,
+            store=config.store,
+            parameters=parameters,
+            model_id=cache.model_id,
+            format=audio_pb2.AudioFormat(
+                encoding=_ENCODING_TO_PROTO[encoding], sample_rate_hertz=rate, channels=1
+            ),
+        )
+
+    # -- the run shared by the unary and the streaming call -----------------------------------------------------
+
+    async def _audio(
+        self, prepared: _Prepared, cancelled: Callable[[], bool], holder: list[SynthesisResult]
+    ) -> AsyncIterator[bytes]:
+        stream = self._app.synthesizer.stream(prepared.request, cancelled=cancelled)
+        try:
+            async for event in stream:
+                if event.audio:
+                    yield event.audio
+        finally:
+            await stream.aclose()
+        if stream.result is not None:
+            holder.append(stream.result)
+
+    async def _summary(
+        self, prepared: _Prepared, result: SynthesisResult, arrival: float, first_audio: float | None
+    ) -> pb.SynthesisSummary:
+        generation_id = ""
+        if prepared.store and result.stop_reason != "stopped":
+            generation_id = await self._app.profiles.store_generation(
+                prepared.tenant,
+                profile_id=prepared.profile_id,
+                text=prepared.request.text,
+                language=prepared.request.language,
+                seed=prepared.request.seed,
+                parameters=prepared.parameters,
+                model_id=prepared.model_id,
+                pcm=result.pcm,
+                preview=prepared.profile_id is None,
+            )
+        now = time.perf_counter()
+        return pb.SynthesisSummary(
+            generation_id=generation_id,
+            duration_seconds=result.duration_seconds,
+            seed=prepared.request.seed,
+            timings=pb.SynthesisTimings(
+                time_to_first_audio=_duration(0.0 if first_audio is None else first_audio - arrival),
+                total=_duration(now - arrival),
+                queue_wait=_duration(result.queue_wait_s),
+                real_time_factor=result.real_time_factor,
+            ),
+        )
+
+    # -- RPCs ----------------------------------------------------------------------------------------------------
+
+    async def Synthesize(self, request: pb.SynthesizeRequest, context: Context) -> pb.SynthesizeResponse:
+        arrival = time.perf_counter()
+        prepared = await self._prepare(request.config, request.text)
+        holder: list[SynthesisResult] = []
+        parts: list[bytes] = []
+        first_audio: float | None = None
+        async for data in self._audio(prepared, context.cancelled, holder):
+            if first_audio is None:
+                first_audio = time.perf_counter()
+            parts.append(data)
+        if not holder or holder[0].stop_reason == "stopped":
+            raise asyncio.CancelledError  # the client went away; nothing to answer or store
+        summary = await self._summary(prepared, holder[0], arrival, first_audio)
+        return pb.SynthesizeResponse(format=prepared.format, audio=b"".join(parts), summary=summary)
+
+    async def SynthesizeStream(
+        self, request: pb.SynthesizeStreamRequest, context: Context
+    ) -> AsyncIterator[pb.SynthesizeStreamResponse]:
+        arrival = time.perf_counter()
+        prepared = await self._prepare(request.config, request.text)
+        yield pb.SynthesizeStreamResponse(start=pb.StreamStart(format=prepared.format))
+        holder: list[SynthesisResult] = []
+        first_audio: float | None = None
+        offset = 0
+        audio = self._audio(prepared, context.cancelled, holder)
+        try:
+            async for data in audio:
+                if first_audio is None:
+                    first_audio = time.perf_counter()
+                yield pb.SynthesizeStreamResponse(audio=audio_pb2.AudioChunk(data=data, offset_bytes=offset))
+                offset += len(data)
+        finally:
+            await cast(Any, audio).aclose()
+        if not holder or holder[0].stop_reason == "stopped":
+            return  # cancelled: nothing stored, and nobody left to tell
+        yield pb.SynthesizeStreamResponse(
+            summary=await self._summary(prepared, holder[0], arrival, first_audio)
+        )
+
+    async def SynthesizeDuplex(
+        self, request_iterator: AsyncIterator[pb.SynthesizeDuplexRequest], context: Context
+    ) -> AsyncIterator[pb.SynthesizeDuplexResponse]:
+        """Text pieces in, audio out: each complete sentence is spoken as soon as it has arrived.
+
+        Sentence ``i`` is sampled with ``piece_seed(seed, i)``; the sentences' 24 kHz audio goes through one
+        encoder, so the chunks together are one valid stream in the requested format.
+        """
+        arrival = time.perf_counter()
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("payload") != "config":
+            raise InvalidArgument("the first message must carry the config", field="config")
+        # The text comes later: validate everything else now with a stand-in.
+        prepared = await self._prepare(first.config, _TEXT_PLACEHOLDER)
+        limits = self._app.synthesizer.limits
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        received: list[str] = []
+
+        async def read() -> None:
+            segmenter = IncrementalSegmenter(limits.max_piece_chars)
+            async for message in request_iterator:
+                if message.WhichOneof("payload") != "text":
+                    raise InvalidArgument("only the first message may carry a config", field="config")
+                received.append(message.text)
+                if sum(map(len, received)) > limits.max_text_chars:
+                    raise InvalidArgument(
+                        f"the text is longer than {limits.max_text_chars} characters; split it over several calls",
+                        field="text",
+                    )
+                for piece in segmenter.feed(message.text):
+                    pieces.put_nowait(piece)
+            for piece in segmenter.finish():
+                pieces.put_nowait(piece)
+            pieces.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        yield pb.SynthesizeDuplexResponse(start=pb.StreamStart(format=prepared.format))
+        request = prepared.request
+        encoder = StreamingEncoder(request.encoding, SAMPLE_RATE, request.sample_rate)
+        pcm: list[np.ndarray] = []
+        first_audio: float | None = None
+        offset = 0
+        queue_wait = service = 0.0
+        index = 0
+        try:
+            while True:
+                piece = await _next_piece(pieces, reader)
+                if piece is None:
+                    break
+                segment = dataclasses.replace(
+                    request,
+                    text=piece,
+                    seed=piece_seed(request.seed, index),
+                    encoding=AudioEncoding.LINEAR16,
+                    sample_rate=SAMPLE_RATE,
+                )
+                index += 1
+                holder: list[SynthesisResult] = []
+                async for data in self._audio(
+                    dataclasses.replace(prepared, request=segment), context.cancelled, holder
+                ):
+                    samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+                    encoded = encoder.encode(samples)
+                    if encoded:
+                        if first_audio is None:
+                            first_audio = time.perf_counter()
+                        yield pb.SynthesizeDuplexResponse(
+                            audio=audio_pb2.AudioChunk(data=encoded, offset_bytes=offset)
+                        )
+                        offset += len(encoded)
+                if not holder or holder[0].stop_reason == "stopped":
+                    return  # cancelled: nothing stored, and nobody left to tell
+                pcm.append(holder[0].pcm)
+                queue_wait += holder[0].queue_wait_s
+                service += holder[0].real_time_factor * holder[0].duration_seconds
+            if index == 0:
+                raise InvalidArgument("the text is empty; give the words to speak", field="text")
+            tail = encoder.flush()
+            if tail:
+                yield pb.SynthesizeDuplexResponse(audio=audio_pb2.AudioChunk(data=tail, offset_bytes=offset))
+        finally:
+            encoder.close()
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+        whole = np.concatenate(pcm)
+        duration = whole.size / SAMPLE_RATE
+        result = SynthesisResult(
+            seed=request.seed,
+            duration_seconds=duration,
+            time_to_first_audio_s=0.0,
+            total_s=0.0,
+            queue_wait_s=queue_wait,
+            real_time_factor=service / duration if duration > 0 else 0.0,
+            stop_reason="eos",
+            pcm=whole,
+        )
+        full = dataclasses.replace(prepared, request=dataclasses.replace(request, text="".join(received)))
+        yield pb.SynthesizeDuplexResponse(summary=await self._summary(full, result, arrival, first_audio))
+
+    def _model_status(self) -> pb.ModelStatus:
+        status = self._app.models.status()
+        return pb.ModelStatus(
+            state=_STATES[status.state],
+            model=status.model,
+            device=status.device,
+            dtype=status.dtype,
+            gpu_memory_bytes=status.gpu_memory_bytes,
+            queue_depth=self._app.synthesizer.queue_depth,
+            prompt_cache_entries=len(self._app.prompt_cache()),
+            load_time=_duration(status.load_seconds),
+            message=status.message,
+        )
+
+    async def GetModelStatus(
+        self, request: pb.GetModelStatusRequest, context: Context
+    ) -> pb.GetModelStatusResponse:
+        return pb.GetModelStatusResponse(status=self._model_status())
+
+    async def LoadModel(self, request: pb.LoadModelRequest, context: Context) -> pb.LoadModelResponse:
+        configured = self._app.settings.spec()
+        spec = ModelSpec(
+            model=request.model.strip() or configured.model,
+            device=request.device.strip() or configured.device,
+            dtype=request.dtype.strip() or configured.dtype,
+            attn_implementation=configured.attn_implementation,
+        )
+        await self._app.models.load(spec)
+        return pb.LoadModelResponse(status=self._model_status())
+
+    async def UnloadModel(self, request: pb.UnloadModelRequest, context: Context) -> pb.UnloadModelResponse:
+        await self._app.models.unload()
+        return pb.UnloadModelResponse(status=self._model_status())
+
+
+async def _next_piece(pieces: asyncio.Queue[str | None], reader: asyncio.Task[None]) -> str | None:
+    """The next piece of text, or None at the end; raises what reading the requests raised."""
+    if not pieces.empty():
+        return pieces.get_nowait()
+    getter = asyncio.ensure_future(pieces.get())
+    try:
+        await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not getter.done():
+            getter.cancel()
+    if getter.done() and not getter.cancelled():
+        return getter.result()
+    reader.result()  # raises the reader's error
+    return pieces.get_nowait() if not pieces.empty() else None
+
+
+async def _inline_clip(reference: pb.VoiceReference) -> ReferenceClip:
+    """A reference clip sent with the request, decoded to 24 kHz mono."""
+    try:
+        decoded = await asyncio.to_thread(
+            decode_audio, reference.audio, target_rate=SAMPLE_RATE, max_seconds=MAX_REFERENCE_SECONDS
+        )
+    except (AudioDecodeError, AudioTooLongError) as error:
+        raise InvalidArgument(f"the reference audio cannot be used: {error}", field=REFERENCE_FIELD) from None
+    audio = np.asarray(decoded.samples, dtype=np.float32)
+    transcript = reference.transcript.strip() or None
+    return ReferenceClip(
+        audio=audio, transcript=transcript, sha256=hashlib.sha256(audio.tobytes()).hexdigest()
+    )
