@@ -7,8 +7,9 @@ the service's ``__main__`` and passed down; nothing reads the environment anywhe
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -84,3 +85,17 @@ def describe_validation_error(error: ValidationError, prefix: str) -> str:
         name = prefix + "_".join(str(part) for part in item["loc"]).upper()
         lines.append(f"  {name}: {item['msg']} (got {item.get('input')!r})")
     return "\n".join(lines)
+
+
+ServiceSettings = TypeVar("ServiceSettings", bound=BaseSettings)
+
+
+def load_settings(service: type[ServiceSettings], prefix: str) -> tuple[CommonSettings, ServiceSettings]:
+    """The shared and the service's settings from the environment; a bad value stops the process with exit code 2
+    and a line naming the variable (never a traceback)."""
+    try:
+        return CommonSettings(), service()
+    except ValidationError as error:
+        variable_prefix = "VOICE_" if error.title == CommonSettings.__name__ else prefix
+        print(describe_validation_error(error, variable_prefix), file=sys.stderr)
+        raise SystemExit(2) from None

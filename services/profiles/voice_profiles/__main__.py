@@ -7,11 +7,9 @@ import contextlib
 import gc
 import logging
 import signal
-import sys
 
-from pydantic import ValidationError
-
-from voice_common.config import CommonSettings, describe_validation_error
+from voice_common.config import CommonSettings
+from voice_common.config import load_settings as load_service_settings
 from voice_common.db import redact_url
 from voice_common.observability import configure_logging, serve_metrics
 from voice_common.server.bootstrap import build_server
@@ -54,13 +52,7 @@ async def serve(common: CommonSettings, settings: ProfilesSettings) -> None:
 
 
 def load_settings() -> tuple[CommonSettings, ProfilesSettings]:
-    try:
-        return CommonSettings(), ProfilesSettings()
-    except ValidationError as error:
-        title = error.title
-        prefix = "VOICE_" if title == "CommonSettings" else "PROFILES_"
-        print(describe_validation_error(error, prefix), file=sys.stderr)
-        raise SystemExit(2) from None
+    return load_service_settings(ProfilesSettings, "PROFILES_")
 
 
 def main() -> None:

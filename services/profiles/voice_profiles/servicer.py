@@ -12,7 +12,7 @@ from grpc import aio
 from voice.audio.v1 import audio_pb2
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
-from voice_common.audio import AudioEncoding
+from voice_common.audio_messages import encoding_from_proto, encoding_to_proto
 from voice_common.errors import InvalidArgument
 from voice_common.tenancy import current_tenant
 from voice_profiles.domain.archive import ProfileArchiver
@@ -30,17 +30,6 @@ from voice_profiles.domain.samples import AudioStream, SampleManager, SampleUplo
 
 Context = aio.ServicerContext[Any, Any]
 
-_ENCODING_PAIRS: list[tuple[audio_pb2.AudioEncoding, AudioEncoding]] = [
-    (audio_pb2.AUDIO_ENCODING_LINEAR16, AudioEncoding.LINEAR16),
-    (audio_pb2.AUDIO_ENCODING_WAV, AudioEncoding.WAV),
-    (audio_pb2.AUDIO_ENCODING_FLAC, AudioEncoding.FLAC),
-    (audio_pb2.AUDIO_ENCODING_OGG_OPUS, AudioEncoding.OGG_OPUS),
-    (audio_pb2.AUDIO_ENCODING_MP3, AudioEncoding.MP3),
-]
-_ENCODINGS: dict[int, AudioEncoding] = dict(_ENCODING_PAIRS)
-_ENCODING_TO_PROTO: dict[AudioEncoding, audio_pb2.AudioEncoding] = {
-    ours: theirs for theirs, ours in _ENCODING_PAIRS
-}
 _TRANSCRIPT_STATES = {
     TranscriptState.PROVIDED: pb.TRANSCRIPT_STATE_PROVIDED,
     TranscriptState.NEEDED: pb.TRANSCRIPT_STATE_NEEDED,
@@ -69,14 +58,6 @@ def _duration(message: Any, field: str) -> timedelta | None:
         return None
     value: duration_pb2.Duration = getattr(message, field)
     return timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
-
-
-def _encoding(value: int, field: str, *, allow_unspecified: bool = True) -> AudioEncoding | None:
-    if value == audio_pb2.AUDIO_ENCODING_UNSPECIFIED and allow_unspecified:
-        return None
-    if value not in _ENCODINGS:
-        raise InvalidArgument(f"{field} {value} is not a known AudioEncoding", field=field)
-    return _ENCODINGS[value]
 
 
 def profile_to_proto(profile: Profile) -> pb.Profile:
@@ -161,9 +142,7 @@ async def _split_upload(requests: AsyncIterator[Any], metadata_type: str) -> tup
 async def _audio_messages(stream: AudioStream, response_type: Any) -> AsyncIterator[Any]:
     header = pb.AudioStreamHeader(
         format=audio_pb2.AudioFormat(
-            encoding=_ENCODING_TO_PROTO[stream.encoding]
-            if stream.encoding
-            else audio_pb2.AUDIO_ENCODING_UNSPECIFIED,
+            encoding=encoding_to_proto(stream.encoding),
             sample_rate_hertz=stream.sample_rate,
             channels=1,
         ),
@@ -295,7 +274,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             current_tenant(),
             request.id,
             original=request.original,
-            encoding=_encoding(request.format.encoding, "format.encoding"),
+            encoding=encoding_from_proto(request.format.encoding, "format.encoding"),
             rate=request.format.sample_rate_hertz,
         )
         async for message in _audio_messages(stream, pb.GetSampleAudioResponse):
@@ -314,7 +293,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             seed=metadata.seed,
             parameters=dict(metadata.parameters),
             model_id=metadata.model_id,
-            encoding=_encoding(metadata.format.encoding, "metadata.format.encoding"),
+            encoding=encoding_from_proto(metadata.format.encoding, "metadata.format.encoding"),
             sample_rate=metadata.format.sample_rate_hertz,
             claimed_duration_seconds=metadata.duration_seconds,
             preview=metadata.preview,
@@ -380,7 +359,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         stream = await self._generations.audio(
             current_tenant(),
             request.id,
-            _encoding(request.format.encoding, "format.encoding"),
+            encoding_from_proto(request.format.encoding, "format.encoding"),
             request.format.sample_rate_hertz,
         )
         async for message in _audio_messages(stream, pb.GetGenerationAudioResponse):

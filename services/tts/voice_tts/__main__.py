@@ -6,12 +6,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from types import FrameType
 
-from pydantic import ValidationError
-
-from voice_common.config import CommonSettings, describe_validation_error
+from voice_common.config import CommonSettings
+from voice_common.config import load_settings as load_service_settings
 from voice_common.observability import configure_logging, serve_metrics
 from voice_tts.settings import TtsSettings
 
@@ -69,12 +67,7 @@ async def serve(common: CommonSettings, settings: TtsSettings, early_stops: list
 
 
 def load_settings() -> tuple[CommonSettings, TtsSettings]:
-    try:
-        return CommonSettings(), TtsSettings()
-    except ValidationError as error:
-        prefix = "VOICE_" if error.title == "CommonSettings" else "TTS_"
-        print(describe_validation_error(error, prefix), file=sys.stderr)
-        raise SystemExit(2) from None
+    return load_service_settings(TtsSettings, "TTS_")
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from voice_common.audio import (
     StreamingEncoder,
     decode_audio,
 )
+from voice_common.audio_messages import encoding_from_proto, encoding_to_proto
 from voice_common.errors import FailedPrecondition, InvalidArgument
 from voice_common.tenancy import current_tenant
 from voice_tts.model_manager import ModelSpec, ModelState
@@ -44,17 +45,6 @@ MAX_REFERENCE_SECONDS = 120.0
 _SEED_RANGE = 2**63
 _TEXT_PLACEHOLDER = "."
 
-_ENCODING_PAIRS: list[tuple[audio_pb2.AudioEncoding, AudioEncoding]] = [
-    (audio_pb2.AUDIO_ENCODING_LINEAR16, AudioEncoding.LINEAR16),
-    (audio_pb2.AUDIO_ENCODING_WAV, AudioEncoding.WAV),
-    (audio_pb2.AUDIO_ENCODING_FLAC, AudioEncoding.FLAC),
-    (audio_pb2.AUDIO_ENCODING_OGG_OPUS, AudioEncoding.OGG_OPUS),
-    (audio_pb2.AUDIO_ENCODING_MP3, AudioEncoding.MP3),
-]
-_ENCODINGS: dict[int, AudioEncoding] = dict(_ENCODING_PAIRS)
-_ENCODING_TO_PROTO: dict[AudioEncoding, audio_pb2.AudioEncoding] = {
-    ours: theirs for theirs, ours in _ENCODING_PAIRS
-}
 _STATES = {
     ModelState.NOT_LOADED: pb.MODEL_STATE_NOT_LOADED,
     ModelState.LOADING: pb.MODEL_STATE_LOADING,
@@ -92,17 +82,14 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
     async def _prepare(self, config: pb.SynthesisConfig, text: str) -> _Prepared:
         tenant = current_tenant()
         fmt = config.output_format
-        if fmt.encoding not in _ENCODINGS and fmt.encoding != audio_pb2.AUDIO_ENCODING_UNSPECIFIED:
-            raise InvalidArgument(
-                f"config.output_format.encoding {fmt.encoding} is not a known AudioEncoding",
-                field="config.output_format.encoding",
-            )
+        encoding = (
+            encoding_from_proto(fmt.encoding, "config.output_format.encoding") or AudioEncoding.LINEAR16
+        )
         if fmt.channels not in (0, 1):
             raise InvalidArgument(
                 f"config.output_format.channels {fmt.channels}: the audio is mono, use 1 (or 0)",
                 field="config.output_format.channels",
             )
-        encoding = _ENCODINGS.get(fmt.encoding, AudioEncoding.LINEAR16)
         rate = fmt.sample_rate_hertz or SAMPLE_RATE
         sampling = config.sampling
         options: dict[str, Any] = {
@@ -153,7 +140,7 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
             parameters=parameters,
             model_id=cache.model_id,
             format=audio_pb2.AudioFormat(
-                encoding=_ENCODING_TO_PROTO[encoding], sample_rate_hertz=rate, channels=1
+                encoding=encoding_to_proto(encoding), sample_rate_hertz=rate, channels=1
             ),
         )
 
