@@ -19,7 +19,7 @@ import pytest
 import torch
 from qwen_tts import Qwen3TTSModel, VoiceClonePromptItem
 
-from voice_tts.streaming import StreamingSynthesizer, stream
+from voice_tts.streaming import StreamingSynthesizer
 from voice_tts.tiny_model import SAMPLE_RATE, SAMPLES_PER_FRAME, build_tiny_model
 
 
@@ -334,20 +334,10 @@ def test_should_stop_stops_within_one_frame(
         calls += 1
         return calls > 10
 
-    pieces = list(
-        stream(
-            tts,
-            TEXT,
-            LANGUAGE,
-            prompts["xvec"],
-            seed=SEED,
-            max_new_tokens=FRAMES,
-            min_new_tokens=FRAMES,
-            first_chunk_frames=1,
-            chunk_frames=1,
-            should_stop=stop_after_ten_polls,
-        )
+    synthesizer = StreamingSynthesizer(
+        tts, TEXT, LANGUAGE, prompts["xvec"], seed=SEED, max_new_tokens=FRAMES, min_new_tokens=FRAMES
     )
+    pieces = list(synthesizer.stream(first_chunk_frames=1, chunk_frames=1, should_stop=stop_after_ten_polls))
     # One poll before the prefill and one before each later frame: polls 1..10 allowed frames 1..10.
     assert len(pieces) == 10
 
@@ -374,7 +364,7 @@ def test_bad_arguments_are_refused(tts: Qwen3TTSModel, prompts: dict[str, VoiceC
     with pytest.raises(ValueError, match="temperature"):
         StreamingSynthesizer(tts, TEXT, LANGUAGE, prompts["icl"], seed=0, temperature=-1)
     with pytest.raises(ValueError, match="chunk_frames"):
-        stream(tts, TEXT, LANGUAGE, prompts["icl"], seed=0, chunk_frames=0)
+        StreamingSynthesizer(tts, TEXT, LANGUAGE, prompts["icl"], seed=0).stream(chunk_frames=0)
     synthesizer = StreamingSynthesizer(tts, TEXT, LANGUAGE, prompts["icl"], seed=0, max_new_tokens=3)
     synthesizer.generate_codes()
     with pytest.raises(RuntimeError, match="runs once"):
