@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -14,7 +13,6 @@ from typing import Any
 
 import grpc
 import pytest
-import torch
 from grpc import aio
 
 from voice.audio.v1 import audio_pb2
@@ -32,31 +30,12 @@ from voice_profiles.settings import ProfilesSettings
 from voice_tts.app import TtsApp
 from voice_tts.model_manager import ModelState
 from voice_tts.settings import TtsSettings
-from voice_tts.tiny_model import build_tiny_model
 
 RATE = 24_000
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TEXT = "Hello there, this is a short test."
 FRAMES = 30  # max_new_tokens: keeps every request short on the tiny model
-
-
-def _no_network(*_args: object, **_kwargs: object) -> None:
-    raise OSError("network access is disabled in this test")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setattr(socket.socket, "connect", _no_network)
-        yield build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-qwen3-tts", seed=0)
 
 
 async def _serving(server: VoiceServer) -> None:

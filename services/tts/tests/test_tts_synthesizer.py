@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from qwen_tts import VoiceClonePromptItem
 
 from voice_common.audio import decode_audio, decode_linear16
@@ -33,32 +31,12 @@ from voice_tts.synthesizer import (
     validate,
 )
 from voice_tts.text_segments import split_text
-from voice_tts.tiny_model import SAMPLE_RATE, SAMPLES_PER_FRAME, build_tiny_model
+from voice_tts.tiny_model import SAMPLE_RATE, SAMPLES_PER_FRAME
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 TEXT = "Hello there, this is a short test."
 LONG = 4096  # frames: about 20 s on the tiny model, so these requests only end by being stopped
-
-
-def _no_network(*_args: object, **_kwargs: object) -> None:
-    raise OSError("network access is disabled in this test")
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setattr(socket.socket, "connect", _no_network)
-        yield build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-qwen3-tts", seed=0)
 
 
 @pytest.fixture(scope="module")
