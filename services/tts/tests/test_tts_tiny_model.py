@@ -22,6 +22,7 @@ from safetensors.torch import save as save_tensors
 
 from voice_tts.tiny_model import (
     CODEBOOK_SIZE,
+    CODEC_EOS_ID,
     NUM_CODE_GROUPS,
     SAMPLE_RATE,
     SAMPLES_PER_FRAME,
@@ -36,6 +37,9 @@ TEXT = "Good morning! How are you today?"
 # At most 23 frames, under 2 s of audio: the last token sampled never gets its residual codes.
 MAX_NEW_TOKENS = 24
 SEED = 1234
+# The never-EOS model: 60 frames (the package's max_new_tokens=N gives N - 1), longer than the plain model's
+# random EOS usually allows.
+STEADY_MAX_NEW_TOKENS = 61
 
 
 def _no_network(*_args: object, **_kwargs: object) -> None:
@@ -60,6 +64,11 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, offline: None) -> Path:
 @pytest.fixture(scope="module")
 def tts(model_dir: Path, offline: None) -> Qwen3TTSModel:
     return Qwen3TTSModel.from_pretrained(str(model_dir), device_map="cpu", dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def steady_dir(tmp_path_factory: pytest.TempPathFactory, offline: None) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen3-tts-steady"), seed=0, never_eos=True)
 
 
 def reference_clip(seconds: float = 3.0) -> np.ndarray:
@@ -223,3 +232,37 @@ def test_icl_prompt_requires_reference_text(tts: Qwen3TTSModel) -> None:
 def test_unknown_language_is_refused(tts: Qwen3TTSModel, prompt: VoiceClonePromptItem) -> None:
     with pytest.raises(ValueError, match="Unsupported languages"):
         clone(tts, prompt, language="klingon")
+
+
+def test_never_eos_model_differs_only_in_the_talkers_codec_head(model_dir: Path, steady_dir: Path) -> None:
+    files = sorted(path.relative_to(model_dir) for path in model_dir.rglob("*") if path.is_file())
+    assert files == sorted(path.relative_to(steady_dir) for path in steady_dir.rglob("*") if path.is_file())
+    for name in files:
+        if name != Path("model.safetensors"):
+            assert (steady_dir / name).read_bytes() == (model_dir / name).read_bytes(), name
+    plain = load_tensors((model_dir / "model.safetensors").read_bytes())
+    steady = load_tensors((steady_dir / "model.safetensors").read_bytes())
+    assert plain.keys() == steady.keys()
+    changed = [name for name in plain if not torch.equal(plain[name], steady[name])]
+    assert changed == ["talker.codec_head.weight"]
+    head = steady["talker.codec_head.weight"]
+    assert not head[CODEC_EOS_ID].any()
+    assert float(head[:CODEBOOK_SIZE].abs().mean()) > 50 * float(
+        plain[changed[0]][:CODEBOOK_SIZE].abs().mean()
+    )
+
+
+def test_never_eos_model_runs_to_max_new_tokens(steady_dir: Path, offline: None) -> None:
+    """Sampled with the model's default settings (temperature 0.9, top-k 50), no seed stops early."""
+    steady = Qwen3TTSModel.from_pretrained(str(steady_dir), device_map="cpu", dtype=torch.float32)
+    (item,) = steady.create_voice_clone_prompt(ref_audio=(reference_clip(), SAMPLE_RATE), ref_text=REF_TEXT)
+    frames = STEADY_MAX_NEW_TOKENS - 1
+    for seed in (0, 1, 2, SEED):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            wavs, _ = steady.generate_voice_clone(
+                TEXT, language="English", voice_clone_prompt=[item], max_new_tokens=STEADY_MAX_NEW_TOKENS
+            )
+        # ICL decoding cuts the reference off by a float ratio, which may take one sample too many or too few.
+        assert abs(wavs[0].size - frames * SAMPLES_PER_FRAME) <= 1, seed
+        assert np.isfinite(wavs[0]).all()

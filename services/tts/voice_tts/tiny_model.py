@@ -11,8 +11,17 @@ Everything is built with qwen_tts's own classes and saved in the layout the rele
 The shapes follow the real 0.6B model scaled down (talker hidden 64, 4 code groups of 64 codes, 1920 samples a
 frame at 24 kHz); the weights are random, so it speaks noise, and its EOS comes at a random frame: seed torch.
 
-``python -m voice_tts.tiny_model [--output models/tiny-qwen3-tts] [--seed 0]`` builds it and prints its size and
-load time.
+``never_eos=True`` (``--never-eos``) builds a variant whose talker never picks EOS, so every generation runs to
+``max_new_tokens``: benchmarks use it to compare runs of the same length. The talker's ``codec_head`` has no bias,
+so no row can make the EOS logit negative for every hidden state (the final RMSNorm's output takes any sign in every
+channel); instead the EOS row is zeroed (its logit is always 0) and the codebook rows are scaled up
+:data:`NEVER_EOS_CODE_SCALE`-fold. Among 64 codes some logit is positive for any hidden state in practice, so the
+best code beats EOS by tens of logits (measured on seed 0: at least 36 over 1000 frames; a 50-fold scale gave 10),
+so EOS's probability after temperature is below e^-35. Only the first code of each frame becomes nearly greedy; the
+code predictor, decoder and everything else are the same weights as the plain model of that seed.
+
+``python -m voice_tts.tiny_model [--output models/tiny-qwen3-tts] [--seed 0] [--never-eos]`` builds it and prints
+its size and load time.
 """
 
 from __future__ import annotations
@@ -47,6 +56,8 @@ OUTPUT_RMS = 0.1  # level of the random decoder's output for random codes
 # The talker's codec vocabulary is the codebook plus 1024 special ids, as in the real models (2048 + 1024):
 # generation suppresses the top 1024 ids except EOS, so only codes and EOS can be sampled.
 TALKER_VOCAB = CODEBOOK_SIZE + 1024
+# never_eos: how much the talker's codebook rows of codec_head are scaled up (their logits then dwarf EOS's 0).
+NEVER_EOS_CODE_SCALE = 200.0
 # Codec special ids sit just above the codebook (real 0.6B/1.7B: pad 2148, bos 2149, eos 2150, ...).
 CODEC_PAD_ID = CODEBOOK_SIZE + 0
 CODEC_BOS_ID = CODEBOOK_SIZE + 1
@@ -109,17 +120,24 @@ GENERATION_CONFIG: dict[str, Any] = {
 }
 
 
-def build_tiny_model(output_dir: Path, seed: int = 0) -> Path:
+def build_tiny_model(output_dir: Path, seed: int = 0, *, never_eos: bool = False) -> Path:
     """Build the tiny model into ``output_dir`` (created, files overwritten) and return that path.
 
-    The same seed gives byte-identical files. The caller's torch RNG state is left as it was.
+    The same seed (and ``never_eos``) gives byte-identical files. The caller's torch RNG state is left as it was.
+    ``never_eos``: the talker never chooses EOS, so generation always runs to ``max_new_tokens`` (see the module
+    docstring); everything else equals the plain model of the same seed.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         tokenizer = _build_text_tokenizer()
-        _save_model(output_dir, text_vocab_size=len(tokenizer), special_ids=_special_ids(tokenizer))
+        _save_model(
+            output_dir,
+            text_vocab_size=len(tokenizer),
+            special_ids=_special_ids(tokenizer),
+            never_eos=never_eos,
+        )
         Qwen3TTSProcessor(tokenizer=tokenizer).save_pretrained(str(output_dir))
         _save_speech_tokenizer(output_dir / "speech_tokenizer")
     return output_dir
@@ -224,7 +242,9 @@ def _talker_config(text_vocab_size: int) -> dict[str, Any]:
     }
 
 
-def _save_model(output_dir: Path, *, text_vocab_size: int, special_ids: dict[str, int]) -> None:
+def _save_model(
+    output_dir: Path, *, text_vocab_size: int, special_ids: dict[str, int], never_eos: bool = False
+) -> None:
     config = Qwen3TTSConfig(
         talker_config=_talker_config(text_vocab_size),
         speaker_encoder_config={
@@ -245,6 +265,8 @@ def _save_model(output_dir: Path, *, text_vocab_size: int, special_ids: dict[str
         **special_ids,
     )
     model = Qwen3TTSForConditionalGeneration(config).eval()
+    if never_eos:
+        _silence_eos(model)
     model.save_pretrained(str(output_dir), safe_serialization=True)
 
     config_path = output_dir / "config.json"
@@ -256,6 +278,14 @@ def _save_model(output_dir: Path, *, text_vocab_size: int, special_ids: dict[str
     (output_dir / "generation_config.json").write_text(
         json.dumps(GENERATION_CONFIG, indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
+
+
+def _silence_eos(model: Qwen3TTSForConditionalGeneration) -> None:
+    """EOS logit always 0, code logits scaled up: the best code always wins by far (module docstring)."""
+    with torch.no_grad():
+        head = model.talker.codec_head.weight  # (TALKER_VOCAB, TALKER_HIDDEN), no bias
+        head[:CODEBOOK_SIZE].mul_(NEVER_EOS_CODE_SCALE)
+        head[CODEC_EOS_ID].zero_()
 
 
 def _speech_tokenizer_config() -> Qwen3TTSTokenizerV2Config:
@@ -367,10 +397,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m voice_tts.tiny_model", description=BUILD_HELP)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default: {DEFAULT_OUTPUT}")
     parser.add_argument("--seed", type=int, default=0, help="torch seed for the random weights (default: 0)")
+    parser.add_argument(
+        "--never-eos",
+        action="store_true",
+        help="a talker that never chooses EOS: every generation runs to max_new_tokens (for benchmarks)",
+    )
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    path = build_tiny_model(args.output, seed=args.seed)
+    path = build_tiny_model(args.output, seed=args.seed, never_eos=args.never_eos)
     built = time.perf_counter() - started
     print(f"built {path} in {built:.1f} s: {directory_size(path) / 1e6:.2f} MB")
 
