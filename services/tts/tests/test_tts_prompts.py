@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from prometheus_client import REGISTRY
 from qwen_tts import Qwen3TTSModel, VoiceClonePromptItem
 from safetensors.torch import save
 
@@ -433,3 +434,26 @@ async def test_unavailable_store_is_bypassed(tmp_path: Path, icl_prompt: VoiceCl
     assert (await cache.get_or_create("k", build))[1] == "built"
     assert (await cache.get_or_create("k", build))[1] == "memory"
     assert cache.stats.store_errors == 2 and build.calls == 1
+
+
+def _lookups() -> dict[str, float]:
+    return {
+        result: REGISTRY.get_sample_value("voice_tts_prompt_cache_requests_total", {"result": result}) or 0.0
+        for result in ("memory_hit", "store_hit", "miss")
+    }
+
+
+async def test_lookups_are_counted_in_the_metrics(tmp_path: Path, icl_prompt: VoiceClonePromptItem) -> None:
+    store = FilesystemObjectStore(tmp_path)
+    build = CountingBuild(lambda: icl_prompt)
+    before = _lookups()
+    cache = PromptCache(store, MODEL_ID)
+    await cache.get_or_create("m1", build)  # built
+    await cache.get_or_create("m1", build)  # memory
+    await PromptCache(store, MODEL_ID).get_or_create("m1", build)  # the object store
+    after = _lookups()
+    assert {result: after[result] - before[result] for result in after} == {
+        "memory_hit": 1,
+        "store_hit": 1,
+        "miss": 1,
+    }

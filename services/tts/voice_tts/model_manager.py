@@ -3,6 +3,9 @@
 States: NOT_LOADED -> LOADING -> READY, or FAILED with a message a person can act on. The first use loads the model
 lazily (or ``preload`` at start); ``idle_unload_seconds`` gives the memory back when nobody has used it for that
 long. Loading runs in a worker thread, never on the event loop, and concurrent callers share one load.
+
+:func:`check_available` answers "could this spec load at all?" without loading anything (a few file lookups), so
+readiness can say NOT_SERVING, with the way out, before any request has tried the model.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import enum
 import gc
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from voice_common.errors import Unavailable
+from voice_tts import metrics
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +95,70 @@ def resolve_dtype(dtype: str, device: str) -> Any:
     return getattr(torch, dtype)
 
 
+# Said wherever the model cannot be found: the one way out on machines that cannot download weights.
+HOW_TO_SET_MODEL = (
+    "point TTS_MODEL at a model directory (for a test model: `make tiny-model`, then "
+    "TTS_MODEL=models/tiny-qwen3-tts), or mount the real checkpoint and set TTS_MODEL to its path"
+)
+# What from_pretrained reads first from a Qwen3-TTS checkpoint: the model's config and the speech tokenizer's.
+_REQUIRED_FILES = ("config.json", "speech_tokenizer/config.json")
+
+AvailabilityCheck = Callable[[ModelSpec], str | None]
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment now (huggingface_hub reads it once, at import)."""
+    from huggingface_hub import constants
+
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(variable):
+            return Path(os.environ[variable]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return Path(constants.HF_HUB_CACHE)
+
+
+def check_available(spec: ModelSpec, *, cache_dir: Path | None = None) -> str | None:
+    """Why ``spec`` cannot load, or None when it might: a cheap look at files, nothing is loaded or downloaded.
+
+    A directory must hold ``config.json`` and ``speech_tokenizer/``; a hub id must be in the local hub cache
+    (``cache_dir``, else the environment's) unless downloads are allowed. None does not promise the load succeeds
+    (weights may be damaged, the device missing): that shows as a FAILED load.
+    """
+    model = resolve_model(spec.model)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        missing = [name for name in _REQUIRED_FILES if not (path / name).is_file()]
+        if missing:
+            return (
+                f"model directory {model!r} is not a Qwen3-TTS checkpoint (no {', '.join(missing)}): "
+                + HOW_TO_SET_MODEL
+            )
+        return None
+    if path.exists():
+        return f"model {model!r} is a file, not a model directory: " + HOW_TO_SET_MODEL
+    if "/" not in model or model.startswith(("/", ".", "~")) or model.count("/") != 1:
+        # Not shaped like a hub id ("owner/name"): a path that is not there.
+        return f"model directory {model!r} does not exist: " + HOW_TO_SET_MODEL
+    if spec.allow_download:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    cache = cache_dir or hub_cache_dir()
+    for name in _REQUIRED_FILES:
+        if not isinstance(try_to_load_from_cache(model, name, cache_dir=cache), str):
+            return (
+                f"model {model!r} is neither a directory nor in the local Hugging Face cache ({cache}), and "
+                "weights cannot be downloaded here: " + HOW_TO_SET_MODEL
+            )
+    return None
+
+
 def _not_available_message(model: str, error: BaseException) -> str:
     if not Path(model).exists() and "/" in model:
         return (
             f"model {model!r} could not be loaded ({type(error).__name__}: {error}). Weights cannot be downloaded "
-            "here: point TTS_MODEL at a model directory (for a test model: `make tiny-model`, then "
-            "TTS_MODEL=models/tiny-qwen3-tts), or mount the real checkpoint and set TTS_MODEL to its path"
+            "here: " + HOW_TO_SET_MODEL
         )
     return f"model {model!r} could not be loaded: {type(error).__name__}: {error}"
 
@@ -124,6 +187,10 @@ def load_qwen3_tts(spec: ModelSpec) -> tuple[Any, str, str]:
 Loader = Callable[[ModelSpec], tuple[Any, str, str]]
 
 
+class _NotAvailable(Exception):
+    """check_available's reason, carried through the load's error handling unchanged."""
+
+
 class ModelManager:
     def __init__(
         self,
@@ -131,11 +198,14 @@ class ModelManager:
         *,
         idle_unload_seconds: float = 0.0,
         loader: Loader = load_qwen3_tts,
+        check: AvailabilityCheck = check_available,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``check`` belongs with ``loader``: a test loader that needs no files comes with a check that passes."""
         self._spec = spec
         self._idle_unload = idle_unload_seconds
         self._loader = loader
+        self._check = check
         self._clock = clock
         self._model: Any = None
         self._device = ""
@@ -154,6 +224,17 @@ class ModelManager:
     @property
     def state(self) -> ModelState:
         return self._state
+
+    def problem(self) -> str | None:
+        """Why the model cannot serve now, or None: a FAILED load's reason, or why the spec cannot load at all.
+
+        Cheap (no load): readiness calls it every few seconds. A READY model has no problem, whatever its files do.
+        """
+        if self._state is ModelState.READY:
+            return None
+        if self._state is ModelState.FAILED:
+            return self._message
+        return self._check(self._spec)
 
     def status(self) -> ModelStatus:
         gpu_bytes = 0
@@ -189,16 +270,27 @@ class ModelManager:
         self._message = f"loading {self._spec.model!r}"
         started = self._clock()
         try:
+            # Checked first: a hub id that is not cached would otherwise spend a while in lookups before failing.
+            problem = self._check(self._spec)
+            if problem is not None:
+                raise _NotAvailable(problem)
             model, device, dtype = await asyncio.to_thread(self._loader, self._spec)
         except Exception as error:
             self._state = ModelState.FAILED
-            self._message = _not_available_message(resolve_model(self._spec.model), error)
+            self._message = (
+                str(error)
+                if isinstance(error, _NotAvailable)
+                else _not_available_message(resolve_model(self._spec.model), error)
+            )
+            metrics.MODEL_LOADS.labels(result="failed").inc()
             log.warning(
                 "TTS model failed to load", extra={"model": self._spec.model, "reason": self._message}
             )
         else:
             self._model, self._device, self._dtype = model, device, dtype
             self._load_seconds = self._clock() - started
+            metrics.MODEL_LOAD_SECONDS.set(self._load_seconds)
+            metrics.MODEL_LOADS.labels(result="ready").inc()
             self._state = ModelState.READY
             self._message = f"{self._spec.model} on {device} ({dtype})"
             self._last_used = self._clock()

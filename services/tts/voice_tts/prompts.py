@@ -69,6 +69,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from voice_common.object_store import ObjectNotFound, ObjectStore, ObjectStoreError, validate_key
+from voice_tts import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -411,6 +412,7 @@ class PromptCache:
         if item is not None:
             self._memory.move_to_end(key)
             self.stats.memory_hits += 1
+            metrics.PROMPT_CACHE_REQUESTS.labels(result="memory_hit").inc()
             return item, "memory"
         task = self._inflight.get(key)
         if task is None:
@@ -437,9 +439,11 @@ class PromptCache:
         stored = await self._load(object_key)
         if stored is not None:
             self.stats.store_hits += 1
+            metrics.PROMPT_CACHE_REQUESTS.labels(result="store_hit").inc()
             self._remember(key, stored)
             return stored, "store"
         self.stats.misses += 1
+        metrics.PROMPT_CACHE_REQUESTS.labels(result="miss").inc()
         item = await asyncio.to_thread(build)
         try:
             data = serialize_prompt(item)
