@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from prometheus_client import REGISTRY
 
 from voice_common.errors import Unavailable

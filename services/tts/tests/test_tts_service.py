@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -13,22 +15,27 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
 from voice.audio.v1 import audio_pb2
 from voice.profiles.v1 import profiles_service_pb2 as ppb
 from voice.profiles.v1 import profiles_service_pb2_grpc as ppb_grpc
 from voice.tts.v1 import tts_service_pb2 as pb
 from voice.tts.v1 import tts_service_pb2_grpc as pb_grpc
-from voice_common.audio import decode_audio
+from voice_common.audio import AudioEncoding, decode_audio, decode_linear16
+from voice_common.audio_messages import encoding_to_proto
 from voice_common.config import CommonSettings
 from voice_common.errors import Unavailable
 from voice_common.server.bootstrap import VoiceServer, build_server
 from voice_common.testing.media_files import encode_file, speechlike
 from voice_profiles.app import ProfilesApp
 from voice_profiles.settings import ProfilesSettings
-from voice_tts.app import TtsApp
-from voice_tts.model_manager import ModelState
+from voice_tts.app import SERVICE_NAME, TtsApp
+from voice_tts.model_manager import ModelSpec, ModelState, check_available
 from voice_tts.settings import TtsSettings
 
 RATE = 24_000
@@ -52,6 +59,63 @@ class Servers:
     tts: Any  # pb_grpc.TtsServiceStub
     app: TtsApp
     tiny_dir: Path
+    common: CommonSettings
+    profiles_address: str
+
+
+@dataclass
+class TtsServer:
+    """One more TTS server (own settings) beside the module's, sharing its profile service."""
+
+    server: VoiceServer
+    app: TtsApp
+    tts: Any  # pb_grpc.TtsServiceStub
+    health: Any  # health_pb2_grpc.HealthStub
+
+    async def health_status(self, service: str) -> int:
+        response = await self.health.Check(health_pb2.HealthCheckRequest(service=service))
+        status: int = response.status
+        return status
+
+    async def wait_for_health(self, status: int, within_seconds: float = 10.0) -> None:
+        """Both health names (the service's and "") at ``status``, within ``within_seconds``."""
+        deadline = time.monotonic() + within_seconds
+        seen: list[int] = []
+        while time.monotonic() < deadline:
+            seen = [await self.health_status(name) for name in (SERVICE_NAME, "")]
+            if seen == [status, status]:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"health {seen}, not {status}; last reason: {self.server.last_readiness_error}")
+
+
+@contextlib.asynccontextmanager
+async def tts_server(
+    servers: Servers, settings: TtsSettings, **open_options: Any
+) -> AsyncIterator[TtsServer]:
+    """Readiness re-checked every 0.1 s (5 s in production), so health changes show at once."""
+    app = await TtsApp.open(servers.common, settings, **open_options)
+    server = build_server(
+        settings=servers.common,
+        services=[app.registration()],
+        host="127.0.0.1",
+        port=0,
+        readiness=app.readiness,
+        readiness_recheck_seconds=0.1,
+    )
+    await server.start()
+    channel = aio.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        yield TtsServer(server, app, pb_grpc.TtsServiceStub(channel), health_pb2_grpc.HealthStub(channel))
+    finally:
+        await channel.close(None)
+        await server.stop(0)
+        await app.close()
+
+
+def tts_settings(servers: Servers, **kwargs: Any) -> TtsSettings:
+    kwargs.setdefault("model", str(servers.tiny_dir))
+    return TtsSettings(port=0, metrics_port=0, profiles_address=servers.profiles_address, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +150,12 @@ async def servers(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> A
     profiles_channel = aio.insecure_channel(f"127.0.0.1:{profiles_server.port}")
     tts_channel = aio.insecure_channel(f"127.0.0.1:{tts_server.port}")
     yield Servers(
-        ppb_grpc.ProfileServiceStub(profiles_channel), pb_grpc.TtsServiceStub(tts_channel), tts_app, tiny_dir
+        ppb_grpc.ProfileServiceStub(profiles_channel),
+        pb_grpc.TtsServiceStub(tts_channel),
+        tts_app,
+        tiny_dir,
+        common,
+        f"127.0.0.1:{profiles_server.port}",
     )
     await tts_channel.close(None)
     await profiles_channel.close(None)
@@ -308,15 +377,209 @@ async def test_model_control(servers: Servers, tenant: str) -> None:
     assert status.state == pb.MODEL_STATE_READY and status.model == str(servers.tiny_dir)
 
 
-async def test_readiness_waits_for_a_preload_and_survives_a_failed_model(tmp_path: Path) -> None:
+async def test_readiness_waits_for_a_preload_and_a_failed_model_is_not_serving(
+    tmp_path: Path, tiny_dir: Path
+) -> None:
     common = CommonSettings(data_dir=tmp_path, log_format="text")
-    settings = TtsSettings(model="Qwen/No-Such-TTS-Model", preload=True, port=0, metrics_port=0)
+    # The check passes (the directory holds a checkpoint); the load itself fails (no such GPU).
+    settings = TtsSettings(model=str(tiny_dir), device="cuda:3", preload=True, port=0, metrics_port=0)
     app = await TtsApp.open(common, settings)
     try:
         with pytest.raises(Unavailable, match="TTS_PRELOAD"):
             await app.readiness()
         await app.preload()
         assert app.models.state is ModelState.FAILED
-        await app.readiness()  # still SERVING: GetModelStatus must be able to say why the model failed
+        with pytest.raises(Unavailable, match="cuda:3"):
+            await app.readiness()  # no traffic to a replica whose model failed
+        await app.models.load(ModelSpec(model=str(tiny_dir), device="cpu"))
+        await app.readiness()  # a LoadModel that works brings it back
     finally:
         await app.close()
+
+
+async def test_hub_id_missing_from_the_local_cache_is_not_serving(tmp_path: Path) -> None:
+    common = CommonSettings(data_dir=tmp_path / "data", log_format="text")
+    settings = TtsSettings(model="Qwen/Qwen3-TTS-12Hz-0.6B-Base", port=0, metrics_port=0)
+    empty_cache = tmp_path / "hub"
+    empty_cache.mkdir()
+    app = await TtsApp.open(common, settings, check=functools.partial(check_available, cache_dir=empty_cache))
+    try:
+        with pytest.raises(Unavailable) as caught:
+            await app.readiness()
+        message = caught.value.message
+        assert "Qwen/Qwen3-TTS-12Hz-0.6B-Base" in message and "Hugging Face cache" in message
+        assert "TTS_MODEL=models/tiny-qwen3-tts" in message and "make tiny-model" in message
+        assert app.models.state is ModelState.NOT_LOADED  # the check loads nothing
+    finally:
+        await app.close()
+
+
+async def test_no_model_is_not_serving_until_load_model_brings_one(
+    servers: Servers, tenant: str, tmp_path: Path
+) -> None:
+    settings = tts_settings(servers, model=str(tmp_path / "no-such-model"))
+    async with tts_server(servers, settings) as other:
+        await other.wait_for_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        reason = other.server.last_readiness_error or ""
+        assert "no-such-model" in reason and "TTS_MODEL" in reason and "make tiny-model" in reason
+        # The RPCs still answer, and say the same.
+        status = (await other.tts.GetModelStatus(pb.GetModelStatusRequest())).status
+        assert status.state == pb.MODEL_STATE_NOT_LOADED
+        with pytest.raises(aio.AioRpcError) as caught:
+            await other.tts.Synthesize(
+                pb.SynthesizeRequest(config=config(), text=TEXT), metadata=meta(tenant)
+            )
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "TTS_MODEL" in (caught.value.details() or "")
+        assert (
+            await other.tts.GetModelStatus(pb.GetModelStatusRequest())
+        ).status.state == pb.MODEL_STATE_FAILED
+
+        status = (await other.tts.LoadModel(pb.LoadModelRequest(model=str(servers.tiny_dir)))).status
+        assert status.state == pb.MODEL_STATE_READY
+        await other.wait_for_health(health_pb2.HealthCheckResponse.SERVING)
+
+
+def sample_value(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+async def test_a_synthesis_moves_the_metrics(servers: Servers, tenant: str) -> None:
+    names = (
+        ("voice_tts_audio_seconds_total", None),
+        ("voice_tts_time_to_first_audio_seconds_count", {"rpc": "Synthesize"}),
+        ("voice_tts_time_to_first_audio_seconds_count", {"rpc": "SynthesizeStream"}),
+        ("voice_tts_real_time_factor_count", None),
+    )
+    before = [sample_value(name, labels) for name, labels in names]
+    response = await servers.tts.Synthesize(
+        pb.SynthesizeRequest(config=config(seed=1), text=TEXT), metadata=meta(tenant)
+    )
+    audio_seconds, first_audio, stream_first_audio, rtf = (
+        sample_value(name, labels) - value for (name, labels), value in zip(names, before, strict=True)
+    )
+    assert audio_seconds == pytest.approx(response.summary.duration_seconds)
+    assert (first_audio, stream_first_audio, rtf) == (1, 0, 1)
+    assert sample_value("voice_tts_queue_depth") == 0
+    assert REGISTRY.get_sample_value("voice_tts_batch_size_count") is not None  # defined for the synthesizer
+
+
+async def test_prompt_cache_misses_then_hits_until_the_samples_change(servers: Servers, tenant: str) -> None:
+    response = await servers.profiles.CreateProfile(
+        ppb.CreateProfileRequest(name="Cached", language="en"), metadata=meta(tenant)
+    )
+    profile_id = response.profile.id
+    metadata = ppb.SampleMetadata(
+        profile_id=profile_id, file_name="a.wav", mime_type="audio/wav", reference_text="Hello there."
+    )
+    added = await servers.profiles.AddSample(
+        iter([ppb.AddSampleRequest(metadata=metadata), ppb.AddSampleRequest(chunk=reference_wav(seed=7))]),
+        metadata=meta(tenant),
+    )
+    results = ("memory_hit", "store_hit", "miss")
+
+    async def lookup() -> dict[str, float]:
+        """Synthesize once; which prompt-cache result it counted."""
+        before = {r: sample_value("voice_tts_prompt_cache_requests_total", {"result": r}) for r in results}
+        request = pb.SynthesizeRequest(
+            config=config(voice=pb.Voice(profile_id=profile_id), seed=2), text=TEXT
+        )
+        await servers.tts.Synthesize(request, metadata=meta(tenant))
+        after = {r: sample_value("voice_tts_prompt_cache_requests_total", {"result": r}) for r in results}
+        return {r: after[r] - before[r] for r in results if after[r] != before[r]}
+
+    assert await lookup() == {"miss": 1}
+    assert await lookup() == {"memory_hit": 1}
+    sample = ppb.Sample(id=added.sample.id, reference_text="Hello there, again.")
+    await servers.profiles.UpdateSample(
+        ppb.UpdateSampleRequest(
+            sample=sample, update_mask=field_mask_pb2.FieldMask(paths=["reference_text"])
+        ),
+        metadata=meta(tenant),
+    )
+    assert await lookup() == {"miss": 1}  # a new transcript: a new prompt
+    assert await lookup() == {"memory_hit": 1}
+    more = ppb.SampleMetadata(
+        profile_id=profile_id, file_name="b.wav", mime_type="audio/wav", reference_text="And more."
+    )
+    await servers.profiles.AddSample(
+        iter([ppb.AddSampleRequest(metadata=more), ppb.AddSampleRequest(chunk=reference_wav(seed=8))]),
+        metadata=meta(tenant),
+    )
+    assert await lookup() == {"miss": 1}  # another sample: a new prompt
+
+
+def retry_delay(error: aio.AioRpcError) -> float:
+    """The google.rpc RetryInfo delay in the error's trailing metadata."""
+    trailing: Any = error.trailing_metadata()  # (key, value) pairs; grpc's stubs type them otherwise
+    details = [value for key, value in trailing if key == "grpc-status-details-bin"]
+    assert details, "no grpc-status-details-bin in the trailing metadata"
+    status = status_pb2.Status.FromString(details[0])
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return float(info.retry_delay.ToNanoseconds() / 1e9)
+    raise AssertionError(f"no RetryInfo in {status}")
+
+
+async def test_a_full_queue_refuses_with_a_retry_hint_and_stores_nothing(
+    servers: Servers, tenant: str
+) -> None:
+    async with tts_server(servers, tts_settings(servers, max_queue=1)) as other:
+        await other.wait_for_health(health_pb2.HealthCheckResponse.SERVING)
+        # Seconds of work on the tiny model if it ran to the end.
+        long = pb.SynthesizeStreamRequest(
+            config=config(sampling=pb.SamplingParameters(max_new_tokens=2000)), text=TEXT * 100
+        )
+        call = other.tts.SynthesizeStream(long, metadata=meta(tenant))
+        try:
+            assert (await call.read()).WhichOneof("payload") == "start"
+            assert (await call.read()).WhichOneof("payload") == "audio"
+            assert other.app.synthesizer.queue_depth == 1
+            assert sample_value("voice_tts_queue_depth") == 1  # the gauge reads the newest app's synthesizer
+            with pytest.raises(aio.AioRpcError) as caught:
+                await other.tts.Synthesize(
+                    pb.SynthesizeRequest(config=config(store=True), text=TEXT), metadata=meta(tenant)
+                )
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert retry_delay(caught.value) >= 1
+        finally:
+            call.cancel()
+        for _ in range(250):
+            if other.app.synthesizer.queue_depth == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert other.app.synthesizer.queue_depth == 0
+    assert await generations(servers, tenant) == []
+
+
+# (encoding, output rate, decoded samples allowed short, long): whole streams from the streaming encoder; MP3
+# streams carry the encoder delay and padding (no LAME tag), up to three frames more (see voice_common's tests).
+ENCODED = [
+    (AudioEncoding.LINEAR16, 16000, 1, 1),
+    (AudioEncoding.WAV, 48000, 1, 1),
+    (AudioEncoding.FLAC, 16000, 1, 1),
+    (AudioEncoding.FLAC, 48000, 1, 1),
+    (AudioEncoding.OGG_OPUS, 16000, 320, 320),
+    (AudioEncoding.OGG_OPUS, 48000, 960, 960),
+    (AudioEncoding.MP3, 16000, 576, 3 * 576),
+    (AudioEncoding.MP3, 48000, 1152, 3 * 1152),
+]
+
+
+@pytest.mark.parametrize(("encoding", "rate", "shorter", "longer"), ENCODED)
+async def test_every_encoding_at_a_resampled_rate_decodes_to_the_duration(
+    servers: Servers, tenant: str, encoding: AudioEncoding, rate: int, shorter: int, longer: int
+) -> None:
+    output = audio_pb2.AudioFormat(encoding=encoding_to_proto(encoding), sample_rate_hertz=rate)
+    response = await servers.tts.Synthesize(
+        pb.SynthesizeRequest(config=config(seed=4, output_format=output), text=TEXT), metadata=meta(tenant)
+    )
+    assert response.format.encoding == output.encoding and response.format.sample_rate_hertz == rate
+    if encoding is AudioEncoding.LINEAR16:
+        decoded = decode_linear16(response.audio, rate, target_rate=rate)
+    else:
+        decoded = decode_audio(response.audio, target_rate=rate)
+    expected = round(response.summary.duration_seconds * rate)
+    assert expected - shorter <= len(decoded.samples) <= expected + longer

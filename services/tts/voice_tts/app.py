@@ -1,18 +1,25 @@
 """Wires the TTS service together: model manager, prompt cache, synthesizer and the profile-service client.
 
-Readiness (the gRPC health status of the service): SERVING as soon as the object store (which holds the voice
-prompts) answers. The model's own state is not part of it: it is reported by ``GetModelStatus``. Two exceptions
-and one deliberate non-exception:
+Readiness (the gRPC health status of the service, ``voice.tts.v1.TtsService`` and ``""``): SERVING when the
+object store (which holds the voice prompts) answers and the model can serve. NOT_SERVING, with the reason, when:
 
-* with ``TTS_PRELOAD=true`` the service is NOT_SERVING until the preload has finished (loaded or failed), so a
-  load balancer sends no traffic to a replica that would make the first client wait for the load;
-* a FAILED model does NOT make the service NOT_SERVING: the service keeps serving so that ``GetModelStatus``
-  can tell an operator why (and how to set ``TTS_MODEL``), and ``LoadModel`` can fix it without a restart.
-  Synthesis requests meanwhile answer UNAVAILABLE with that same message.
+* ``TTS_PRELOAD=true`` and the preload has not finished, so a load balancer sends no traffic to a replica that
+  would make the first client wait for the load;
+* the configured model cannot load at all (:func:`~voice_tts.model_manager.check_available`: no such directory,
+  or a hub id missing from the local cache; a few file lookups, nothing is loaded), so a replica without a model
+  gets no traffic; the reason says how to set ``TTS_MODEL``;
+* the last load FAILED (a damaged checkpoint, a missing GPU), for the same reason.
+
+NOT_SERVING is not "stopped": the process keeps running (``make run`` keeps the other services up), the RPCs still
+answer (synthesis with UNAVAILABLE and the same message), ``GetModelStatus`` tells an operator why, and a
+``LoadModel`` with a usable model brings the service back to SERVING at the next readiness re-check, without a
+restart. A model that is simply not loaded yet (lazy loading, or unloaded when idle) is SERVING: the first request
+loads it.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from grpc import aio
@@ -23,11 +30,14 @@ from voice_common.config import CommonSettings
 from voice_common.errors import Unavailable
 from voice_common.object_store import ObjectStore, create_object_store
 from voice_common.server.bootstrap import ServiceRegistration
-from voice_tts.model_manager import Loader, ModelManager, load_qwen3_tts
+from voice_tts import metrics
+from voice_tts.model_manager import AvailabilityCheck, Loader, ModelManager, check_available, load_qwen3_tts
 from voice_tts.profile_client import ProfileClient
 from voice_tts.prompts import PromptCache
 from voice_tts.settings import TtsSettings
 from voice_tts.synthesizer import Synthesizer
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TtsService"].full_name
 
@@ -51,11 +61,16 @@ class TtsApp:
         *,
         store: ObjectStore | None = None,
         loader: Loader = load_qwen3_tts,
+        check: AvailabilityCheck = check_available,
     ) -> TtsApp:
         store = store or await create_object_store(common)
         models = ModelManager(
-            settings.spec(), idle_unload_seconds=settings.idle_unload_seconds, loader=loader
+            settings.spec(), idle_unload_seconds=settings.idle_unload_seconds, loader=loader, check=check
         )
+        problem = models.problem()
+        if problem is not None:
+            # Once, at start: readiness repeats it only in the health status and when the reason changes.
+            log.warning("the TTS model is not available; NOT_SERVING until it is", extra={"reason": problem})
         channel = aio.insecure_channel(
             settings.profiles_address,
             options=[
@@ -63,11 +78,13 @@ class TtsApp:
                 ("grpc.max_send_message_length", common.grpc_max_message_bytes),
             ],
         )
+        synthesizer = Synthesizer(models, settings.limits())
+        metrics.track_queue_depth(synthesizer)
         return cls(
             settings=settings,
             store=store,
             models=models,
-            synthesizer=Synthesizer(models, settings.limits()),
+            synthesizer=synthesizer,
             channel=channel,
             profiles=ProfileClient(channel),
             preload_done=not settings.preload,
@@ -101,9 +118,12 @@ class TtsApp:
         return ServiceRegistration(SERVICE_NAME, add)
 
     async def readiness(self) -> None:
-        """Ready when the object store answers and any preload has finished (a FAILED model stays SERVING)."""
+        """Ready when any preload has finished, the model can serve and the object store answers (module docstring)."""
         if not self.preload_done:
             raise Unavailable(f"still loading the TTS model {self.models.spec.model!r} (TTS_PRELOAD)")
+        problem = self.models.problem()
+        if problem is not None:
+            raise Unavailable(f"the TTS model is not available: {problem}")
         await self.store.check()
 
     async def close(self) -> None:

@@ -29,6 +29,7 @@ from voice_common.audio import (
 from voice_common.audio_messages import encoding_from_proto, encoding_to_proto
 from voice_common.errors import FailedPrecondition, InvalidArgument
 from voice_common.tenancy import current_tenant
+from voice_tts import metrics
 from voice_tts.model_manager import ModelSpec, ModelState
 from voice_tts.prompts import ReferenceClip, combine_references, create_prompt, prompt_cache_key
 from voice_tts.synthesizer import SynthesisRequest, SynthesisResult, piece_seed, validate
@@ -160,8 +161,22 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
             holder.append(stream.result)
 
     async def _summary(
-        self, prepared: _Prepared, result: SynthesisResult, arrival: float, first_audio: float | None
+        self,
+        rpc: str,
+        prepared: _Prepared,
+        result: SynthesisResult,
+        arrival: float,
+        first_audio: float | None,
     ) -> pb.SynthesisSummary:
+        """The summary of a completed synthesis (stored first if asked), and its metrics."""
+        time_to_first_audio = 0.0 if first_audio is None else first_audio - arrival
+        # Observed before storing: the audio was made whether or not the history upload then works. The time to
+        # first audio is the one the summary reports (what the client waited), not the synthesizer's own.
+        if first_audio is not None:
+            metrics.TIME_TO_FIRST_AUDIO.labels(rpc=rpc).observe(time_to_first_audio)
+        if result.duration_seconds > 0:
+            metrics.REAL_TIME_FACTOR.observe(result.real_time_factor)
+        metrics.AUDIO_SECONDS.inc(result.duration_seconds)
         generation_id = ""
         if prepared.store and result.stop_reason != "stopped":
             generation_id = await self._app.profiles.store_generation(
@@ -181,7 +196,7 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
             duration_seconds=result.duration_seconds,
             seed=prepared.request.seed,
             timings=pb.SynthesisTimings(
-                time_to_first_audio=_duration(0.0 if first_audio is None else first_audio - arrival),
+                time_to_first_audio=_duration(time_to_first_audio),
                 total=_duration(now - arrival),
                 queue_wait=_duration(result.queue_wait_s),
                 real_time_factor=result.real_time_factor,
@@ -202,7 +217,7 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
             parts.append(data)
         if not holder or holder[0].stop_reason == "stopped":
             raise asyncio.CancelledError  # the client went away; nothing to answer or store
-        summary = await self._summary(prepared, holder[0], arrival, first_audio)
+        summary = await self._summary("Synthesize", prepared, holder[0], arrival, first_audio)
         return pb.SynthesizeResponse(format=prepared.format, audio=b"".join(parts), summary=summary)
 
     async def SynthesizeStream(
@@ -226,7 +241,7 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
         if not holder or holder[0].stop_reason == "stopped":
             return  # cancelled: nothing stored, and nobody left to tell
         yield pb.SynthesizeStreamResponse(
-            summary=await self._summary(prepared, holder[0], arrival, first_audio)
+            summary=await self._summary("SynthesizeStream", prepared, holder[0], arrival, first_audio)
         )
 
     async def SynthesizeDuplex(
@@ -327,7 +342,9 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
             pcm=whole,
         )
         full = dataclasses.replace(prepared, request=dataclasses.replace(request, text="".join(received)))
-        yield pb.SynthesizeDuplexResponse(summary=await self._summary(full, result, arrival, first_audio))
+        yield pb.SynthesizeDuplexResponse(
+            summary=await self._summary("SynthesizeDuplex", full, result, arrival, first_audio)
+        )
 
     def _model_status(self) -> pb.ModelStatus:
         status = self._app.models.status()
