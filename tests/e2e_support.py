@@ -104,14 +104,23 @@ class Process:
 
 
 class ServiceProcess(Process):
-    """``python -m voice_profiles`` (or the launcher) with a channel to its gRPC port."""
+    """``python -m voice_profiles`` (or the launcher, or another service) with a channel to its gRPC port.
+
+    ``prefix`` names the settings that hold the ports: ``PROFILES`` (``PROFILES_PORT``, ``PROFILES_METRICS_PORT``),
+    ``TTS``, ...
+    """
 
     def __init__(
-        self, env: Mapping[str, str], log_dir: Path, module: str = "voice_profiles", **popen: Any
+        self,
+        env: Mapping[str, str],
+        log_dir: Path,
+        module: str = "voice_profiles",
+        prefix: str = "PROFILES",
+        **popen: Any,
     ) -> None:
         super().__init__([sys.executable, "-m", module], env, log_dir, module, **popen)
-        self.port = int(self.env["PROFILES_PORT"])
-        self.metrics_port = int(self.env["PROFILES_METRICS_PORT"])
+        self.port = int(self.env[f"{prefix}_PORT"])
+        self.metrics_port = int(self.env[f"{prefix}_METRICS_PORT"])
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
@@ -165,9 +174,14 @@ class ServiceProcess(Process):
 
 @contextlib.contextmanager
 def service(
-    env: Mapping[str, str], log_dir: Path, *, module: str = "voice_profiles", **popen: Any
+    env: Mapping[str, str],
+    log_dir: Path,
+    *,
+    module: str = "voice_profiles",
+    prefix: str = "PROFILES",
+    **popen: Any,
 ) -> Iterator[ServiceProcess]:
-    process = ServiceProcess(env, log_dir, module, **popen)
+    process = ServiceProcess(env, log_dir, module, prefix, **popen)
     try:
         yield process
     finally:
