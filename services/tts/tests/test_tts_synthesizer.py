@@ -16,6 +16,7 @@ from qwen_tts import VoiceClonePromptItem
 from voice_common.audio import decode_audio, decode_linear16
 from voice_common.audio.encoding import AudioEncoding, to_s16
 from voice_common.errors import InvalidArgument, ResourceExhausted
+from voice_tts.batch_scheduler import piece_seed
 from voice_tts.model_manager import ModelManager, ModelSpec
 from voice_tts.streaming import StreamingSynthesizer
 from voice_tts.synthesizer import (
@@ -27,7 +28,6 @@ from voice_tts.synthesizer import (
     SynthesisStream,
     Synthesizer,
     model_language,
-    piece_seed,
     validate,
 )
 from voice_tts.text_segments import split_text
@@ -206,7 +206,9 @@ async def test_validation_lists_every_bad_field(manager: ModelManager, prompt: V
 async def test_full_queue_is_refused_at_once_and_the_waiter_runs_next(
     manager: ModelManager, prompt: VoiceClonePromptItem
 ) -> None:
-    synthesizer = Synthesizer(manager, SynthesisLimits(max_queue=2), factory=Recorder(no_eos=True))
+    # One at a time (max_batch=1): the second request waits for the first to end.
+    limits = SynthesisLimits(max_queue=2, max_batch=1)
+    synthesizer = Synthesizer(manager, limits, factory=Recorder(no_eos=True))
     running = synthesizer.stream(request(prompt, max_new_tokens=LONG))
     await anext(running)
     waiting = synthesizer.stream(request(prompt, max_new_tokens=10))
@@ -318,3 +320,51 @@ async def test_same_seed_gives_the_same_bytes_and_timings_add_up(
     assert result.duration_seconds == result.pcm.size / SAMPLE_RATE > 0
     assert result.real_time_factor > 0
     assert result.stop_reason in ("eos", "max_new_tokens")
+
+
+async def test_concurrent_requests_are_batched_and_sound_as_they_would_alone(
+    manager: ModelManager, prompt: VoiceClonePromptItem
+) -> None:
+    texts = ["Hello there, this is a short test.", "A second, somewhat longer sentence for the batch.", "Hi."]
+    requests = [request(prompt, text=text, seed=index) for index, text in enumerate(texts)]
+    alone = Synthesizer(manager, SynthesisLimits(max_batch=1))
+    solo = [await alone.synthesize(item) for item in requests]
+    sizes: list[int] = []
+    batched = Synthesizer(manager, SynthesisLimits(max_batch=8), on_step=sizes.append)
+    together = await asyncio.gather(*(batched.synthesize(item) for item in requests))
+    assert max(sizes) >= 2  # the requests shared talker steps
+    for (_, one), (_, many) in zip(solo, together, strict=True):
+        # The same codes (frame counts, stop reasons); batched decoding rounds the samples a little differently.
+        assert (many.frames, many.stop_reason) == (one.frames, one.stop_reason)
+        assert many.pcm.size == one.pcm.size > 0
+        assert np.abs(many.pcm - one.pcm).max() < 1e-3
+    assert batched.queue_depth == 0 and batched.running == 0
+    alone.close()
+    batched.close()
+
+
+async def test_a_request_joins_a_running_batch_and_a_stopped_one_leaves_it(
+    manager: ModelManager, prompt: VoiceClonePromptItem
+) -> None:
+    recorder = Recorder(no_eos=True)
+    sizes: list[int] = []
+    synthesizer = Synthesizer(manager, SynthesisLimits(max_batch=2), factory=recorder, on_step=sizes.append)
+    first = synthesizer.stream(request(prompt, max_new_tokens=LONG, seed=1))
+    await anext(first)
+    second = synthesizer.stream(request(prompt, max_new_tokens=LONG, seed=2))
+    await anext(second)  # it joined while the first kept running
+    third = synthesizer.stream(request(prompt, max_new_tokens=8, seed=3))
+    waiter = asyncio.ensure_future(collect(third))
+    await asyncio.sleep(0.2)
+    assert synthesizer.running == 2 and not waiter.done()  # max_batch=2: the third waits
+    await first.aclose()  # the first leaves; the third takes its place
+    _events, result = await asyncio.wait_for(waiter, 20)
+    assert result.frames == 8 and result.queue_wait_s >= 0.2
+    assert first.result is not None and first.result.stop_reason == "stopped"
+    # The second was never disturbed: it is still producing audio.
+    assert (await anext(second)).audio
+    await second.aclose()
+    assert second.result is not None and second.result.stop_reason == "stopped"
+    assert max(sizes) == 2
+    assert synthesizer.queue_depth == 0 and synthesizer.running == 0
+    synthesizer.close()

@@ -34,7 +34,12 @@ class TtsSettings(BaseSettings):
     )
     profiles_address: str = Field("127.0.0.1:50052", description="host:port of the profile service.")
     max_text_chars: int = Field(5000, ge=1)
-    max_queue: int = Field(8, ge=1, description="Requests waiting or running; one more is refused.")
+    max_queue: int = Field(32, ge=1, description="Requests waiting or running; one more is refused.")
+    max_batch: int = Field(
+        8,
+        ge=1,
+        description="Requests stepped through the model together (continuous batching); 1: one at a time.",
+    )
     prompt_cache_entries: int = Field(64, ge=0, description="Voice prompts kept in memory; 0: store only.")
     first_chunk_frames: int = Field(4, ge=1)
     chunk_frames: int = Field(12, ge=1)
@@ -56,6 +61,7 @@ class TtsSettings(BaseSettings):
         return SynthesisLimits(
             max_text_chars=self.max_text_chars,
             max_queue=self.max_queue,
+            max_batch=self.max_batch,
             first_chunk_frames=self.first_chunk_frames,
             chunk_frames=self.chunk_frames,
             left_context_frames=self.left_context_frames,

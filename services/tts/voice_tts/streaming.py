@@ -37,7 +37,7 @@ switched off inside every step, never across a ``yield``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -46,7 +46,6 @@ import torch
 from qwen_tts import Qwen3TTSModel, VoiceClonePromptItem
 from transformers import DynamicCache
 from transformers.generation.logits_process import (
-    LogitsProcessorList,
     MinNewTokensLengthLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
     SuppressTokensLogitsProcessor,
@@ -278,6 +277,153 @@ def build_prefill(model: Qwen3TTSModel, text: str, language: str, prompt: VoiceC
     )
 
 
+@torch.inference_mode()
+def residual_codes(
+    rows: list[StreamingSynthesizer], past_hidden: torch.Tensor, first: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Code groups 1.. for a batch of frames (``code_predictor.generate`` done by hand) and each frame's
+    embeddings' sum: past_hidden (B, 1, H) and first codes (B, 1) -> codes (B, G-1) and sums (B, 1, H).
+
+    Every row samples with its own processors, history and generator, in the same order as alone; the rows share
+    the predictor's forward passes (all rows have the same length, so no padding is needed).
+    """
+    lead = rows[0]
+    predictor = lead._predictor
+    embeddings = predictor.get_input_embeddings()
+    device = lead.device
+    batch = len(rows)
+    first_embed: torch.Tensor = lead._talker.get_input_embeddings()(first)
+    cache = DynamicCache()
+    inputs = torch.cat((past_hidden, first_embed), dim=1)
+    codes: list[torch.Tensor] = []
+    code_embeds = [first_embed]
+    history = torch.zeros((batch, 0), dtype=torch.long, device=device)
+    position = 0
+    for step in range(lead.num_groups - 1):
+        if step > 0:
+            inputs = code_embeds[-1]
+        projected = predictor.small_to_mtp_projection(inputs)
+        length = projected.shape[1]
+        out = predictor.model(
+            inputs_embeds=projected,
+            position_ids=torch.arange(position, position + length, device=device)
+            .unsqueeze(0)
+            .expand(batch, -1),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        position += length
+        logits = predictor.lm_head[step](out.last_hidden_state)
+        code = torch.cat(
+            [
+                row._sample(
+                    logits[i : i + 1],
+                    row._predictor_processors,
+                    history[i : i + 1],
+                    row.params.subtalker_do_sample,
+                )
+                for i, row in enumerate(rows)
+            ],
+            dim=0,
+        )
+        history = torch.cat([history, code], dim=1)
+        codes.append(code)
+        code_embeds.append(embeddings[step](code))
+    summed = torch.cat(code_embeds, dim=1).sum(1, keepdim=True)
+    return torch.cat(codes, dim=1), summed
+
+
+class ChunkCutter:
+    """When to decode: after ``first_chunk_frames`` frames, then every ``chunk_frames``, the rest at the end.
+
+    :meth:`due` and :meth:`rest_due` say which frames to decode next (``(start, end)``) without decoding, so a
+    caller can decode several synthesizers' spans in one pass (:func:`decode_spans`) and then :meth:`mark` them.
+    """
+
+    def __init__(
+        self,
+        synthesizer: StreamingSynthesizer,
+        *,
+        first_chunk_frames: int = 4,
+        chunk_frames: int = 12,
+        left_context_frames: int = 25,
+    ) -> None:
+        if first_chunk_frames < 1 or chunk_frames < 1 or left_context_frames < 0:
+            raise ValueError("first_chunk_frames and chunk_frames must be >= 1, left_context_frames >= 0")
+        self.synthesizer = synthesizer
+        self._first = first_chunk_frames
+        self._every = chunk_frames
+        self.left_context_frames = left_context_frames
+        self.emitted = 0  # frames decoded and handed out
+
+    def due(self) -> tuple[int, int] | None:
+        """The frames to decode after the latest frame, if a chunk is complete."""
+        generated = self.synthesizer.frames_generated
+        if generated - self.emitted < (self._first if self.emitted == 0 else self._every):
+            return None
+        return self.emitted, generated
+
+    def rest_due(self) -> tuple[int, int] | None:
+        """At the end: the frames not yet decoded; nothing after a stop (the client has gone)."""
+        synthesizer = self.synthesizer
+        if synthesizer.stop_reason == "stopped" or synthesizer.frames_generated <= self.emitted:
+            return None
+        return self.emitted, synthesizer.frames_generated
+
+    def mark(self, span: tuple[int, int]) -> None:
+        self.emitted = span[1]
+
+    def after_frame(self) -> np.ndarray | None:
+        """:meth:`due`, decoded."""
+        return self._cut(self.due())
+
+    def rest(self) -> np.ndarray | None:
+        """:meth:`rest_due`, decoded."""
+        return self._cut(self.rest_due())
+
+    def _cut(self, span: tuple[int, int] | None) -> np.ndarray | None:
+        if span is None:
+            return None
+        (piece,) = decode_spans([(self.synthesizer, *span)], self.left_context_frames)
+        self.mark(span)
+        return piece
+
+
+@torch.inference_mode()
+def decode_spans(
+    spans: Sequence[tuple[StreamingSynthesizer, int, int]], left_context_frames: int
+) -> list[np.ndarray]:
+    """The audio of each ``(synthesizer, start, end)`` span of generated frames, decoded with up to
+    ``left_context_frames`` earlier frames (reference codes in ICL mode count as earlier frames).
+
+    Spans of equal length (context included) go through the speech decoder together, one pass per length: the
+    decoder's fixed cost per call (its attention masks) is paid once for the whole group. The synthesizers must
+    share one model.
+    """
+    prepared: list[tuple[torch.Tensor, int]] = []
+    for synthesizer, start, end in spans:
+        if not 0 <= start < end <= synthesizer.frames_generated:
+            raise ValueError(f"bad frame span [{start}, {end}) of {synthesizer.frames_generated}")
+        all_codes = synthesizer._context_codes()
+        offset = all_codes.shape[0] - synthesizer.frames_generated  # reference frames in front
+        context = min(left_context_frames, offset + start)
+        prepared.append((all_codes[offset + start - context : offset + end], context))
+    groups: dict[int, list[int]] = {}
+    for index, (codes, _context) in enumerate(prepared):
+        groups.setdefault(codes.shape[0], []).append(index)
+    audio: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(spans)
+    for length, members in groups.items():
+        lead = spans[members[0]][0]
+        stacked = torch.stack([prepared[i][0] for i in members]).clamp(min=0).transpose(1, 2)  # (B, G, T)
+        wav: torch.Tensor = lead._decoder(stacked)
+        per_frame = lead.samples_per_frame
+        for row, index in enumerate(members):
+            context = prepared[index][1]
+            piece = wav[row, 0, context * per_frame : length * per_frame]
+            audio[index] = piece.float().cpu().numpy().astype(np.float32, copy=False)
+    return audio
+
+
 class StreamingSynthesizer:
     """One voice-clone request: generates codec frames one at a time and decodes them in chunks.
 
@@ -349,8 +495,8 @@ class StreamingSynthesizer:
         processors.append(SuppressTokensLogitsProcessor(suppress, device=self.device))
         if p.do_sample:
             processors += _warpers(p.temperature, p.top_k, p.top_p)
-        self._talker_processors = LogitsProcessorList(processors)
-        self._predictor_processors = LogitsProcessorList(
+        self._talker_processors: list[Any] = processors
+        self._predictor_processors: list[Any] = (
             _warpers(p.subtalker_temperature, p.subtalker_top_k, p.subtalker_top_p)
             if p.subtalker_do_sample
             else []
@@ -362,6 +508,8 @@ class StreamingSynthesizer:
         self.frames_generated = 0
         self.stop_reason: StopReason | None = None
         self._started = False
+        self.position = 0  # the talker's next cache position (prompt length + frames fed back)
+        self.next_embed: torch.Tensor | None = None  # (1, 1, H): the talker input carrying the last frame
 
     # -- generation ---------------------------------------------------------------------------------------------
 
@@ -371,14 +519,16 @@ class StreamingSynthesizer:
         return self._codes[: self.frames_generated]
 
     def _sample(
-        self, logits: torch.Tensor, processors: LogitsProcessorList, history: torch.Tensor, sample: bool
+        self, logits: torch.Tensor, processors: list[Any], history: torch.Tensor, sample: bool
     ) -> torch.Tensor:
         """One token (1, 1) from the last position's logits, as transformers' ``_sample`` picks it."""
-        # transformers annotates LongTensor/FloatTensor, which plain tensors are at run time.
-        scores = processors(
-            cast(torch.LongTensor, history),
-            cast(torch.FloatTensor, logits[:, -1, :].to(copy=True, dtype=torch.float32)),
-        )
+        # The processors in order, as LogitsProcessorList applies them, without its per-call signature inspection
+        # (a third of the sampling time at small model sizes). transformers annotates LongTensor/FloatTensor,
+        # which plain tensors are at run time.
+        ids = cast(torch.LongTensor, history)
+        scores = cast(torch.FloatTensor, logits[:, -1, :].to(copy=True, dtype=torch.float32))
+        for processor in processors:
+            scores = processor(ids, scores)
         if sample:
             probs = torch.softmax(scores, dim=-1)
             return torch.multinomial(probs, num_samples=1, generator=self.generator)
@@ -400,40 +550,6 @@ class StreamingSynthesizer:
         logits: torch.Tensor = self._talker.codec_head(hidden)
         return hidden[:, -1:, :], logits
 
-    @torch.inference_mode()
-    def _residual_codes(
-        self, past_hidden: torch.Tensor, first: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Code groups 1.. with the code predictor (its ``generate`` done by hand), and their embeddings' sum."""
-        predictor = self._predictor
-        embeddings = predictor.get_input_embeddings()
-        first_embed: torch.Tensor = self._talker.get_input_embeddings()(first)
-        cache = DynamicCache()
-        inputs = torch.cat((past_hidden, first_embed), dim=1)
-        codes: list[torch.Tensor] = []
-        code_embeds = [first_embed]
-        history = torch.zeros((1, 0), dtype=torch.long, device=self.device)
-        position = 0
-        for step in range(self.num_groups - 1):
-            if step > 0:
-                inputs = code_embeds[-1]
-            projected = predictor.small_to_mtp_projection(inputs)
-            length = projected.shape[1]
-            out = predictor.model(
-                inputs_embeds=projected,
-                position_ids=torch.arange(position, position + length, device=self.device).unsqueeze(0),
-                past_key_values=cache,
-                use_cache=True,
-            )
-            position += length
-            logits = predictor.lm_head[step](out.last_hidden_state)
-            code = self._sample(logits, self._predictor_processors, history, self.params.subtalker_do_sample)
-            history = torch.cat([history, code], dim=1)
-            codes.append(code)
-            code_embeds.append(embeddings[step](code))
-        summed = torch.cat(code_embeds, dim=1).sum(1, keepdim=True)
-        return torch.cat(codes, dim=1), summed
-
     def frames(self, should_stop: Callable[[], bool] = _never) -> Iterator[torch.Tensor]:
         """Generate frames one at a time, yielding each frame's codes (groups,) as soon as it exists.
 
@@ -449,40 +565,84 @@ class StreamingSynthesizer:
             self._cache = DynamicCache()  # frees the talker's KV cache on the end, a stop, or close()
 
     def _frames(self, should_stop: Callable[[], bool]) -> Iterator[torch.Tensor]:
-        prefill = self.prefill
         if should_stop():
             self.stop_reason = "stopped"
             return
-        hidden, logits = self._talker_forward(prefill.inputs_embeds, 0)
-        position = prefill.inputs_embeds.shape[1]
-        trailing_len = prefill.trailing_text_hidden.shape[1]
-        next_embed: torch.Tensor | None = None  # the talker input that carries the previous frame
-        for index in range(self.max_frames):
-            if next_embed is not None:
+        hidden, logits = self.begin()
+        while True:
+            if self.frames_generated:
                 if should_stop():
                     self.stop_reason = "stopped"
                     return
-                hidden, logits = self._talker_forward(next_embed, position)
-                position += 1
-            with torch.inference_mode():
-                first = self._sample(
-                    logits, self._talker_processors, self._first_codes, self.params.do_sample
-                )
-                self._first_codes = torch.cat([self._first_codes, first], dim=1)
-                if int(first) == self.eos_id:
-                    self.stop_reason = "eos"
-                    return
-                rest, summed = self._residual_codes(hidden, first)
-                if index < trailing_len:
-                    next_embed = summed + prefill.trailing_text_hidden[:, index].unsqueeze(1)
-                else:
-                    next_embed = summed + prefill.tts_pad_embed
-                self._codes[index, 0] = first[0, 0]
-                self._codes[index, 1:] = rest[0]
-                self.frames_generated = index + 1
-                frame = self._codes[index].clone()
-            yield frame
-        self.stop_reason = "max_new_tokens"
+                assert self.next_embed is not None
+                hidden, logits = self._talker_forward(self.next_embed, self.position)
+                self.position += 1
+            first = self.choose_first(logits)
+            if first is None:
+                return
+            rest, summed = residual_codes([self], hidden, first)
+            yield self.accept(first, rest, summed)
+            if self.done:
+                return
+
+    # -- step primitives (shared by frames() and the batch scheduler) --------------------------------------------
+
+    def begin(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the talker over the prompt (this synthesizer's own KV cache): the last hidden state and logits."""
+        if self.position:
+            raise RuntimeError("begin() runs once")
+        self._started = True
+        hidden, logits = self._talker_forward(self.prefill.inputs_embeds, 0)
+        self.position = self.prefill.inputs_embeds.shape[1]
+        return hidden, logits
+
+    @property
+    def done(self) -> bool:
+        """Whether generation has ended (EOS, the frame cap, or a stop)."""
+        if self.stop_reason is None and self.frames_generated >= self.max_frames:
+            self.stop_reason = "max_new_tokens"
+        return self.stop_reason is not None
+
+    @torch.inference_mode()
+    def choose_first(self, logits: torch.Tensor) -> torch.Tensor | None:
+        """Sample the next frame's first code (1, 1) from the talker's logits (1, T, V); None at EOS."""
+        first = self._sample(logits, self._talker_processors, self._first_codes, self.params.do_sample)
+        self._first_codes = torch.cat([self._first_codes, first], dim=1)
+        if int(first) == self.eos_id:
+            self.stop_reason = "eos"
+            return None
+        return first
+
+    @torch.inference_mode()
+    def accept(self, first: torch.Tensor, rest: torch.Tensor, summed: torch.Tensor) -> torch.Tensor:
+        """Record a frame (first code (1, 1), residual codes (1, G-1), their embeddings' sum (1, 1, H)) and build
+        the talker input that carries it (as the talker's forward does); the frame's codes (groups,)."""
+        index = self.frames_generated
+        trailing = self.prefill.trailing_text_hidden
+        if index < trailing.shape[1]:
+            self.next_embed = summed + trailing[:, index].unsqueeze(1)
+        else:
+            self.next_embed = summed + self.prefill.tts_pad_embed
+        self._codes[index, 0] = first[0, 0]
+        self._codes[index, 1:] = rest[0]
+        self.frames_generated = index + 1
+        return self._codes[index].clone()
+
+    @property
+    def talker(self) -> Any:
+        """The talker module (for the batch scheduler's batched forward)."""
+        return self._talker
+
+    def take_cache(self) -> DynamicCache:
+        """Hand the talker's KV cache over (to a batch); this synthesizer keeps an empty one."""
+        cache, self._cache = self._cache, DynamicCache()
+        return cache
+
+    def stop(self) -> None:
+        """Mark a stop from outside (the batch scheduler) and free the KV cache."""
+        if self.stop_reason is None:
+            self.stop_reason = "stopped"
+        self._cache = DynamicCache()
 
     # -- decoding -----------------------------------------------------------------------------------------------
 
@@ -499,13 +659,8 @@ class StreamingSynthesizer:
 
     def decode_span(self, start: int, end: int, left_context_frames: int) -> np.ndarray:
         """Audio of generated frames [start, end), decoded with up to ``left_context_frames`` earlier frames."""
-        if not 0 <= start < end <= self.frames_generated:
-            raise ValueError(f"bad frame span [{start}, {end}) of {self.frames_generated}")
-        all_codes = self._context_codes()
-        offset = all_codes.shape[0] - self.frames_generated  # reference frames in front
-        context = min(left_context_frames, offset + start)
-        wav = self._decode(all_codes[offset + start - context : offset + end])
-        return wav[context * self.samples_per_frame :].float().cpu().numpy().astype(np.float32, copy=False)
+        (piece,) = decode_spans([(self, start, end)], left_context_frames)
+        return piece
 
     def decode_all(self) -> np.ndarray:
         """All generated frames decoded in one pass (reference codes in front in ICL mode, then cut off)."""
@@ -535,26 +690,22 @@ class StreamingSynthesizer:
         model: 25 frames (upstream's chunked_decode value) ~0.02-0.03 max abs (output RMS ~0.1), 72 ~0.003-0.01,
         100 ~1e-5 (rounding). Each chunk costs a decode of ``left_context_frames + chunk`` frames.
         """
-        if first_chunk_frames < 1 or chunk_frames < 1 or left_context_frames < 0:
-            raise ValueError("first_chunk_frames and chunk_frames must be >= 1, left_context_frames >= 0")
-        return self._stream(first_chunk_frames, chunk_frames, left_context_frames, should_stop)
+        cutter = ChunkCutter(
+            self,
+            first_chunk_frames=first_chunk_frames,
+            chunk_frames=chunk_frames,
+            left_context_frames=left_context_frames,
+        )
+        return self._stream(cutter, should_stop)
 
-    def _stream(
-        self,
-        first_chunk_frames: int,
-        chunk_frames: int,
-        left_context_frames: int,
-        should_stop: Callable[[], bool],
-    ) -> Iterator[np.ndarray]:
-        emitted = 0
+    def _stream(self, cutter: ChunkCutter, should_stop: Callable[[], bool]) -> Iterator[np.ndarray]:
         for _frame in self.frames(should_stop):
-            due = first_chunk_frames if emitted == 0 else chunk_frames
-            if self.frames_generated - emitted >= due:
-                piece = self.decode_span(emitted, self.frames_generated, left_context_frames)
-                emitted = self.frames_generated
+            piece = cutter.after_frame()
+            if piece is not None:
                 yield piece
-        if self.stop_reason != "stopped" and self.frames_generated > emitted:
-            yield self.decode_span(emitted, self.frames_generated, left_context_frames)
+        piece = cutter.rest()
+        if piece is not None:
+            yield piece
 
     def generate_codes(self, should_stop: Callable[[], bool] = _never) -> torch.Tensor:
         """Run to the end; the codes (frames, groups) on the CPU."""

@@ -6,26 +6,28 @@ How a request runs (:meth:`Synthesizer.stream`):
 1. :func:`validate` checks every field at once (one ``InvalidArgument`` listing all problems).
 2. Admission: at most ``max_queue`` requests are waiting or running; one more gets ``ResourceExhausted`` at once,
    with a retry hint from the recent service times.
-3. Requests use the model one at a time (a FIFO ``asyncio.Lock``): on a small CPU one request already saturates
-   the cores, and on a GPU a batch of one keeps latency predictable. Batching several requests per step is future
-   work. The time spent waiting for the lock (and for a first model load) is ``queue_wait_s``.
+3. Requests are batched: the :class:`~voice_tts.batch_scheduler.BatchScheduler` steps up to ``max_batch``
+   requests through the model together, frame by frame (continuous batching: a request joins at the next frame
+   and leaves when it ends); the rest wait FIFO. ``queue_wait_s`` is the time until a request joined (including,
+   on first use, the model load). ``max_batch=1`` runs requests one at a time.
 4. Long text is cut with :func:`~voice_tts.text_segments.split_text` into pieces of at most ``max_piece_chars``;
    the pieces are spoken one after another with the same voice prompt. Piece ``i`` is sampled with seed
-   :func:`piece_seed` ``(seed, i) = (seed + i) mod 2**64``, so a request is reproducible from its seed and a
+   :func:`~voice_tts.batch_scheduler.piece_seed` ``(seed, i) = (seed + i) mod 2**64``, so a request is reproducible from its seed and a
    single-piece request samples exactly as ``StreamingSynthesizer(seed=seed)``. ``max_new_tokens`` caps each
    piece's frames.
-5. Generation, decoding and encoding run in one worker thread per request (the event loop never blocks on torch
-   or the codec); the thread hands encoded bytes to the event loop with ``loop.call_soon_threadsafe``. One
+5. Generation, decoding and encoding run in the scheduler's engine thread (the event loop never blocks on torch
+   or the codec); it hands encoded bytes to the event loop with ``loop.call_soon_threadsafe``. One
    :class:`~voice_common.audio.encoding.StreamingEncoder` per request encodes and resamples the audio, so the
    concatenated events are one valid stream in the requested format.
 6. Cancellation: when the consumer stops (``aclose()``, task cancellation, or ``cancelled()`` turning true, which
-   is polled on the event loop), the worker's stop flag is set; the synthesizer checks it before every frame, so
-   generation ends within a frame. The model slot is released only after the worker thread has returned, so the
-   next request never shares the CPU with a dying one. A stream dropped without ``aclose()`` is closed the same
-   way by asyncio's async-generator finalizer, a little later.
+   is polled on the event loop), the request's stop flag is set; the engine checks it before every batch step, so
+   generation ends within a frame. The admission slot is released only after the engine has let the request go,
+   so a refused client never races a dying request. A stream dropped without ``aclose()`` is closed the same way
+   by asyncio's async-generator finalizer, a little later.
 
-The worker does not wait for a slow consumer (no back-pressure): the backlog is bounded by the request's own
-length (``max_text_chars`` and ``max_new_tokens``).
+The engine does not wait for a slow consumer (no back-pressure): the backlog is bounded by the request's own
+length (``max_text_chars`` and ``max_new_tokens``), and a stalled client would otherwise stall every request in
+its batch.
 """
 
 from __future__ import annotations
@@ -37,17 +39,25 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from qwen_tts import VoiceClonePromptItem
 
-from voice_common.audio.encoding import AudioEncoding, StreamingEncoder, check_output_rate
+from voice_common.audio.encoding import AudioEncoding, check_output_rate
 from voice_common.errors import ErrorList, InvalidArgument, ResourceExhausted
+from voice_tts.batch_scheduler import (
+    BatchScheduler,
+    Chunk,
+    Done,
+    Job,
+    JobOutcome,
+    SynthesizerFactory,
+)
+from voice_tts.batch_scheduler import piece_seed as piece_seed  # part of this module's documented behaviour
 from voice_tts.model_manager import ModelManager
 from voice_tts.streaming import StopReason, StreamingSynthesizer, check_language
-from voice_tts.text_segments import split_text
 
 # API language codes -> the names the Qwen3-TTS models use ("auto" lets the model pick, no language id).
 LANGUAGES: dict[str, str] = {
@@ -68,7 +78,6 @@ SAMPLE_RATE_FIELD = "output_format.sample_rate_hertz"
 CANCEL_POLL_SECONDS = 0.02
 # Before any request has finished, the retry hint assumes a request takes this long.
 INITIAL_SERVICE_SECONDS = 2.0
-_SEED_MODULUS = 2**64
 
 
 def model_language(language: str) -> str | None:
@@ -77,11 +86,6 @@ def model_language(language: str) -> str | None:
     if key in LANGUAGES:
         return LANGUAGES[key]
     return key if key in LANGUAGES.values() else None
-
-
-def piece_seed(seed: int, index: int) -> int:
-    """The seed of piece ``index`` of a request with ``seed``: ``(seed + index) mod 2**64`` (torch's range)."""
-    return (seed + index) % _SEED_MODULUS
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,8 @@ class SynthesisRequest:
 class SynthesisLimits:
     max_text_chars: int = 5000
     max_piece_chars: int = 200
-    max_queue: int = 8  # requests waiting or running; one more is refused
+    max_queue: int = 32  # requests waiting or running; one more is refused
+    max_batch: int = 8  # requests stepped through the model together
     first_chunk_frames: int = 4
     chunk_frames: int = 12
     left_context_frames: int = 25
@@ -165,45 +170,6 @@ class SynthesisResult:
     frames: int = 0  # codec frames generated over all pieces
 
 
-class SynthesizerFactory(Protocol):
-    def __call__(
-        self,
-        model: Any,
-        text: str,
-        language: str,
-        prompt: Any,
-        *,
-        seed: int,
-        temperature: float | None,
-        top_k: int | None,
-        top_p: float | None,
-        repetition_penalty: float | None,
-        max_new_tokens: int | None,
-    ) -> StreamingSynthesizer: ...
-
-
-@dataclass
-class _Chunk:
-    audio: bytes
-    samples: int
-
-
-class _Done:
-    pass
-
-
-_DONE = _Done()
-
-
-@dataclass
-class _WorkerOutcome:
-    pcm: np.ndarray
-    sample_rate: int
-    stop_reason: StopReason
-    pieces: int
-    frames: int
-
-
 class SynthesisStream:
     """The events of one request (an async iterator); ``result`` is set once the request has ended.
 
@@ -240,12 +206,12 @@ class Synthesizer:
         clock: Callable[[], float] = time.perf_counter,
         *,
         factory: SynthesizerFactory = StreamingSynthesizer,
+        on_step: Callable[[int], None] | None = None,
     ) -> None:
         self._models = models
         self._limits = limits or SynthesisLimits()
         self._clock = clock
-        self._factory = factory
-        self._lock = asyncio.Lock()
+        self._scheduler = BatchScheduler(self._limits, factory, clock, on_step)
         self._depth = 0
         self._service_seconds = INITIAL_SERVICE_SECONDS
 
@@ -255,12 +221,21 @@ class Synthesizer:
 
     @property
     def queue_depth(self) -> int:
-        """Requests admitted and not finished: waiting for the model plus the one running."""
+        """Requests admitted and not finished: waiting for the model plus running."""
         return self._depth
 
+    @property
+    def running(self) -> int:
+        """Requests in the batch now."""
+        return self._scheduler.running
+
     def retry_after_seconds(self) -> float:
-        """When a refused client should try again: about one request's service time (a slot frees by then)."""
+        """When a refused client should try again: about the time for a batch's worth of requests to finish."""
         return float(min(60.0, max(1.0, math.ceil(self._service_seconds))))
+
+    def close(self) -> None:
+        """Stop the engine thread (requests still inside fail); for shutdown."""
+        self._scheduler.close()
 
     def stream(
         self, request: SynthesisRequest, *, cancelled: Callable[[], bool] = lambda: False
@@ -291,17 +266,16 @@ class Synthesizer:
             )
         self._depth += 1
         try:
-            async with self._lock, self._models.use() as model:
-                # The wait for the slot and, on first use, for the model to load both count as queue wait.
-                acquired = self._clock()
+            # use(): loads the model on first use and keeps an idle unload away while the request runs.
+            async with self._models.use() as model:
                 language = model_language(request.language)
                 assert language is not None  # validated
                 try:
                     check_language(model, language)
                 except ValueError as error:
                     raise InvalidArgument(str(error), field="language") from error
-                events = self._generate(model, request, language, cancelled, started, acquired, holder)
-                # aclosing: an early stop must stop the worker before the model slot is released.
+                events = self._generate(model, request, language, cancelled, started, holder)
+                # aclosing: an early stop must stop the job before the admission slot is released.
                 async with aclosing(events):
                     async for event in events:
                         yield event
@@ -315,34 +289,31 @@ class Synthesizer:
         language: str,
         cancelled: Callable[[], bool],
         started: float,
-        acquired: float,
         holder: SynthesisStream,
     ) -> AsyncGenerator[SynthesisEvent, None]:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[_Chunk | _Done] = asyncio.Queue()
-        stop = threading.Event()
+        queue: asyncio.Queue[Chunk | Done] = asyncio.Queue()
 
-        def push(item: _Chunk | _Done) -> None:
+        def push(item: Chunk | Done) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        # OpenMP keeps its thread count per OS thread: a fresh worker would use the machine default, not what the
-        # service set, and a different count changes float sums, so the same seed would not give the same audio.
-        threads = torch.get_num_threads()
-        worker = asyncio.ensure_future(
-            asyncio.to_thread(self._work, model, request, language, stop, push, threads)
-        )
+        # OpenMP keeps its thread count per OS thread: the engine thread takes the service's count, since a
+        # different count changes float sums, so the same seed would not give the same audio.
+        job = Job(model, request, language, threading.Event(), push, torch.get_num_threads())
+        self._scheduler.submit(job)
+        outcome_future = asyncio.wrap_future(job.outcome)
         first_audio: float | None = None
         pending_samples = 0
         try:
             while True:
                 if cancelled():
-                    stop.set()
+                    job.stop.set()
                     break
                 try:
                     item = await asyncio.wait_for(queue.get(), CANCEL_POLL_SECONDS)
                 except TimeoutError:
                     continue
-                if isinstance(item, _Done):
+                if isinstance(item, Done):
                     break
                 pending_samples += item.samples
                 if item.audio:
@@ -351,25 +322,26 @@ class Synthesizer:
                     event = SynthesisEvent(item.audio, pending_samples)
                     pending_samples = 0
                     yield event
-            if stop.is_set():
+            if job.stop.is_set():
                 return
-            await worker  # raises what the worker raised
+            await outcome_future  # raises what the job raised
             if pending_samples:
                 yield SynthesisEvent(b"", pending_samples)
         finally:
-            stop.set()
-            outcome = await _join(worker)
+            job.stop.set()
+            self._scheduler.wake()
+            outcome = await _join(outcome_future)
             ended = self._clock()
-            service = ended - acquired
-            self._service_seconds = 0.7 * self._service_seconds + 0.3 * service
             if outcome is not None:
+                service = ended - outcome.started_at
+                self._service_seconds = 0.7 * self._service_seconds + 0.3 * service
                 duration = outcome.pcm.size / outcome.sample_rate
                 holder.result = SynthesisResult(
                     seed=request.seed,
                     duration_seconds=duration,
                     time_to_first_audio_s=0.0 if first_audio is None else first_audio - started,
                     total_s=ended - started,
-                    queue_wait_s=acquired - started,
+                    queue_wait_s=max(0.0, outcome.started_at - started),
                     real_time_factor=service / duration if duration > 0 else 0.0,
                     stop_reason=outcome.stop_reason,
                     pcm=outcome.pcm,
@@ -378,88 +350,21 @@ class Synthesizer:
                     frames=outcome.frames,
                 )
 
-    def _work(
-        self,
-        model: Any,
-        request: SynthesisRequest,
-        language: str,
-        stop: threading.Event,
-        push: Callable[[_Chunk | _Done], None],
-        threads: int,
-    ) -> _WorkerOutcome:
-        """Worker thread: every piece in turn, encoded as it comes; ends with _DONE pushed whatever happens."""
-        torch.set_num_threads(threads)
-        limits = self._limits
-        encoder: StreamingEncoder | None = None
-        audio: list[np.ndarray] = []
-        sample_rate = 24000
-        reasons: list[StopReason] = []
-        frames = 0
-        pieces = split_text(request.text, limits.max_piece_chars)
-        try:
-            for index, text in enumerate(pieces):
-                if stop.is_set():
-                    break
-                synthesizer = self._factory(
-                    model,
-                    text,
-                    language,
-                    request.prompt,
-                    seed=piece_seed(request.seed, index),
-                    temperature=request.temperature,
-                    top_k=request.top_k,
-                    top_p=request.top_p,
-                    repetition_penalty=request.repetition_penalty,
-                    max_new_tokens=request.max_new_tokens,
-                )
-                sample_rate = synthesizer.sample_rate
-                if encoder is None:
-                    encoder = StreamingEncoder(request.encoding, sample_rate, request.sample_rate)
-                try:
-                    for samples in synthesizer.stream(
-                        first_chunk_frames=limits.first_chunk_frames,
-                        chunk_frames=limits.chunk_frames,
-                        left_context_frames=limits.left_context_frames,
-                        should_stop=stop.is_set,
-                    ):
-                        audio.append(samples)
-                        push(_Chunk(encoder.encode(samples), int(samples.size)))
-                finally:
-                    frames += synthesizer.frames_generated
-                    reasons.append(synthesizer.stop_reason or "stopped")
-            stopped = stop.is_set() or "stopped" in reasons
-            if encoder is not None:
-                if stopped:
-                    encoder.close()
-                else:
-                    push(_Chunk(encoder.flush(), 0))
-        except BaseException:
-            if encoder is not None:
-                encoder.close()
-            raise
-        finally:
-            push(_DONE)
-        reason: StopReason = (
-            "stopped" if stopped else "max_new_tokens" if "max_new_tokens" in reasons else "eos"
-        )
-        pcm = np.concatenate(audio) if audio else np.zeros(0, dtype=np.float32)
-        return _WorkerOutcome(pcm.astype(np.float32, copy=False), sample_rate, reason, len(reasons), frames)
 
-
-async def _join(worker: asyncio.Future[_WorkerOutcome]) -> _WorkerOutcome | None:
-    """Wait for the worker thread to end, even if this task is cancelled meanwhile (cancellation is re-raised
-    afterwards); its outcome, or None if it failed."""
+async def _join(outcome: asyncio.Future[JobOutcome]) -> JobOutcome | None:
+    """Wait for the engine to let the job go, even if this task is cancelled meanwhile (cancellation is
+    re-raised afterwards); its outcome, or None if it failed."""
     cancelled = False
-    while not worker.done():
+    while not outcome.done():
         try:
-            await asyncio.shield(worker)
+            await asyncio.shield(outcome)
         except asyncio.CancelledError:
-            if not worker.done():
+            if not outcome.done():
                 cancelled = True
         except Exception:
             break
     if cancelled:
         raise asyncio.CancelledError
-    if worker.cancelled() or worker.exception() is not None:
+    if outcome.cancelled() or outcome.exception() is not None:
         return None
-    return worker.result()
+    return outcome.result()
