@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import get_profile_load, upload
+from bench import get_profile_load, tts, upload
 from bench.common import BenchError, Figure, format_value
 from bench.get_profile_load import LoadPlan, ServerLoad
 from bench.services import CONFIGS, FILESYSTEM, POSTGRES_S3, EchoServer, echo_server, profile_service
@@ -26,7 +27,14 @@ from bench.services import CONFIGS, FILESYSTEM, POSTGRES_S3, EchoServer, echo_se
 GET_PROFILE = "get_profile"
 UNCACHED = "filesystem_read_cache_off"
 ADD_SAMPLE = "add_sample"
-BENCHMARKS = (GET_PROFILE, ADD_SAMPLE)
+TTS = "tts"
+BENCHMARKS = (GET_PROFILE, ADD_SAMPLE, TTS)
+# The configurations each benchmark runs on: the TTS service keeps nothing but prompts in the store, so one is enough.
+BENCHMARK_CONFIGS: dict[str, tuple[str, ...]] = {
+    GET_PROFILE: CONFIGS,
+    ADD_SAMPLE: CONFIGS,
+    TTS: (FILESYSTEM,),
+}
 # --only also takes a figure name, which runs just what that figure needs.
 FIGURES: dict[str, tuple[str, str]] = {
     "get_profile_vs_echo_ops_ratio": (GET_PROFILE, FILESYSTEM),
@@ -35,6 +43,7 @@ FIGURES: dict[str, tuple[str, str]] = {
     "get_profile_postgres_p99_ms": (GET_PROFILE, POSTGRES_S3),
     "add_sample_5min_vs_put_ratio_filesystem": (ADD_SAMPLE, FILESYSTEM),
     "add_sample_5min_vs_put_ratio_s3": (ADD_SAMPLE, POSTGRES_S3),
+    **{name: (TTS, FILESYSTEM) for name in tts.FIGURE_NAMES},
 }
 
 
@@ -47,6 +56,7 @@ class Options:
     plan: LoadPlan
     upload_runs: int
     breakdown_runs: int
+    tts_plan: tts.Plan
 
 
 @dataclass
@@ -81,12 +91,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     selection: dict[str, set[str]] = {}
     figure_names: set[str] | None = None
     if not args.only:
-        selection = {name: set(CONFIGS) for name in BENCHMARKS}
+        selection = {name: set(BENCHMARK_CONFIGS[name]) for name in BENCHMARKS}
     else:
         figure_names = set()
         for name in args.only:
             if name in BENCHMARKS:
-                selection.setdefault(name, set()).update(CONFIGS)
+                selection.setdefault(name, set()).update(BENCHMARK_CONFIGS[name])
                 figure_names.update(figure for figure, (bench, _) in FIGURES.items() if bench == name)
             elif name in FIGURES:
                 bench, config = FIGURES[name]
@@ -100,7 +110,16 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         plan = LoadPlan(warmup_s=2.0, duration_s=8.0, concurrency=args.concurrency, channels=args.channels)
     runs = 1 if args.quick else 3
     breakdown_runs = 1 if args.quick else 5
-    return Options(args.quick, args.breakdown, selection, figure_names, plan, runs, breakdown_runs)
+    return Options(
+        args.quick,
+        args.breakdown,
+        selection,
+        figure_names,
+        plan,
+        runs,
+        breakdown_runs,
+        tts.Plan.for_run(args.quick),
+    )
 
 
 async def run(options: Options) -> Outcome:
@@ -108,10 +127,14 @@ async def run(options: Options) -> Outcome:
     tables: list[str] = []
     workdir = Path(tempfile.mkdtemp(prefix="voice-bench-"))
     try:
-        async with echo_server() as echo:
-            progress(f"echo server up at {echo.address} (pid {echo.process.pid})")
+        async with contextlib.AsyncExitStack() as stack:
+            # The echo server is the baseline of GetProfile and of AddSample's breakdown; TTS does not use it.
+            echo: EchoServer | None = None
+            if GET_PROFILE in options.selection or ADD_SAMPLE in options.selection:
+                echo = await stack.enter_async_context(echo_server())
+                progress(f"echo server up at {echo.address} (pid {echo.process.pid})")
             echo_load: ServerLoad | None = None
-            if GET_PROFILE in options.selection:
+            if GET_PROFILE in options.selection and echo is not None:
                 progress("load on the echo server")
                 echo_load = await get_profile_load.run_echo(echo, options.plan)
             recording: upload.Recording | None = None
@@ -120,13 +143,23 @@ async def run(options: Options) -> Outcome:
                 recording = await asyncio.to_thread(upload.make_recording)
             loads: dict[str, ServerLoad] = {}
             uploads: list[upload.UploadResult] = []
+            tts_results: list[tts.TtsResult] = []
             for config in CONFIGS:
                 wanted = {bench for bench, configs in options.selection.items() if config in configs}
                 if not wanted:
                     continue
                 try:
                     recording = await _run_config(
-                        config, wanted, options, workdir, echo, echo_load, recording, loads, uploads
+                        config,
+                        wanted,
+                        options,
+                        workdir,
+                        echo,
+                        echo_load,
+                        recording,
+                        loads,
+                        uploads,
+                        tts_results,
                     )
                 except (BenchError, OSError) as error:
                     outcome.failures.append(f"{config}: {error}")
@@ -151,6 +184,9 @@ async def run(options: Options) -> Outcome:
             if uploads:
                 tables.append(upload.report(uploads))
                 outcome.figures += [result.figure for result in uploads]
+            for result in tts_results:
+                tables.append(tts.report(result))
+                outcome.figures += result.figures()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     for table in tables:
@@ -165,11 +201,12 @@ async def _run_config(
     wanted: set[str],
     options: Options,
     workdir: Path,
-    echo: EchoServer,
+    echo: EchoServer | None,
     echo_load: ServerLoad | None,
     recording: upload.Recording | None,
     loads: dict[str, ServerLoad],
     uploads: list[upload.UploadResult],
+    tts_results: list[tts.TtsResult],
 ) -> upload.Recording | None:
     progress(f"starting the profile service ({config})")
     async with profile_service(config, workdir) as service:
@@ -191,10 +228,13 @@ async def _run_config(
                     f"{format_value(upload.SECONDS)} s was rejected as too long ({error}), so 299 s is used",
                 )
                 result = await upload.run_upload(service, recording, options.upload_runs, not options.quick)
-            if options.breakdown or not result.figure.passed:
+            if echo is not None and (options.breakdown or not result.figure.passed):
                 progress(f"timing the parts of AddSample ({config})")
                 result.breakdown = await upload.breakdown(service, echo, recording, options.breakdown_runs)
             uploads.append(result)
+        if TTS in wanted:
+            progress(f"TTS benchmarks beside the profile service ({config})")
+            tts_results.append(await tts.run_tts(service, workdir, options.tts_plan, progress))
     return recording
 
 

@@ -28,12 +28,14 @@ class BenchError(RuntimeError):
 
 @dataclass(frozen=True)
 class Figure:
-    """One reported number with its goal, printed as ``BENCH <name> <value> goal <op> <target> <PASS|MISS>``."""
+    """One reported number with its goal, printed as ``BENCH <name> <value> goal <op> <target> <PASS|MISS>``,
+    followed by `` (<details>)`` when there are details."""
 
     name: str
     value: float
     op: Op
     target: float
+    details: str = ""  # printed after the verdict in parentheses: the absolute numbers behind a ratio
 
     @property
     def passed(self) -> bool:
@@ -43,7 +45,8 @@ class Figure:
 
     def line(self) -> str:
         verdict = "PASS" if self.passed else "MISS"
-        return f"BENCH {self.name} {format_value(self.value)} goal {self.op} {format_value(self.target)} {verdict}"
+        line = f"BENCH {self.name} {format_value(self.value)} goal {self.op} {format_value(self.target)} {verdict}"
+        return f"{line} ({self.details})" if self.details else line
 
 
 def format_value(value: float) -> str:

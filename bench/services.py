@@ -1,4 +1,5 @@
-"""The servers under test, each in its own process: the echo baseline and the profile service as in production.
+"""The servers under test, each in its own process: the echo baseline, the profile service and the TTS service as
+in production.
 
 The profile service is started exactly as deployed, ``python -m voice_profiles`` configured through the
 environment, in one of two configurations:
@@ -6,6 +7,9 @@ environment, in one of two configurations:
 * ``filesystem``: the embedded default, SQLite and objects under ``VOICE_DATA_DIR``;
 * ``postgres_s3``: PostgreSQL (a fresh database on :func:`voice_common.testing.postgres.postgres_server`) and S3
   (a moto server subprocess, :class:`voice_common.testing.s3_server.MotoServer`), migrated at start.
+
+The TTS service is ``python -m voice_tts`` beside a profile service (:func:`tts_service`), embedded store, on the
+CPU, with the model loaded at start (``TTS_PRELOAD``), so it answers SERVING only once the model is in memory.
 """
 
 from __future__ import annotations
@@ -122,8 +126,14 @@ class _HealthProbe(_Probe):
         return f"health status {health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)}"
 
 
-async def _wait_until(process: ManagedProcess, what: str, channel: aio.Channel, check: _Probe) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
+async def _wait_until(
+    process: ManagedProcess,
+    what: str,
+    channel: aio.Channel,
+    check: _Probe,
+    timeout_s: float = READY_TIMEOUT_S,
+) -> None:
+    deadline = time.monotonic() + timeout_s
     last_error = "no answer yet"
     while time.monotonic() < deadline:
         process.check_alive(f"starting ({what})")
@@ -136,7 +146,7 @@ async def _wait_until(process: ManagedProcess, what: str, channel: aio.Channel, 
             last_error = f"{error.code().name}: {error.details()}"
         await asyncio.sleep(0.1)
     raise BenchError(
-        f"{process.name} (pid {process.pid}) did not become ready within {READY_TIMEOUT_S:.0f} s "
+        f"{process.name} (pid {process.pid}) did not become ready within {timeout_s:.0f} s "
         f"({what}; last answer: {last_error}); its output:\n{process.output()}"
     )
 
@@ -199,6 +209,60 @@ async def profile_service(
         async with aio.insecure_channel(address) as channel:
             await _wait_until(process, "grpc.health.v1 Check answers SERVING", channel, _HealthProbe())
         yield ProfileService(config, address, data_dir, process, s3, database_url)
+
+
+@dataclass(frozen=True)
+class TtsService:
+    address: str
+    model: str  # TTS_MODEL as given to the service (also the prompt cache's model id)
+    data_dir: Path
+    process: ManagedProcess
+
+
+# torch and qwen_tts take seconds to import, and TTS_PRELOAD loads the model before SERVING.
+TTS_READY_TIMEOUT_S = 120.0
+
+
+@contextlib.asynccontextmanager
+async def tts_service(
+    profiles: ProfileService, workdir: Path, model: Path, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[TtsService]:
+    """Start ``python -m voice_tts`` on ``model`` (a directory), reading voices from ``profiles``; wait for SERVING.
+
+    Its prompt store is its own directory under ``workdir``. Math threads: whatever ``OMP_NUM_THREADS`` this
+    process has or ``extra_env`` sets (the caller keeps its in-process torch on the same count).
+    """
+    data_dir = workdir / "tts"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port(HOST)
+    env = {
+        "VOICE_DATA_DIR": str(data_dir),
+        "VOICE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        "VOICE_LOG_FORMAT": "text",
+        "VOICE_SHUTDOWN_GRACE_SECONDS": "2",
+        "HF_HUB_OFFLINE": "1",
+        "TTS_HOST": HOST,
+        "TTS_PORT": str(port),
+        "TTS_METRICS_PORT": "0",
+        "TTS_MODEL": str(model),
+        "TTS_DEVICE": "cpu",
+        "TTS_DTYPE": "float32",
+        "TTS_PRELOAD": "true",
+        "TTS_PROFILES_ADDRESS": profiles.address,
+        **(extra_env or {}),
+    }
+    argv = python_module_argv("voice_tts")
+    with managed_process("TTS service", argv, child_environment(env)) as process:
+        address = f"{HOST}:{port}"
+        async with aio.insecure_channel(address) as channel:
+            await _wait_until(
+                process,
+                "grpc.health.v1 Check answers SERVING (model loaded)",
+                channel,
+                _HealthProbe(),
+                TTS_READY_TIMEOUT_S,
+            )
+        yield TtsService(address, str(model), data_dir, process)
 
 
 def describe_rpc_error(error: grpc.RpcError) -> str:

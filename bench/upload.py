@@ -39,6 +39,8 @@ RATE = 48000
 SECONDS = 300.0
 FALLBACK_SECONDS = 299.0
 GOAL_RATIO = 1.5
+STUDIO_TEXT = "A five minute studio recording."
+STUDIO_FILE = "studio.wav"
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
@@ -111,13 +113,17 @@ class UploadResult:
 
 
 async def _requests(
-    profile_id: str, data: bytes, done: list[float] | None = None
+    profile_id: str,
+    data: bytes,
+    done: list[float] | None = None,
+    reference_text: str = STUDIO_TEXT,
+    file_name: str = STUDIO_FILE,
 ) -> AsyncIterator[pb.AddSampleRequest]:
     """The metadata message, then the chunks; appends the time the last chunk was handed to gRPC to ``done``."""
     metadata = pb.SampleMetadata(
         profile_id=profile_id,
-        reference_text="A five minute studio recording.",
-        file_name="studio.wav",
+        reference_text=reference_text,
+        file_name=file_name,
         mime_type="audio/wav",
     )
     yield pb.AddSampleRequest(metadata=metadata)
@@ -128,15 +134,24 @@ async def _requests(
         done.append(time.perf_counter())
 
 
-async def _add_sample(
-    stub: pb_grpc.ProfileServiceStub, tenant: str, profile_id: str, data: bytes
+async def add_sample(
+    stub: pb_grpc.ProfileServiceStub,
+    tenant: str,
+    profile_id: str,
+    data: bytes,
+    *,
+    reference_text: str = STUDIO_TEXT,
+    file_name: str = STUDIO_FILE,
 ) -> tuple[float, float, pb.Sample]:
-    """(seconds end to end, seconds until the client had handed over the last chunk, the new sample)."""
+    """AddSample of a WAV file: (seconds end to end, seconds until the client had handed over the last chunk, the
+    new sample)."""
     done: list[float] = []
     started = time.perf_counter()
     try:
         response = await stub.AddSample(
-            _requests(profile_id, data, done), metadata=tenant_metadata(tenant), timeout=300
+            _requests(profile_id, data, done, reference_text, file_name),
+            metadata=tenant_metadata(tenant),
+            timeout=300,
         )
     except aio.AioRpcError as error:
         if error.code() == grpc.StatusCode.INVALID_ARGUMENT and "longer than the limit" in (
@@ -175,7 +190,7 @@ async def run_upload(service: ProfileService, recording: Recording, runs: int, w
                 )
                 profile_id = created.profile.id
                 for run in range(-1 if warmup else 0, runs):
-                    seconds, streamed, sample = await _add_sample(stub, tenant, profile_id, recording.data)
+                    seconds, streamed, sample = await add_sample(stub, tenant, profile_id, recording.data)
                     sample_ids.append(sample.id)
                     result.stored_duration_s = sample.duration_seconds
                     key = f"bench/direct-put/{uuid.uuid4()}"

@@ -1,0 +1,551 @@
+"""The TTS service against its own engine: time to first audio, long text, the prompt cache, concurrent requests.
+
+Everything runs on the tiny random-weight model built with ``never_eos=True`` (:mod:`voice_tts.tiny_model`) into
+the run's scratch directory: its talker never picks EOS, so every piece runs to ``max_new_tokens`` and each figure
+compares generations of a known length (:data:`FRAMES_PER_PIECE` frames, 4.8 s of audio, per piece).
+
+The service is ``python -m voice_tts`` (:func:`bench.services.tts_service`) beside the profile service of the
+``filesystem`` configuration; the voice is a profile with one 4 s sample and its transcript, so every request goes
+the production way (profile and sample read from the profile service, prompt from the prompt cache). The engine is
+:class:`voice_tts.streaming.StreamingSynthesizer` in this process, on the same model files, with the same prompt
+(built from the same clips the profile service hands out), text, seed and chunk settings. Both use
+:data:`THREADS` math threads (``OMP_NUM_THREADS`` for the service, ``torch.set_num_threads`` in the engine's
+thread), one by default: on two cores, two OpenMP threads per process made single runs up to ten times slower.
+
+Figures (medians over several runs, after unmeasured warm-ups of both sides):
+
+* ``tts_stream_ttfa_vs_engine_ratio``: SynthesizeStream's time to the first audio chunk as the client sees it,
+  over the engine's first ``stream()`` yield counted from constructing the synthesizer. Service and engine runs
+  alternate.
+* ``tts_long_text_first_chunk_vs_total_ratio``: a 300-character text (two pieces for the service's 200-character
+  split): time to the first audio chunk over the time to the end of the stream.
+* ``tts_prompt_cold_vs_warm_ratio``: ``PromptCache.get_or_create`` on a full miss (object store miss, then
+  ``create_voice_clone_prompt`` on the reference, then the put) over a memory hit; ``..._cold_vs_store_ratio``
+  over a hit in the object store with an empty memory (a restarted replica). A warm-up prompt of another clip
+  first takes the one-time costs (numba compiling librosa's kernels, first encoder runs).
+* ``tts_concurrent8_vs_sequential8_ratio``: the wall time of eight Synthesize calls started at once over eight
+  made one after another (distinct seeds, the same eight in both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from grpc import aio
+
+from bench.common import BenchError, Figure, format_value, median, render_table
+from bench.services import ProfileService, TtsService, describe_rpc_error, tenant_metadata, tts_service
+from bench.upload import add_sample
+from voice.profiles.v1 import profiles_service_pb2 as profiles_pb
+from voice.profiles.v1 import profiles_service_pb2_grpc as profiles_grpc
+from voice.tts.v1 import tts_service_pb2 as tts_pb
+from voice.tts.v1 import tts_service_pb2_grpc as tts_grpc
+from voice_common.audio.encoding import to_s16
+from voice_common.testing.media_files import encode_file, speechlike
+
+T = TypeVar("T")
+
+TENANT = "bench-tts"
+LANGUAGE = "en"
+SAMPLE_RATE = 24_000
+SAMPLES_PER_FRAME = 1920
+FRAME_RATE = SAMPLE_RATE / SAMPLES_PER_FRAME
+REFERENCE_SECONDS = 4.0
+REFERENCE_TEXT = "Hello, this is the reference voice the benchmark clones for every request."
+WARMUP_REFERENCE_TEXT = "Another voice, only to warm the prompt builder up."
+SHORT_TEXT = "Good morning! This sentence is spoken by the service and by the engine, with the same seed."
+LONG_TEXT_CHARS = 300
+FRAMES_PER_PIECE = 60  # 4.8 s of audio per piece
+SEED = 1234
+CONCURRENT = 8
+# Math threads for the engine and the service alike (see the module docstring).
+THREADS = int(os.environ.get("BENCH_TTS_THREADS", "1"))
+
+TTFA_GOAL = 1.10
+LONG_TEXT_GOAL = 0.15
+PROMPT_GOAL = 20.0
+CONCURRENCY_GOAL = 0.5
+
+FIGURE_NAMES = (
+    "tts_stream_ttfa_vs_engine_ratio",
+    "tts_long_text_first_chunk_vs_total_ratio",
+    "tts_prompt_cold_vs_warm_ratio",
+    "tts_prompt_cold_vs_store_ratio",
+    "tts_concurrent8_vs_sequential8_ratio",
+)
+
+
+def long_text(chars: int = LONG_TEXT_CHARS) -> str:
+    """Exactly ``chars`` characters of plain sentences, ending with a full stop."""
+    sentences = (
+        "The morning train left the station on time, carrying commuters through the quiet valley. "
+        "Outside the windows, fields of wheat moved in the wind while the sun climbed above the hills. "
+        "A conductor walked slowly along the aisle, checking tickets and greeting the regular passengers. "
+        "By the time the city appeared on the horizon, most people had finished their coffee and papers. "
+    )
+    text = sentences * (chars // len(sentences) + 1)
+    return text[: chars - 1] + "."
+
+
+@dataclass
+class Plan:
+    ttfa_runs: int = 11
+    long_runs: int = 3
+    prompt_runs: int = 5
+    concurrency_runs: int = 2
+    warmups: int = 2
+
+    @classmethod
+    def for_run(cls, quick: bool) -> Plan:
+        if quick:
+            return cls(ttfa_runs=3, long_runs=1, prompt_runs=2, concurrency_runs=1, warmups=1)
+        return cls()
+
+
+@dataclass
+class StreamRun:
+    """One streamed synthesis: seconds to the first audio and to the end, and what came out."""
+
+    first_s: float
+    total_s: float
+    samples: int
+    pcm16: bytes = b""  # the service's LINEAR16 bytes, or the engine's audio encoded the same way
+    server_first_s: float | None = None  # the service's own time to first audio (its summary), from arrival
+
+    @property
+    def frames(self) -> int:
+        return round(self.samples / SAMPLES_PER_FRAME)
+
+    @property
+    def audio_s(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+
+@dataclass
+class PromptTimings:
+    cold_s: list[float] = field(default_factory=list)
+    memory_s: list[float] = field(default_factory=list)
+    store_s: list[float] = field(default_factory=list)
+    warmup_s: float = 0.0
+    mode: str = ""
+
+
+@dataclass
+class TtsResult:
+    plan: Plan
+    threads: int
+    model_dir: str = ""
+    short_chars: int = len(SHORT_TEXT)
+    long_chars: int = 0
+    long_pieces: int = 0
+    service_ttfa: list[StreamRun] = field(default_factory=list)
+    engine_ttfa: list[StreamRun] = field(default_factory=list)
+    same_audio: bool | None = None
+    long_runs: list[StreamRun] = field(default_factory=list)
+    prompt: PromptTimings = field(default_factory=PromptTimings)
+    sequential_s: list[float] = field(default_factory=list)
+    concurrent_s: list[float] = field(default_factory=list)
+    concurrency_audio_s: float = 0.0
+    server_log: str = ""
+
+    def figures(self) -> list[Figure]:
+        out: list[Figure] = []
+        if self.service_ttfa and self.engine_ttfa:
+            service = median([run.first_s for run in self.service_ttfa])
+            engine = median([run.first_s for run in self.engine_ttfa])
+            run = self.service_ttfa[0]
+            out.append(
+                Figure(
+                    FIGURE_NAMES[0],
+                    service / engine,
+                    "<=",
+                    TTFA_GOAL,
+                    f"SynthesizeStream first audio {service * 1e3:.1f} ms vs engine first chunk "
+                    f"{engine * 1e3:.1f} ms, medians of {len(self.service_ttfa)}; {self.short_chars} chars, "
+                    f"{run.frames} frames, {run.audio_s:.2f} s audio, same audio: {_yes_no(self.same_audio)}",
+                )
+            )
+        if self.long_runs:
+            first = median([run.first_s for run in self.long_runs])
+            total = median([run.total_s for run in self.long_runs])
+            run = self.long_runs[0]
+            out.append(
+                Figure(
+                    FIGURE_NAMES[1],
+                    first / total,
+                    "<=",
+                    LONG_TEXT_GOAL,
+                    f"first audio {first * 1e3:.0f} ms of {total * 1e3:.0f} ms, medians of "
+                    f"{len(self.long_runs)}; {self.long_chars} chars in {self.long_pieces} pieces, "
+                    f"{run.frames} frames, {run.audio_s:.2f} s audio",
+                )
+            )
+        prompt = self.prompt
+        if prompt.cold_s and prompt.memory_s:
+            cold = median(prompt.cold_s)
+            memory = median(prompt.memory_s)
+            stored = median(prompt.store_s)
+            out.append(
+                Figure(
+                    FIGURE_NAMES[2],
+                    cold / memory,
+                    ">=",
+                    PROMPT_GOAL,
+                    f"full miss (build {REFERENCE_SECONDS:.0f} s {prompt.mode} prompt) {cold * 1e3:.1f} ms vs "
+                    f"memory hit {memory * 1e6:.1f} us, medians of {len(prompt.cold_s)}",
+                )
+            )
+            out.append(
+                Figure(
+                    FIGURE_NAMES[3],
+                    cold / stored,
+                    ">=",
+                    1.0,
+                    f"no goal in the issue: a store hit must beat a rebuild; full miss {cold * 1e3:.1f} ms vs "
+                    f"object-store hit with empty memory {stored * 1e3:.2f} ms",
+                )
+            )
+        if self.sequential_s and self.concurrent_s:
+            sequential = median(self.sequential_s)
+            concurrent = median(self.concurrent_s)
+            out.append(
+                Figure(
+                    FIGURE_NAMES[4],
+                    concurrent / sequential,
+                    "<=",
+                    CONCURRENCY_GOAL,
+                    f"{CONCURRENT} Synthesize at once {concurrent * 1e3:.0f} ms vs one after another "
+                    f"{sequential * 1e3:.0f} ms, medians of {len(self.sequential_s)}; each "
+                    f"{FRAMES_PER_PIECE} frames, {self.concurrency_audio_s:.1f} s audio in all",
+                )
+            )
+        return out
+
+
+def _yes_no(value: bool | None) -> str:
+    return "not compared" if value is None else ("yes" if value else "NO")
+
+
+def _ms(values: Sequence[float]) -> tuple[str, str, str]:
+    if not values:
+        return ("-", "-", "-")
+    return (
+        format_value(median(values) * 1e3),
+        format_value(min(values) * 1e3),
+        format_value(max(values) * 1e3),
+    )
+
+
+def report(result: TtsResult) -> str:
+    rows: list[tuple[object, ...]] = []
+
+    def stream_rows(label: str, runs: list[StreamRun]) -> None:
+        if not runs:
+            return
+        frames, audio = runs[0].frames, runs[0].audio_s
+        rows.append((f"{label}: first audio", *_ms([r.first_s for r in runs]), len(runs), frames, audio))
+        server = [r.server_first_s for r in runs if r.server_first_s is not None]
+        if server:
+            rows.append((f"{label}: first audio, server's summary", *_ms(server), len(server), frames, audio))
+        rows.append((f"{label}: whole", *_ms([r.total_s for r in runs]), len(runs), frames, audio))
+
+    stream_rows(f"SynthesizeStream, {result.short_chars} chars", result.service_ttfa)
+    stream_rows(f"engine stream(), {result.short_chars} chars", result.engine_ttfa)
+    stream_rows(f"SynthesizeStream, {result.long_chars} chars", result.long_runs)
+    prompt = result.prompt
+    if prompt.cold_s:
+        runs = len(prompt.cold_s)
+        rows.append(("prompt: full miss (build + put)", *_ms(prompt.cold_s), runs, "-", REFERENCE_SECONDS))
+        rows.append(("prompt: object-store hit", *_ms(prompt.store_s), runs, "-", REFERENCE_SECONDS))
+        rows.append(
+            ("prompt: memory hit", *_ms(prompt.memory_s), len(prompt.memory_s), "-", REFERENCE_SECONDS)
+        )
+    if result.sequential_s:
+        n = len(result.sequential_s)
+        audio = result.concurrency_audio_s
+        rows.append((f"{CONCURRENT} Synthesize one after another", *_ms(result.sequential_s), n, "-", audio))
+        rows.append((f"{CONCURRENT} Synthesize at once", *_ms(result.concurrent_s), n, "-", audio))
+    title = (
+        f"TTS on the tiny never-EOS model ({result.model_dir}), CPU, {result.threads} math thread(s) in the "
+        f"service and the engine; {FRAMES_PER_PIECE} frames a piece; first chunk after 4 frames"
+    )
+    headers = ["what", "median ms", "min ms", "max ms", "runs", "frames", "audio s"]
+    table = render_table(title, headers, rows)
+    if prompt.warmup_s:
+        table += f"\nprompt warm-up on another clip (not measured): {prompt.warmup_s * 1e3:.0f} ms"
+    return table
+
+
+class _EngineThread:
+    """One OS thread for all in-process torch work, its OpenMP pool set to ``threads`` (the count is per thread)."""
+
+    def __init__(self, threads: int) -> None:
+        self._threads = threads
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-engine")
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        def call() -> T:
+            import torch
+
+            torch.set_num_threads(self._threads)
+            return fn()
+
+        return await asyncio.wrap_future(self._pool.submit(call))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _engine_stream(model: Any, prompt: Any, text: str, seed: int, frames: int) -> StreamRun:
+    """The engine alone: construct the synthesizer, stream to the end; first yield timed from the constructor."""
+    from voice_tts.streaming import StreamingSynthesizer
+    from voice_tts.synthesizer import SynthesisLimits, model_language
+
+    limits = SynthesisLimits()
+    language = model_language(LANGUAGE)
+    assert language is not None
+    started = time.perf_counter()
+    synthesizer = StreamingSynthesizer(model, text, language, prompt, seed=seed, max_new_tokens=frames)
+    pieces = synthesizer.stream(
+        first_chunk_frames=limits.first_chunk_frames,
+        chunk_frames=limits.chunk_frames,
+        left_context_frames=limits.left_context_frames,
+    )
+    first = next(pieces)
+    first_s = time.perf_counter() - started
+    rest = list(pieces)
+    total_s = time.perf_counter() - started
+    audio = np.concatenate([first, *rest])
+    return StreamRun(first_s, total_s, audio.size, to_s16(audio).tobytes())
+
+
+def _config(profile_id: str, seed: int, frames: int) -> tts_pb.SynthesisConfig:
+    return tts_pb.SynthesisConfig(
+        voice=tts_pb.Voice(profile_id=profile_id),
+        language=LANGUAGE,
+        seed=seed,
+        sampling=tts_pb.SamplingParameters(max_new_tokens=frames),
+    )
+
+
+async def _service_stream(stub: tts_grpc.TtsServiceStub, profile_id: str, text: str, seed: int) -> StreamRun:
+    request = tts_pb.SynthesizeStreamRequest(config=_config(profile_id, seed, FRAMES_PER_PIECE), text=text)
+    parts: list[bytes] = []
+    first_s: float | None = None
+    server_first_s: float | None = None
+    started = time.perf_counter()
+    try:
+        async for response in stub.SynthesizeStream(request, metadata=tenant_metadata(TENANT), timeout=300):
+            payload = response.WhichOneof("payload")
+            if payload == "audio" and response.audio.data:
+                if first_s is None:
+                    first_s = time.perf_counter() - started
+                parts.append(response.audio.data)
+            elif payload == "summary":
+                server_first_s = response.summary.timings.time_to_first_audio.ToNanoseconds() / 1e9
+    except aio.AioRpcError as error:
+        raise BenchError(f"SynthesizeStream failed: {describe_rpc_error(error)}") from error
+    total_s = time.perf_counter() - started
+    if first_s is None:
+        raise BenchError("SynthesizeStream sent no audio")
+    data = b"".join(parts)
+    return StreamRun(first_s, total_s, len(data) // 2, data, server_first_s)
+
+
+async def _synthesize(stub: tts_grpc.TtsServiceStub, profile_id: str, text: str, seed: int) -> float:
+    """One unary Synthesize; the audio seconds it returned."""
+    request = tts_pb.SynthesizeRequest(config=_config(profile_id, seed, FRAMES_PER_PIECE), text=text)
+    try:
+        response = await stub.Synthesize(request, metadata=tenant_metadata(TENANT), timeout=600)
+    except aio.AioRpcError as error:
+        raise BenchError(f"Synthesize failed: {describe_rpc_error(error)}") from error
+    return len(response.audio) / 2 / SAMPLE_RATE
+
+
+async def _make_profile(profiles: ProfileService) -> str:
+    """A profile with one 4 s, 24 kHz sample and its transcript; returns its id."""
+    wav = encode_file(speechlike(REFERENCE_SECONDS, rate=SAMPLE_RATE, seed=3), SAMPLE_RATE, "wav")
+    async with aio.insecure_channel(profiles.address) as channel:
+        stub = profiles_grpc.ProfileServiceStub(channel)
+        try:
+            created = await stub.CreateProfile(
+                profiles_pb.CreateProfileRequest(name=f"bench tts {uuid.uuid4().hex[:8]}", language=LANGUAGE),
+                metadata=tenant_metadata(TENANT),
+                timeout=60,
+            )
+        except aio.AioRpcError as error:
+            raise BenchError(f"CreateProfile failed: {describe_rpc_error(error)}") from error
+        await add_sample(
+            stub, TENANT, created.profile.id, wav, reference_text=REFERENCE_TEXT, file_name="reference.wav"
+        )
+        return str(created.profile.id)
+
+
+async def _prompt_timings(
+    engine: _EngineThread, model: Any, model_id: str, clips: list[Any], store_dir: Path, runs: int
+) -> PromptTimings:
+    import torch
+
+    from voice_common.object_store import FilesystemObjectStore
+    from voice_tts.prompts import (
+        PromptCache,
+        ReferenceClip,
+        combine_references,
+        create_prompt,
+        prompt_cache_key,
+    )
+
+    timings = PromptTimings()
+    reference = combine_references(clips)
+    x_vector_only = reference.transcript is None
+    timings.mode = "x-vector" if x_vector_only else "ICL"
+    other = ReferenceClip(
+        audio=speechlike(REFERENCE_SECONDS, rate=SAMPLE_RATE, seed=11),
+        transcript=WARMUP_REFERENCE_TEXT,
+        sha256=uuid.uuid4().hex,
+    )
+    started = time.perf_counter()
+    await engine.run(lambda: create_prompt(model, other))
+    timings.warmup_s = time.perf_counter() - started
+
+    def build() -> Any:
+        # PromptCache builds in asyncio's default executor: give that thread the same math threads.
+        previous = torch.get_num_threads()
+        torch.set_num_threads(THREADS)
+        try:
+            return create_prompt(model, reference)
+        finally:
+            torch.set_num_threads(previous)
+
+    store = FilesystemObjectStore(store_dir)
+    try:
+        for run in range(runs):
+            # A model id of its own per run: a new key, so the first get is a full miss (store miss, build, put).
+            run_model_id = f"{model_id}#bench-{run}-{uuid.uuid4().hex[:8]}"
+            key = prompt_cache_key(run_model_id, clips, x_vector_only)
+            cache = PromptCache(store, run_model_id)
+            started = time.perf_counter()
+            _, source = await cache.get_or_create(key, build)
+            timings.cold_s.append(time.perf_counter() - started)
+            if source != "built":
+                raise BenchError(f"the prompt cache answered a fresh key from {source}")
+            for _ in range(50):
+                started = time.perf_counter()
+                _, source = await cache.get_or_create(key, build)
+                timings.memory_s.append(time.perf_counter() - started)
+            if source != "memory":
+                raise BenchError(f"a repeated prompt came from {source}, not memory")
+            fresh = PromptCache(store, run_model_id)
+            started = time.perf_counter()
+            _, source = await fresh.get_or_create(key, build)
+            timings.store_s.append(time.perf_counter() - started)
+            if source != "store":
+                raise BenchError(f"a stored prompt came from {source}, not the store")
+    finally:
+        await store.close()
+    return timings
+
+
+async def run_tts(
+    profiles: ProfileService, workdir: Path, plan: Plan, progress: Callable[[str], None]
+) -> TtsResult:
+    """Every TTS measurement (see the module docstring) against a TTS service started here beside ``profiles``."""
+    from voice_tts.model_manager import ModelSpec, load_qwen3_tts
+    from voice_tts.profile_client import ProfileClient
+    from voice_tts.prompts import combine_references, create_prompt
+    from voice_tts.synthesizer import SynthesisLimits
+    from voice_tts.text_segments import split_text
+    from voice_tts.tiny_model import build_tiny_model
+
+    result = TtsResult(plan, THREADS)
+    text_long = long_text()
+    result.long_chars = len(text_long)
+    result.long_pieces = len(split_text(text_long, SynthesisLimits().max_piece_chars))
+    engine = _EngineThread(THREADS)
+    try:
+        progress("building the tiny never-EOS model")
+        model_dir = await engine.run(
+            lambda: build_tiny_model(workdir / "tiny-qwen3-tts-steady", seed=0, never_eos=True)
+        )
+        result.model_dir = model_dir.name
+        profile_id = await _make_profile(profiles)
+        progress(f"starting the TTS service ({THREADS} math thread(s))")
+        async with tts_service(profiles, workdir, model_dir, {"OMP_NUM_THREADS": str(THREADS)}) as tts:
+            progress(
+                f"TTS service SERVING at {tts.address} (pid {tts.process.pid}); loading the model here too"
+            )
+            spec = ModelSpec(model=tts.model, device="cpu", dtype="float32")
+            model, _, _ = await engine.run(lambda: load_qwen3_tts(spec))
+            async with aio.insecure_channel(profiles.address) as channel:
+                _, clips = await ProfileClient(channel).reference_clips(TENANT, profile_id)
+            reference = combine_references(clips)
+            prompt = await engine.run(lambda: create_prompt(model, reference))
+            await _measure(tts, engine, model, prompt, profile_id, text_long, plan, result, progress)
+            progress(f"prompt cache: {plan.prompt_runs} full misses, memory and store hits")
+            result.prompt = await _prompt_timings(
+                engine, model, tts.model, clips, workdir / "prompt-bench-objects", plan.prompt_runs
+            )
+            tts.process.check_alive("after the TTS benchmarks")
+            result.server_log = tts.process.output()
+    finally:
+        engine.close()
+    return result
+
+
+async def _measure(
+    tts: TtsService,
+    engine: _EngineThread,
+    model: Any,
+    prompt: Any,
+    profile_id: str,
+    text_long: str,
+    plan: Plan,
+    result: TtsResult,
+    progress: Callable[[str], None],
+) -> None:
+    async with aio.insecure_channel(tts.address) as channel:
+        stub = tts_grpc.TtsServiceStub(channel)
+        progress(
+            f"warming up: {plan.warmups} SynthesizeStream and engine run(s) (the first builds the prompt)"
+        )
+        for _ in range(plan.warmups):
+            await _service_stream(stub, profile_id, SHORT_TEXT, SEED)
+            await engine.run(lambda: _engine_stream(model, prompt, SHORT_TEXT, SEED, FRAMES_PER_PIECE))
+
+        progress(f"time to first audio: {plan.ttfa_runs} SynthesizeStream and engine runs, alternating")
+        for _ in range(plan.ttfa_runs):
+            result.service_ttfa.append(await _service_stream(stub, profile_id, SHORT_TEXT, SEED))
+            result.engine_ttfa.append(
+                await engine.run(lambda: _engine_stream(model, prompt, SHORT_TEXT, SEED, FRAMES_PER_PIECE))
+            )
+        result.same_audio = result.service_ttfa[0].pcm16 == result.engine_ttfa[0].pcm16
+
+        progress(f"long text: {plan.long_runs} SynthesizeStream of {len(text_long)} characters")
+        for _ in range(plan.long_runs):
+            result.long_runs.append(await _service_stream(stub, profile_id, text_long, SEED))
+
+        seeds = [SEED + 100 + index for index in range(CONCURRENT)]
+        progress(f"{CONCURRENT} Synthesize one after another, then at once; {plan.concurrency_runs} round(s)")
+        for _ in range(plan.concurrency_runs):
+            started = time.perf_counter()
+            audio = [await _synthesize(stub, profile_id, SHORT_TEXT, seed) for seed in seeds]
+            result.sequential_s.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            audio_at_once = await asyncio.gather(
+                *(_synthesize(stub, profile_id, SHORT_TEXT, seed) for seed in seeds)
+            )
+            result.concurrent_s.append(time.perf_counter() - started)
+            result.concurrency_audio_s = sum(audio)
+            if abs(sum(audio_at_once) - sum(audio)) > 1e-6:
+                raise BenchError(
+                    f"concurrent requests made {sum(audio_at_once):.2f} s of audio, sequential {sum(audio):.2f} s"
+                )
