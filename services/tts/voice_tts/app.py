@@ -19,6 +19,7 @@ loads it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -78,7 +79,7 @@ class TtsApp:
                 ("grpc.max_send_message_length", common.grpc_max_message_bytes),
             ],
         )
-        synthesizer = Synthesizer(models, settings.limits())
+        synthesizer = Synthesizer(models, settings.limits(), on_step=metrics.BATCH_SIZE.observe)
         metrics.track_queue_depth(synthesizer)
         return cls(
             settings=settings,
@@ -127,5 +128,7 @@ class TtsApp:
         await self.store.check()
 
     async def close(self) -> None:
+        # The engine thread fails what is still inside (a drain has already let running RPCs finish).
+        await asyncio.to_thread(self.synthesizer.close)
         await self.channel.close(None)
         await self.store.close()
