@@ -1,0 +1,1 @@
+"""The ASR service: speech to text with faster-whisper, whole files and live streams."""
