@@ -1,0 +1,63 @@
+"""What the ASR service works with and returns: recognition options and transcripts (domain types: no grpc, no
+faster-whisper; the engine adapter converts its results into these)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Task = Literal["transcribe", "translate"]
+
+# Whisper works on 16 kHz mono float32; every input is decoded and resampled to this first.
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class RecognitionOptions:
+    language: str | None = None  # a language code hint; None: detect (multilingual models) or the model's only one
+    task: Task = "transcribe"
+    word_timestamps: bool = False
+    vad_filter: bool = True
+    beam_size: int = 5
+    initial_prompt: str | None = None
+    hotwords: str | None = None
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str  # as Whisper writes it, with its leading space
+    start: float  # seconds from the start of the audio
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str
+    start: float
+    end: float
+    words: tuple[Word, ...] = ()
+    avg_logprob: float = 0.0
+    no_speech_probability: float = 0.0
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str  # the segments' texts joined and stripped
+    language: str
+    language_probability: float
+    duration_seconds: float  # of the audio given
+    segments: tuple[Segment, ...] = ()
+
+
+@dataclass
+class TranscriptionTimings:
+    queue_wait_s: float = 0.0
+    processing_s: float = 0.0
+    real_time_factor: float = 0.0  # processing / audio duration; 0 for empty audio
+
+
+@dataclass
+class TranscriptionResult:
+    transcript: Transcript
+    timings: TranscriptionTimings = field(default_factory=TranscriptionTimings)
