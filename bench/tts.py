@@ -2,7 +2,8 @@
 
 Everything runs on the tiny random-weight model built with ``never_eos=True`` (:mod:`voice_tts.tiny_model`) into
 the run's scratch directory: its talker never picks EOS, so every piece runs to ``max_new_tokens`` and each figure
-compares generations of a known length (:data:`FRAMES_PER_PIECE` frames, 4.8 s of audio, per piece).
+compares generations of a known length (:data:`FRAMES_PER_PIECE` frames, 4.8 s of audio, per piece; the
+time-to-first-audio runs :data:`TTFA_FRAMES`).
 
 The service is ``python -m voice_tts`` (:func:`bench.services.tts_service`) beside the profile service of the
 ``filesystem`` configuration; the voice is a profile with one 4 s sample and its transcript, so every request goes
@@ -34,7 +35,7 @@ import concurrent.futures
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,6 +66,9 @@ WARMUP_REFERENCE_TEXT = "Another voice, only to warm the prompt builder up."
 SHORT_TEXT = "Good morning! This sentence is spoken by the service and by the engine, with the same seed."
 LONG_TEXT_CHARS = 300
 FRAMES_PER_PIECE = 60  # 4.8 s of audio per piece
+# The time-to-first-audio runs stop sooner (first chunk after 4 frames, then 12, then the rest): the first chunk does
+# not depend on the length, and shorter runs leave time for more of them (the figure is a ratio of two medians).
+TTFA_FRAMES = 24
 SEED = 1234
 CONCURRENT = 8
 # Math threads for the engine and the service alike (see the module docstring).
@@ -98,7 +102,7 @@ def long_text(chars: int = LONG_TEXT_CHARS) -> str:
 
 @dataclass
 class Plan:
-    ttfa_runs: int = 11
+    ttfa_runs: int = 21
     long_runs: int = 3
     prompt_runs: int = 5
     concurrency_runs: int = 2
@@ -107,7 +111,7 @@ class Plan:
     @classmethod
     def for_run(cls, quick: bool) -> Plan:
         if quick:
-            return cls(ttfa_runs=3, long_runs=1, prompt_runs=2, concurrency_runs=1, warmups=1)
+            return cls(ttfa_runs=5, long_runs=1, prompt_runs=2, concurrency_runs=1, warmups=1)
         return cls()
 
 
@@ -150,6 +154,9 @@ class TtsResult:
     service_ttfa: list[StreamRun] = field(default_factory=list)
     engine_ttfa: list[StreamRun] = field(default_factory=list)
     same_audio: bool | None = None
+    profile_read_s: list[float] = field(
+        default_factory=list
+    )  # ProfileClient.reference_clips, in this process
     long_runs: list[StreamRun] = field(default_factory=list)
     prompt: PromptTimings = field(default_factory=PromptTimings)
     sequential_s: list[float] = field(default_factory=list)
@@ -260,6 +267,16 @@ def report(result: TtsResult) -> str:
 
     stream_rows(f"SynthesizeStream, {result.short_chars} chars", result.service_ttfa)
     stream_rows(f"engine stream(), {result.short_chars} chars", result.engine_ttfa)
+    if result.profile_read_s:
+        rows.append(
+            (
+                "  part of the service's: profile + sample read",
+                *_ms(result.profile_read_s),
+                len(result.profile_read_s),
+                "-",
+                REFERENCE_SECONDS,
+            )
+        )
     stream_rows(f"SynthesizeStream, {result.long_chars} chars", result.long_runs)
     prompt = result.prompt
     if prompt.cold_s:
@@ -276,7 +293,7 @@ def report(result: TtsResult) -> str:
         rows.append((f"{CONCURRENT} Synthesize at once", *_ms(result.concurrent_s), n, "-", audio))
     title = (
         f"TTS on the tiny never-EOS model ({result.model_dir}), CPU, {result.threads} math thread(s) in the "
-        f"service and the engine; {FRAMES_PER_PIECE} frames a piece; first chunk after 4 frames"
+        f"service and the engine; first chunk after 4 frames"
     )
     headers = ["what", "median ms", "min ms", "max ms", "runs", "frames", "audio s"]
     table = render_table(title, headers, rows)
@@ -337,8 +354,10 @@ def _config(profile_id: str, seed: int, frames: int) -> tts_pb.SynthesisConfig:
     )
 
 
-async def _service_stream(stub: tts_grpc.TtsServiceStub, profile_id: str, text: str, seed: int) -> StreamRun:
-    request = tts_pb.SynthesizeStreamRequest(config=_config(profile_id, seed, FRAMES_PER_PIECE), text=text)
+async def _service_stream(
+    stub: tts_grpc.TtsServiceStub, profile_id: str, text: str, seed: int, frames: int
+) -> StreamRun:
+    request = tts_pb.SynthesizeStreamRequest(config=_config(profile_id, seed, frames), text=text)
     parts: list[bytes] = []
     first_s: float | None = None
     server_first_s: float | None = None
@@ -489,7 +508,15 @@ async def run_tts(
                 _, clips = await ProfileClient(channel).reference_clips(TENANT, profile_id)
             reference = combine_references(clips)
             prompt = await engine.run(lambda: create_prompt(model, reference))
-            await _measure(tts, engine, model, prompt, profile_id, text_long, plan, result, progress)
+            async with aio.insecure_channel(profiles.address) as channel:
+                reader = ProfileClient(channel)
+
+                async def read_profile() -> None:
+                    await reader.reference_clips(TENANT, profile_id)
+
+                await _measure(
+                    tts, engine, model, prompt, profile_id, text_long, plan, result, progress, read_profile
+                )
             progress(f"prompt cache: {plan.prompt_runs} full misses, memory and store hits")
             result.prompt = await _prompt_timings(
                 engine, model, tts.model, clips, workdir / "prompt-bench-objects", plan.prompt_runs
@@ -511,6 +538,7 @@ async def _measure(
     plan: Plan,
     result: TtsResult,
     progress: Callable[[str], None],
+    read_profile: Callable[[], Awaitable[None]],
 ) -> None:
     async with aio.insecure_channel(tts.address) as channel:
         stub = tts_grpc.TtsServiceStub(channel)
@@ -518,20 +546,26 @@ async def _measure(
             f"warming up: {plan.warmups} SynthesizeStream and engine run(s) (the first builds the prompt)"
         )
         for _ in range(plan.warmups):
-            await _service_stream(stub, profile_id, SHORT_TEXT, SEED)
-            await engine.run(lambda: _engine_stream(model, prompt, SHORT_TEXT, SEED, FRAMES_PER_PIECE))
+            await _service_stream(stub, profile_id, SHORT_TEXT, SEED, TTFA_FRAMES)
+            await engine.run(lambda: _engine_stream(model, prompt, SHORT_TEXT, SEED, TTFA_FRAMES))
 
         progress(f"time to first audio: {plan.ttfa_runs} SynthesizeStream and engine runs, alternating")
         for _ in range(plan.ttfa_runs):
-            result.service_ttfa.append(await _service_stream(stub, profile_id, SHORT_TEXT, SEED))
+            result.service_ttfa.append(await _service_stream(stub, profile_id, SHORT_TEXT, SEED, TTFA_FRAMES))
             result.engine_ttfa.append(
-                await engine.run(lambda: _engine_stream(model, prompt, SHORT_TEXT, SEED, FRAMES_PER_PIECE))
+                await engine.run(lambda: _engine_stream(model, prompt, SHORT_TEXT, SEED, TTFA_FRAMES))
             )
+            # What every request does before any synthesis: read the voice's profile and samples.
+            started = time.perf_counter()
+            await read_profile()
+            result.profile_read_s.append(time.perf_counter() - started)
         result.same_audio = result.service_ttfa[0].pcm16 == result.engine_ttfa[0].pcm16
 
         progress(f"long text: {plan.long_runs} SynthesizeStream of {len(text_long)} characters")
         for _ in range(plan.long_runs):
-            result.long_runs.append(await _service_stream(stub, profile_id, text_long, SEED))
+            result.long_runs.append(
+                await _service_stream(stub, profile_id, text_long, SEED, FRAMES_PER_PIECE)
+            )
 
         seeds = [SEED + 100 + index for index in range(CONCURRENT)]
         progress(f"{CONCURRENT} Synthesize one after another, then at once; {plan.concurrency_runs} round(s)")
