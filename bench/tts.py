@@ -450,7 +450,7 @@ async def _prompt_timings(
         for run in range(runs):
             # A model id of its own per run: a new key, so the first get is a full miss (store miss, build, put).
             run_model_id = f"{model_id}#bench-{run}-{uuid.uuid4().hex[:8]}"
-            key = prompt_cache_key(run_model_id, clips, x_vector_only)
+            key = prompt_cache_key(run_model_id, clips)
             cache = PromptCache(store, run_model_id)
             started = time.perf_counter()
             _, source = await cache.get_or_create(key, build)

@@ -33,6 +33,7 @@ from voice_common.testing.media_files import speechlike
 from voice_common.testing.s3_server import MotoServer, unique_bucket_name
 from voice_tts.prompts import (
     SAMPLE_RATE,
+    ClipIdentity,
     PromptCache,
     PromptFormatError,
     ReferenceClip,
@@ -170,25 +171,29 @@ def test_invalid_inputs_are_refused() -> None:
 
 def test_cache_key_changes_exactly_when_the_prompt_would() -> None:
     a, b = make_clip(2.0, "first", 1), make_clip(3.0, "second", 2)
-    key = prompt_cache_key(MODEL_ID, [a, b], False)
+    key = prompt_cache_key(MODEL_ID, [a, b])
     assert len(key) == 64 and validate_key(f"tts/prompts/{key}.safetensors")
     # Not otherwise: same inputs, other order, other objects, whitespace-only transcript edits.
-    assert prompt_cache_key(MODEL_ID, [b, a], False) == key
+    assert prompt_cache_key(MODEL_ID, [b, a]) == key
     a_copy = ReferenceClip(a.audio.copy(), " first ", a.sha256)
-    assert prompt_cache_key(MODEL_ID, [a_copy, b], False) == key
+    assert prompt_cache_key(MODEL_ID, [a_copy, b]) == key
     changed = [
-        prompt_cache_key("other-model", [a, b], False),
-        prompt_cache_key(MODEL_ID, [a, b], True),
-        prompt_cache_key(MODEL_ID, [ReferenceClip(a.audio, a.transcript, "f" * 64), b], False),  # re-recorded
-        prompt_cache_key(MODEL_ID, [ReferenceClip(a.audio, "first!", a.sha256), b], False),  # re-transcribed
-        prompt_cache_key(MODEL_ID, [ReferenceClip(a.audio, None, a.sha256), b], False),  # transcript removed
-        prompt_cache_key(MODEL_ID, [a], False),  # sample removed
-        prompt_cache_key(MODEL_ID, [a, b, make_clip(1.0, "third", 3)], False),  # sample added
-        prompt_cache_key(MODEL_ID, [a, b], False, max_seconds=10.0),
-        prompt_cache_key(MODEL_ID, [a, b], False, gap_seconds=0.5),
-        prompt_cache_key(MODEL_ID, [a, b], False, min_transcribed_seconds=1.0),
+        prompt_cache_key("other-model", [a, b]),
+        prompt_cache_key(MODEL_ID, [ReferenceClip(a.audio, a.transcript, "f" * 64), b]),  # re-recorded
+        prompt_cache_key(MODEL_ID, [ReferenceClip(a.audio, "first!", a.sha256), b]),  # re-transcribed
+        prompt_cache_key(MODEL_ID, [ReferenceClip(a.audio, None, a.sha256), b]),  # transcript removed
+        prompt_cache_key(MODEL_ID, [a]),  # sample removed
+        prompt_cache_key(MODEL_ID, [a, b, make_clip(1.0, "third", 3)]),  # sample added
+        prompt_cache_key(MODEL_ID, [a, b], max_seconds=10.0),
+        prompt_cache_key(MODEL_ID, [a, b], gap_seconds=0.5),
+        prompt_cache_key(MODEL_ID, [a, b], min_transcribed_seconds=1.0),
     ]
     assert len({key, *changed}) == len(changed) + 1
+    # The metadata alone (hash + transcript, as the service has it before downloading audio) gives the same key.
+    assert (
+        prompt_cache_key(MODEL_ID, [ClipIdentity(b.sha256, b.transcript), ClipIdentity(a.sha256, "first")])
+        == key
+    )
 
 
 # -- the tiny model ------------------------------------------------------------------------------------------------
@@ -309,7 +314,7 @@ class CountingBuild:
 
 async def check_cache_levels(store: ObjectStore, tts: Qwen3TTSModel) -> None:
     ref = reference()
-    key = prompt_cache_key(MODEL_ID, [ref], False)
+    key = prompt_cache_key(MODEL_ID, [ref])
     build = CountingBuild(lambda: create_prompt(tts, ref))
     cache = PromptCache(store, MODEL_ID, max_entries=4)
 

@@ -34,7 +34,7 @@ from voice_common.audio import AudioDecodeError, decode_linear16
 from voice_common.audio.encoding import to_s16
 from voice_common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from voice_common.tenancy import TENANT_METADATA_KEY
-from voice_tts.prompts import ReferenceClip
+from voice_tts.prompts import ClipIdentity, ReferenceClip
 
 SAMPLE_RATE = 24_000
 UPLOAD_CHUNK_BYTES = 64 * 1024
@@ -48,6 +48,14 @@ _LINEAR16_24K = audio_pb2.AudioFormat(
 )
 
 T = TypeVar("T")
+
+
+def sample_identity(sample: pb.Sample) -> ClipIdentity:
+    """What the prompt cache key needs of a sample, from its metadata alone: the hash of its audio and its transcript
+    (only a provided or machine-made one counts)."""
+    text = sample.reference_text.strip()
+    transcript = sample.reference_text if text and sample.transcript_state in _TRANSCRIBED_STATES else None
+    return ClipIdentity(sha256=sample.audio_sha256, transcript=transcript)
 
 
 class RemoteNotFound(NotFound):
@@ -148,11 +156,24 @@ class ProfileClient:
             resource_id=profile_id,
         )
         name: str = response.profile.name
-        samples = await self._list_samples(metadata, profile_id)
+        samples = await self.voice_samples(tenant, profile_id)
+        return name, await self.download_clips(tenant, samples)
+
+    async def voice_samples(self, tenant: str, profile_id: str) -> list[pb.Sample]:
+        """The profile's samples (metadata only: enough for the prompt cache key, see :func:`sample_identity`).
+
+        Raises NotFound for a profile this tenant does not have and FailedPrecondition for one without samples.
+        """
+        samples = await self._list_samples(self._metadata(tenant), profile_id)
         if not samples:
             raise FailedPrecondition(
                 f"profile {profile_id!r} has no samples yet: add a reference recording with AddSample"
             )
+        return samples
+
+    async def download_clips(self, tenant: str, samples: Sequence[pb.Sample]) -> list[ReferenceClip]:
+        """Every sample's audio as a 24 kHz mono clip (downloaded a few at a time), in the given order."""
+        metadata = self._metadata(tenant)
         semaphore = asyncio.Semaphore(self._max_concurrent)
 
         async def fetch(sample: pb.Sample) -> ReferenceClip:
@@ -167,7 +188,7 @@ class ProfileClient:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        return name, list(clips)
+        return list(clips)
 
     async def _list_samples(self, metadata: Sequence[tuple[str, str]], profile_id: str) -> list[pb.Sample]:
         samples: list[pb.Sample] = []
@@ -225,12 +246,9 @@ class ProfileClient:
             raise Unavailable(
                 f"the profile service sent unusable audio for sample {sample.id!r}: {error}"
             ) from None
-        text = sample.reference_text.strip()
-        transcript = (
-            sample.reference_text if text and sample.transcript_state in _TRANSCRIBED_STATES else None
-        )
+        identity = sample_identity(sample)
         return ReferenceClip(
-            audio=np.asarray(audio, dtype=np.float32), transcript=transcript, sha256=sample.audio_sha256
+            audio=np.asarray(audio, dtype=np.float32), transcript=identity.transcript, sha256=identity.sha256
         )
 
     # -- writing ---------------------------------------------------------------------------------------------

@@ -93,6 +93,14 @@ class PromptFormatError(ValueError):
     """The bytes are not a prompt file written by :func:`serialize_prompt` (or were damaged)."""
 
 
+@dataclass(frozen=True)
+class ClipIdentity:
+    """What a clip contributes to a prompt cache key: the hash of its audio and its transcript."""
+
+    sha256: str
+    transcript: str | None
+
+
 @dataclass(frozen=True, eq=False)
 class ReferenceClip:
     """One reference: float32 mono samples at 24 kHz, its transcript (``None`` when unknown) and a content hash.
@@ -212,8 +220,7 @@ def combine_references(
 
 def prompt_cache_key(
     model_id: str,
-    clips: Sequence[ReferenceClip],
-    x_vector_only: bool,
+    clips: Sequence[ReferenceClip | ClipIdentity],
     *,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     gap_seconds: float = DEFAULT_GAP_SECONDS,
@@ -223,6 +230,10 @@ def prompt_cache_key(
 
     Pass the same combining parameters as to :func:`combine_references`. The clips' order does not matter (the
     combination does not depend on it); transcripts count after whitespace normalisation, as in combining.
+
+    The key needs only each clip's audio hash and transcript, not the audio: which clips are combined, and whether
+    the result is x-vector only, follow from the clips' contents and the parameters. So a service can compute the
+    key from sample metadata and download the audio only on a miss.
     """
     described = sorted((clip.sha256, _clean_transcript(clip.transcript)) for clip in clips)
     document = {
@@ -232,7 +243,6 @@ def prompt_cache_key(
         "max_seconds": float(max_seconds),
         "gap_seconds": float(gap_seconds),
         "min_transcribed_seconds": float(min_transcribed_seconds),
-        "x_vector_only": bool(x_vector_only),
     }
     encoded = json.dumps(document, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
     return hashlib.sha256(encoded.encode("ascii")).hexdigest()
@@ -395,6 +405,16 @@ class PromptCache:
         if not _KEY_SEGMENT.match(key):
             raise ValueError(f"invalid prompt cache key {key!r}")
         return validate_key(f"{self._folder}/{key}.safetensors")
+
+    def peek(self, key: str) -> VoiceClonePromptItem | None:
+        """The prompt if it is in memory (counted as a memory hit); None otherwise, counting nothing (the caller
+        then prepares the reference and calls :meth:`get_or_create`, which counts the store hit or the miss)."""
+        item = self._memory.get(key)
+        if item is not None:
+            self._memory.move_to_end(key)
+            self.stats.memory_hits += 1
+            metrics.PROMPT_CACHE_REQUESTS.labels(result="memory_hit").inc()
+        return item
 
     def forget(self, key: str) -> None:
         """Drop a key from memory (the stored entry stays)."""

@@ -31,6 +31,7 @@ from voice_common.errors import FailedPrecondition, InvalidArgument
 from voice_common.tenancy import current_tenant
 from voice_tts import metrics
 from voice_tts.model_manager import ModelSpec, ModelState
+from voice_tts.profile_client import sample_identity
 from voice_tts.prompts import ReferenceClip, combine_references, create_prompt, prompt_cache_key
 from voice_tts.synthesizer import SynthesisRequest, SynthesisResult, piece_seed, validate
 from voice_tts.text_segments import IncrementalSegmenter
@@ -111,27 +112,26 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
 
         voice = config.voice
         source = voice.WhichOneof("source")
+        cache = self._app.prompt_cache()
         if source == "profile_id":
             if not voice.profile_id.strip():
                 raise InvalidArgument("config.voice.profile_id is empty", field="config.voice.profile_id")
-            _, clips = await self._app.profiles.reference_clips(tenant, voice.profile_id)
             profile_id: str | None = voice.profile_id
+            samples = await self._app.profiles.voice_samples(tenant, voice.profile_id)
+            # The key comes from the samples' metadata, so a warm voice costs one ListSamples, no audio download.
+            key = prompt_cache_key(cache.model_id, [sample_identity(sample) for sample in samples])
+            prompt = cache.peek(key)
+            if prompt is None:
+                clips = await self._app.profiles.download_clips(tenant, samples)
+                prompt = await self._voice_prompt(key, clips)
         elif source == "reference":
             clips = [await _inline_clip(voice.reference)]
             profile_id = None
+            prompt = await self._voice_prompt(prompt_cache_key(cache.model_id, clips), clips)
         else:
             raise InvalidArgument(
                 "config.voice is missing: give a profile_id or an inline reference clip", field="config.voice"
             )
-        try:
-            reference = combine_references(clips)
-        except ValueError as error:
-            raise FailedPrecondition(f"the voice has no usable reference audio: {error}") from None
-
-        cache = self._app.prompt_cache()
-        key = prompt_cache_key(cache.model_id, clips, reference.transcript is None)
-        async with self._app.models.use() as model:
-            prompt, _ = await cache.get_or_create(key, lambda: create_prompt(model, reference))
         parameters = {name: float(value) for name, value in options.items() if value is not None}
         return _Prepared(
             request=dataclasses.replace(request, prompt=prompt),
@@ -144,6 +144,18 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
                 encoding=encoding_to_proto(encoding), sample_rate_hertz=rate, channels=1
             ),
         )
+
+    async def _voice_prompt(self, key: str, clips: list[ReferenceClip]) -> Any:
+        """The voice clone prompt for ``clips`` under ``key``: from the cache, or built from their combination."""
+        try:
+            reference = combine_references(clips)
+        except ValueError as error:
+            raise FailedPrecondition(f"the voice has no usable reference audio: {error}") from None
+        async with self._app.models.use() as model:
+            prompt, _ = await self._app.prompt_cache().get_or_create(
+                key, lambda: create_prompt(model, reference)
+            )
+        return prompt
 
     # -- the run shared by the unary and the streaming call -----------------------------------------------------
 
