@@ -2,15 +2,9 @@
 
 :class:`ProfileClient` fetches a profile's reference clips (for voice-clone prompts) and stores finished speech
 in the generation history. It is the one place in the TTS service that talks to the profile service, so it is
-also where that service's gRPC errors become :mod:`voice_common.errors` domain errors, which the TTS servicer's
-status mapping then answers precisely:
-
-* ``NOT_FOUND`` -> :class:`RemoteNotFound` (a :class:`~voice_common.errors.NotFound`) carrying the profile
-  service's own message and, from its rich status details, the resource's kind and id;
-* ``INVALID_ARGUMENT`` -> :class:`~voice_common.errors.InvalidArgument`, ``FAILED_PRECONDITION`` ->
-  :class:`~voice_common.errors.FailedPrecondition`, both with the profile service's message;
-* anything else (``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, ``INTERNAL``, a closed channel, ...) ->
-  :class:`~voice_common.errors.Unavailable`: the profile service cannot serve the request now.
+also where that service's gRPC errors become domain errors (:func:`voice_common.remote_errors.translate_error`:
+NOT_FOUND with the profile service's message and resource, INVALID_ARGUMENT, FAILED_PRECONDITION, and UNAVAILABLE
+for anything else), which the TTS servicer's status mapping then answers precisely.
 
 Every call carries the tenant in the ``x-voice-tenant`` metadata key and a deadline of ``timeout_seconds``.
 """
@@ -22,9 +16,7 @@ import functools
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-import grpc
 import numpy as np
-from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
 from voice.audio.v1 import audio_pb2
@@ -32,7 +24,8 @@ from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
 from voice_common.audio import AudioDecodeError, decode_linear16
 from voice_common.audio.encoding import to_s16
-from voice_common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from voice_common.errors import FailedPrecondition, Unavailable
+from voice_common.remote_errors import translate_error
 from voice_common.tenancy import TENANT_METADATA_KEY
 from voice_tts.prompts import ClipIdentity, ReferenceClip
 
@@ -41,7 +34,6 @@ UPLOAD_CHUNK_BYTES = 64 * 1024
 LIST_PAGE_SIZE = 100
 DEFAULT_CONCURRENCY = 4
 
-_STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _TRANSCRIBED_STATES = (pb.TRANSCRIPT_STATE_PROVIDED, pb.TRANSCRIPT_STATE_MACHINE)
 _LINEAR16_24K = audio_pb2.AudioFormat(
     encoding=audio_pb2.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=SAMPLE_RATE, channels=1
@@ -56,59 +48,6 @@ def sample_identity(sample: pb.Sample) -> ClipIdentity:
     text = sample.reference_text.strip()
     transcript = sample.reference_text if text and sample.transcript_state in _TRANSCRIBED_STATES else None
     return ClipIdentity(sha256=sample.audio_sha256, transcript=transcript)
-
-
-class RemoteNotFound(NotFound):
-    """A NOT_FOUND answer of the profile service, keeping that service's own message."""
-
-    def __init__(self, message: str, kind: str, resource_id: str) -> None:
-        super().__init__(kind, resource_id)
-        self.message = message
-        self.args = (message,)
-
-
-def _resource_info(error: aio.AioRpcError) -> error_details_pb2.ResourceInfo | None:
-    """The ResourceInfo the profile service packs into a NOT_FOUND's rich status, if any."""
-    try:
-        # aio.Metadata iterates as (key, value) pairs; grpc-stubs types its items as _Metadatum objects.
-        trailing: Any = error.trailing_metadata() or ()
-        for key, value in trailing:
-            if key != _STATUS_DETAILS_KEY or not isinstance(value, bytes):
-                continue
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                if detail.Is(error_details_pb2.ResourceInfo.DESCRIPTOR):
-                    info = error_details_pb2.ResourceInfo()
-                    detail.Unpack(info)
-                    return info
-    except Exception:  # a malformed details blob must not hide the error itself
-        return None
-    return None
-
-
-def translate_error(error: BaseException, *, action: str, kind: str, resource_id: str) -> DomainError:
-    """The domain error for a failed call to the profile service (``action`` says what the call was for).
-
-    ``kind`` and ``resource_id`` name the resource the call was about; they are used for a NOT_FOUND whose
-    status carries no ResourceInfo.
-    """
-    if isinstance(error, aio.AioRpcError):
-        code = error.code()
-        details = error.details() or ""
-        if code == grpc.StatusCode.NOT_FOUND:
-            info = _resource_info(error)
-            if info is not None and info.resource_type:
-                kind, resource_id = info.resource_type, info.resource_name
-            message = details or f"{kind} {resource_id!r} not found"
-            return RemoteNotFound(message, kind, resource_id)
-        if code == grpc.StatusCode.INVALID_ARGUMENT:
-            return InvalidArgument(details or f"the profile service rejected the request to {action}")
-        if code == grpc.StatusCode.FAILED_PRECONDITION:
-            return FailedPrecondition(details or f"the profile service cannot {action} now")
-        reason = f"{code.name}: {details}" if details else code.name
-    else:
-        reason = str(error) or type(error).__name__
-    return Unavailable(f"the profile service is not answering (could not {action}); retry later: {reason}")
 
 
 class ProfileClient:
