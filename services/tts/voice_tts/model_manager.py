@@ -1,8 +1,8 @@
 """Loading, holding and unloading the Qwen3-TTS model (an adapter: it faces torch and the filesystem).
 
-States: NOT_LOADED -> LOADING -> READY, or FAILED with a message a person can act on. The first use loads the model
-lazily (or ``preload`` at start); ``idle_unload_seconds`` gives the memory back when nobody has used it for that
-long. Loading runs in a worker thread, never on the event loop, and concurrent callers share one load.
+The state machine (NOT_LOADED -> LOADING -> READY or FAILED, lazy and shared loads, idle unload) is
+:class:`voice_common.model_manager.ModelManager`; this module gives it what is Qwen3-TTS's own: how a spec names a
+model, how to load it, how to tell cheaply that it cannot load, the TTS metrics and torch's CUDA memory.
 
 :func:`check_available` answers "could this spec load at all?" without loading anything (a few file lookups), so
 readiness can say NOT_SERVING, with the way out, before any request has tried the model.
@@ -10,33 +10,22 @@ readiness can say NOT_SERVING, with the way out, before any request has tried th
 
 from __future__ import annotations
 
-import asyncio
-import enum
-import gc
-import logging
-import os
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from voice_common.errors import Unavailable
-from voice_tts import metrics
+from voice_common import model_manager as generic
 
-log = logging.getLogger(__name__)
+# Part of this module's API (the servicer and the tests import them from here).
+from voice_common.model_manager import ModelState as ModelState
+from voice_common.model_manager import hub_cache_dir as hub_cache_dir
+from voice_tts import metrics
 
 DEFAULT_MODEL = "Qwen/Qwen3-TTS-12Hz-0.6B-Base"
 SIZES = {"0.6b": "Qwen/Qwen3-TTS-12Hz-0.6B-Base", "1.7b": "Qwen/Qwen3-TTS-12Hz-1.7B-Base"}
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-class ModelState(enum.Enum):
-    NOT_LOADED = "not_loaded"
-    LOADING = "loading"
-    READY = "ready"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -52,14 +41,12 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
-class ModelStatus:
-    state: ModelState
-    model: str
-    device: str
-    dtype: str
-    gpu_memory_bytes: int
-    load_seconds: float
-    message: str
+class ModelStatus(generic.ModelStatus):
+    """The generic status; the TTS API calls its precision ``dtype`` (a torch dtype name)."""
+
+    @property
+    def dtype(self) -> str:
+        return self.precision
 
 
 def resolve_model(model: str) -> str:
@@ -106,18 +93,6 @@ _REQUIRED_FILES = ("config.json", "speech_tokenizer/config.json")
 AvailabilityCheck = Callable[[ModelSpec], str | None]
 
 
-def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache, read from the environment now (huggingface_hub reads it once, at import)."""
-    from huggingface_hub import constants
-
-    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(variable):
-            return Path(os.environ[variable]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return Path(constants.HF_HUB_CACHE)
-
-
 def check_available(spec: ModelSpec, *, cache_dir: Path | None = None) -> str | None:
     """Why ``spec`` cannot load, or None when it might: a cheap look at files, nothing is loaded or downloaded.
 
@@ -154,7 +129,8 @@ def check_available(spec: ModelSpec, *, cache_dir: Path | None = None) -> str | 
     return None
 
 
-def _not_available_message(model: str, error: BaseException) -> str:
+def _not_available_message(spec: ModelSpec, error: BaseException) -> str:
+    model = resolve_model(spec.model)
     if not Path(model).exists() and "/" in model:
         return (
             f"model {model!r} could not be loaded ({type(error).__name__}: {error}). Weights cannot be downloaded "
@@ -187,11 +163,25 @@ def load_qwen3_tts(spec: ModelSpec) -> tuple[Any, str, str]:
 Loader = Callable[[ModelSpec], tuple[Any, str, str]]
 
 
-class _NotAvailable(Exception):
-    """check_available's reason, carried through the load's error handling unchanged."""
+def _cuda_memory(device: str) -> int:
+    import torch
+
+    return int(torch.cuda.memory_allocated(device))
 
 
-class ModelManager:
+def _empty_cuda_cache(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+_LOAD_METRICS = generic.LoadMetrics(seconds=metrics.MODEL_LOAD_SECONDS, loads=metrics.MODEL_LOADS)
+
+
+class ModelManager(generic.ModelManager[ModelSpec, Any]):
+    """The Qwen3-TTS model's manager: the generic one with the TTS loader, check, metrics and messages."""
+
     def __init__(
         self,
         spec: ModelSpec,
@@ -202,149 +192,27 @@ class ModelManager:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``check`` belongs with ``loader``: a test loader that needs no files comes with a check that passes."""
-        self._spec = spec
-        self._idle_unload = idle_unload_seconds
-        self._loader = loader
-        self._check = check
-        self._clock = clock
-        self._model: Any = None
-        self._device = ""
-        self._dtype = ""
-        self._state = ModelState.NOT_LOADED
-        self._message = f"not loaded yet; the first request loads {spec.model!r}"
-        self._load_seconds = 0.0
-        self._loading: asyncio.Future[None] | None = None
-        self._in_use = 0
-        self._last_used = clock()
-
-    @property
-    def spec(self) -> ModelSpec:
-        return self._spec
-
-    @property
-    def state(self) -> ModelState:
-        return self._state
-
-    def problem(self) -> str | None:
-        """Why the model cannot serve now, or None: a FAILED load's reason, or why the spec cannot load at all.
-
-        Cheap (no load): readiness calls it every few seconds. A READY model has no problem, whatever its files do.
-        """
-        if self._state is ModelState.READY:
-            return None
-        if self._state is ModelState.FAILED:
-            return self._message
-        return self._check(self._spec)
-
-    def status(self) -> ModelStatus:
-        gpu_bytes = 0
-        if self._state is ModelState.READY and self._device.startswith("cuda"):
-            import torch
-
-            gpu_bytes = int(torch.cuda.memory_allocated(self._device))
-        return ModelStatus(
-            self._state,
-            self._spec.model,
-            self._device,
-            self._dtype,
-            gpu_bytes,
-            self._load_seconds,
-            self._message,
+        super().__init__(
+            spec,
+            label="TTS",
+            loader=loader,
+            check=check,
+            idle_unload_seconds=idle_unload_seconds,
+            metrics=_LOAD_METRICS,
+            describe_failure=_not_available_message,
+            gpu_memory=_cuda_memory,
+            release=_empty_cuda_cache,
+            clock=clock,
         )
 
-    async def load(self, spec: ModelSpec | None = None) -> ModelStatus:
-        """Load (or switch to) ``spec``; callers arriving during a load wait for the same load."""
-        if spec is not None and spec != self._spec:
-            await self.unload()
-            self._spec = spec
-        if self._state is ModelState.READY:
-            return self.status()
-        if self._loading is None:
-            self._loading = asyncio.ensure_future(self._load())
-        loading = self._loading
-        await asyncio.shield(loading)
-        return self.status()
+    def status(self) -> ModelStatus:
+        base = super().status()
+        return ModelStatus(**{f.name: getattr(base, f.name) for f in fields(base)})
 
-    async def _load(self) -> None:
-        self._state = ModelState.LOADING
-        self._message = f"loading {self._spec.model!r}"
-        started = self._clock()
-        try:
-            # Checked first: a hub id that is not cached would otherwise spend a while in lookups before failing.
-            problem = self._check(self._spec)
-            if problem is not None:
-                raise _NotAvailable(problem)
-            model, device, dtype = await asyncio.to_thread(self._loader, self._spec)
-        except Exception as error:
-            self._state = ModelState.FAILED
-            self._message = (
-                str(error)
-                if isinstance(error, _NotAvailable)
-                else _not_available_message(resolve_model(self._spec.model), error)
-            )
-            metrics.MODEL_LOADS.labels(result="failed").inc()
-            log.warning(
-                "TTS model failed to load", extra={"model": self._spec.model, "reason": self._message}
-            )
-        else:
-            self._model, self._device, self._dtype = model, device, dtype
-            self._load_seconds = self._clock() - started
-            metrics.MODEL_LOAD_SECONDS.set(self._load_seconds)
-            metrics.MODEL_LOADS.labels(result="ready").inc()
-            self._state = ModelState.READY
-            self._message = f"{self._spec.model} on {device} ({dtype})"
-            self._last_used = self._clock()
-            log.info(
-                "TTS model loaded",
-                extra={"model": self._spec.model, "device": device, "seconds": round(self._load_seconds, 3)},
-            )
-        finally:
-            self._loading = None
+    async def load(self, spec: ModelSpec | None = None) -> ModelStatus:
+        await super().load(spec)
+        return self.status()
 
     async def unload(self) -> ModelStatus:
-        if self._loading is not None:
-            await asyncio.shield(self._loading)
-        if self._model is not None:
-            device = self._device
-            self._model = None
-            gc.collect()
-            if device.startswith("cuda"):
-                import torch
-
-                torch.cuda.empty_cache()
-            log.info("TTS model unloaded", extra={"model": self._spec.model})
-        self._state = ModelState.NOT_LOADED
-        self._device = self._dtype = ""
-        self._message = f"unloaded; the next request loads {self._spec.model!r} again"
+        await super().unload()
         return self.status()
-
-    @asynccontextmanager
-    async def use(self) -> AsyncIterator[Any]:
-        """The loaded model for the duration of a request (loading it first if needed)."""
-        if self._state is not ModelState.READY:
-            await self.load()
-        if self._state is not ModelState.READY:
-            raise Unavailable(f"the TTS model is not available: {self._message}")
-        self._in_use += 1
-        try:
-            yield self._model
-        finally:
-            self._in_use -= 1
-            self._last_used = self._clock()
-
-    async def unload_if_idle(self) -> bool:
-        """Unload when idle for ``idle_unload_seconds`` (0: never); returns whether it did."""
-        if (
-            self._idle_unload <= 0
-            or self._state is not ModelState.READY
-            or self._in_use
-            or self._clock() - self._last_used < self._idle_unload
-        ):
-            return False
-        await self.unload()
-        return True
-
-    async def run_idle_unloader(self, interval_seconds: float = 5.0) -> None:
-        while True:
-            await asyncio.sleep(interval_seconds)
-            await self.unload_if_idle()

@@ -1,0 +1,271 @@
+"""Loading, holding and unloading one model for a service, whatever the model (TTS, ASR).
+
+States: NOT_LOADED -> LOADING -> READY, or FAILED with a message a person can act on. The first use loads the model
+lazily (or a preload at start); ``idle_unload_seconds`` gives the memory back when nobody has used it for that long.
+Loading runs in a worker thread, never on the event loop, and concurrent callers share one load.
+
+What differs between services comes in through the constructor: the ``loader`` (blocking; returns the model, the
+device it landed on and its precision, e.g. a torch dtype or a CTranslate2 compute type), the ``check`` that says
+cheaply why a spec cannot load at all (readiness asks it every few seconds), the service's own load metrics, and
+optional hooks for GPU memory and for giving memory back on unload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import gc
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
+
+from prometheus_client import Counter, Gauge
+
+from voice_common.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+
+class ModelState(enum.Enum):
+    NOT_LOADED = "not_loaded"
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class HasModelName(Protocol):
+    """What the manager needs of a spec: the name it shows in messages and status (a path, an id, a size)."""
+
+    @property
+    def model(self) -> str: ...
+
+
+SpecT = TypeVar("SpecT", bound=HasModelName)
+ModelT = TypeVar("ModelT")
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    state: ModelState
+    model: str
+    device: str  # where the loaded model runs ("cpu", "cuda:0"); empty unless READY
+    precision: str  # the service's word for it: a torch dtype, a CTranslate2 compute type; empty unless READY
+    gpu_memory_bytes: int
+    load_seconds: float
+    message: str
+
+
+@dataclass(frozen=True)
+class LoadMetrics:
+    """A service's own collectors (each service keeps its Prometheus names): the last successful load's
+    duration, and loads that ended, labelled ``result`` = ready or failed."""
+
+    seconds: Gauge
+    loads: Counter
+
+
+class _NotAvailable(Exception):
+    """check's reason, carried through the load's error handling unchanged."""
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment now (huggingface_hub reads it once, at import)."""
+    from huggingface_hub import constants
+
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(variable):
+            return Path(os.environ[variable]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return Path(constants.HF_HUB_CACHE)
+
+
+def default_failure_message(spec: HasModelName, error: BaseException) -> str:
+    return f"model {spec.model!r} could not be loaded: {type(error).__name__}: {error}"
+
+
+class ModelManager(Generic[SpecT, ModelT]):
+    def __init__(
+        self,
+        spec: SpecT,
+        *,
+        label: str,
+        loader: Callable[[SpecT], tuple[ModelT, str, str]],
+        check: Callable[[SpecT], str | None],
+        idle_unload_seconds: float = 0.0,
+        metrics: LoadMetrics | None = None,
+        describe_failure: Callable[[SpecT, BaseException], str] = default_failure_message,
+        gpu_memory: Callable[[str], int] | None = None,
+        release: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``label`` ("TTS", "ASR") names the model in messages and logs. ``check`` belongs with ``loader``: a test
+        loader that needs no files comes with a check that passes. ``gpu_memory(device)`` reports what a READY
+        model holds on a CUDA device; ``release(device)`` runs after the model is dropped (e.g. emptying torch's
+        CUDA cache)."""
+        self._spec = spec
+        self._label = label
+        self._loader = loader
+        self._check = check
+        self._idle_unload = idle_unload_seconds
+        self._metrics = metrics
+        self._describe_failure = describe_failure
+        self._gpu_memory = gpu_memory
+        self._release = release
+        self._clock = clock
+        self._model: ModelT | None = None
+        self._device = ""
+        self._precision = ""
+        self._state = ModelState.NOT_LOADED
+        self._message = f"not loaded yet; the first request loads {spec.model!r}"
+        self._load_seconds = 0.0
+        self._loading: asyncio.Future[None] | None = None
+        self._in_use = 0
+        self._last_used = clock()
+
+    @property
+    def spec(self) -> SpecT:
+        return self._spec
+
+    @property
+    def state(self) -> ModelState:
+        return self._state
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    @property
+    def loaded(self) -> ModelT | None:
+        """The model while READY, else None: for status details (use :meth:`use` to run requests on it)."""
+        return self._model if self._state is ModelState.READY else None
+
+    def problem(self) -> str | None:
+        """Why the model cannot serve now, or None: a FAILED load's reason, or why the spec cannot load at all.
+
+        Cheap (no load): readiness calls it every few seconds. A READY model has no problem, whatever its files do.
+        """
+        if self._state is ModelState.READY:
+            return None
+        if self._state is ModelState.FAILED:
+            return self._message
+        return self._check(self._spec)
+
+    def status(self) -> ModelStatus:
+        gpu_bytes = 0
+        if (
+            self._state is ModelState.READY
+            and self._device.startswith("cuda")
+            and self._gpu_memory is not None
+        ):
+            gpu_bytes = self._gpu_memory(self._device)
+        return ModelStatus(
+            self._state,
+            self._spec.model,
+            self._device,
+            self._precision,
+            gpu_bytes,
+            self._load_seconds,
+            self._message,
+        )
+
+    async def load(self, spec: SpecT | None = None) -> ModelStatus:
+        """Load (or switch to) ``spec``; callers arriving during a load wait for the same load."""
+        if spec is not None and spec != self._spec:
+            await self.unload()
+            self._spec = spec
+        if self._state is ModelState.READY:
+            return self.status()
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(self._load())
+        loading = self._loading
+        await asyncio.shield(loading)
+        return self.status()
+
+    async def _load(self) -> None:
+        self._state = ModelState.LOADING
+        self._message = f"loading {self._spec.model!r}"
+        started = self._clock()
+        try:
+            # Checked first: a name that is not there would otherwise spend a while in hub lookups before failing.
+            problem = self._check(self._spec)
+            if problem is not None:
+                raise _NotAvailable(problem)
+            model, device, precision = await asyncio.to_thread(self._loader, self._spec)
+        except Exception as error:
+            self._state = ModelState.FAILED
+            self._message = (
+                str(error) if isinstance(error, _NotAvailable) else self._describe_failure(self._spec, error)
+            )
+            if self._metrics is not None:
+                self._metrics.loads.labels(result="failed").inc()
+            log.warning(
+                f"{self._label} model failed to load",
+                extra={"model": self._spec.model, "reason": self._message},
+            )
+        else:
+            self._model, self._device, self._precision = model, device, precision
+            self._load_seconds = self._clock() - started
+            if self._metrics is not None:
+                self._metrics.seconds.set(self._load_seconds)
+                self._metrics.loads.labels(result="ready").inc()
+            self._state = ModelState.READY
+            self._message = f"{self._spec.model} on {device} ({precision})"
+            self._last_used = self._clock()
+            log.info(
+                f"{self._label} model loaded",
+                extra={"model": self._spec.model, "device": device, "seconds": round(self._load_seconds, 3)},
+            )
+        finally:
+            self._loading = None
+
+    async def unload(self) -> ModelStatus:
+        if self._loading is not None:
+            await asyncio.shield(self._loading)
+        if self._model is not None:
+            device = self._device
+            self._model = None
+            gc.collect()
+            if self._release is not None:
+                self._release(device)
+            log.info(f"{self._label} model unloaded", extra={"model": self._spec.model})
+        self._state = ModelState.NOT_LOADED
+        self._device = self._precision = ""
+        self._message = f"unloaded; the next request loads {self._spec.model!r} again"
+        return self.status()
+
+    @asynccontextmanager
+    async def use(self) -> AsyncIterator[ModelT]:
+        """The loaded model for the duration of a request (loading it first if needed)."""
+        if self._state is not ModelState.READY:
+            await self.load()
+        if self._state is not ModelState.READY or self._model is None:
+            raise Unavailable(f"the {self._label} model is not available: {self._message}")
+        self._in_use += 1
+        try:
+            yield self._model
+        finally:
+            self._in_use -= 1
+            self._last_used = self._clock()
+
+    async def unload_if_idle(self) -> bool:
+        """Unload when idle for ``idle_unload_seconds`` (0: never); returns whether it did."""
+        if (
+            self._idle_unload <= 0
+            or self._state is not ModelState.READY
+            or self._in_use
+            or self._clock() - self._last_used < self._idle_unload
+        ):
+            return False
+        await self.unload()
+        return True
+
+    async def run_idle_unloader(self, interval_seconds: float = 5.0) -> None:
+        while True:
+            await asyncio.sleep(interval_seconds)
+            await self.unload_if_idle()
