@@ -14,7 +14,8 @@ SAMPLE_RATE = 16000
 
 @dataclass(frozen=True)
 class RecognitionOptions:
-    language: str | None = None  # a language code hint; None: detect (multilingual models) or the model's only one
+    # A language code hint; None (or "auto"): detect (multilingual models) or the model's only one.
+    language: str | None = None
     task: Task = "transcribe"
     word_timestamps: bool = False
     vad_filter: bool = True

