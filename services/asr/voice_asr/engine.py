@@ -13,9 +13,9 @@ CTranslate2 and the filesystem).
 Plain or batched: every plain ``transcribe`` call pays a full 30 s encoder window and decodes the windows one after
 another, conditioning each on the text before; :class:`~faster_whisper.BatchedInferencePipeline` cuts the audio at
 the VAD's silences into chunks of up to 30 s and decodes several at once. Measured on tiny.en, int8, 2 threads (2
-cores; see the numbers at ``DEFAULT_BATCHED_THRESHOLD_SECONDS``), batching is no faster on a 5 s clip but about 1.5x
-faster from 30 s on, and on a 69 s file of 16 sentences the plain path skipped four sentences (WER 0.28, a long-form
-seek error) where the batched path got all of them (WER 0.0).
+cores; see the numbers at ``DEFAULT_BATCHED_THRESHOLD_SECONDS``), batching is no faster up to 15 s but about 1.5x
+faster at 30 s, and on a 69 s file of 16 sentences the plain path skipped four sentences (WER 0.27, a long-form
+seek error) where the batched path got them all (WER 0.025).
 """
 
 from __future__ import annotations
@@ -33,11 +33,15 @@ from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Segment, Trans
 from voice_common.errors import ErrorList
 from voice_common.model_manager import LoadMetrics, ModelManager, hub_cache_dir
 
-# Measured (tiny.en, int8, 2 threads, best of 2-3 runs; RTF = processing / audio seconds):
-#   5 s clip:  plain 1.04 s (RTF 0.21), batched 0.85-0.93 s: both pay one 30 s encoder window, no gain worth having
-#   30 s:      plain+VAD 3.5 s (RTF 0.116), batched 2.3 s (0.078)
-#   69 s file: plain+VAD 5.6-7.6 s (RTF 0.08-0.11, and four sentences lost), batched 4.8-6.2 s (0.07-0.09, WER 0)
-# Below one Whisper window there is nothing to batch (one chunk); from one window on batching wins.
+# Measured on flite speech (tiny.en, int8, 2 threads on a 2-core machine that was busy with other work, median of
+# 3; RTF = processing / audio seconds):
+#   5 s clip:   plain 0.99 s (RTF 0.20), plain+VAD 1.13 s, batched 1.06 s: one 30 s encoder window either way
+#   15 s:       plain+VAD 1.65 s (RTF 0.110), batched 1.61 s (0.107): one chunk, nothing to batch
+#   30 s:       plain+VAD 3.42 s (RTF 0.114), batched 2.17 s (0.072)
+#   69 s file:  plain 5.87 s (RTF 0.085, WER 0.27: four sentences skipped), plain+VAD 6.62 s (WER 0.27),
+#               batched 5.66 s (RTF 0.082, WER 0.025)
+# Below one Whisper window the VAD leaves a single chunk and batching gains nothing; from one window on it is faster
+# and, on long files, the only path that did not skip speech.
 DEFAULT_BATCHED_THRESHOLD_SECONDS = 30.0
 DEFAULT_BATCH_SIZE = 8
 COMPUTE_TYPES = (
@@ -242,7 +246,8 @@ class WhisperEngine:
         duration = audio.size / SAMPLE_RATE
         language = _language(options)
         if audio.size == 0:
-            return Transcript("", language or "en", 1.0 if language else 0.0, 0.0)
+            known = language or ("" if self.multilingual else "en")
+            return Transcript("", known, 1.0 if known else 0.0, 0.0)
         if batched is None:
             batched = self.use_batched(duration, options)
         kwargs: dict[str, Any] = {
