@@ -18,6 +18,7 @@ from types import FrameType
 SERVICES: list[tuple[str, str]] = [
     ("profiles", "voice_profiles"),
     ("tts", "voice_tts"),
+    ("asr", "voice_asr"),
 ]
 
 

@@ -1,0 +1,108 @@
+"""Wires the ASR service together: model manager, transcriber and the profile-service client for stored audio.
+
+Readiness (the gRPC health status): NOT_SERVING while a preload runs or while the model cannot serve (its directory
+is missing or incomplete, a name is not in the local cache, or a load failed), with the reason and the
+``ASR_MODEL`` fix in the log; SERVING otherwise. The service keeps answering ``GetModelStatus`` and ``LoadModel``
+meanwhile, so an operator can see why and fix it without a restart. ASR has no database or store of its own
+(stored audio is read through the profile service), so nothing else gates it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from grpc import aio
+
+from voice.asr.v1 import asr_service_pb2 as pb
+from voice.asr.v1 import asr_service_pb2_grpc as pb_grpc
+from voice_asr import metrics
+from voice_asr.engine import (
+    AsrModelManager,
+    AvailabilityCheck,
+    Loader,
+    check_available,
+    load_whisper,
+    new_model_manager,
+)
+from voice_asr.settings import AsrSettings
+from voice_asr.stored_audio import StoredAudioClient
+from voice_asr.transcriber import Transcriber
+from voice_common.config import CommonSettings
+from voice_common.errors import Unavailable
+from voice_common.server.bootstrap import ServiceRegistration
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AsrService"].full_name
+
+
+@dataclass
+class AsrApp:
+    settings: AsrSettings
+    models: AsrModelManager
+    transcriber: Transcriber
+    channel: aio.Channel
+    stored_audio: StoredAudioClient
+    preload_done: bool = True
+
+    @classmethod
+    def open(
+        cls,
+        common: CommonSettings,
+        settings: AsrSettings,
+        *,
+        loader: Loader = load_whisper,
+        check: AvailabilityCheck = check_available,
+    ) -> AsrApp:
+        models = new_model_manager(
+            settings.spec(), idle_unload_seconds=settings.idle_unload_seconds, loader=loader, check=check
+        )
+        problem = models.problem()
+        if problem is not None:
+            # Once, at start: readiness repeats it only in the health status and when the reason changes.
+            log.warning("the ASR model is not available; NOT_SERVING until it is", extra={"reason": problem})
+        transcriber = Transcriber(models, settings.limits(), observe=metrics.observe)
+        metrics.track_queue_depth(transcriber)
+        channel = aio.insecure_channel(
+            settings.profiles_address,
+            options=[
+                ("grpc.max_receive_message_length", common.grpc_max_message_bytes),
+                ("grpc.max_send_message_length", common.grpc_max_message_bytes),
+            ],
+        )
+        return cls(
+            settings=settings,
+            models=models,
+            transcriber=transcriber,
+            channel=channel,
+            stored_audio=StoredAudioClient(channel),
+            preload_done=not settings.preload,
+        )
+
+    async def preload(self) -> None:
+        """Load the model at start; readiness waits for this."""
+        try:
+            await self.models.load()
+        finally:
+            self.preload_done = True
+
+    def registration(self) -> ServiceRegistration:
+        from voice_asr.servicer import AsrServicer
+
+        servicer = AsrServicer(self)
+
+        def add(server: aio.Server) -> None:
+            pb_grpc.add_AsrServiceServicer_to_server(servicer, server)
+
+        return ServiceRegistration(SERVICE_NAME, add)
+
+    async def readiness(self) -> None:
+        if not self.preload_done:
+            raise Unavailable(f"still loading the ASR model {self.models.spec.model!r} (ASR_PRELOAD)")
+        problem = self.models.problem()
+        if problem is not None:
+            raise Unavailable(f"the ASR model is not available: {problem}")
+
+    async def close(self) -> None:
+        await self.channel.close(None)
