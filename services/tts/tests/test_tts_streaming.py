@@ -19,7 +19,7 @@ import pytest
 import torch
 from qwen_tts import Qwen3TTSModel, VoiceClonePromptItem
 
-from voice_tts.streaming import StreamingSynthesizer
+from voice_tts.streaming import StreamingSynthesizer, decode_codes
 from voice_tts.tiny_model import SAMPLE_RATE, SAMPLES_PER_FRAME, build_tiny_model
 
 
@@ -369,3 +369,13 @@ def test_bad_arguments_are_refused(tts: Qwen3TTSModel, prompts: dict[str, VoiceC
     synthesizer.generate_codes()
     with pytest.raises(RuntimeError, match="runs once"):
         synthesizer.generate_codes()
+
+
+def test_the_decoder_with_a_prebuilt_mask_is_the_packages_decoder(tts: Qwen3TTSModel) -> None:
+    decoder = tts.model.speech_tokenizer.model.decoder
+    generator = torch.Generator().manual_seed(0)
+    window = decoder.pre_transformer.config.sliding_window
+    with torch.inference_mode():
+        for length in (1, 4, 37, window + 30):  # the last one longer than the attention window
+            codes = torch.randint(0, 64, (2, decoder.config.num_quantizers, length), generator=generator)
+            assert torch.equal(decode_codes(decoder, codes), decoder(codes)), length

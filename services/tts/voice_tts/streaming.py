@@ -390,6 +390,40 @@ class ChunkCutter:
 
 
 @torch.inference_mode()
+def decode_codes(decoder: Any, codes: torch.Tensor) -> torch.Tensor:
+    """The speech tokenizer decoder's ``forward`` on codes (B, G, T) -> audio (B, 1, samples), with the
+    pre-transformer's attention mask built here.
+
+    The package lets transformers build the sliding-window causal mask on every call, through a vmap'd mask function
+    that cost 16-20 ms a call on the CPU whatever the length (more than the tiny model's whole decode of a 4-frame
+    chunk). The mask is the same (query i sees keys i-window+1..i), and the output is bit-identical to
+    ``decoder(codes)`` (tested).
+    """
+    hidden = decoder.quantizer.decode(codes)
+    hidden = decoder.pre_conv(hidden).transpose(1, 2)
+    length = hidden.shape[1]
+    positions = torch.arange(length, device=hidden.device)
+    distance = positions.view(-1, 1) - positions.view(1, -1)  # query - key
+    window = decoder.pre_transformer.config.sliding_window
+    causal = distance >= 0
+    sliding = causal if window is None else causal & (distance < window)
+    masks = {
+        "full_attention": causal.view(1, 1, length, length),
+        "sliding_attention": sliding.view(1, 1, length, length),
+    }
+    hidden = decoder.pre_transformer(inputs_embeds=hidden, attention_mask=masks).last_hidden_state
+    hidden = hidden.permute(0, 2, 1)
+    for blocks in decoder.upsample:
+        for block in blocks:
+            hidden = block(hidden)
+    wav = hidden
+    for block in decoder.decoder:
+        wav = block(wav)
+    clamped: torch.Tensor = wav.clamp(min=-1, max=1)
+    return clamped
+
+
+@torch.inference_mode()
 def decode_spans(
     spans: Sequence[tuple[StreamingSynthesizer, int, int]], left_context_frames: int
 ) -> list[np.ndarray]:
@@ -415,7 +449,7 @@ def decode_spans(
     for length, members in groups.items():
         lead = spans[members[0]][0]
         stacked = torch.stack([prepared[i][0] for i in members]).clamp(min=0).transpose(1, 2)  # (B, G, T)
-        wav: torch.Tensor = lead._decoder(stacked)
+        wav = decode_codes(lead._decoder, stacked)
         per_frame = lead.samples_per_frame
         for row, index in enumerate(members):
             context = prepared[index][1]
@@ -649,7 +683,7 @@ class StreamingSynthesizer:
     @torch.inference_mode()
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Decoder output for codes (T, G): (T * samples_per_frame,) float."""
-        wav: torch.Tensor = self._decoder(codes.clamp(min=0).transpose(0, 1).unsqueeze(0))
+        wav = decode_codes(self._decoder, codes.clamp(min=0).transpose(0, 1).unsqueeze(0))
         return wav[0, 0, : codes.shape[0] * self.samples_per_frame]
 
     def _context_codes(self) -> torch.Tensor:
