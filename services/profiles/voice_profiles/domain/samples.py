@@ -282,9 +282,15 @@ class SampleManager(StorageUser):
             state = TranscriptState.MACHINE if machine_made else TranscriptState.PROVIDED
         now = self._clock()
         async with self._database.transaction() as tx:
-            await tx.samples.update(
-                tenant_id, sample_id, {"reference_text": cleaned, "transcript_state": state.value}, now
-            )
+            # A fresh start for automatic transcription: a user who clears the text asks for one anew, even if
+            # earlier attempts gave up.
+            values = {
+                "reference_text": cleaned,
+                "transcript_state": state.value,
+                "transcript_attempts": 0,
+                "transcript_next_attempt_at": None,
+            }
+            await tx.samples.update(tenant_id, sample_id, values, now)
             sample = await tx.samples.get(tenant_id, sample_id)
         return replace(sample, reference_text=cleaned, transcript_state=state)
 

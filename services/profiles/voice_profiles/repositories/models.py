@@ -36,13 +36,21 @@ class ProfileRow(Base):
 
 class SampleRow(Base):
     __tablename__ = "samples"
-    __table_args__ = (Index("ix_samples_profile_created", "tenant_id", "profile_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_samples_profile_created", "tenant_id", "profile_id", "created_at", "id"),
+        # The transcript filler's query: the few samples still needing a transcript, among many that have one.
+        Index("ix_samples_transcript_due", "transcript_state", "transcript_next_attempt_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(63), nullable=False)
     profile_id: Mapped[str] = mapped_column(String(36), ForeignKey("profiles.id"), nullable=False)
     reference_text: Mapped[str | None] = mapped_column(Text, nullable=True)
     transcript_state: Mapped[str] = mapped_column(String(16), nullable=False)
+    # Bookkeeping of automatic transcription (see domain.transcripts): attempts made, and when the next may run
+    # (NULL: now). Not part of the Sample entity: no client sees it.
+    transcript_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    transcript_next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     file_name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
     mime_type: Mapped[str] = mapped_column(String(127), nullable=False, default="")
     original_size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)

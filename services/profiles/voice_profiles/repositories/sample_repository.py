@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from voice_common.errors import NotFound
@@ -92,6 +92,92 @@ class SampleRepository:
         result = await self._session.execute(statement)
         if result.rowcount == 0:  # type: ignore[attr-defined]
             raise NotFound("sample", sample_id)
+
+    # Automatic transcription (domain.transcripts). Every write is conditional on the sample still needing a text,
+    # so a text the user typed meanwhile is never overwritten and a deleted sample is simply not found.
+
+    async def needing_transcript(
+        self, now: datetime, max_attempts: int, limit: int
+    ) -> list[tuple[str, str, int]]:
+        """(tenant_id, sample_id, attempts so far) of samples, any tenant, that need a text and are due; oldest
+        first."""
+        query = (
+            select(SampleRow.tenant_id, SampleRow.id, SampleRow.transcript_attempts)
+            .where(
+                SampleRow.transcript_state == TranscriptState.NEEDED.value,
+                SampleRow.transcript_attempts < max_attempts,
+                or_(
+                    SampleRow.transcript_next_attempt_at.is_(None),
+                    SampleRow.transcript_next_attempt_at <= now,
+                ),
+            )
+            .order_by(SampleRow.created_at, SampleRow.id)
+            .limit(limit)
+        )
+        return [
+            (tenant, sample_id, attempts)
+            for tenant, sample_id, attempts in (await self._session.execute(query))
+        ]
+
+    async def claim_transcript(
+        self, tenant_id: str, sample_id: str, attempts_seen: int, retry_at: datetime
+    ) -> bool:
+        """Count one more attempt and hold the sample until ``retry_at``; False when another worker claimed it
+        since ``attempts_seen`` was read, or it no longer needs a text."""
+        statement = (
+            update(SampleRow)
+            .where(
+                SampleRow.tenant_id == tenant_id,
+                SampleRow.id == sample_id,
+                SampleRow.transcript_state == TranscriptState.NEEDED.value,
+                SampleRow.transcript_attempts == attempts_seen,
+            )
+            .values(transcript_attempts=attempts_seen + 1, transcript_next_attempt_at=retry_at)
+        )
+        return bool((await self._session.execute(statement)).rowcount)  # type: ignore[attr-defined]
+
+    async def release_transcript_claim(self, tenant_id: str, sample_id: str, attempts_seen: int) -> None:
+        """Undo a claim whose attempt never reached the recogniser (ASR down): due again, nothing counted."""
+        await self._session.execute(
+            update(SampleRow)
+            .where(
+                SampleRow.tenant_id == tenant_id,
+                SampleRow.id == sample_id,
+                SampleRow.transcript_state == TranscriptState.NEEDED.value,
+                SampleRow.transcript_attempts == attempts_seen + 1,
+            )
+            .values(transcript_attempts=attempts_seen, transcript_next_attempt_at=None)
+        )
+
+    async def store_machine_transcript(
+        self, tenant_id: str, sample_id: str, text: str, now: datetime
+    ) -> bool:
+        """Store a recognised text, only while the sample still needs one; True when stored."""
+        statement = (
+            update(SampleRow)
+            .where(
+                SampleRow.tenant_id == tenant_id,
+                SampleRow.id == sample_id,
+                SampleRow.transcript_state == TranscriptState.NEEDED.value,
+            )
+            .values(
+                reference_text=text,
+                transcript_state=TranscriptState.MACHINE.value,
+                transcript_next_attempt_at=None,
+                updated_at=now,
+            )
+        )
+        return bool((await self._session.execute(statement)).rowcount)  # type: ignore[attr-defined]
+
+    async def transcript_attempts(self, tenant_id: str, sample_id: str) -> tuple[int, datetime | None]:
+        """Attempts made and when the next may run (for tests and operators)."""
+        query = select(SampleRow.transcript_attempts, SampleRow.transcript_next_attempt_at).where(
+            SampleRow.tenant_id == tenant_id, SampleRow.id == sample_id
+        )
+        row = (await self._session.execute(query)).one_or_none()
+        if row is None:
+            raise NotFound("sample", sample_id)
+        return row[0], row[1]
 
     async def delete(self, tenant_id: str, sample_id: str) -> None:
         await self._session.execute(
