@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
@@ -40,14 +39,11 @@ async def serve(common: CommonSettings, settings: ProfilesSettings) -> None:
             "object_store": common.s3_endpoint or str(common.objects_dir.resolve()),
         },
     )
-    sweeper = asyncio.create_task(app.sweeper.run_forever(settings.sweep_interval_seconds), name="sweeper")
+    app.start_background(settings)
     try:
         await server.serve_until_signal()
     finally:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
-        await app.close()
+        await app.close()  # stops the background tasks first
         log.info("profile service stopped")
 
 

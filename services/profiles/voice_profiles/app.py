@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from grpc import aio
@@ -16,6 +17,7 @@ from voice_common.db import create_engine, utc_now
 from voice_common.errors import Unavailable
 from voice_common.object_store import ObjectStore, create_object_store
 from voice_common.server.bootstrap import ServiceRegistration
+from voice_profiles.asr_client import AsrTranscriber
 from voice_profiles.domain.archive import ProfileArchiver
 from voice_profiles.domain.doctor import ConsistencyDoctor
 from voice_profiles.domain.generations import GenerationHistory
@@ -26,6 +28,7 @@ from voice_profiles.domain.profiles import ProfileManager
 from voice_profiles.domain.samples import SampleManager
 from voice_profiles.domain.storage import Storage
 from voice_profiles.domain.sweeper import ExpirySweeper
+from voice_profiles.domain.transcripts import SpeechTranscriber, TranscriptFiller
 from voice_profiles.repositories.schema import pending_revisions, upgrade_to_head_async
 from voice_profiles.repositories.unit_of_work import Database
 from voice_profiles.servicer import ProfileServicer
@@ -46,6 +49,12 @@ class ProfilesApp:
     archiver: ProfileArchiver
     sweeper: ExpirySweeper
     doctor: ConsistencyDoctor
+    limits: Limits
+    clock: Callable[[], datetime]
+    # Started by start_background (after the server listens), stopped by stop_background / close.
+    transcripts: TranscriptFiller | None = None
+    _asr_channel: aio.Channel | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     async def open(
@@ -88,15 +97,70 @@ class ProfilesApp:
             archiver=ProfileArchiver(storage),
             sweeper=ExpirySweeper(database, profiles, cleanup, clock),
             doctor=ConsistencyDoctor(database, store),
+            limits=limits,
+            clock=clock,
         )
 
     def registration(self) -> ServiceRegistration:
-        servicer = ProfileServicer(self.profiles, self.samples, self.generations, self.archiver)
+        servicer = ProfileServicer(
+            self.profiles,
+            self.samples,
+            self.generations,
+            self.archiver,
+            on_transcript_needed=self.wake_transcripts,
+        )
 
         def add(server: aio.Server) -> None:
             pb_grpc.add_ProfileServiceServicer_to_server(servicer, server)
 
         return ServiceRegistration(SERVICE_NAME, add)
+
+    def start_background(
+        self,
+        settings: ProfilesSettings,
+        *,
+        transcriber: SpeechTranscriber | None = None,
+    ) -> None:
+        """Start the expiry sweeper and, when ``settings.asr_address`` is set, the transcript filler.
+
+        Separate from ``open`` because the filler talks to ASR, which reads audio back through this service: a
+        caller (a test) can start this server, then ASR, then the filler. ``transcriber`` replaces the ASR client
+        (tests wrap it). Readiness never depends on ASR: samples wait for a transcript, nothing else does.
+        """
+        if self._tasks:
+            raise RuntimeError("background tasks already started")
+        self._tasks.append(
+            asyncio.create_task(self.sweeper.run_forever(settings.sweep_interval_seconds), name="sweeper")
+        )
+        if transcriber is None and settings.asr_address:
+            # Lazy: nothing connects until the first round, so an ASR that is down delays nothing here.
+            self._asr_channel = aio.insecure_channel(settings.asr_address)
+            transcriber = AsrTranscriber(self._asr_channel, settings.transcribe_timeout_seconds)
+        if transcriber is not None:
+            self.transcripts = TranscriptFiller(
+                self.database, transcriber, self.limits, self.clock, settings.transcript_policy()
+            )
+            self._tasks.append(
+                asyncio.create_task(
+                    self.transcripts.run_forever(settings.transcribe_interval_seconds), name="transcripts"
+                )
+            )
+
+    def wake_transcripts(self) -> None:
+        if self.transcripts is not None:
+            self.transcripts.wake()
+
+    async def stop_background(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.transcripts = None
+        if self._asr_channel is not None:
+            await self._asr_channel.close(None)
+            self._asr_channel = None
 
     async def readiness(self) -> None:
         """Ready when the database answers with the current schema and the object store answers."""
@@ -109,5 +173,6 @@ class ProfilesApp:
         await self.store.check()
 
     async def close(self) -> None:
+        await self.stop_background()
         await self.store.close()
         await self.database.close()

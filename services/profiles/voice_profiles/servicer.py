@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -163,8 +163,11 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         samples: SampleManager,
         generations: GenerationHistory,
         archiver: ProfileArchiver,
+        *,
+        on_transcript_needed: Callable[[], None] = lambda: None,
     ) -> None:
         self._profiles = profiles
+        self._on_transcript_needed = on_transcript_needed  # wakes the transcript filler; never blocks
         self._samples = samples
         self._generations = generations
         self._archiver = archiver
@@ -237,6 +240,8 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             mime_type=metadata.mime_type,
         )
         sample = await self._samples.add(current_tenant(), upload, chunks)
+        if sample.transcript_state is TranscriptState.NEEDED:
+            self._on_transcript_needed()  # committed: the filler transcribes it while we answer
         return pb.AddSampleResponse(sample=sample_to_proto(sample))
 
     async def ListSamples(self, request: pb.ListSamplesRequest, context: Context) -> pb.ListSamplesResponse:
@@ -259,6 +264,8 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         sample = await self._samples.update_reference_text(
             current_tenant(), request.sample.id, request.sample.reference_text
         )
+        if sample.transcript_state is TranscriptState.NEEDED:
+            self._on_transcript_needed()  # the text was cleared: transcribe it anew
         return pb.UpdateSampleResponse(sample=sample_to_proto(sample))
 
     async def DeleteSample(

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voice_profiles.domain.limits import Limits
+from voice_profiles.domain.transcripts import TranscriptPolicy
 
 
 class ProfilesSettings(BaseSettings):
@@ -36,6 +37,29 @@ class ProfilesSettings(BaseSettings):
         "other replicas' within this time. 0 turns the cache off.",
     )
     read_cache_entries: int = Field(10_000, ge=1)
+    asr_address: str = Field(
+        "127.0.0.1:50054",
+        description="host:port of the ASR service, which transcribes samples added without a reference text; "
+        "empty turns automatic transcription off.",
+    )
+    transcribe_interval_seconds: float = Field(
+        10,
+        gt=0,
+        description="How often samples still needing a transcript are looked for (an AddSample without text "
+        "starts a round at once; this is the safety net for restarts and ASR outages).",
+    )
+    transcribe_batch: int = Field(20, ge=1, description="Samples transcribed per round at most.")
+    transcribe_timeout_seconds: float = Field(
+        120, gt=0, description="Deadline of one call to the ASR service."
+    )
+    transcribe_max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Attempts that gave no text (silence, music) after which a sample is left as it is.",
+    )
+    transcribe_retry_seconds: float = Field(
+        300, gt=0, description="Wait after an attempt that gave no text; doubles after each further attempt."
+    )
     migrate_on_start: bool | None = Field(
         None, description="Run migrations at start. Unset: yes in embedded mode (SQLite), no with Postgres."
     )
@@ -59,4 +83,11 @@ class ProfilesSettings(BaseSettings):
             preview_ttl=timedelta(seconds=self.preview_ttl_seconds),
             read_cache_seconds=self.read_cache_seconds,
             read_cache_entries=self.read_cache_entries,
+        )
+
+    def transcript_policy(self) -> TranscriptPolicy:
+        return TranscriptPolicy(
+            batch=self.transcribe_batch,
+            max_attempts=self.transcribe_max_attempts,
+            retry_after=timedelta(seconds=self.transcribe_retry_seconds),
         )
