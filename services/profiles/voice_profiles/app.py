@@ -134,7 +134,10 @@ class ProfilesApp:
         )
         if transcriber is None and settings.asr_address:
             # Lazy: nothing connects until the first round, so an ASR that is down delays nothing here.
-            self._asr_channel = aio.insecure_channel(settings.asr_address)
+            # gRPC's reconnect back-off grows to 2 minutes by default; 10 s bounds how late a returning ASR is seen.
+            self._asr_channel = aio.insecure_channel(
+                settings.asr_address, options=[("grpc.max_reconnect_backoff_ms", 10_000)]
+            )
             transcriber = AsrTranscriber(self._asr_channel, settings.transcribe_timeout_seconds)
         if transcriber is not None:
             self.transcripts = TranscriptFiller(
