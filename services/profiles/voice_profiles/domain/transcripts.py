@@ -77,12 +77,19 @@ class TranscriptFiller:
         self._policy = policy or TranscriptPolicy()
         self._wake = asyncio.Event()
         self._down = False  # log an outage once, not every round
+        self.rounds = 0  # rounds finished, whatever their outcome (what a test waits on)
 
     def wake(self) -> None:
         """Run a round now (after an AddSample without text); wakes made during a round start one more."""
         self._wake.set()
 
     async def fill_now(self, limit: int | None = None) -> FillReport:
+        try:
+            return await self._fill(limit)
+        finally:
+            self.rounds += 1
+
+    async def _fill(self, limit: int | None) -> FillReport:
         now = self._clock()
         async with self._database.transaction() as tx:
             due = await tx.samples.needing_transcript(
