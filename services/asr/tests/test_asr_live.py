@@ -351,3 +351,29 @@ def test_asr_live_buffer_stays_bounded_without_agreement() -> None:
         largest = max(largest, recognizer.buffer_seconds)
     assert largest <= 5.0 + 0.2
     assert recognizer.text  # the oldest words were committed as they were
+
+
+def test_asr_live_a_pause_found_mid_buffer_ends_the_utterance_before_it() -> None:
+    """A recognizer that fell behind gets the pause and the next speech in one go: the first utterance is final
+    on its own, and the next one starts after the pause."""
+
+    def two_utterances(audio: np.ndarray) -> list[tuple[float, float]]:
+        # Speech from 0 to 2 s and from 3 s on, in stream time (the buffer starts at the stream's start here,
+        # and after the first endpoint at 2.9 s).
+        offset = 2.9 if len(audio) < 5 * SAMPLE_RATE else 0.0
+        seconds = len(audio) / SAMPLE_RATE
+        spans = [(0.0 - offset, 2.0 - offset), (3.0 - offset, seconds)]
+        return [(max(0.0, a), b) for a, b in spans if b > 0]
+
+    recognizer = StreamingRecognizer(
+        _scripted(flip_last=False), LiveSettings(step_seconds=1.0), speech_spans=two_utterances
+    )
+    recognizer.feed(np.full(6 * SAMPLE_RATE, 0.1, dtype=np.float32))
+    first = recognizer.step()
+    assert [r.is_final for r in first] == [True]
+    assert first[0].end_seconds <= 2.0 and first[0].text == "one two three four"
+    assert (
+        2.8 <= recognizer.audio_seconds - recognizer.buffer_seconds <= 3.0
+    )  # the buffer now starts at the pause
+    later = recognizer.step() + recognizer.finish()
+    assert all(w.start >= 2.85 for r in later for w in r.words)

@@ -148,7 +148,10 @@ class StreamingRecognizer:
         self._tail: list[Word] = []  # the last pass's words after the committed ones (stream times)
         self._pass_end = 0  # stream sample up to which the last pass heard (0: none since the last commit)
         self._vad_at = -1  # stream sample at the last detector run
-        self._speech_end: float | None = None  # end of the last uncommitted speech (stream seconds), if any
+        # End of the first uncommitted utterance (stream seconds; None: no speech), and the start of the speech
+        # after the pause that ends it (None: silence or speech continues to the end of the audio received).
+        self._speech_end: float | None = None
+        self._next_speech: float | None = None
         self._finished = False
 
     # --- what the caller reads ---
@@ -192,8 +195,8 @@ class StreamingRecognizer:
         if self._speech_end is None:
             self._drop_silence()
             return []
-        audio_end = now / SAMPLE_RATE
-        silence = audio_end - self._speech_end
+        # A recognizer that fell behind finds the pause mid-buffer, with the next utterance already after it.
+        silence = (self._next_speech or now / SAMPLE_RATE) - self._speech_end
         heard_it_all = self._pass_end / SAMPLE_RATE >= self._speech_end
         if silence >= s.endpoint_silence_seconds:
             if not heard_it_all:
@@ -214,10 +217,14 @@ class StreamingRecognizer:
         self._assemble()
         self._detect_speech()
         results: list[LiveResult] = []
-        if self._speech_end is not None:
-            if self._pass_end < self._received:
+        while self._speech_end is not None:  # one utterance at a time, if several are waiting
+            more = self._next_speech is not None
+            if self._pass_end / SAMPLE_RATE < self._speech_end:
                 self._tail = self._run_pass()
-            results = self._endpoint()
+            results += self._endpoint()
+            if not more:
+                break
+            self._detect_speech()
         self._finished = True
         return results
 
@@ -245,10 +252,20 @@ class StreamingRecognizer:
         t0 = self._clock()
         spans = self._speech_spans(self._buffer[offset:]) if len(self._buffer) - offset > 0 else []
         self.stats.detector_seconds += self._clock() - t0
-        ends = [
-            start + end for begin, end in spans if start + end > self._committed_end + 0.05 and end > begin
+        spans = [
+            (start + begin, start + end)
+            for begin, end in spans
+            if start + end > self._committed_end + 0.05 and end > begin
         ]
-        self._speech_end = max(ends) if ends else None
+        self._speech_end = self._next_speech = None
+        for begin, end in sorted(spans):
+            if (
+                self._speech_end is not None
+                and begin - self._speech_end >= self._settings.endpoint_silence_seconds
+            ):
+                self._next_speech = begin
+                break
+            self._speech_end = end if self._speech_end is None else max(self._speech_end, end)
 
     def _drop_silence(self) -> None:
         """No speech after the committed words: keep only a short tail (a word may be starting in it). A guess
@@ -276,7 +293,7 @@ class StreamingRecognizer:
         words = self._recognize(audio, self._prompt())
         self.stats.recognition_seconds += self._clock() - t0
         self.stats.passes += 1
-        self._pass_end = self._buffer_start + len(self._buffer)
+        self._pass_end = self._buffer_start + len(audio)
         shifted = [replace(w, start=w.start + offset, end=w.end + offset) for w in words if _norm(w)]
         # The buffer may still hold committed words: skip those (by time, with Whisper's timing slack); and words
         # that start where the detector heard no speech were made up.
@@ -323,13 +340,16 @@ class StreamingRecognizer:
         return [self._result(words, is_final=True)]
 
     def _endpoint(self) -> list[LiveResult]:
-        """The utterance has ended: everything the last pass heard is final; the buffer starts afresh."""
-        results = self._commit(self._tail)
+        """The utterance has ended: what the last pass heard of it is final; the buffer starts afresh after it."""
+        end = self._speech_end if self._speech_end is not None else float("inf")
+        results = self._commit([w for w in self._tail if w.start < end])
         self._tail = []
-        self._cut(self._received / SAMPLE_RATE - 0.1)  # a few ms of the silence, for the next word's onset
+        # Keep 0.1 s before the next speech (or of the silence), for the next word's onset.
+        self._cut((self._next_speech or self._received / SAMPLE_RATE) - 0.1)
         self._committed_end = max(self._committed_end, self._buffer_start / SAMPLE_RATE)
         self._pass_end = 0
-        self._speech_end = None
+        self._speech_end = self._next_speech = None
+        self._vad_at = -1  # look again: the next utterance may be in the buffer already
         return results
 
     def _force_commit(self) -> list[LiveResult]:
