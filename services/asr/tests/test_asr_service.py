@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from voice.asr.v1 import asr_service_pb2 as pb
 from voice.asr.v1 import asr_service_pb2_grpc as pb_grpc
+from voice.audio.v1 import audio_pb2
 from voice.profiles.v1 import profiles_service_pb2 as ppb
 from voice.profiles.v1 import profiles_service_pb2_grpc as ppb_grpc
 from voice_asr.app import SERVICE_NAME, AsrApp
@@ -277,3 +278,180 @@ async def test_model_control_and_health_without_a_model(servers: Servers, tmp_pa
         await broken.wait_for_health(health_pb2.HealthCheckResponse.SERVING)
         unloaded = (await broken.asr.UnloadModel(pb.UnloadModelRequest())).status
         assert unloaded.state == pb.MODEL_STATE_NOT_LOADED
+
+
+# -- StreamingTranscribe -----------------------------------------------------------------------------------------
+
+
+def stream_config(
+    encoding: Any = audio_pb2.AUDIO_ENCODING_LINEAR16, rate: int = SAMPLE_RATE, **options: Any
+) -> pb.StreamingTranscribeRequest:
+    return pb.StreamingTranscribeRequest(
+        config=pb.StreamingConfig(
+            format=audio_pb2.AudioFormat(encoding=encoding, sample_rate_hertz=rate, channels=1),
+            options=pb.RecognitionOptions(**options),
+            interim_results=True,
+        )
+    )
+
+
+def pcm16(samples: np.ndarray) -> bytes:
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+@dataclass
+class StreamOutcome:
+    results: list[Any]  # pb.StreamingResult, in order
+    summary: Any  # pb.StreamingSummary
+    interim_before_end: int  # interim results received before the client half-closed
+
+
+async def stream_audio(
+    servers: Servers,
+    tenant: str,
+    data: bytes,
+    *,
+    config: pb.StreamingTranscribeRequest,
+    chunk: int,
+    pace: float,
+) -> StreamOutcome:
+    """Send ``data`` in ``chunk``-byte messages ``pace`` seconds apart, then half-close; collect the answers."""
+    call = servers.asr.StreamingTranscribe(metadata=meta(tenant))
+    results: list[Any] = []
+    summary: list[Any] = []
+    sent_all = asyncio.Event()
+    interim_before_end = 0
+
+    async def receive() -> None:
+        nonlocal interim_before_end
+        async for response in call:
+            if response.WhichOneof("payload") == "summary":
+                summary.append(response.summary)
+            else:
+                results.append(response.result)
+                if not response.result.is_final and not sent_all.is_set():
+                    interim_before_end += 1
+
+    receiver = asyncio.ensure_future(receive())
+    await call.write(config)
+    for start in range(0, len(data), chunk):
+        await call.write(pb.StreamingTranscribeRequest(audio=data[start : start + chunk]))
+        await asyncio.sleep(pace)
+    sent_all.set()
+    await call.done_writing()
+    await asyncio.wait_for(receiver, 120)
+    assert len(summary) == 1
+    return StreamOutcome(results, summary[0], interim_before_end)
+
+
+@pytest.fixture(scope="module")
+def three_sentences(speak: Speak) -> tuple[np.ndarray, str]:
+    texts = SENTENCES[3:6]
+    parts = [
+        (speak(text, voice), silence(1.0)) for text, voice in zip(texts, ("slt", "rms", "awb"), strict=True)
+    ]
+    return np.concatenate([part for pair in parts for part in pair]), " ".join(texts)
+
+
+async def test_a_file_streamed_as_fast_as_possible_reads_like_transcribe(
+    servers: Servers, tenant: str, three_sentences: tuple[np.ndarray, str]
+) -> None:
+    speech, reference = three_sentences
+    whole = await servers.asr.Transcribe(pb.TranscribeRequest(content=wav_of(speech)), metadata=meta(tenant))
+    file_wer = wer(reference, whole.text)
+    outcome = await stream_audio(servers, tenant, pcm16(speech), config=stream_config(), chunk=3200, pace=0)
+    finals = [result for result in outcome.results if result.is_final]
+    streamed = " ".join(result.text for result in finals)
+    stream_wer = wer(reference, streamed)
+    print(f"streaming WER {stream_wer:.3f}, Transcribe WER {file_wer:.3f}")
+    assert stream_wer <= 1.1 * file_wer + 1e-9, (streamed, whole.text)
+    assert outcome.summary.text.split() == streamed.split()
+    duration = speech.size / SAMPLE_RATE
+    assert outcome.summary.duration_seconds == pytest.approx(duration, abs=0.01)
+    ends = [result.end_seconds for result in finals]
+    assert ends == sorted(ends) and all(
+        0 <= r.start_seconds <= r.end_seconds <= duration + 0.05 for r in finals
+    )
+    assert servers.app.live_streams.active == 0
+
+
+async def test_live_audio_gets_interim_results_before_it_ends(
+    servers: Servers, tenant: str, three_sentences: tuple[np.ndarray, str]
+) -> None:
+    speech, reference = three_sentences
+    # 100 ms messages at about real time (the server's passes take most of a core each).
+    outcome = await stream_audio(servers, tenant, pcm16(speech), config=stream_config(), chunk=3200, pace=0.1)
+    interim = [result for result in outcome.results if not result.is_final]
+    print(
+        f"live WER {wer(reference, outcome.summary.text):.3f}, interim before end {outcome.interim_before_end}"
+    )
+    assert outcome.interim_before_end >= 3  # text arrived while audio was still coming
+    assert all(0 <= r.stability <= 1 and r.text for r in interim)
+    assert wer(reference, outcome.summary.text) <= 0.1, outcome.summary.text
+
+
+@pytest.mark.parametrize(
+    ("kind", "encoding"),
+    [
+        ("wav", audio_pb2.AUDIO_ENCODING_WAV),
+        ("flac", audio_pb2.AUDIO_ENCODING_FLAC),
+        ("ogg_opus", audio_pb2.AUDIO_ENCODING_OGG_OPUS),
+        ("mp3", audio_pb2.AUDIO_ENCODING_MP3),
+    ],
+)
+async def test_streaming_accepts_containers(
+    servers: Servers, tenant: str, speak: Speak, kind: str, encoding: int
+) -> None:
+    speech = np.concatenate([speak(SENTENCES[6], "slt"), silence(0.5)])
+    data = encode_file(speech, SAMPLE_RATE, kind)
+    outcome = await stream_audio(servers, tenant, data, config=stream_config(encoding, 0), chunk=4000, pace=0)
+    assert wer(SENTENCES[6], outcome.summary.text) <= 0.05, (kind, outcome.summary.text)
+
+
+async def test_streaming_bad_input_gets_precise_codes(servers: Servers, tenant: str, speak: Speak) -> None:
+    audio = pb.StreamingTranscribeRequest(audio=pcm16(silence(0.2)))
+
+    async def code(messages: list[pb.StreamingTranscribeRequest]) -> tuple[grpc.StatusCode, str]:
+        call = servers.asr.StreamingTranscribe(iter(messages), metadata=meta(tenant))
+        with pytest.raises(aio.AioRpcError) as info:
+            async for _response in call:
+                pass
+        return info.value.code(), info.value.details() or ""
+
+    cases = [
+        ([], "config message first"),
+        ([audio], "first message must be the config"),
+        ([stream_config(rate=4000), audio], "sample rate 4000"),
+        ([stream_config(encoding=audio_pb2.AUDIO_ENCODING_UNSPECIFIED), audio], "encoding is required"),
+        ([stream_config(language="de"), audio], "English"),
+        ([stream_config(beam_size=99), audio], "beam_size"),
+        ([stream_config(), audio, stream_config()], "only the first message"),
+        (
+            [
+                stream_config(audio_pb2.AUDIO_ENCODING_MP3, 0),
+                pb.StreamingTranscribeRequest(audio=b"\x00garbage" * 9000),
+            ],
+            "could not be decoded as MP3",
+        ),
+    ]
+    for messages, words in cases:
+        status, message = await code(messages)
+        assert status == grpc.StatusCode.INVALID_ARGUMENT, (words, status, message)
+        assert words.lower() in message.lower(), (words, message)
+    assert servers.app.live_streams.active == 0
+
+
+async def test_a_cancelled_stream_frees_its_slot(servers: Servers, tenant: str, speak: Speak) -> None:
+    speech = pcm16(np.concatenate([speak(SENTENCES[7], "rms")] * 3))
+    call = servers.asr.StreamingTranscribe(metadata=meta(tenant))
+    await call.write(stream_config())
+    for start in range(0, len(speech) // 2, 3200):
+        await call.write(pb.StreamingTranscribeRequest(audio=speech[start : start + 3200]))
+    await asyncio.sleep(0.5)
+    assert servers.app.live_streams.active == 1
+    call.cancel()
+    for _ in range(200):
+        if servers.app.live_streams.active == 0 and servers.app.transcriber.running == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert servers.app.live_streams.active == 0 and servers.app.transcriber.running == 0

@@ -38,12 +38,21 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AsrService"].full_name
 
 
 @dataclass
+class LiveStreams:
+    """Live streams running now, against the replica's limit (each holds a decoder and a buffer of audio)."""
+
+    limit: int
+    active: int = 0
+
+
+@dataclass
 class AsrApp:
     settings: AsrSettings
     models: AsrModelManager
     transcriber: Transcriber
     channel: aio.Channel
     stored_audio: StoredAudioClient
+    live_streams: LiveStreams
     preload_done: bool = True
 
     @classmethod
@@ -77,6 +86,7 @@ class AsrApp:
             transcriber=transcriber,
             channel=channel,
             stored_audio=StoredAudioClient(channel),
+            live_streams=LiveStreams(settings.max_streams),
             preload_done=not settings.preload,
         )
 

@@ -259,6 +259,8 @@ class WhisperEngine:
             "initial_prompt": options.initial_prompt or None,
             "hotwords": options.hotwords or None,
         }
+        if not options.temperature_fallback:
+            kwargs["temperature"] = 0.0
         if batched:
             segments, info = self._batched.transcribe(audio, batch_size=self.batch_size, **kwargs)
         else:

@@ -11,6 +11,7 @@ from voice_asr.engine import (
     AsrModelSpec,
     default_model,
 )
+from voice_asr.live import LiveSettings
 from voice_asr.transcriber import TranscriptionLimits
 
 _LIMITS = TranscriptionLimits()
@@ -63,6 +64,33 @@ class AsrSettings(BaseSettings):
     batch_size: int = Field(
         DEFAULT_BATCH_SIZE, ge=1, description="Speech chunks decoded together when batched."
     )
+
+    max_streams: int = Field(
+        8, ge=1, description="Live StreamingTranscribe calls at once; one more is refused."
+    )
+    live_step_seconds: float = Field(
+        1.0, gt=0, description="Live: seconds of new audio between two recognition passes (interim cadence)."
+    )
+    live_endpoint_silence_seconds: float = Field(
+        0.5, gt=0, description="Live: silence after speech that makes everything heard final."
+    )
+    live_context_chars: int = Field(
+        200,
+        ge=0,
+        description="Live: characters of committed text given to Whisper as context for the next audio.",
+    )
+    live_max_buffer_seconds: float = Field(
+        15.0, gt=0, description="Live: the most uncommitted audio kept (older words are then committed)."
+    )
+
+    def live_settings(self, *, interim_results: bool) -> LiveSettings:
+        return LiveSettings(
+            step_seconds=self.live_step_seconds,
+            endpoint_silence_seconds=self.live_endpoint_silence_seconds,
+            max_buffer_seconds=self.live_max_buffer_seconds,
+            interim_results=interim_results,
+            prompt_chars=self.live_context_chars,
+        )
 
     def spec(self) -> AsrModelSpec:
         return AsrModelSpec(

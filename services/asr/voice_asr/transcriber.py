@@ -25,7 +25,8 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,6 +169,18 @@ class Transcriber:
         """When a refused client should try again: about the time for the queue ahead to drain."""
         rounds = max(1, self._depth) / self._limits.max_concurrent
         return float(min(60.0, max(1.0, math.ceil(self._service_seconds * rounds))))
+
+    @asynccontextmanager
+    async def engine_slot(self) -> AsyncIterator[WhisperEngine]:
+        """One of the transcription slots and the loaded engine, for a caller that runs the engine itself in a
+        worker thread (a live stream's recognition passes), so live passes and whole files share the same CPU
+        budget. The caller must not leave the block before its thread is done with the engine."""
+        async with self._slots, self._models.use() as engine:
+            self._running += 1
+            try:
+                yield engine
+            finally:
+                self._running -= 1
 
     def validate(self, options: RecognitionOptions, audio: np.ndarray | None = None) -> None:
         """:func:`validate` with this transcriber's limits and languages."""

@@ -22,6 +22,9 @@ class RecognitionOptions:
     beam_size: int = 5
     initial_prompt: str | None = None
     hotwords: str | None = None
+    # Whisper's fallback: decode again at higher temperatures when a segment looks wrong. Live passes turn it off
+    # (a pass must stay short; the next pass corrects the guess), whole files keep it.
+    temperature_fallback: bool = True
 
 
 @dataclass(frozen=True)
