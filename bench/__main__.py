@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import get_profile_load, tts, upload
+from bench import asr, get_profile_load, tts, upload
 from bench.common import BenchError, Figure, format_value
 from bench.get_profile_load import LoadPlan, ServerLoad
 from bench.services import CONFIGS, FILESYSTEM, POSTGRES_S3, EchoServer, echo_server, profile_service
@@ -28,12 +28,16 @@ GET_PROFILE = "get_profile"
 UNCACHED = "filesystem_read_cache_off"
 ADD_SAMPLE = "add_sample"
 TTS = "tts"
-BENCHMARKS = (GET_PROFILE, ADD_SAMPLE, TTS)
+ASR = "asr"
+BENCHMARKS = (GET_PROFILE, ADD_SAMPLE, TTS, ASR)
+# The ASR service runs alone (inline audio needs no profile service): a pseudo-configuration outside CONFIGS.
+STANDALONE = "standalone"
 # The configurations each benchmark runs on: the TTS service keeps nothing but prompts in the store, so one is enough.
 BENCHMARK_CONFIGS: dict[str, tuple[str, ...]] = {
     GET_PROFILE: CONFIGS,
     ADD_SAMPLE: CONFIGS,
     TTS: (FILESYSTEM,),
+    ASR: (STANDALONE,),
 }
 # --only also takes a figure name, which runs just what that figure needs.
 FIGURES: dict[str, tuple[str, str]] = {
@@ -44,6 +48,7 @@ FIGURES: dict[str, tuple[str, str]] = {
     "add_sample_5min_vs_put_ratio_filesystem": (ADD_SAMPLE, FILESYSTEM),
     "add_sample_5min_vs_put_ratio_s3": (ADD_SAMPLE, POSTGRES_S3),
     **{name: (TTS, FILESYSTEM) for name in tts.FIGURE_NAMES},
+    **{name: (ASR, STANDALONE) for name in asr.FIGURE_NAMES},
 }
 
 
@@ -57,6 +62,7 @@ class Options:
     upload_runs: int
     breakdown_runs: int
     tts_plan: tts.Plan
+    asr_plan: asr.Plan
 
 
 @dataclass
@@ -119,6 +125,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         runs,
         breakdown_runs,
         tts.Plan.for_run(args.quick),
+        asr.Plan.for_run(args.quick),
     )
 
 
@@ -169,6 +176,19 @@ async def run(options: Options) -> Outcome:
                         f"{config}: {type(error).__name__}: {error}\n{traceback.format_exc()}"
                     )
                     progress(f"FAILED ({config}): {type(error).__name__}: {error}")
+            if ASR in options.selection:
+                parts = {
+                    asr.PART_OF[name]
+                    for name in asr.FIGURE_NAMES
+                    if options.figure_names is None or name in options.figure_names
+                }
+                try:
+                    asr_result = await asr.run_asr(workdir, options.asr_plan, parts, progress)
+                    tables.append(asr.report(asr_result))
+                    outcome.figures += asr_result.figures()
+                except (BenchError, OSError) as error:
+                    outcome.failures.append(f"{ASR}: {error}")
+                    progress(f"FAILED ({ASR}): {error}")
             if echo_load is not None and FILESYSTEM in loads:
                 # The same embedded service with its read cache off: what every GetProfile costs in the database.
                 progress("GetProfile load (filesystem, read cache off)")

@@ -10,6 +10,9 @@ environment, in one of two configurations:
 
 The TTS service is ``python -m voice_tts`` beside a profile service (:func:`tts_service`), embedded store, on the
 CPU, with the model loaded at start (``TTS_PRELOAD``), so it answers SERVING only once the model is in memory.
+
+The ASR service is ``python -m voice_asr`` on its own (:func:`asr_service`): CPU, int8, the model loaded at start
+(``ASR_PRELOAD``); inline audio needs no profile service, so none is started beside it.
 """
 
 from __future__ import annotations
@@ -263,6 +266,58 @@ async def tts_service(
                 TTS_READY_TIMEOUT_S,
             )
         yield TtsService(address, str(model), data_dir, process)
+
+
+@dataclass(frozen=True)
+class AsrService:
+    address: str
+    threads: int  # ASR_CPU_THREADS
+    process: ManagedProcess
+
+
+# CTranslate2, faster-whisper and onnxruntime take seconds to import; ASR_PRELOAD loads the model before SERVING.
+ASR_READY_TIMEOUT_S = 120.0
+
+
+@contextlib.asynccontextmanager
+async def asr_service(
+    workdir: Path, threads: int, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[AsrService]:
+    """Start ``python -m voice_asr`` (default model, CPU, int8, ``threads`` CTranslate2 threads per transcription,
+    one worker) and wait for SERVING, which comes once the model is loaded."""
+    data_dir = workdir / "asr"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port(HOST)
+    env = {
+        "VOICE_DATA_DIR": str(data_dir),
+        "VOICE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        "VOICE_LOG_FORMAT": "text",
+        "VOICE_SHUTDOWN_GRACE_SECONDS": "2",
+        "HF_HUB_OFFLINE": "1",
+        "ASR_HOST": HOST,
+        "ASR_PORT": str(port),
+        "ASR_METRICS_PORT": "0",
+        "ASR_DEVICE": "cpu",
+        "ASR_COMPUTE_TYPE": "int8",
+        "ASR_CPU_THREADS": str(threads),
+        "ASR_NUM_WORKERS": "1",
+        "ASR_PRELOAD": "true",
+        # Only stored samples are read through the profile service; the benchmarks send inline audio.
+        "ASR_PROFILES_ADDRESS": f"{HOST}:{free_port(HOST)}",
+        **(extra_env or {}),
+    }
+    argv = python_module_argv("voice_asr")
+    with managed_process("ASR service", argv, child_environment(env)) as process:
+        address = f"{HOST}:{port}"
+        async with aio.insecure_channel(address) as channel:
+            await _wait_until(
+                process,
+                "grpc.health.v1 Check answers SERVING (model loaded)",
+                channel,
+                _HealthProbe(),
+                ASR_READY_TIMEOUT_S,
+            )
+        yield AsrService(address, threads, process)
 
 
 def describe_rpc_error(error: grpc.RpcError) -> str:
