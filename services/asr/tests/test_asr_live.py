@@ -105,7 +105,7 @@ def recognize() -> Recognize:
         segments, _ = model.transcribe(
             audio,
             word_timestamps=True,
-            initial_prompt=prompt,
+            initial_prompt=prompt or None,
             vad_filter=False,
             beam_size=5,
             language="en",
@@ -377,3 +377,32 @@ def test_asr_live_a_pause_found_mid_buffer_ends_the_utterance_before_it() -> Non
     )  # the buffer now starts at the pause
     later = recognizer.step() + recognizer.finish()
     assert all(w.start >= 2.85 for r in later for w in r.words)
+
+
+def test_asr_live_drops_whisper_repeating_its_prompt() -> None:
+    """Whisper sometimes speaks its prompt (the committed text) again, with times after it: the repeat is not
+    committed a second time, and the new words after it are."""
+    sentence = ["she", "opened", "the", "window", "and", "listened", "to", "the", "birds"]
+
+    def repeats_the_prompt(audio: np.ndarray, prompt: str | None) -> list[Word]:
+        seconds = len(audio) / SAMPLE_RATE
+        if not prompt:  # the first utterance, heard as it is
+            return [
+                Word(f" {t}", i * 0.3, i * 0.3 + 0.25, 0.9)
+                for i, t in enumerate(sentence)
+                if i * 0.3 < seconds
+            ]
+        # Later: the prompt's words again (after the committed end), then what is really new.
+        words = [*sentence[2:], "our", "team", "finished"]
+        return [Word(f" {t}", i * 0.2, i * 0.2 + 0.15, 0.9) for i, t in enumerate(words)]
+
+    def speech_then_pause_then_speech(audio: np.ndarray) -> list[tuple[float, float]]:
+        seconds = len(audio) / SAMPLE_RATE
+        return [(0.0, min(seconds, 2.6))] if seconds < 4 else [(0.0, 2.6), (3.6, seconds)]
+
+    settings = LiveSettings(step_seconds=1.0, prompt_chars=200)
+    recognizer = StreamingRecognizer(repeats_the_prompt, settings, speech_spans=speech_then_pause_then_speech)
+    recognizer.feed(np.full(6 * SAMPLE_RATE, 0.1, dtype=np.float32))
+    recognizer.step()
+    recognizer.finish()
+    assert recognizer.text.split() == [*sentence, "our", "team", "finished"]

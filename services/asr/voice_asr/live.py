@@ -32,8 +32,9 @@ import numpy as np
 
 from voice_asr.transcript import SAMPLE_RATE, Transcript, Word
 
-# Audio (16 kHz mono float32) and a prompt (the text before the audio, or None) to the words heard, with times
-# relative to the start of the audio. The engine's adapter provides it (word timestamps on, no VAD filter: this
+# Audio (16 kHz mono float32) and a prompt to the words heard, with times relative to the start of the audio. The
+# prompt is the committed text before the audio for a pass that makes text final ("" when there is none), and None
+# for an interim pass (unless LiveSettings.context_for_final_only is off). The engine's adapter provides it (word timestamps on, no VAD filter: this
 # module decides what is speech).
 Recognizer = Callable[[np.ndarray, str | None], Sequence[Word]]
 # Audio (16 kHz mono float32) to the spans of speech in it, in seconds from its start.
@@ -55,6 +56,8 @@ class LiveSettings:
     # Off by default: with tiny.en on a CPU a 200-character prompt made passes up to twice as slow and made
     # Whisper end cut-off sentences with "...", and the buffer starts afresh at every endpoint anyway.
     prompt_chars: int = 0
+    # Give the prompt only to the passes that make text final (at an endpoint or the end), not to interim passes.
+    context_for_final_only: bool = True
     interim_results: bool = True
     # The detector runs again only after this much new audio (it is cheap, but not free on every 20 ms chunk).
     vad_interval_seconds: float = 0.1
@@ -112,6 +115,11 @@ _SILENCE_HEARD = 0.2
 
 _NOT_WORD = re.compile(r"[^\w']+")
 _SENTENCE_END = re.compile(r"[.?!…][\"')\]]*$")
+
+
+# Prompt repeats: runs of at least this many words found in the last _REPEAT_WINDOW committed words.
+_REPEAT_MIN_WORDS = 4
+_REPEAT_WINDOW = 60
 
 
 def _norm(word: Word) -> str:
@@ -200,7 +208,7 @@ class StreamingRecognizer:
         heard_it_all = self._pass_end / SAMPLE_RATE >= self._speech_end
         if silence >= s.endpoint_silence_seconds:
             if not heard_it_all:
-                self._tail = self._run_pass()
+                self._tail = self._run_pass(final=True)
             return self._endpoint()
         results: list[LiveResult] = []
         if self.buffer_seconds > s.max_buffer_seconds:
@@ -220,7 +228,7 @@ class StreamingRecognizer:
         while self._speech_end is not None:  # one utterance at a time, if several are waiting
             more = self._next_speech is not None
             if self._pass_end / SAMPLE_RATE < self._speech_end:
-                self._tail = self._run_pass()
+                self._tail = self._run_pass(final=True)
             results += self._endpoint()
             if not more:
                 break
@@ -281,7 +289,7 @@ class StreamingRecognizer:
         text = _join(before)[-self._settings.prompt_chars :].strip()
         return text or None
 
-    def _run_pass(self) -> list[Word]:
+    def _run_pass(self, *, final: bool = False) -> list[Word]:
         """Recognize the buffer; the words after the committed ones, in stream times."""
         offset = self._buffer_start / SAMPLE_RATE
         audio = self._buffer
@@ -290,7 +298,13 @@ class StreamingRecognizer:
             # Silence after the speech is where Whisper invents words ("Thank you."): it hears only a little of it.
             audio = audio[: max(0, round((speech_end + _SILENCE_HEARD) * SAMPLE_RATE) - self._buffer_start)]
         t0 = self._clock()
-        words = self._recognize(audio, self._prompt())
+        # The context (prompt) goes only to the pass that makes an utterance final when context_for_final_only:
+        # interim passes run every step and must stay short; the final pass decides the text.
+        # A final pass always gets a string ("" without context), an interim one None, so a recognizer can also
+        # decode final passes more carefully (the service turns Whisper's temperature fallback on for them).
+        use_prompt = final or not self._settings.context_for_final_only
+        prompt = (self._prompt() or "") if use_prompt else None
+        words = self._recognize(audio, prompt if final or prompt else None)
         self.stats.recognition_seconds += self._clock() - t0
         self.stats.passes += 1
         self._pass_end = self._buffer_start + len(audio)
@@ -300,11 +314,17 @@ class StreamingRecognizer:
         last_start = float("inf") if speech_end is None else speech_end
         fresh = [w for w in shifted if self._committed_end - 0.1 <= w.start < last_start]
         # ... and a repeat of the committed tail that the times let through (whisper_streaming does the same).
-        committed = [_norm(w) for w in self._committed[-5:]]
+        committed = [_norm(w) for w in self._committed[-_REPEAT_WINDOW:]]
+        heard = [_norm(w) for w in fresh]
         for n in range(min(5, len(committed), len(fresh)), 0, -1):
-            if committed[-n:] == [_norm(w) for w in fresh[:n]]:
-                fresh = fresh[n:]
-                break
+            if committed[-n:] == heard[:n]:
+                return fresh[n:]
+        # ... and Whisper repeating the prompt (the committed text given as context) with times after it: a run of
+        # several words that the recent committed text already holds, word for word, is dropped.
+        for n in range(min(len(heard), len(committed)), _REPEAT_MIN_WORDS - 1, -1):
+            run = heard[:n]
+            if any(committed[i : i + n] == run for i in range(len(committed) - n + 1)):
+                return fresh[n:]
         return fresh
 
     def _agree(self, hypothesis: list[Word]) -> list[LiveResult]:

@@ -271,14 +271,22 @@ class AsrServicer(pb_grpc.AsrServiceServicer):
         async with transcriber.engine_slot() as engine:
             engine.check_options(options, prefix="config.options.")
             language = options.language or ("en" if not engine.multilingual else "")
-        # Whisper's temperature fallback stays on, and committed text is the prompt (ASR_LIVE_CONTEXT_CHARS): with
-        # both, a file sent as fast as possible gave Transcribe's text (WER 0.027 = 0.027 on the test speech);
-        # without them 0.108, at the price of slower passes (docs/asr-streaming.md).
+        # Interim passes run every step, so they are kept short: no prompt and no temperature fallback. The pass
+        # that makes an utterance final gets the committed text as its prompt (ASR_LIVE_CONTEXT_CHARS) and
+        # Whisper's fallback, as Transcribe decodes: a file sent as fast as possible then reads like Transcribe
+        # (docs/asr-streaming.md).
         passes = dataclasses.replace(options, word_timestamps=True, vad_filter=False)
         current: list[WhisperEngine] = []
 
         def recognize(audio: np.ndarray, prompt: str | None) -> list[Word]:
-            pass_options = dataclasses.replace(passes, initial_prompt=prompt or options.initial_prompt)
+            final = (
+                prompt is not None
+            )  # the recognizer gives a prompt only to final passes (see live_settings)
+            pass_options = dataclasses.replace(
+                passes,
+                initial_prompt=prompt or options.initial_prompt,
+                temperature_fallback=final,
+            )
             return words_of(current[-1].transcribe(audio, pass_options, batched=False))
 
         recognizer = StreamingRecognizer(
