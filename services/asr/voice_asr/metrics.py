@@ -6,12 +6,12 @@ them instead of registering twice.
 
 from __future__ import annotations
 
-import weakref
-from typing import Protocol
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from voice_asr.transcript import TranscriptionResult
+from voice_common import observability
 
 # tiny.en on two CPU threads: about 0.05-0.1 on long files, 0.2 on a 5 s clip (each call pays a 30 s window).
 REAL_TIME_FACTOR = Histogram(
@@ -42,23 +42,9 @@ def observe(result: TranscriptionResult) -> None:
         REAL_TIME_FACTOR.observe(result.timings.real_time_factor)
 
 
-class _HasQueueDepth(Protocol):
-    @property
-    def queue_depth(self) -> int: ...
-
-
-def track_queue_depth(transcriber: _HasQueueDepth) -> None:
-    """Report ``transcriber.queue_depth`` at every scrape (the last one given wins: one per process).
-
-    A weak reference: the gauge must not keep a closed app's transcriber (and its model) alive.
-    """
-    ref = weakref.ref(transcriber)
-
-    def depth() -> float:
-        current = ref()
-        return float(current.queue_depth) if current is not None else 0.0
-
-    QUEUE_DEPTH.set_function(depth)
+def track_queue_depth(transcriber: Any) -> None:
+    """Report ``transcriber.queue_depth`` on voice_asr_queue_depth at every scrape (one per process)."""
+    observability.track_queue_depth(QUEUE_DEPTH, transcriber)
 
 
 # Every label value from the start, so dashboards and rate() see zeros instead of missing series.

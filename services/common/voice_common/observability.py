@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import weakref
+from typing import Protocol
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from pythonjsonlogger.json import JsonFormatter
@@ -80,3 +82,22 @@ def serve_metrics(port: int | None, host: str = "0.0.0.0") -> None:
     """Expose /metrics over HTTP in a background thread (off the event loop)."""
     if port:
         start_http_server(port, addr=host)
+
+
+class _HasQueueDepth(Protocol):
+    @property
+    def queue_depth(self) -> int: ...
+
+
+def track_queue_depth(gauge: Gauge, owner: _HasQueueDepth) -> None:
+    """Report ``owner.queue_depth`` on ``gauge`` at every scrape (the last owner given wins: one per process).
+
+    A weak reference: the gauge must not keep a closed app's synthesizer or transcriber (and its model) alive.
+    """
+    ref = weakref.ref(owner)
+
+    def depth() -> float:
+        current = ref()
+        return float(current.queue_depth) if current is not None else 0.0
+
+    gauge.set_function(depth)

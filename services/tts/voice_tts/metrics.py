@@ -6,10 +6,11 @@ them instead of registering twice. ``/metrics`` is served by ``voice_common.obse
 
 from __future__ import annotations
 
-import weakref
-from typing import Protocol
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from voice_common import observability
 
 # First audio is meant to come within a few hundred milliseconds on a GPU; seconds on a small CPU.
 TIME_TO_FIRST_AUDIO = Histogram(
@@ -43,23 +44,9 @@ BATCH_SIZE = Histogram(
 )
 
 
-class _HasQueueDepth(Protocol):
-    @property
-    def queue_depth(self) -> int: ...
-
-
-def track_queue_depth(synthesizer: _HasQueueDepth) -> None:
-    """Report ``synthesizer.queue_depth`` at every scrape (the last synthesizer given wins: one per process).
-
-    A weak reference: the gauge must not keep a closed app's synthesizer (and its model) alive.
-    """
-    ref = weakref.ref(synthesizer)
-
-    def depth() -> float:
-        current = ref()
-        return float(current.queue_depth) if current is not None else 0.0
-
-    QUEUE_DEPTH.set_function(depth)
+def track_queue_depth(synthesizer: Any) -> None:
+    """Report ``synthesizer.queue_depth`` on voice_tts_queue_depth at every scrape (one per process)."""
+    observability.track_queue_depth(QUEUE_DEPTH, synthesizer)
 
 
 # Every label value from the start, so dashboards and rate() see zeros instead of missing series.
