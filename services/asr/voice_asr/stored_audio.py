@@ -8,7 +8,6 @@ service's message).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import numpy as np
@@ -19,6 +18,7 @@ from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
 from voice_asr.transcript import SAMPLE_RATE
 from voice_common.audio import AudioDecodeError, decode_linear16
+from voice_common.audio_messages import read_linear16_stream
 from voice_common.errors import Unavailable
 from voice_common.remote_errors import translate_error
 from voice_common.tenancy import TENANT_METADATA_KEY
@@ -55,7 +55,7 @@ class StoredAudioClient:
                 timeout=self._timeout,
             )
         try:
-            data = await _read(call, kind, resource_id)
+            data = await read_linear16_stream(call, SAMPLE_RATE, f"{kind} {resource_id!r}")
         except (aio.AioRpcError, aio.UsageError) as error:
             raise translate_error(
                 error, action=f"read the {kind}'s audio", kind=kind, resource_id=resource_id
@@ -68,26 +68,3 @@ class StoredAudioClient:
             raise Unavailable(
                 f"the profile service sent unusable audio for {kind} {resource_id!r}: {error}"
             ) from None
-
-
-async def _read(call: AsyncIterator[Any], kind: Kind, resource_id: str) -> bytes:
-    parts: list[bytes] = []
-    header_seen = False
-    async for message in call:
-        if message.HasField("header"):
-            header_seen = True
-            received = message.header.format
-            if (
-                received.encoding != audio_pb2.AUDIO_ENCODING_LINEAR16
-                or received.sample_rate_hertz != SAMPLE_RATE
-            ):
-                raise Unavailable(
-                    f"the profile service sent {kind} {resource_id!r} as "
-                    f"{audio_pb2.AudioEncoding.Name(received.encoding)} at {received.sample_rate_hertz} Hz "
-                    f"instead of LINEAR16 at {SAMPLE_RATE} Hz"
-                )
-        elif message.HasField("chunk"):
-            if not header_seen:
-                raise Unavailable(f"the profile service sent {kind} {resource_id!r}'s audio without a header")
-            parts.append(message.chunk.data)
-    return b"".join(parts)

@@ -5,9 +5,12 @@ Servicer-side only: domain code uses ``voice_common.audio`` and never sees proto
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable
+from typing import Any
+
 from voice.audio.v1 import audio_pb2
 from voice_common.audio import AudioEncoding
-from voice_common.errors import InvalidArgument
+from voice_common.errors import InvalidArgument, Unavailable
 
 _PAIRS: list[tuple[audio_pb2.AudioEncoding, AudioEncoding]] = [
     (audio_pb2.AUDIO_ENCODING_LINEAR16, AudioEncoding.LINEAR16),
@@ -31,3 +34,25 @@ def encoding_from_proto(value: int, field: str) -> AudioEncoding | None:
 
 def encoding_to_proto(encoding: AudioEncoding | None) -> audio_pb2.AudioEncoding:
     return _TO_PROTO[encoding] if encoding is not None else audio_pb2.AUDIO_ENCODING_UNSPECIFIED
+
+
+async def read_linear16_stream(messages: AsyncIterable[Any], rate: int, what: str) -> bytes:
+    """The bytes of a platform audio stream (a ``header`` message, then ``chunk`` messages: GetSampleAudio,
+    GetGenerationAudio) that was asked for as LINEAR16 at ``rate``; Unavailable if the sender broke that promise.
+    ``what`` names the audio in messages ("sample 'id'")."""
+    parts: list[bytes] = []
+    header_seen = False
+    async for message in messages:
+        if message.HasField("header"):
+            header_seen = True
+            received = message.header.format
+            if received.encoding != audio_pb2.AUDIO_ENCODING_LINEAR16 or received.sample_rate_hertz != rate:
+                raise Unavailable(
+                    f"the profile service sent {what} as {audio_pb2.AudioEncoding.Name(received.encoding)} at "
+                    f"{received.sample_rate_hertz} Hz instead of LINEAR16 at {rate} Hz"
+                )
+        elif message.HasField("chunk"):
+            if not header_seen:
+                raise Unavailable(f"the profile service sent {what}'s audio without a header first")
+            parts.append(message.chunk.data)
+    return b"".join(parts)

@@ -24,6 +24,7 @@ from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
 from voice_common.audio import AudioDecodeError, decode_linear16
 from voice_common.audio.encoding import to_s16
+from voice_common.audio_messages import read_linear16_stream
 from voice_common.errors import FailedPrecondition, Unavailable
 from voice_common.remote_errors import translate_error
 from voice_common.tenancy import TENANT_METADATA_KEY
@@ -149,32 +150,11 @@ class ProfileClient:
         request = pb.GetSampleAudioRequest(id=sample.id, format=_LINEAR16_24K)
 
         async def download() -> bytes:
-            parts: list[bytes] = []
-            header_seen = False
             call = self._stub.GetSampleAudio(request, metadata=metadata, timeout=self._timeout)
             try:
-                async for message in call:
-                    if message.HasField("header"):
-                        header_seen = True
-                        received = message.header.format
-                        if (
-                            received.encoding != audio_pb2.AUDIO_ENCODING_LINEAR16
-                            or received.sample_rate_hertz != SAMPLE_RATE
-                        ):
-                            raise Unavailable(
-                                f"the profile service sent sample {sample.id!r} as "
-                                f"{audio_pb2.AudioEncoding.Name(received.encoding)} at {received.sample_rate_hertz} Hz"
-                                f" instead of LINEAR16 at {SAMPLE_RATE} Hz"
-                            )
-                    elif message.HasField("chunk"):
-                        if not header_seen:
-                            raise Unavailable(
-                                f"the profile service sent sample {sample.id!r}'s audio without a header first"
-                            )
-                        parts.append(message.chunk.data)
+                return await read_linear16_stream(call, SAMPLE_RATE, f"sample {sample.id!r}")
             finally:
                 call.cancel()  # no-op once the stream ended; stops it when this reader gives up early
-            return b"".join(parts)
 
         data = await self._call(
             download, action="read a sample's audio", kind="sample", resource_id=sample.id
