@@ -53,7 +53,6 @@ class AsrApp:
     channel: aio.Channel
     stored_audio: StoredAudioClient
     live_streams: LiveStreams
-    preload_done: bool = True
 
     @classmethod
     def open(
@@ -67,6 +66,8 @@ class AsrApp:
         models = new_model_manager(
             settings.spec(), idle_unload_seconds=settings.idle_unload_seconds, loader=loader, check=check
         )
+        if settings.preload:
+            models.expect_preload("ASR_PRELOAD")
         problem = models.problem()
         if problem is not None:
             # Once, at start: readiness repeats it only in the health status and when the reason changes.
@@ -87,15 +88,11 @@ class AsrApp:
             channel=channel,
             stored_audio=StoredAudioClient(channel),
             live_streams=LiveStreams(settings.max_streams),
-            preload_done=not settings.preload,
         )
 
     async def preload(self) -> None:
         """Load the model at start; readiness waits for this."""
-        try:
-            await self.models.load()
-        finally:
-            self.preload_done = True
+        await self.models.preload()
 
     def registration(self) -> ServiceRegistration:
         from voice_asr.servicer import AsrServicer
@@ -108,11 +105,9 @@ class AsrApp:
         return ServiceRegistration(SERVICE_NAME, add)
 
     async def readiness(self) -> None:
-        if not self.preload_done:
-            raise Unavailable(f"still loading the ASR model {self.models.spec.model!r} (ASR_PRELOAD)")
-        problem = self.models.problem()
+        problem = self.models.readiness_problem()
         if problem is not None:
-            raise Unavailable(f"the ASR model is not available: {problem}")
+            raise Unavailable(problem)
 
     async def close(self) -> None:
         await self.channel.close(None)

@@ -127,6 +127,7 @@ class ModelManager(Generic[SpecT, ModelT]):
         self._loading: asyncio.Future[None] | None = None
         self._in_use = 0
         self._last_used = clock()
+        self._preload_setting: str | None = None  # e.g. "TTS_PRELOAD" while a preload is due or running
 
     @property
     def spec(self) -> SpecT:
@@ -144,6 +145,26 @@ class ModelManager(Generic[SpecT, ModelT]):
     def loaded(self) -> ModelT | None:
         """The model while READY, else None: for status details (use :meth:`use` to run requests on it)."""
         return self._model if self._state is ModelState.READY else None
+
+    def expect_preload(self, setting: str) -> None:
+        """A preload (``setting``, e.g. "TTS_PRELOAD") will run: until :meth:`preload` ends, the service is not
+        ready, so a load balancer sends no traffic to a replica that would make its first client wait."""
+        self._preload_setting = setting
+
+    async def preload(self) -> None:
+        """Load at start; readiness waits for this (loaded or failed)."""
+        try:
+            await self.load()
+        finally:
+            self._preload_setting = None
+
+    def readiness_problem(self) -> str | None:
+        """Why the service holding this model must not take traffic now: a preload still running, or a model that
+        cannot serve (:meth:`problem`); None when it can."""
+        if self._preload_setting is not None:
+            return f"still loading the {self._label} model {self._spec.model!r} ({self._preload_setting})"
+        problem = self.problem()
+        return None if problem is None else f"the {self._label} model is not available: {problem}"
 
     def problem(self) -> str | None:
         """Why the model cannot serve now, or None: a FAILED load's reason, or why the spec cannot load at all.

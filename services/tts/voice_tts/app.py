@@ -51,7 +51,6 @@ class TtsApp:
     synthesizer: Synthesizer
     channel: aio.Channel
     profiles: ProfileClient
-    preload_done: bool = True
     _caches: dict[str, PromptCache] = field(default_factory=dict)
 
     @classmethod
@@ -68,6 +67,8 @@ class TtsApp:
         models = ModelManager(
             settings.spec(), idle_unload_seconds=settings.idle_unload_seconds, loader=loader, check=check
         )
+        if settings.preload:
+            models.expect_preload("TTS_PRELOAD")
         problem = models.problem()
         if problem is not None:
             # Once, at start: readiness repeats it only in the health status and when the reason changes.
@@ -88,7 +89,6 @@ class TtsApp:
             synthesizer=synthesizer,
             channel=channel,
             profiles=ProfileClient(channel),
-            preload_done=not settings.preload,
         )
 
     def prompt_cache(self) -> PromptCache:
@@ -102,11 +102,8 @@ class TtsApp:
         return cache
 
     async def preload(self) -> None:
-        """Load the model at start; readiness waits for this (see the module docstring)."""
-        try:
-            await self.models.load()
-        finally:
-            self.preload_done = True
+        """Load the model at start; readiness waits for this."""
+        await self.models.preload()
 
     def registration(self) -> ServiceRegistration:
         from voice_tts.servicer import TtsServicer
@@ -120,11 +117,9 @@ class TtsApp:
 
     async def readiness(self) -> None:
         """Ready when any preload has finished, the model can serve and the object store answers (module docstring)."""
-        if not self.preload_done:
-            raise Unavailable(f"still loading the TTS model {self.models.spec.model!r} (TTS_PRELOAD)")
-        problem = self.models.problem()
+        problem = self.models.readiness_problem()
         if problem is not None:
-            raise Unavailable(f"the TTS model is not available: {problem}")
+            raise Unavailable(problem)
         await self.store.check()
 
     async def close(self) -> None:
