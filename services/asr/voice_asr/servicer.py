@@ -24,6 +24,7 @@ from voice_asr.stream_decoder import StreamDecoder, open_stream_decoder
 from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Segment, TranscriptionResult, Word
 from voice_common.audio import AudioDecodeError, AudioTooLongError, decode_audio
 from voice_common.audio_messages import encoding_from_proto
+from voice_common.cancellation import wait_through_cancellation
 from voice_common.errors import InvalidArgument, ResourceExhausted
 from voice_common.model_manager import ModelState
 from voice_common.tenancy import current_tenant
@@ -154,19 +155,8 @@ async def _in_thread(function: Callable[[], T]) -> T:
     """``function()`` in a worker thread; if this task is cancelled meanwhile, wait for the thread to end anyway
     (it holds the engine and a transcription slot) and re-raise the cancellation afterwards."""
     worker = asyncio.ensure_future(asyncio.to_thread(function))
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(worker)
-            break
-        except asyncio.CancelledError:
-            if not worker.done():
-                cancelled = True
-                continue
-            raise
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
+    await wait_through_cancellation(worker)
+    return worker.result()
 
 
 class AsrServicer(pb_grpc.AsrServiceServicer):

@@ -40,6 +40,7 @@ from voice_asr.transcript import (
     TranscriptionResult,
     TranscriptionTimings,
 )
+from voice_common.cancellation import wait_through_cancellation
 from voice_common.errors import ErrorList, ResourceExhausted
 from voice_common.model_manager import ModelManager
 
@@ -256,22 +257,6 @@ class Transcriber:
             # must have let the model go before the slot is released.
             if not worker.done():
                 stop.set()
-            await _join(worker)
+            await wait_through_cancellation(worker)
             self._running -= 1
         return worker.result()  # raises what the engine raised (TranscriptionStopped when stopped)
-
-
-async def _join(worker: asyncio.Future[Transcript]) -> None:
-    """Wait for the worker thread to end, even if this task is cancelled meanwhile (the cancellation is re-raised
-    afterwards)."""
-    cancelled = False
-    while not worker.done():
-        try:
-            await asyncio.shield(worker)
-        except asyncio.CancelledError:
-            if not worker.done():
-                cancelled = True
-        except Exception:
-            break
-    if cancelled:
-        raise asyncio.CancelledError

@@ -46,6 +46,7 @@ import torch
 from qwen_tts import VoiceClonePromptItem
 
 from voice_common.audio.encoding import AudioEncoding, check_output_rate
+from voice_common.cancellation import wait_through_cancellation
 from voice_common.errors import ErrorList, InvalidArgument, ResourceExhausted
 from voice_tts.batch_scheduler import (
     BatchScheduler,
@@ -354,17 +355,7 @@ class Synthesizer:
 async def _join(outcome: asyncio.Future[JobOutcome]) -> JobOutcome | None:
     """Wait for the engine to let the job go, even if this task is cancelled meanwhile (cancellation is
     re-raised afterwards); its outcome, or None if it failed."""
-    cancelled = False
-    while not outcome.done():
-        try:
-            await asyncio.shield(outcome)
-        except asyncio.CancelledError:
-            if not outcome.done():
-                cancelled = True
-        except Exception:
-            break
-    if cancelled:
-        raise asyncio.CancelledError
+    await wait_through_cancellation(outcome)
     if outcome.cancelled() or outcome.exception() is not None:
         return None
     return outcome.result()
