@@ -214,6 +214,39 @@ async def profile_service(
         yield ProfileService(config, address, data_dir, process, s3, database_url)
 
 
+@contextlib.asynccontextmanager
+async def _model_service(
+    label: str, module: str, prefix: str, data_dir: Path, settings: dict[str, str], timeout_s: float
+) -> AsyncIterator[tuple[str, ManagedProcess]]:
+    """Start ``python -m <module>`` (a service that preloads its model) on a free port with ``settings`` (its
+    ``<prefix>_*`` variables), quiet logs and no metrics port; wait until it answers SERVING, which comes once the
+    model is loaded. Yields its address and process. ``data_dir`` must exist."""
+    port = free_port(HOST)
+    env = {
+        "VOICE_DATA_DIR": str(data_dir),
+        "VOICE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        "VOICE_LOG_FORMAT": "text",
+        "VOICE_SHUTDOWN_GRACE_SECONDS": "2",
+        "HF_HUB_OFFLINE": "1",
+        f"{prefix}_HOST": HOST,
+        f"{prefix}_PORT": str(port),
+        f"{prefix}_METRICS_PORT": "0",
+        f"{prefix}_PRELOAD": "true",
+        **settings,
+    }
+    with managed_process(label, python_module_argv(module), child_environment(env)) as process:
+        address = f"{HOST}:{port}"
+        async with aio.insecure_channel(address) as channel:
+            await _wait_until(
+                process,
+                "grpc.health.v1 Check answers SERVING (model loaded)",
+                channel,
+                _HealthProbe(),
+                timeout_s,
+            )
+        yield address, process
+
+
 @dataclass(frozen=True)
 class TtsService:
     address: str
@@ -237,34 +270,17 @@ async def tts_service(
     """
     data_dir = workdir / "tts"
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port(HOST)
-    env = {
-        "VOICE_DATA_DIR": str(data_dir),
-        "VOICE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
-        "VOICE_LOG_FORMAT": "text",
-        "VOICE_SHUTDOWN_GRACE_SECONDS": "2",
-        "HF_HUB_OFFLINE": "1",
-        "TTS_HOST": HOST,
-        "TTS_PORT": str(port),
-        "TTS_METRICS_PORT": "0",
+    settings = {
         "TTS_MODEL": str(model),
         "TTS_DEVICE": "cpu",
         "TTS_DTYPE": "float32",
-        "TTS_PRELOAD": "true",
         "TTS_PROFILES_ADDRESS": profiles.address,
         **(extra_env or {}),
     }
-    argv = python_module_argv("voice_tts")
-    with managed_process("TTS service", argv, child_environment(env)) as process:
-        address = f"{HOST}:{port}"
-        async with aio.insecure_channel(address) as channel:
-            await _wait_until(
-                process,
-                "grpc.health.v1 Check answers SERVING (model loaded)",
-                channel,
-                _HealthProbe(),
-                TTS_READY_TIMEOUT_S,
-            )
+    async with _model_service("TTS service", "voice_tts", "TTS", data_dir, settings, TTS_READY_TIMEOUT_S) as (
+        address,
+        process,
+    ):
         yield TtsService(address, str(model), data_dir, process)
 
 
@@ -287,36 +303,19 @@ async def asr_service(
     one worker) and wait for SERVING, which comes once the model is loaded."""
     data_dir = workdir / "asr"
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port(HOST)
-    env = {
-        "VOICE_DATA_DIR": str(data_dir),
-        "VOICE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
-        "VOICE_LOG_FORMAT": "text",
-        "VOICE_SHUTDOWN_GRACE_SECONDS": "2",
-        "HF_HUB_OFFLINE": "1",
-        "ASR_HOST": HOST,
-        "ASR_PORT": str(port),
-        "ASR_METRICS_PORT": "0",
+    settings = {
         "ASR_DEVICE": "cpu",
         "ASR_COMPUTE_TYPE": "int8",
         "ASR_CPU_THREADS": str(threads),
         "ASR_NUM_WORKERS": "1",
-        "ASR_PRELOAD": "true",
         # Only stored samples are read through the profile service; the benchmarks send inline audio.
         "ASR_PROFILES_ADDRESS": f"{HOST}:{free_port(HOST)}",
         **(extra_env or {}),
     }
-    argv = python_module_argv("voice_asr")
-    with managed_process("ASR service", argv, child_environment(env)) as process:
-        address = f"{HOST}:{port}"
-        async with aio.insecure_channel(address) as channel:
-            await _wait_until(
-                process,
-                "grpc.health.v1 Check answers SERVING (model loaded)",
-                channel,
-                _HealthProbe(),
-                ASR_READY_TIMEOUT_S,
-            )
+    async with _model_service("ASR service", "voice_asr", "ASR", data_dir, settings, ASR_READY_TIMEOUT_S) as (
+        address,
+        process,
+    ):
         yield AsrService(address, threads, process)
 
 
