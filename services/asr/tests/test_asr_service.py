@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,19 +15,20 @@ import numpy as np
 import pytest
 from asr_speech import SENTENCES, Speak, silence, wer
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from voice.asr.v1 import asr_service_pb2 as pb
 from voice.asr.v1 import asr_service_pb2_grpc as pb_grpc
 from voice.audio.v1 import audio_pb2
 from voice.profiles.v1 import profiles_service_pb2 as ppb
 from voice.profiles.v1 import profiles_service_pb2_grpc as ppb_grpc
-from voice_asr.app import SERVICE_NAME, AsrApp
+from voice_asr.app import AsrApp
 from voice_asr.settings import AsrSettings
 from voice_asr.transcript import SAMPLE_RATE
 from voice_common.config import CommonSettings
 from voice_common.server.bootstrap import VoiceServer, build_server
 from voice_common.testing.media_files import encode_file
+from voice_common.testing.served import Served, served
 from voice_profiles.app import ProfilesApp
 from voice_profiles.settings import ProfilesSettings
 
@@ -46,44 +46,25 @@ class Servers:
 
 @dataclass
 class AsrServer:
-    server: VoiceServer
+    served: Served
     app: AsrApp
-    asr: Any
-    health: Any
+    asr: Any  # pb_grpc.AsrServiceStub
+
+    @property
+    def server(self) -> VoiceServer:
+        return self.served.server
 
     async def wait_for_health(self, status: int, within_seconds: float = 10.0) -> None:
-        deadline = time.monotonic() + within_seconds
-        seen: list[int] = []
-        while time.monotonic() < deadline:
-            seen = [
-                (await self.health.Check(health_pb2.HealthCheckRequest(service=name))).status
-                for name in (SERVICE_NAME, "")
-            ]
-            if seen == [status, status]:
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"health {seen}, not {status}; last reason: {self.server.last_readiness_error}")
+        await self.served.wait_for_health(status, within_seconds)
 
 
 @contextlib.asynccontextmanager
 async def asr_server(common: CommonSettings, settings: AsrSettings) -> AsyncIterator[AsrServer]:
-    """Readiness re-checked every 0.1 s (5 s in production), so health changes show at once."""
     app = AsrApp.open(common, settings)
-    server = build_server(
-        settings=common,
-        services=[app.registration()],
-        host="127.0.0.1",
-        port=0,
-        readiness=app.readiness,
-        readiness_recheck_seconds=0.1,
-    )
-    await server.start()
-    channel = aio.insecure_channel(f"127.0.0.1:{server.port}")
     try:
-        yield AsrServer(server, app, pb_grpc.AsrServiceStub(channel), health_pb2_grpc.HealthStub(channel))
+        async with served(common, app.registration(), app.readiness) as running:
+            yield AsrServer(running, app, pb_grpc.AsrServiceStub(running.channel))
     finally:
-        await channel.close(None)
-        await server.stop(0)
         await app.close()
 
 

@@ -18,7 +18,7 @@ import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from prometheus_client import REGISTRY
 
 from voice.audio.v1 import audio_pb2
@@ -32,9 +32,10 @@ from voice_common.config import CommonSettings
 from voice_common.errors import Unavailable
 from voice_common.server.bootstrap import VoiceServer, build_server
 from voice_common.testing.media_files import encode_file, speechlike
+from voice_common.testing.served import Served, served
 from voice_profiles.app import ProfilesApp
 from voice_profiles.settings import ProfilesSettings
-from voice_tts.app import SERVICE_NAME, TtsApp
+from voice_tts.app import TtsApp
 from voice_tts.model_manager import ModelSpec, ModelState, check_available
 from voice_tts.settings import TtsSettings
 
@@ -67,49 +68,27 @@ class Servers:
 class TtsServer:
     """One more TTS server (own settings) beside the module's, sharing its profile service."""
 
-    server: VoiceServer
+    served: Served
     app: TtsApp
     tts: Any  # pb_grpc.TtsServiceStub
-    health: Any  # health_pb2_grpc.HealthStub
 
-    async def health_status(self, service: str) -> int:
-        response = await self.health.Check(health_pb2.HealthCheckRequest(service=service))
-        status: int = response.status
-        return status
+    @property
+    def server(self) -> VoiceServer:
+        return self.served.server
 
     async def wait_for_health(self, status: int, within_seconds: float = 10.0) -> None:
-        """Both health names (the service's and "") at ``status``, within ``within_seconds``."""
-        deadline = time.monotonic() + within_seconds
-        seen: list[int] = []
-        while time.monotonic() < deadline:
-            seen = [await self.health_status(name) for name in (SERVICE_NAME, "")]
-            if seen == [status, status]:
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"health {seen}, not {status}; last reason: {self.server.last_readiness_error}")
+        await self.served.wait_for_health(status, within_seconds)
 
 
 @contextlib.asynccontextmanager
 async def tts_server(
     servers: Servers, settings: TtsSettings, **open_options: Any
 ) -> AsyncIterator[TtsServer]:
-    """Readiness re-checked every 0.1 s (5 s in production), so health changes show at once."""
     app = await TtsApp.open(servers.common, settings, **open_options)
-    server = build_server(
-        settings=servers.common,
-        services=[app.registration()],
-        host="127.0.0.1",
-        port=0,
-        readiness=app.readiness,
-        readiness_recheck_seconds=0.1,
-    )
-    await server.start()
-    channel = aio.insecure_channel(f"127.0.0.1:{server.port}")
     try:
-        yield TtsServer(server, app, pb_grpc.TtsServiceStub(channel), health_pb2_grpc.HealthStub(channel))
+        async with served(servers.common, app.registration(), app.readiness) as running:
+            yield TtsServer(running, app, pb_grpc.TtsServiceStub(running.channel))
     finally:
-        await channel.close(None)
-        await server.stop(0)
         await app.close()
 
 
