@@ -28,6 +28,12 @@ AUDIO_SECONDS = Counter("voice_asr_audio_seconds", "Seconds of audio transcribed
 QUEUE_DEPTH = Gauge(
     "voice_asr_queue_depth", "Transcription requests admitted and not finished (waiting + running)"
 )
+SHORT_WINDOW_PASSES = Counter(
+    "voice_asr_short_window_passes",
+    "Decodes with a short encoder window (live passes), by result: kept, or redone with the full window because "
+    "the result repeated itself",
+    ["result"],
+)
 MODEL_LOAD_SECONDS = Gauge("voice_asr_model_load_seconds", "How long the last successful model load took")
 MODEL_LOADS = Counter(
     "voice_asr_model_loads", "Model loads that ended, by result (ready or failed)", ["result"]
@@ -50,3 +56,5 @@ def track_queue_depth(transcriber: Any) -> None:
 # Every label value from the start, so dashboards and rate() see zeros instead of missing series.
 for _result in ("ready", "failed"):
     MODEL_LOADS.labels(result=_result)
+for _result in ("kept", "redone"):
+    SHORT_WINDOW_PASSES.labels(result=_result)

@@ -25,6 +25,10 @@ class RecognitionOptions:
     # Whisper's fallback: decode again at higher temperatures when a segment looks wrong. Live passes turn it off
     # (a pass must stay short; the next pass corrects the guess), whole files keep it.
     temperature_fallback: bool = True
+    # Encode about twice the audio's length instead of Whisper's full 30 s window (audio under 30 s, plain path):
+    # several times cheaper for the short buffers of live passes. The engine caps the decoding and redoes with the
+    # full window a result that repeats itself, the way a short window fails (voice_asr.engine).
+    short_encoder_window: bool = False
 
 
 @dataclass(frozen=True)
