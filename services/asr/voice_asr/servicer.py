@@ -20,6 +20,7 @@ from voice.asr.v1 import asr_service_pb2_grpc as pb_grpc
 from voice_asr import metrics
 from voice_asr.engine import TranscriptionStopped, WhisperEngine
 from voice_asr.live import LiveResult, StreamingRecognizer, words_of
+from voice_asr.live import pass_options as live_pass_options
 from voice_asr.stream_decoder import StreamDecoder, open_stream_decoder
 from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Segment, TranscriptionResult, Word
 from voice_common.audio import AudioDecodeError, AudioTooLongError, decode_audio
@@ -261,27 +262,14 @@ class AsrServicer(pb_grpc.AsrServiceServicer):
         async with transcriber.engine_slot() as engine:
             engine.check_options(options, prefix="config.options.")
             language = options.language or ("en" if not engine.multilingual else "")
-        # Interim passes run every step, so they are kept short: no prompt and no temperature fallback. The pass
-        # that makes an utterance final gets the committed text as its prompt (ASR_LIVE_CONTEXT_CHARS) and
-        # Whisper's fallback, as Transcribe decodes: a file sent as fast as possible then reads like Transcribe
-        # (docs/asr-streaming.md).
-        passes = dataclasses.replace(options, word_timestamps=True, vad_filter=False)
+        live_settings = self._app.settings.live_settings(interim_results=config.interim_results)
         current: list[WhisperEngine] = []
 
         def recognize(audio: np.ndarray, prompt: str | None) -> list[Word]:
-            final = (
-                prompt is not None
-            )  # the recognizer gives a prompt only to final passes (see live_settings)
-            pass_options = dataclasses.replace(
-                passes,
-                initial_prompt=prompt or options.initial_prompt,
-                temperature_fallback=final,
-            )
+            pass_options = live_pass_options(options, prompt, live_settings)
             return words_of(current[-1].transcribe(audio, pass_options, batched=False))
 
-        recognizer = StreamingRecognizer(
-            recognize, self._app.settings.live_settings(interim_results=config.interim_results)
-        )
+        recognizer = StreamingRecognizer(recognize, live_settings)
         chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
         reader = asyncio.ensure_future(_read_audio(requests, chunks))
         try:

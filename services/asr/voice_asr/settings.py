@@ -69,7 +69,12 @@ class AsrSettings(BaseSettings):
         8, ge=1, description="Live StreamingTranscribe calls at once; one more is refused."
     )
     live_step_seconds: float = Field(
-        1.0, gt=0, description="Live: seconds of new audio between two recognition passes (interim cadence)."
+        0.5, gt=0, description="Live: seconds of new audio between two recognition passes (interim cadence)."
+    )
+    live_short_window: bool = Field(
+        True,
+        description="Live: interim passes encode about twice the buffer instead of Whisper's 30 s window "
+        "(several times cheaper on a CPU; a pass that repeats itself is redone with the full window).",
     )
     live_endpoint_silence_seconds: float = Field(
         0.5, gt=0, description="Live: silence after speech that makes everything heard final."
@@ -90,6 +95,7 @@ class AsrSettings(BaseSettings):
             max_buffer_seconds=self.live_max_buffer_seconds,
             interim_results=interim_results,
             prompt_chars=self.live_context_chars,
+            short_window=self.live_short_window,
         )
 
     def spec(self) -> AsrModelSpec:
