@@ -324,7 +324,7 @@ def test_asr_live_compares_passes_a_second_apart_and_gives_interims_in_between()
 
     def recognize(audio: np.ndarray, prompt: str | None) -> list[Word]:
         passes.append(len(audio) / SAMPLE_RATE)
-        return script(audio, prompt)
+        return list(script(audio, prompt))
 
     settings = LiveSettings(step_seconds=0.5, agreement_seconds=1.0)
     recognizer = StreamingRecognizer(recognize, settings, speech_spans=_all_speech)
