@@ -21,7 +21,7 @@ Short encoder window (``RecognitionOptions.short_encoder_window``, the live pass
 30 s (3000 feature frames) and encodes all of it, which is most of a pass's cost on a few seconds of audio.
 CTranslate2 accepts fewer frames, so :class:`ShortWindowWhisperModel` encodes twice the audio plus 1 s instead
 (:func:`short_window_frames`). Whisper needs that much padding to see where the audio ends: with only 3 s after
-the audio it looped on 3 of 11 test clips ("The quick brown fox jumps ... The quick brown fox jumps ..."). A loop
+the audio it looped on 2 of 21 test clips ("The quick brown fox jumps ... The quick brown fox jumps ..."). A loop
 can still happen, so a short-window decode gets a token budget for its audio's length, and a result that repeats
 itself is decoded again with the full window (:func:`repeats_itself`). Measured on tiny.en, int8, 2 threads: the
 encoder took 0.28 s for 3000 frames and 0.03 s for 1000. On the 64 s live test recording a pass took 0.12 s instead
