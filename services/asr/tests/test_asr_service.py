@@ -327,7 +327,11 @@ async def stream_audio(
 
 @pytest.fixture(scope="module")
 def three_sentences(speak: Speak) -> tuple[np.ndarray, str]:
-    texts = SENTENCES[3:6]
+    return _spoken(speak, SENTENCES[3:6])
+
+
+def _spoken(speak: Speak, texts: tuple[str, ...]) -> tuple[np.ndarray, str]:
+    """The texts in the slt, rms and awb voices, each followed by 1 s of silence; and the text."""
     parts = [
         (speak(text, voice), silence(1.0)) for text, voice in zip(texts, ("slt", "rms", "awb"), strict=True)
     ]
@@ -336,11 +340,7 @@ def three_sentences(speak: Speak) -> tuple[np.ndarray, str]:
 
 @pytest.fixture
 def first_three_sentences(speak: Speak) -> tuple[np.ndarray, str]:
-    texts = SENTENCES[0:3]
-    parts = [
-        (speak(text, voice), silence(1.0)) for text, voice in zip(texts, ("slt", "rms", "awb"), strict=True)
-    ]
-    return np.concatenate([part for pair in parts for part in pair]), " ".join(texts)
+    return _spoken(speak, SENTENCES[0:3])
 
 
 async def test_a_file_streamed_as_fast_as_possible_reads_like_transcribe(
