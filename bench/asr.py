@@ -33,8 +33,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import re
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -52,21 +50,10 @@ from voice.asr.v1 import asr_service_pb2_grpc as pb_grpc
 from voice.audio.v1 import audio_pb2 as audio_pb
 from voice_common.audio import decode_audio
 from voice_common.audio.encoding import to_s16, wav_header
+from voice_common.testing.speech import SENTENCES, VOICES, flite_speech, wer
 
 TENANT = "bench-asr"
 SAMPLE_RATE = 16_000
-# The service's test sentences (services/asr/tests/asr_speech.py); voices take turns.
-SENTENCES = (
-    "The quick brown fox jumps over the lazy dog near the river bank.",
-    "We will meet again next week to discuss the budget for the new project.",
-    "Please remember to send the report before the end of the day.",
-    "The weather today is sunny with a light breeze from the west.",
-    "She opened the window and listened to the birds singing in the garden.",
-    "Our team finished the design review and agreed on the next steps.",
-    "He bought fresh bread, cheese and apples at the market this morning.",
-    "The train to the city leaves every twenty minutes from the main station.",
-)
-VOICES = ("slt", "rms", "awb")
 FILE_SENTENCES = 16  # every sentence twice, 0.5 s apart: about 69 s
 FILE_GAP_S = 0.5
 STREAM_SENTENCES = 12  # 1.2 s apart, 0.5 s before the first: about 61 s
@@ -292,9 +279,7 @@ class Speech:
     def __call__(self, text: str, voice: str) -> np.ndarray:
         key = (text, voice)
         if key not in self._cache:
-            path = self._directory / f"{voice}-{len(self._cache)}.wav"
-            subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(path)], check=True)
-            self._cache[key] = decode_audio(path.read_bytes(), target_rate=SAMPLE_RATE).samples
+            self._cache[key] = flite_speech(text, voice, self._directory / f"{voice}-{len(self._cache)}.wav")
         return self._cache[key]
 
 
@@ -315,25 +300,6 @@ def make_recording(
         position += speech.size + parts[-1].size
         texts.append(text)
     return Recording(np.concatenate(parts), tuple(spans), " ".join(texts))
-
-
-_NUMBERS = {"20": "twenty"}
-
-
-def _words(text: str) -> list[str]:
-    return [_NUMBERS.get(word, word) for word in re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()]
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate, lowercase, without punctuation (Whisper writes "20" where flite said "twenty")."""
-    ref, hyp = _words(reference), _words(hypothesis)
-    previous = list(range(len(hyp) + 1))
-    for i, word in enumerate(ref, 1):
-        current = [i]
-        for j, other in enumerate(hyp, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (word != other)))
-        previous = current
-    return previous[-1] / len(ref) if ref else math.nan
 
 
 # -- measurements ------------------------------------------------------------------------------------------------

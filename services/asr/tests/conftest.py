@@ -7,9 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
-from asr_speech import GAP_SECONDS, SENTENCES, VOICES, Speak, flite_speech, silence
 
 from voice_asr.engine import AsrModelSpec, WhisperEngine, load_whisper
+from voice_common.testing.speech import GAP_SECONDS, SENTENCES, VOICES, Speak, flite_speech, silence
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from asr_speech import SENTENCES, VOICES, Speak, normalise, silence, wer
 from prometheus_client import REGISTRY
 
 from voice_asr.engine import (
@@ -26,6 +25,7 @@ from voice_asr.short_window import short_window_frames
 from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Word
 from voice_common.errors import InvalidArgument
 from voice_common.model_manager import ModelState
+from voice_common.testing.speech import SENTENCES, VOICES, Speak, normalise, silence, wer
 
 ENGLISH = RecognitionOptions(language="en")
 

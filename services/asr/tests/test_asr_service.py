@@ -13,7 +13,6 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from asr_speech import SENTENCES, Speak, silence, wer
 from grpc import aio
 from grpc_health.v1 import health_pb2
 
@@ -29,6 +28,7 @@ from voice_common.config import CommonSettings
 from voice_common.server.bootstrap import VoiceServer, build_server
 from voice_common.testing.media_files import encode_file
 from voice_common.testing.served import Served, served
+from voice_common.testing.speech import SENTENCES, Speak, silence, wer
 from voice_profiles.app import ProfilesApp
 from voice_profiles.settings import ProfilesSettings
 

@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from asr_speech import SENTENCES, Speak, silence, wer
 from prometheus_client import REGISTRY
 
 from voice_asr import metrics
@@ -20,6 +19,7 @@ from voice_asr.transcriber import Transcriber, TranscriptionLimits, validate
 from voice_asr.transcript import RecognitionOptions
 from voice_common.errors import InvalidArgument, ResourceExhausted, Unavailable
 from voice_common.model_manager import ModelManager
+from voice_common.testing.speech import SENTENCES, Speak, silence, wer
 
 ENGLISH = RecognitionOptions(language="en")
 # Plain decoding of the long file yields a segment every few seconds of audio: stop points for cancellation.

@@ -1,5 +1,5 @@
-"""Real test speech for the ASR tests: sentences, flite voices, silence, and a WER with the normalisation the
-assertions need (a module with a unique name, so the tests of other services never import it by mistake)."""
+"""Real test speech for the ASR tests and benchmarks: sentences, flite voices, silence, and a WER with the
+normalisation the assertions need (Whisper's input: 16 kHz mono float32)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 import jiwer
 import numpy as np
 
-from voice_asr.transcript import SAMPLE_RATE
 from voice_common.audio import decode_audio
+
+SAMPLE_RATE = 16_000
 
 # One sentence per voice for the short clips; all of them (twice, voices taking turns) make the long file.
 SENTENCES = (
