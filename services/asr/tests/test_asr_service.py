@@ -28,7 +28,7 @@ from voice_common.config import CommonSettings
 from voice_common.server.bootstrap import VoiceServer, build_server
 from voice_common.testing.media_files import encode_file
 from voice_common.testing.served import Served, served
-from voice_common.testing.speech import SENTENCES, Speak, silence, wer
+from voice_common.testing.speech import SENTENCES, Speak, normalise, silence, wer
 from voice_profiles.app import ProfilesApp
 from voice_profiles.settings import ProfilesSettings
 
@@ -452,3 +452,36 @@ async def test_a_cancelled_stream_frees_its_slot(servers: Servers, tenant: str, 
             break
         await asyncio.sleep(0.05)
     assert servers.app.live_streams.active == 0 and servers.app.transcriber.running == 0
+
+
+GERMAN = "Der Zug in die Stadt fährt alle 20 Minuten vom Hauptbahnhof ab."
+
+
+async def test_a_multilingual_model_detects_translates_and_streams(
+    servers: Servers, tenant: str, multilingual_model_dir: str, speak_language: Speak
+) -> None:
+    """Whisper base (multilingual) on German espeak-ng speech, through a real server with ASR_MODEL set to it."""
+    settings = asr_settings(servers.profiles_address, model=multilingual_model_dir)
+    async with asr_server(servers.common, settings) as asr:
+        await asr.wait_for_health(health_pb2.HealthCheckResponse.SERVING)
+        german = speak_language(GERMAN, "de")
+        heard = await asr.asr.Transcribe(pb.TranscribeRequest(content=wav_of(german)), metadata=meta(tenant))
+        assert heard.language == "de" and heard.language_probability > 0.5
+        assert wer(GERMAN, heard.text) <= 0.2, heard.text
+        assert (await asr.asr.GetModelStatus(pb.GetModelStatusRequest())).status.multilingual
+
+        translated = await asr.asr.Transcribe(
+            pb.TranscribeRequest(
+                content=wav_of(german), options=pb.RecognitionOptions(task=pb.TASK_TRANSLATE)
+            ),
+            metadata=meta(tenant),
+        )
+        words = set(normalise(translated.text).split())
+        assert "minutes" in words and not words & {"minuten", "der", "zug"}, translated.text
+
+        # Live, without a hint: the stream takes the language its first sure pass detected.
+        live = Servers(servers.profiles, asr.asr, asr.app, servers.common, servers.profiles_address)
+        speech = np.concatenate([german, silence(1.0)])
+        outcome = await stream_audio(live, tenant, pcm16(speech), config=stream_config(), chunk=3200, pace=0)
+        assert outcome.summary.language == "de"
+        assert wer(GERMAN, outcome.summary.text) <= 0.2, outcome.summary.text

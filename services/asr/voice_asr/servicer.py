@@ -47,6 +47,8 @@ _STATES = {
     ModelState.READY: pb.MODEL_STATE_READY,
     ModelState.FAILED: pb.MODEL_STATE_FAILED,
 }
+# A live stream without a language hint takes the language of the first pass at least this sure of it.
+_SURE_OF_LANGUAGE = 0.5
 _TASKS = {pb.TASK_UNSPECIFIED: "transcribe", pb.TASK_TRANSCRIBE: "transcribe", pb.TASK_TRANSLATE: "translate"}
 
 
@@ -265,9 +267,18 @@ class AsrServicer(pb_grpc.AsrServiceServicer):
         live_settings = self._app.settings.live_settings(interim_results=config.interim_results)
         current: list[WhisperEngine] = []
 
+        # Without a hint, the first pass that is sure of the language fixes it for the rest of the stream, so
+        # that later passes (a few seconds of audio each) neither detect again nor flip to another language.
+        detected: list[str] = []
+
         def recognize(audio: np.ndarray, prompt: str | None) -> list[Word]:
             pass_options = live_pass_options(options, prompt, live_settings)
-            return words_of(current[-1].transcribe(audio, pass_options, batched=False))
+            if detected:
+                pass_options = dataclasses.replace(pass_options, language=detected[0])
+            transcript = current[-1].transcribe(audio, pass_options, batched=False)
+            if not language and not detected and transcript.language_probability >= _SURE_OF_LANGUAGE:
+                detected.append(transcript.language)
+            return words_of(transcript)
 
         recognizer = StreamingRecognizer(recognize, live_settings)
         chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -295,7 +306,9 @@ class AsrServicer(pb_grpc.AsrServiceServicer):
             metrics.AUDIO_SECONDS.inc(recognizer.audio_seconds)
             yield pb.StreamingTranscribeResponse(
                 summary=pb.StreamingSummary(
-                    text=recognizer.text, language=language, duration_seconds=recognizer.audio_seconds
+                    text=recognizer.text,
+                    language=language or next(iter(detected), ""),
+                    duration_seconds=recognizer.audio_seconds,
                 )
             )
         finally:

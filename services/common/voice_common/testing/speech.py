@@ -50,5 +50,11 @@ def flite_speech(text: str, voice: str, path: Path) -> np.ndarray:
     return decode_audio(path.read_bytes(), target_rate=SAMPLE_RATE).samples
 
 
+def espeak_speech(text: str, voice: str, path: Path) -> np.ndarray:
+    """espeak-ng's speech of ``text`` in ``voice`` (a language such as "de" or "es"), as :func:`flite_speech`."""
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True)
+    return decode_audio(path.read_bytes(), target_rate=SAMPLE_RATE).samples
+
+
 def silence(seconds: float) -> np.ndarray:
     return np.zeros(round(seconds * SAMPLE_RATE), dtype=np.float32)
