@@ -47,7 +47,9 @@ _STATES = {
     ModelState.READY: pb.MODEL_STATE_READY,
     ModelState.FAILED: pb.MODEL_STATE_FAILED,
 }
-# A live stream without a language hint takes the language of the first pass at least this sure of it.
+# A live stream without a language hint takes the language of the first pass that heard this much audio and is at
+# least this sure of it. Whisper base took half a second of German for English.
+_HEARD_FOR_LANGUAGE_SECONDS = 3.0
 _SURE_OF_LANGUAGE = 0.5
 _TASKS = {pb.TASK_UNSPECIFIED: "transcribe", pb.TASK_TRANSCRIBE: "transcribe", pb.TASK_TRANSLATE: "translate"}
 
@@ -267,17 +269,23 @@ class AsrServicer(pb_grpc.AsrServiceServicer):
         live_settings = self._app.settings.live_settings(interim_results=config.interim_results)
         current: list[WhisperEngine] = []
 
-        # Without a hint, the first pass that is sure of the language fixes it for the rest of the stream, so
-        # that later passes (a few seconds of audio each) neither detect again nor flip to another language.
-        detected: list[str] = []
+        # Without a hint, the first pass that heard enough to be sure of the language fixes it for the rest of the
+        # stream, so that later passes neither detect again nor flip to another language.
+        detected = ""
 
         def recognize(audio: np.ndarray, prompt: str | None) -> list[Word]:
+            nonlocal detected
             pass_options = live_pass_options(options, prompt, live_settings)
             if detected:
-                pass_options = dataclasses.replace(pass_options, language=detected[0])
+                pass_options = dataclasses.replace(pass_options, language=detected)
             transcript = current[-1].transcribe(audio, pass_options, batched=False)
-            if not language and not detected and transcript.language_probability >= _SURE_OF_LANGUAGE:
-                detected.append(transcript.language)
+            if (
+                not language
+                and not detected
+                and audio.size >= _HEARD_FOR_LANGUAGE_SECONDS * SAMPLE_RATE
+                and transcript.language_probability >= _SURE_OF_LANGUAGE
+            ):
+                detected = transcript.language
             return words_of(transcript)
 
         recognizer = StreamingRecognizer(recognize, live_settings)
@@ -307,7 +315,7 @@ class AsrServicer(pb_grpc.AsrServiceServicer):
             yield pb.StreamingTranscribeResponse(
                 summary=pb.StreamingSummary(
                     text=recognizer.text,
-                    language=language or next(iter(detected), ""),
+                    language=language or detected,
                     duration_seconds=recognizer.audio_seconds,
                 )
             )
