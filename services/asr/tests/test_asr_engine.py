@@ -126,7 +126,7 @@ def test_the_short_window_is_twice_the_audio_plus_a_second() -> None:
     assert short_window_frames(1450) == short_window_frames(2999) == 3000
 
 
-def test_the_short_window_model_encodes_only_the_window(engine: WhisperEngine) -> None:
+def test_the_short_window_model_encodes_only_the_window() -> None:
     from voice_asr.short_window_model import ShortWindowWhisperModel
 
     model = ShortWindowWhisperModel(default_model(), device="cpu", compute_type="int8", cpu_threads=2)

@@ -485,3 +485,29 @@ async def test_a_multilingual_model_detects_translates_and_streams(
         outcome = await stream_audio(live, tenant, pcm16(speech), config=stream_config(), chunk=3200, pace=0)
         assert outcome.summary.language == "de"
         assert wer(GERMAN, outcome.summary.text) <= 0.2, outcome.summary.text
+
+
+async def test_a_prompt_or_hotwords_teach_the_spelling_of_a_name(
+    servers: Servers, tenant: str, speak: Speak
+) -> None:
+    text = "Please send the invoice to Siobhan Kowalczyk today."
+    speech = speak(text, "slt")
+
+    async def transcribe(**options: Any) -> str:
+        request = pb.TranscribeRequest(content=wav_of(speech), options=pb.RecognitionOptions(**options))
+        reply = await servers.asr.Transcribe(request, metadata=meta(tenant))
+        return str(reply.text)
+
+    plain = await transcribe(beam_size=1)
+    assert "Kowalczyk" not in plain and wer(text, plain) <= 0.4, plain  # tiny.en alone: "Sheldon Cowellchick"
+    assert "Siobhan Kowalczyk" in await transcribe(initial_prompt="Names: Siobhan Kowalczyk.")
+    assert "Siobhan Kowalczyk" in await transcribe(hotwords="Siobhan Kowalczyk")
+    streamed = await stream_audio(
+        servers,
+        tenant,
+        pcm16(np.concatenate([speech, silence(1.0)])),
+        config=stream_config(initial_prompt="Names: Siobhan Kowalczyk."),
+        chunk=3200,
+        pace=0,
+    )
+    assert "Kowalczyk" in streamed.summary.text, streamed.summary.text

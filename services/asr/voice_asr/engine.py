@@ -401,9 +401,9 @@ def load_whisper(spec: AsrModelSpec) -> tuple[WhisperEngine, str, str]:
     device, index = resolve_device(spec.device)
     compute_type = resolve_compute_type(spec.compute_type, device)
     model_path = spec.model_path()
-    # A str, not a Path: CTranslate2's constructor accepts only str.
     from voice_asr.short_window_model import ShortWindowWhisperModel
 
+    # A str, not a Path: CTranslate2's constructor accepts only str.
     model = ShortWindowWhisperModel(
         model_path,
         device=device,
