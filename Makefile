@@ -7,7 +7,7 @@ PROTOS := $(shell find protos -name '*.proto')
 # A CPU-only interpreter on a 2-core machine: keep math libraries from oversubscribing the cores.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup stubs run test lint format bench migrate doctor tiny-model clean
+.PHONY: setup stubs run test lint format bench migrate doctor tiny-model settings-docs clean
 
 setup: $(VENV)/.installed stubs
 
@@ -45,7 +45,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	# One mypy run per tree: test folders share module names (conftest), which one run cannot hold.
-	$(VENV)/bin/mypy services/common/voice_common services/profiles/voice_profiles services/tts/voice_tts services/asr/voice_asr cli bench
+	$(VENV)/bin/mypy services/common/voice_common services/profiles/voice_profiles services/tts/voice_tts services/asr/voice_asr cli bench tools
 	$(VENV)/bin/mypy services/common/tests
 	$(VENV)/bin/mypy services/profiles/tests
 	$(VENV)/bin/mypy services/tts/tests
@@ -68,6 +68,10 @@ migrate: setup
 
 doctor: setup
 	$(VENV)/bin/voice-admin doctor
+
+# docs/settings.md from the settings classes' descriptions (the tests fail when it is stale).
+settings-docs: setup
+	$(PY) -m tools.settings_reference
 
 clean:
 	rm -rf $(VENV) $(GEN) .pytest_cache .mypy_cache .ruff_cache

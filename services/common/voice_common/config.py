@@ -33,16 +33,32 @@ class CommonSettings(BaseSettings):
         None,
         description="S3/MinIO endpoint such as http://minio:9000. Unset: objects go under <data_dir>/objects.",
     )
-    s3_access_key: SecretStr = SecretStr("")
-    s3_secret_key: SecretStr = SecretStr("")
-    s3_bucket: str = "voice"
-    s3_region: str = "us-east-1"
+    s3_access_key: SecretStr = Field(
+        SecretStr(""), description="S3/MinIO access key (from a Secret in a cluster)."
+    )
+    s3_secret_key: SecretStr = Field(
+        SecretStr(""), description="S3/MinIO secret key (from a Secret in a cluster)."
+    )
+    s3_bucket: str = Field("voice", description="Bucket that holds every tenant's audio; created if missing.")
+    s3_region: str = Field("us-east-1", description="Region the S3 client signs for (MinIO accepts any).")
     default_tenant: str = Field("default", description="Tenant of requests without x-voice-tenant metadata.")
     require_tenant: bool = Field(False, description="Reject requests without x-voice-tenant (cluster mode).")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "text"] = "json"
-    grpc_max_message_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
-    shutdown_grace_seconds: float = Field(10.0, ge=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level logged."
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json",
+        description="json: one JSON object a line with request id, tenant and method (for log collectors); "
+        "text: plain lines for a terminal (`make run` uses text).",
+    )
+    grpc_max_message_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Largest gRPC message, in bytes, either way; uploads and audio stream in smaller chunks.",
+    )
+    shutdown_grace_seconds: float = Field(
+        10.0, ge=0, description="On SIGTERM, how long running RPCs get to finish before they are cancelled."
+    )
 
     @field_validator("default_tenant")
     @classmethod

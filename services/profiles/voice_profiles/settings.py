@@ -15,14 +15,22 @@ class ProfilesSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PROFILES_", extra="ignore")
 
     host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in a container).")
-    port: int = Field(50052, ge=0, le=65535)
+    port: int = Field(50052, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     metrics_port: int = Field(9152, ge=0, le=65535, description="Prometheus /metrics port; 0 turns it off.")
     max_sample_mb: float = Field(50, gt=0, description="Largest accepted upload in AddSample (MB).")
-    min_sample_seconds: float = Field(2.0, gt=0)
-    max_sample_seconds: float = Field(300.0, gt=0)
-    max_samples_per_profile: int = Field(50, ge=1)
-    max_generation_mb: float = Field(200, gt=0)
-    max_import_mb: float = Field(1024, gt=0)
+    min_sample_seconds: float = Field(
+        2.0, gt=0, description="Shortest sample accepted (seconds of audio); must be below the longest."
+    )
+    max_sample_seconds: float = Field(300.0, gt=0, description="Longest sample accepted (seconds of audio).")
+    max_samples_per_profile: int = Field(
+        50, ge=1, description="Samples one profile may hold; one more is FAILED_PRECONDITION."
+    )
+    max_generation_mb: float = Field(
+        200, gt=0, description="Largest generation the TTS service may store in the history (MB)."
+    )
+    max_import_mb: float = Field(
+        1024, gt=0, description="Largest profile archive ImportProfile accepts (MB)."
+    )
     temporary_profile_ttl_seconds: float = Field(
         12 * 3600, gt=0, description="Default life of a temporary profile."
     )
@@ -36,7 +44,7 @@ class ProfilesSettings(BaseSettings):
         description="How long a replica may serve a profile read from memory; its own writes show at once, "
         "other replicas' within this time. 0 turns the cache off.",
     )
-    read_cache_entries: int = Field(10_000, ge=1)
+    read_cache_entries: int = Field(10_000, ge=1, description="Profiles the read cache holds at most.")
     asr_address: str = Field(
         "127.0.0.1:50054",
         description="host:port of the ASR service, which transcribes samples added without a reference text; "
