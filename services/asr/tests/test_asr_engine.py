@@ -1,6 +1,6 @@
-"""The Whisper engine with the real tiny.en model on real (flite) speech: accuracy, word timestamps, silence, the
-VAD, the batched pipeline, stopping between segments, an English-only model's refusals, and the model check and
-manager (offline, actionable messages)."""
+"""The Whisper engine with the real tiny.en model on real speech (flite's voices, recorded in tests/speech):
+accuracy, word timestamps, silence, the VAD, the batched pipeline, stopping between segments, an English-only
+model's refusals, and the model check and manager (offline, actionable messages)."""
 
 from __future__ import annotations
 
@@ -25,34 +25,52 @@ from voice_asr.short_window import short_window_frames
 from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Word
 from voice_common.errors import InvalidArgument
 from voice_common.model_manager import ModelState
-from voice_common.testing.speech import SENTENCES, VOICES, Speak, normalise, silence, wer
+from voice_common.testing.speech import (
+    GERMAN,
+    POOLED_WER_BAR,
+    REPEATED,
+    SENTENCE_WER_BAR,
+    SENTENCES,
+    SPANISH,
+    VOICES,
+    normalise,
+    pooled_wer,
+    silence,
+    speak,
+    wer,
+)
 
 ENGLISH = RecognitionOptions(language="en")
 
 
-def test_sentences_in_three_voices_are_transcribed(engine: WhisperEngine, speak: Speak) -> None:
+def test_sentences_in_three_voices_are_transcribed(engine: WhisperEngine) -> None:
     references, hypotheses = [], []
-    for index, text in enumerate(SENTENCES):
-        transcript = engine.transcribe(speak(text, VOICES[index % len(VOICES)]), ENGLISH)
-        assert transcript.language == "en"
-        references.append(text)
-        hypotheses.append(transcript.text)
-    assert wer(" ".join(references), " ".join(hypotheses)) <= 0.05, hypotheses
+    for voice in VOICES:
+        for text in SENTENCES:
+            transcript = engine.transcribe(speak(text, voice), ENGLISH)
+            assert transcript.language == "en"
+            references.append(text)
+            hypotheses.append(transcript.text)
+    accuracy = pooled_wer(references, hypotheses)
+    print(f"pooled WER {accuracy:.3f} over {len(' '.join(references).split())} words")
+    assert accuracy <= POOLED_WER_BAR, hypotheses
+    # Each transcript is of its own sentence: against the next sentence's words they are as good as random.
+    assert pooled_wer(references[1:] + references[:1], hypotheses) > 0.7
 
 
-def test_language_is_the_models_own_when_not_given(engine: WhisperEngine, speak: Speak) -> None:
+def test_language_is_the_models_own_when_not_given(engine: WhisperEngine) -> None:
     transcript = engine.transcribe(speak(SENTENCES[0], "slt"), RecognitionOptions(language="auto"))
     assert transcript.language == "en" and transcript.language_probability == 1.0
-    assert wer(SENTENCES[0], transcript.text) <= 0.05
+    assert wer(SENTENCES[0], transcript.text) <= SENTENCE_WER_BAR, transcript.text
 
 
-def test_word_timestamps_are_ordered_and_inside_the_audio(engine: WhisperEngine, speak: Speak) -> None:
+def test_word_timestamps_are_ordered_and_inside_the_audio(engine: WhisperEngine) -> None:
     audio = speak(SENTENCES[1], "rms")
     duration = audio.size / SAMPLE_RATE
     transcript = engine.transcribe(audio, RecognitionOptions(language="en", word_timestamps=True))
     words = [word for segment in transcript.segments for word in segment.words]
     assert len(words) >= 10
-    assert wer(SENTENCES[1], "".join(word.text for word in words)) <= 0.05
+    assert wer(SENTENCES[1], "".join(word.text for word in words)) <= SENTENCE_WER_BAR
     for word in words:
         assert 0 <= word.start <= word.end <= duration + 0.01
         assert 0 <= word.probability <= 1
@@ -71,11 +89,11 @@ def test_empty_audio_gives_an_empty_transcript(engine: WhisperEngine) -> None:
     assert engine.transcribe(silence(0), ENGLISH).text == ""
 
 
-def test_the_vad_keeps_speech_and_its_offsets_in_padded_audio(engine: WhisperEngine, speak: Speak) -> None:
+def test_the_vad_keeps_speech_and_its_offsets_in_padded_audio(engine: WhisperEngine) -> None:
     speech = speak(SENTENCES[2], "awb")
     audio = np.concatenate([silence(10), speech, silence(10)])
     transcript = engine.transcribe(audio, RecognitionOptions(language="en", word_timestamps=True))
-    assert wer(SENTENCES[2], transcript.text) <= 0.05
+    assert wer(SENTENCES[2], transcript.text) <= SENTENCE_WER_BAR, transcript.text
     words = [word for segment in transcript.segments for word in segment.words]
     speech_end = 10 + speech.size / SAMPLE_RATE
     # Timestamps are of the original audio, not of the speech the VAD kept.
@@ -90,19 +108,21 @@ def test_the_batched_pipeline_transcribes_the_long_file(
     assert audio.size / SAMPLE_RATE > 60
     assert engine.use_batched(audio.size / SAMPLE_RATE, ENGLISH)
     transcript = engine.transcribe(audio, RecognitionOptions(language="en", word_timestamps=True))
-    assert wer(text, transcript.text) <= 0.05, transcript.text
+    accuracy = wer(text, transcript.text)
+    print(f"pooled WER {accuracy:.3f} over {len(text.split())} words")
+    assert accuracy <= POOLED_WER_BAR, transcript.text
     starts = [segment.start for segment in transcript.segments]
     assert starts == sorted(starts) and transcript.segments[-1].end <= audio.size / SAMPLE_RATE + 0.01
 
 
-def test_batched_and_plain_agree_on_a_short_clip(engine: WhisperEngine, speak: Speak) -> None:
+def test_batched_and_plain_agree_on_a_short_clip(engine: WhisperEngine) -> None:
     audio = speak(SENTENCES[0], "slt")
     assert not engine.use_batched(audio.size / SAMPLE_RATE, ENGLISH)
     plain = engine.transcribe(audio, ENGLISH, batched=False)
     batched = engine.transcribe(audio, ENGLISH, batched=True)
     # Up to case and punctuation: the batched pipeline decodes without timestamps and may start with "the".
     assert normalise(plain.text) == normalise(batched.text)
-    assert wer(SENTENCES[0], plain.text) <= 0.05
+    assert wer(SENTENCES[0], plain.text) <= SENTENCE_WER_BAR, plain.text
 
 
 SHORT_WINDOW = RecognitionOptions(
@@ -138,7 +158,7 @@ def test_the_short_window_model_encodes_only_the_window() -> None:
         assert np.array(model.encode(padded)).shape[1] == short_window_frames(200) // 2  # 5 s, 250 positions
 
 
-def test_a_short_window_transcribes_as_the_full_one(engine: WhisperEngine, speak: Speak) -> None:
+def test_a_short_window_transcribes_as_the_full_one(engine: WhisperEngine) -> None:
     references, hypotheses = [], []
     for index, text in enumerate(SENTENCES[:4]):
         audio = speak(text, VOICES[index % len(VOICES)])
@@ -149,14 +169,14 @@ def test_a_short_window_transcribes_as_the_full_one(engine: WhisperEngine, speak
         assert all(0 <= w.start <= w.end <= audio.size / SAMPLE_RATE + 0.01 for w in words)
         references.append(text)
         hypotheses.append(transcript.text)
-    assert wer(" ".join(references), " ".join(hypotheses)) <= 0.05, hypotheses
+    assert pooled_wer(references, hypotheses) <= POOLED_WER_BAR, hypotheses
 
 
 def test_a_short_window_result_that_repeats_itself_is_redone_with_the_full_window(
-    engine: WhisperEngine, speak: Speak
+    engine: WhisperEngine,
 ) -> None:
     # Real speech that repeats itself looks like Whisper looping, so it costs one more (full-window) decode.
-    text = "Turn left at the bridge. Turn left at the bridge."
+    text = REPEATED
     audio = speak(text, "slt")
     redone = _short_window_passes("redone")
     transcript = engine.transcribe(audio, SHORT_WINDOW, batched=False)
@@ -165,7 +185,7 @@ def test_a_short_window_result_that_repeats_itself_is_redone_with_the_full_windo
         audio, dataclasses.replace(SHORT_WINDOW, short_encoder_window=False), batched=False
     )
     assert transcript.text == full.text
-    assert wer(text, transcript.text) <= 0.05
+    assert wer(text, transcript.text) <= SENTENCE_WER_BAR, transcript.text
 
 
 def test_loops_are_told_from_speech() -> None:
@@ -184,7 +204,7 @@ def test_loops_are_told_from_speech() -> None:
     assert not repeats_itself([], "")
 
 
-def test_stopping_ends_between_segments(engine: WhisperEngine, speak: Speak) -> None:
+def test_stopping_ends_between_segments(engine: WhisperEngine) -> None:
     audio = np.concatenate([speak(text, "slt") for text in SENTENCES[:3]])
     checks = 0
 
@@ -232,10 +252,13 @@ def test_a_model_directory_must_hold_the_model_and_its_tokenizer(tmp_path: Path)
     _way_out(check_available(AsrModelSpec(model=str(tmp_path / "half" / "model.bin"))))
 
 
-def test_a_size_name_is_never_downloaded(tmp_path: Path) -> None:
-    """ "tiny.en" names a hub model; it is available only from the local cache, never fetched."""
+def test_a_size_name_is_available_from_the_cache_or_by_download(tmp_path: Path) -> None:
+    """ "tiny.en" names a hub model: available from the local cache, or when downloads are allowed (the load
+    fetches it); with downloads off and an empty cache, the check says how to get it."""
     message = _way_out(check_available(AsrModelSpec(model="tiny.en"), cache_dir=tmp_path))
-    assert "Systran/faster-whisper-tiny.en" in message and "never downloaded" in message
+    assert "Systran/faster-whisper-tiny.en" in message and "ASR_ALLOW_DOWNLOAD=false" in message
+    assert "make models ASR_MODEL=tiny.en" in message
+    assert check_available(AsrModelSpec(model="tiny.en", allow_download=True), cache_dir=tmp_path) is None
     folder = tmp_path / "models--Systran--faster-whisper-tiny.en"
     commit = "0" * 40
     (folder / "refs").mkdir(parents=True)
@@ -269,38 +292,29 @@ async def test_a_bad_device_fails_with_the_reason() -> None:
 
 # --- a multilingual model (Whisper base) on espeak-ng speech ---
 
-GERMAN = "Der Zug in die Stadt fährt alle 20 Minuten vom Hauptbahnhof ab."
-SPANISH = "El tren a la ciudad sale cada veinte minutos desde la estación principal."
-
 
 def test_a_multilingual_model_detects_the_language(
-    multilingual_engine: WhisperEngine, speak_language: Speak
+    multilingual_engine: WhisperEngine,
 ) -> None:
-    german = multilingual_engine.transcribe(speak_language(GERMAN, "de"), RecognitionOptions())
+    german = multilingual_engine.transcribe(speak(GERMAN, "de"), RecognitionOptions())
     assert german.language == "de" and german.language_probability > 0.5
-    assert wer(GERMAN, german.text) <= 0.2, german.text
-    spanish = multilingual_engine.transcribe(
-        speak_language(SPANISH, "es"), RecognitionOptions(language="auto")
-    )
+    assert wer(GERMAN, german.text, "de") <= SENTENCE_WER_BAR, german.text
+    spanish = multilingual_engine.transcribe(speak(SPANISH, "es"), RecognitionOptions(language="auto"))
     assert spanish.language == "es" and spanish.language_probability > 0.5, spanish.text
 
 
 def test_a_language_hint_is_used_instead_of_detection(
-    multilingual_engine: WhisperEngine, speak_language: Speak
+    multilingual_engine: WhisperEngine,
 ) -> None:
-    transcript = multilingual_engine.transcribe(
-        speak_language(GERMAN, "de"), RecognitionOptions(language="de")
-    )
+    transcript = multilingual_engine.transcribe(speak(GERMAN, "de"), RecognitionOptions(language="de"))
     assert (transcript.language, transcript.language_probability) == ("de", 1.0)
-    assert wer(GERMAN, transcript.text) <= 0.2, transcript.text
+    assert wer(GERMAN, transcript.text, "de") <= SENTENCE_WER_BAR, transcript.text
 
 
 def test_translate_turns_other_languages_into_english(
-    multilingual_engine: WhisperEngine, speak_language: Speak
+    multilingual_engine: WhisperEngine,
 ) -> None:
-    transcript = multilingual_engine.transcribe(
-        speak_language(GERMAN, "de"), RecognitionOptions(task="translate")
-    )
+    transcript = multilingual_engine.transcribe(speak(GERMAN, "de"), RecognitionOptions(task="translate"))
     words = set(normalise(transcript.text).split())
     # Whisper base translates espeak-ng's robot voice loosely; the English words for the sentence's nouns come
     # through, the German ones do not.

@@ -1,12 +1,7 @@
-"""Streaming decoding of every input format: real flite speech, encoded, fed in small odd-sized pieces, must decode
-to what decoding the whole file gives."""
+"""Streaming decoding of every input format: real speech (recorded in tests/speech), encoded, fed in small
+odd-sized pieces, must decode to what decoding the whole file gives."""
 
 from __future__ import annotations
-
-import shutil
-import subprocess
-import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,20 +9,13 @@ import pytest
 from voice_asr.stream_decoder import StreamDecodeError, open_stream_decoder
 from voice_common.audio import AudioEncoding, decode_audio, encode_audio
 from voice_common.errors import InvalidArgument
-
-pytestmark = pytest.mark.skipif(shutil.which("flite") is None, reason="needs Debian flite for real speech")
+from voice_common.testing.speech import SENTENCES, speak
 
 
 @pytest.fixture(scope="module")
-def speech(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
-    """About 3 s of real speech (flite) at 16 kHz."""
-    path = Path(tmp_path_factory.mktemp("speech")) / "speech.wav"
-    text = "Please send the report to the finance team before Friday."
-    subprocess.run(["flite", "-voice", "rms", "-t", text, "-o", str(path)], check=True)
-    with wave.open(str(path)) as w:
-        assert w.getframerate() == 16000
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    return pcm.astype(np.float32) / 32768.0
+def speech() -> np.ndarray:
+    """About 4 s of real speech (flite's rms voice) at 16 kHz."""
+    return speak(SENTENCES[1], "rms")
 
 
 def _feed_in_pieces(encoding: AudioEncoding, data: bytes, rate: int = 0, piece: int = 997) -> np.ndarray:

@@ -1,14 +1,11 @@
 """Automatic transcripts end to end: a real profile server whose filler calls a real ASR server (tiny.en, CPU), which
-reads the sample's audio back through the profile server; real speech from flite."""
+reads the sample's audio back through the profile server; real speech (flite's, recorded in tests/speech)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-import shutil
 import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -16,7 +13,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import jiwer
 import numpy as np
 import pytest
 from field_helpers import add_sample, new_profile
@@ -32,30 +28,20 @@ from voice_asr.settings import AsrSettings
 from voice_common.config import CommonSettings
 from voice_common.server.bootstrap import VoiceServer, build_server
 from voice_common.testing.media_files import encode_file
+from voice_common.testing.speech import SENTENCE_WER_BAR, SENTENCES, speech_wav, wer
 from voice_profiles.app import ProfilesApp
 from voice_profiles.asr_client import AsrTranscriber
 from voice_profiles.domain.transcripts import TranscriptFiller, TranscriptPolicy
 from voice_profiles.settings import ProfilesSettings
 
-TEXT = "The quick brown fox jumps over the lazy dog."
+TEXT = SENTENCES[0]
 TENANT = "t-transcripts"
 
 
-def normalise(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    return float(jiwer.wer(normalise(reference), normalise(hypothesis)))
-
-
 @pytest.fixture(scope="module")
-def speech(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    if shutil.which("flite") is None:
-        pytest.skip("flite is not installed (Debian package flite)")
-    path = tmp_path_factory.mktemp("speech") / "fox.wav"
-    subprocess.run(["flite", "-voice", "slt", "-t", TEXT, "-o", str(path)], check=True)
-    return path.read_bytes()
+def speech() -> bytes:
+    """A WAV of TEXT in flite's slt voice."""
+    return speech_wav(TEXT, "slt")
 
 
 # Not silent to the profile service's level check (which refuses silence), but no speech to the recogniser (a
@@ -175,7 +161,8 @@ async def test_sample_without_text_gets_a_machine_transcript_soon_after_it_is_ad
         assert added.transcript_state == pb.TRANSCRIPT_STATE_NEEDED  # AddSample does not wait for ASR
         filled = await platform.wait_for(profile.id, added.id, pb.TRANSCRIPT_STATE_MACHINE, within_seconds=20)
         assert filled.transcript_state == pb.TRANSCRIPT_STATE_MACHINE, filled
-        assert wer(TEXT, filled.reference_text) <= 0.1, filled.reference_text
+        # The recogniser's text reached this sample's row (accuracy is the ASR tests' business).
+        assert wer(TEXT, filled.reference_text) <= SENTENCE_WER_BAR, filled.reference_text
         assert time.monotonic() - started < 20
 
         untouched = (await platform.samples(profile.id))[typed.id]
@@ -302,4 +289,4 @@ async def test_asr_down_costs_nothing_and_the_sample_is_filled_when_it_returns(
             profile.id, sample.id, pb.TRANSCRIPT_STATE_MACHINE, within_seconds=25
         )
     assert filled.transcript_state == pb.TRANSCRIPT_STATE_MACHINE, filled
-    assert wer(TEXT, filled.reference_text) <= 0.1, filled.reference_text
+    assert wer(TEXT, filled.reference_text) <= SENTENCE_WER_BAR, filled.reference_text
