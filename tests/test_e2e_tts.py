@@ -37,13 +37,11 @@ def tts_env(tmp_path: Path) -> dict[str, str]:
 
 
 def json_logs(process: ServiceProcess) -> list[dict[str, Any]]:
-    """The JSON log records; other lines are skipped (importing qwen_tts prints "sox: not found" where sox is
-    missing, outside the logging)."""
-    records = []
-    for line in process.stderr().splitlines():
-        if line.startswith("{"):
-            records.append(json.loads(line))
-    return records
+    """The JSON log records; any other line fails the test (qwen_tts's import banners must not reach the console:
+    voice_tts.qwen)."""
+    lines = [line for line in process.stderr().splitlines() if line]
+    assert all(line.startswith("{") for line in lines), process.stderr()
+    return [json.loads(line) for line in lines]
 
 
 def not_ready_reason(process: ServiceProcess) -> str:

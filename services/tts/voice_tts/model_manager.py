@@ -141,7 +141,7 @@ def _not_available_message(spec: ModelSpec, error: BaseException) -> str:
 
 def load_qwen3_tts(spec: ModelSpec) -> tuple[Any, str, str]:
     """Blocking: returns (Qwen3TTSModel, device, dtype name)."""
-    from qwen_tts import Qwen3TTSModel
+    from voice_tts.qwen import Qwen3TTSModel
 
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)

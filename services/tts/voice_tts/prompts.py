@@ -64,12 +64,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from qwen_tts import VoiceClonePromptItem
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from voice_common.object_store import ObjectNotFound, ObjectStore, ObjectStoreError, validate_key
 from voice_tts import metrics
+from voice_tts.qwen import VoiceClonePromptItem
 
 logger = logging.getLogger(__name__)
 

@@ -43,7 +43,6 @@ from typing import Any, Literal, cast
 
 import numpy as np
 import torch
-from qwen_tts import Qwen3TTSModel, VoiceClonePromptItem
 from transformers import DynamicCache
 from transformers.generation.logits_process import (
     MinNewTokensLengthLogitsProcessor,
@@ -53,6 +52,8 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
+
+from voice_tts.qwen import Qwen3TTSModel, VoiceClonePromptItem
 
 # qwen_tts 0.1.1's hard defaults (Qwen3TTSModel._merge_generate_kwargs), used when generate_config.json lacks a key.
 HARD_DEFAULTS: dict[str, Any] = {

@@ -43,7 +43,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from qwen_tts import VoiceClonePromptItem
 
 from voice_common.audio.encoding import AudioEncoding, check_output_rate
 from voice_common.cancellation import wait_through_cancellation
@@ -58,6 +57,7 @@ from voice_tts.batch_scheduler import (
 )
 from voice_tts.batch_scheduler import piece_seed as piece_seed  # part of this module's documented behaviour
 from voice_tts.model_manager import ModelManager
+from voice_tts.qwen import VoiceClonePromptItem
 from voice_tts.streaming import StopReason, StreamingSynthesizer, check_language
 
 # API language codes -> the names the Qwen3-TTS models use ("auto" lets the model pick, no language id).

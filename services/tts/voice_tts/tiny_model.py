@@ -33,8 +33,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# First qwen_tts itself, imported without its banners; the submodules below are then already loaded, and quiet.
+from voice_tts.qwen import Qwen3TTSModel
+
+# isort: split
 import torch
-from qwen_tts import Qwen3TTSModel
 from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration, Qwen3TTSProcessor
 from qwen_tts.core.tokenizer_12hz.configuration_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Config
 from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import (
