@@ -1,10 +1,11 @@
 """Wires the ASR service together: model manager, transcriber and the profile-service client for stored audio.
 
-Readiness (the gRPC health status): NOT_SERVING while a preload runs or while the model cannot serve (its directory
-is missing or incomplete, a name is not in the local cache, or a load failed), with the reason and the
-``ASR_MODEL`` fix in the log; SERVING otherwise. The service keeps answering ``GetModelStatus`` and ``LoadModel``
-meanwhile, so an operator can see why and fix it without a restart. ASR has no database or store of its own
-(stored audio is read through the profile service), so nothing else gates it.
+Readiness (the gRPC health status): NOT_SERVING while a preload runs, while a hub model missing from the local cache
+is downloaded (at start, when ``ASR_ALLOW_DOWNLOAD`` is true; the reason shows the progress), or while the model
+cannot serve (its directory is missing or incomplete, a name is not in the local cache and downloads are off, or a
+load failed), with the reason and the ``ASR_MODEL`` fix in the log; SERVING otherwise. The service keeps answering
+``GetModelStatus`` and ``LoadModel`` meanwhile, so an operator can see why and fix it without a restart. ASR has no
+database or store of its own (stored audio is read through the profile service), so nothing else gates it.
 """
 
 from __future__ import annotations
@@ -66,8 +67,7 @@ class AsrApp:
         models = new_model_manager(
             settings.spec(), idle_unload_seconds=settings.idle_unload_seconds, loader=loader, check=check
         )
-        if settings.preload:
-            models.expect_preload("ASR_PRELOAD")
+        models.plan_preload(settings.preload, "ASR_PRELOAD")
         problem = models.problem()
         if problem is not None:
             # Once, at start: readiness repeats it only in the health status and when the reason changes.

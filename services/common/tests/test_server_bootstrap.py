@@ -522,6 +522,30 @@ async def test_why_not_ready_is_logged(caplog: pytest.LogCaptureFixture) -> None
             assert len(reasons()) == 2, reasons()
 
 
+async def test_a_reason_that_only_counts_up_is_not_logged_at_every_check(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A download's progress changes the reason at every recheck: the log gets it now and then, not each time."""
+    reason = "downloading Org/Model: 0% of 2.5 GB"
+
+    async def readiness() -> None:
+        raise errors.Unavailable(reason)
+
+    with caplog.at_level(logging.INFO, logger="voice_common.server.bootstrap"):
+        async with running(readiness=readiness, recheck=60) as client:
+            for percent in range(1, 30):
+                reason = f"downloading Org/Model: {percent}% of 2.5 GB"
+                await client.server.check_ready()
+            assert (
+                client.server.last_readiness_error == f"Unavailable: {reason}"
+            )  # health's reason is current
+            reason = "the TTS model is not available: the hub cannot be reached"
+            await client.server.check_ready()
+    logged = [str(getattr(r, "reason", "")) for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(logged) == 2 and logged[0].startswith("Unavailable: downloading Org/Model: "), logged
+    assert logged[1] == f"Unavailable: {reason}"  # a new kind of reason is logged at once
+
+
 async def test_check_ready_reports_once() -> None:
     async def broken() -> None:
         raise OSError("connection refused")

@@ -6,8 +6,14 @@ Loading runs in a worker thread, never on the event loop, and concurrent callers
 
 What differs between services comes in through the constructor: the ``loader`` (blocking; returns the model, the
 device it landed on and its precision, e.g. a torch dtype or a CTranslate2 compute type), the ``check`` that says
-cheaply why a spec cannot load at all (readiness asks it every few seconds), the service's own load metrics, and
-optional hooks for GPU memory and for giving memory back on unload.
+cheaply why a spec cannot load at all (readiness asks it every few seconds), the ``fetch`` that brings a model's
+files onto the machine first (:class:`HubFetch`: a download from the Hugging Face hub), the service's own load
+metrics, and optional hooks for GPU memory and for giving memory back on unload.
+
+A download is part of the load: it runs in the same worker thread, before the loader, while the state is LOADING.
+Meanwhile readiness says NOT_SERVING with the progress ("downloading Qwen/…: 35% of 2.5 GB"), and a log line reports
+it every ``progress_log_seconds``. A model that must be downloaded is loaded at start (:meth:`plan_preload`): the
+first request would otherwise wait minutes, and a load balancer would send traffic to a replica that has no model.
 """
 
 from __future__ import annotations
@@ -16,17 +22,16 @@ import asyncio
 import enum
 import gc
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import Counter, Gauge
 
 from voice_common.errors import Unavailable
+from voice_common.model_download import DownloadProgress, ModelDownloader, size_text
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,56 @@ class HasModelName(Protocol):
 
 SpecT = TypeVar("SpecT", bound=HasModelName)
 ModelT = TypeVar("ModelT")
+SpecContraT = TypeVar("SpecContraT", contravariant=True)
+
+
+class ModelFetch(Protocol[SpecContraT]):
+    """Brings a spec's files onto this machine before the loader runs."""
+
+    def needed(self, spec: SpecContraT) -> bool:
+        """Whether a fetch would transfer anything; cheap (file lookups), asked at start and before each load."""
+        ...
+
+    def __call__(self, spec: SpecContraT, report: Callable[[DownloadProgress], None]) -> None:
+        """Blocking; ``report`` is called with the progress now and then (from another thread)."""
+        ...
+
+
+class HubSpec(HasModelName, Protocol):
+    """What :class:`HubFetch` needs of a spec."""
+
+    @property
+    def allow_download(self) -> bool: ...
+
+    def hub_id(self) -> str | None:
+        """The hub repository the spec names ("Qwen/…"), or None (a model directory, a path that is not there)."""
+        ...
+
+
+@dataclass(frozen=True)
+class HubFetch:
+    """Downloads a hub model that is not in the local cache, when the spec allows downloads.
+
+    ``required_files`` are what the service's check looks for in a cached snapshot; ``patterns`` limit the files
+    downloaded (None: the whole repository).
+    """
+
+    required_files: tuple[str, ...]
+    patterns: tuple[str, ...] | None = None
+    downloader: ModelDownloader = field(default_factory=ModelDownloader)
+
+    def needed(self, spec: HubSpec) -> bool:
+        repo_id = spec.hub_id()
+        return (
+            repo_id is not None
+            and spec.allow_download
+            and self.downloader.cached(repo_id, required=self.required_files) is None
+        )
+
+    def __call__(self, spec: HubSpec, report: Callable[[DownloadProgress], None]) -> None:
+        repo_id = spec.hub_id()
+        if repo_id is not None and self.needed(spec):
+            self.downloader.download(repo_id, patterns=self.patterns, on_progress=report)
 
 
 @dataclass(frozen=True)
@@ -73,18 +128,6 @@ class _NotAvailable(Exception):
     """check's reason, carried through the load's error handling unchanged."""
 
 
-def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache, read from the environment now (huggingface_hub reads it once, at import)."""
-    from huggingface_hub import constants
-
-    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(variable):
-            return Path(os.environ[variable]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return Path(constants.HF_HUB_CACHE)
-
-
 def default_failure_message(spec: HasModelName, error: BaseException) -> str:
     return f"model {spec.model!r} could not be loaded: {type(error).__name__}: {error}"
 
@@ -97,21 +140,25 @@ class ModelManager(Generic[SpecT, ModelT]):
         label: str,
         loader: Callable[[SpecT], tuple[ModelT, str, str]],
         check: Callable[[SpecT], str | None],
+        fetch: ModelFetch[SpecT] | None = None,
         idle_unload_seconds: float = 0.0,
         metrics: LoadMetrics | None = None,
         describe_failure: Callable[[SpecT, BaseException], str] = default_failure_message,
         gpu_memory: Callable[[str], int] | None = None,
         release: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        progress_log_seconds: float = 10.0,
     ) -> None:
         """``label`` ("TTS", "ASR") names the model in messages and logs. ``check`` belongs with ``loader``: a test
-        loader that needs no files comes with a check that passes. ``gpu_memory(device)`` reports what a READY
-        model holds on a CUDA device; ``release(device)`` runs after the model is dropped (e.g. emptying torch's
-        CUDA cache)."""
+        loader that needs no files comes with a check that passes. ``fetch`` runs before ``loader`` when it is
+        needed (a download). ``gpu_memory(device)`` reports what a READY model holds on a CUDA device;
+        ``release(device)`` runs after the model is dropped (e.g. emptying torch's CUDA cache)."""
         self._spec = spec
         self._label = label
         self._loader = loader
         self._check = check
+        self._fetch = fetch
+        self._progress_log_seconds = progress_log_seconds
         self._idle_unload = idle_unload_seconds
         self._metrics = metrics
         self._describe_failure = describe_failure
@@ -128,6 +175,9 @@ class ModelManager(Generic[SpecT, ModelT]):
         self._in_use = 0
         self._last_used = clock()
         self._preload_setting: str | None = None  # e.g. "TTS_PRELOAD" while a preload is due or running
+        self._download: DownloadProgress | None = None  # while a fetch runs: its latest progress
+        self._download_logged: DownloadProgress | None = None  # the last progress the log reported
+        self._download_logged_at = 0.0
 
     @property
     def spec(self) -> SpecT:
@@ -151,6 +201,32 @@ class ModelManager(Generic[SpecT, ModelT]):
         ready, so a load balancer sends no traffic to a replica that would make its first client wait."""
         self._preload_setting = setting
 
+    def plan_preload(self, requested: bool, setting: str) -> None:
+        """At start: a preload when ``setting`` (e.g. "TTS_PRELOAD") asks for one, or when the model must be
+        downloaded first (a hub id missing from the local cache, with downloads allowed)."""
+        if requested:
+            self.expect_preload(setting)
+        elif self.must_download():
+            log.info(
+                f"the {self._label} model is not in the local cache: downloading and loading it now",
+                extra={"model": self._spec.model},
+            )
+            self.expect_preload("downloading it first: it was not in the local cache")
+
+    @property
+    def preload_expected(self) -> bool:
+        """A preload is due or running (the process starts it with :meth:`preload`)."""
+        return self._preload_setting is not None
+
+    def must_download(self) -> bool:
+        """Whether loading the current spec starts with a download (cheap: file lookups)."""
+        return self._fetch is not None and self._fetch.needed(self._spec)
+
+    @property
+    def download(self) -> DownloadProgress | None:
+        """The running download's latest progress, or None."""
+        return self._download
+
     async def preload(self) -> None:
         """Load at start; readiness waits for this (loaded or failed)."""
         try:
@@ -161,6 +237,9 @@ class ModelManager(Generic[SpecT, ModelT]):
     def readiness_problem(self) -> str | None:
         """Why the service holding this model must not take traffic now: a preload still running, or a model that
         cannot serve (:meth:`problem`); None when it can."""
+        download = self._download
+        if download is not None:
+            return f"downloading {download.repo_id}: {download.percent}% of {size_text(download.total_bytes)}"
         if self._preload_setting is not None:
             return f"still loading the {self._label} model {self._spec.model!r} ({self._preload_setting})"
         problem = self.problem()
@@ -217,7 +296,7 @@ class ModelManager(Generic[SpecT, ModelT]):
             problem = self._check(self._spec)
             if problem is not None:
                 raise _NotAvailable(problem)
-            model, device, precision = await asyncio.to_thread(self._loader, self._spec)
+            model, device, precision = await asyncio.to_thread(self._fetch_and_load, self._spec)
         except Exception as error:
             self._state = ModelState.FAILED
             self._message = (
@@ -244,6 +323,42 @@ class ModelManager(Generic[SpecT, ModelT]):
             )
         finally:
             self._loading = None
+
+    def _fetch_and_load(self, spec: SpecT) -> tuple[ModelT, str, str]:
+        """In the worker thread: the download (when needed), then the loader."""
+        if self._fetch is not None and self._fetch.needed(spec):
+            self._download_logged = None
+            try:
+                self._fetch(spec, self._report_download)
+            finally:
+                self._download = None
+            self._message = f"loading {spec.model!r}"
+        return self._loader(spec)
+
+    def _report_download(self, progress: DownloadProgress) -> None:
+        """From the download's progress thread: for readiness and the status now, for the log now and then."""
+        self._download = progress
+        self._message = (
+            f"downloading {progress.repo_id}: {progress.percent}% of {size_text(progress.total_bytes)}"
+        )
+        now, last = self._clock(), self._download_logged
+        finished = progress.done_bytes >= progress.total_bytes
+        if (
+            last is None
+            or (finished and last.done_bytes < last.total_bytes)
+            or (not finished and now - self._download_logged_at >= self._progress_log_seconds)
+        ):
+            self._download_logged, self._download_logged_at = progress, now
+            log.info(
+                f"downloading the {self._label} model",
+                extra={
+                    "model": progress.repo_id,
+                    "percent": progress.percent,
+                    "downloaded": size_text(progress.done_bytes),
+                    "size": size_text(progress.total_bytes),
+                    "files": f"{progress.files_done}/{progress.files_total}",
+                },
+            )
 
     async def unload(self) -> ModelStatus:
         if self._loading is not None:

@@ -376,17 +376,23 @@ async def test_readiness_waits_for_a_preload_and_a_failed_model_is_not_serving(
         await app.close()
 
 
-async def test_hub_id_missing_from_the_local_cache_is_not_serving(tmp_path: Path) -> None:
+async def test_hub_id_missing_from_the_local_cache_is_not_serving_when_downloads_are_off(
+    tmp_path: Path,
+) -> None:
     common = CommonSettings(data_dir=tmp_path / "data", log_format="text")
-    settings = TtsSettings(model="Qwen/Qwen3-TTS-12Hz-0.6B-Base", port=0, metrics_port=0)
+    settings = TtsSettings(
+        model="Qwen/Qwen3-TTS-12Hz-0.6B-Base", allow_download=False, port=0, metrics_port=0
+    )
     empty_cache = tmp_path / "hub"
     empty_cache.mkdir()
     app = await TtsApp.open(common, settings, check=functools.partial(check_available, cache_dir=empty_cache))
     try:
+        assert not app.models.preload_expected  # nothing to download at start
         with pytest.raises(Unavailable) as caught:
             await app.readiness()
         message = caught.value.message
         assert "Qwen/Qwen3-TTS-12Hz-0.6B-Base" in message and "Hugging Face cache" in message
+        assert "TTS_ALLOW_DOWNLOAD=false" in message and "`make models`" in message
         assert "TTS_MODEL=models/tiny-qwen3-tts" in message and "make tiny-model" in message
         assert app.models.state is ModelState.NOT_LOADED  # the check loads nothing
     finally:

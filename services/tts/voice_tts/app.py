@@ -5,9 +5,11 @@ object store (which holds the voice prompts) answers and the model can serve. NO
 
 * ``TTS_PRELOAD=true`` and the preload has not finished, so a load balancer sends no traffic to a replica that
   would make the first client wait for the load;
+* the configured model is a hub id missing from the local cache and is being downloaded (at start, when
+  ``TTS_ALLOW_DOWNLOAD`` is true: the reason shows the progress), then loaded;
 * the configured model cannot load at all (:func:`~voice_tts.model_manager.check_available`: no such directory,
-  or a hub id missing from the local cache; a few file lookups, nothing is loaded), so a replica without a model
-  gets no traffic; the reason says how to set ``TTS_MODEL``;
+  or a hub id missing from the local cache with ``TTS_ALLOW_DOWNLOAD=false``; a few file lookups, nothing is
+  loaded), so a replica without a model gets no traffic; the reason says how to set ``TTS_MODEL``;
 * the last load FAILED (a damaged checkpoint, a missing GPU), for the same reason.
 
 NOT_SERVING is not "stopped": the process keeps running (``make run`` keeps the other services up), the RPCs still
@@ -67,8 +69,7 @@ class TtsApp:
         models = ModelManager(
             settings.spec(), idle_unload_seconds=settings.idle_unload_seconds, loader=loader, check=check
         )
-        if settings.preload:
-            models.expect_preload("TTS_PRELOAD")
+        models.plan_preload(settings.preload, "TTS_PRELOAD")
         problem = models.problem()
         if problem is not None:
             # Once, at start: readiness repeats it only in the health status and when the reason changes.

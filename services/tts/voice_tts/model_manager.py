@@ -1,11 +1,14 @@
 """Loading, holding and unloading the Qwen3-TTS model (an adapter: it faces torch and the filesystem).
 
-The state machine (NOT_LOADED -> LOADING -> READY or FAILED, lazy and shared loads, idle unload) is
-:class:`voice_common.model_manager.ModelManager`; this module gives it what is Qwen3-TTS's own: how a spec names a
-model, how to load it, how to tell cheaply that it cannot load, the TTS metrics and torch's CUDA memory.
+The state machine (NOT_LOADED -> LOADING -> READY or FAILED, lazy and shared loads, idle unload, the download of a
+hub model that is not in the local cache) is :class:`voice_common.model_manager.ModelManager`; this module gives it
+what is Qwen3-TTS's own: how a spec names a model, how to load it, how to tell cheaply that it cannot load, the TTS
+metrics and torch's CUDA memory.
 
 :func:`check_available` answers "could this spec load at all?" without loading anything (a few file lookups), so
-readiness can say NOT_SERVING, with the way out, before any request has tried the model.
+readiness can say NOT_SERVING, with the way out, before any request has tried the model. A hub id missing from the
+cache can load when downloads are allowed (``TTS_ALLOW_DOWNLOAD``, the default): the load downloads it first, with
+:mod:`voice_common.model_download`.
 """
 
 from __future__ import annotations
@@ -17,10 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from voice_common import model_manager as generic
+from voice_common.model_download import (
+    HubUnreachable,
+    ModelDownloadError,
+    ModelNotOnHub,
+    cached_snapshot,
+    hub_cache_dir,
+    is_hub_id,
+)
 
-# Part of this module's API (the servicer and the tests import them from here).
+# Part of this module's API (the servicer and the tests import it from here).
 from voice_common.model_manager import ModelState as ModelState
-from voice_common.model_manager import hub_cache_dir as hub_cache_dir
 from voice_tts import metrics
 
 DEFAULT_MODEL = "Qwen/Qwen3-TTS-12Hz-0.6B-Base"
@@ -36,8 +46,14 @@ class ModelSpec:
     device: str = "auto"
     dtype: str = "auto"
     attn_implementation: str | None = None
-    # Off by default: where this runs, weights cannot be downloaded, and a hub lookup only burns time in retries.
+    # The service's settings turn it on (TTS_ALLOW_DOWNLOAD, true by default); a spec built in code downloads only
+    # when it says so.
     allow_download: bool = False
+
+    def hub_id(self) -> str | None:
+        """The hub repository this spec names, or None: a directory, or a path that is not there."""
+        model = resolve_model(self.model)
+        return model if is_hub_id(model) and not Path(model).expanduser().exists() else None
 
 
 @dataclass(frozen=True)
@@ -82,28 +98,35 @@ def resolve_dtype(dtype: str, device: str) -> Any:
     return getattr(torch, dtype)
 
 
-# Said wherever the model cannot be found: the one way out on machines that cannot download weights.
+# Said wherever the model cannot be found.
 HOW_TO_SET_MODEL = (
-    "point TTS_MODEL at a model directory (for a test model: `make tiny-model`, then "
+    "set TTS_MODEL to a model directory (for a test model: `make tiny-model`, then "
     "TTS_MODEL=models/tiny-qwen3-tts), or mount the real checkpoint and set TTS_MODEL to its path"
 )
 # What from_pretrained reads first from a Qwen3-TTS checkpoint: the model's config and the speech tokenizer's.
-_REQUIRED_FILES = ("config.json", "speech_tokenizer/config.json")
+REQUIRED_FILES = ("config.json", "speech_tokenizer/config.json")
 
 AvailabilityCheck = Callable[[ModelSpec], str | None]
+
+
+def how_to_get(model: str) -> str:
+    """The ways out for a hub model this machine does not have."""
+    pull = "`make models`" if model == DEFAULT_MODEL else f"`make models TTS_MODEL={model}`"
+    return f"run {pull} where there is a network (it fills the Hugging Face cache), or " + HOW_TO_SET_MODEL
 
 
 def check_available(spec: ModelSpec, *, cache_dir: Path | None = None) -> str | None:
     """Why ``spec`` cannot load, or None when it might: a cheap look at files, nothing is loaded or downloaded.
 
     A directory must hold ``config.json`` and ``speech_tokenizer/``; a hub id must be in the local hub cache
-    (``cache_dir``, else the environment's) unless downloads are allowed. None does not promise the load succeeds
-    (weights may be damaged, the device missing): that shows as a FAILED load.
+    (``cache_dir``, else the environment's) unless downloads are allowed (the load then downloads it). None does not
+    promise the load succeeds (the hub may be unreachable, weights damaged, the device missing): that shows as a
+    FAILED load.
     """
     model = resolve_model(spec.model)
     path = Path(model).expanduser()
     if path.is_dir():
-        missing = [name for name in _REQUIRED_FILES if not (path / name).is_file()]
+        missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
         if missing:
             return (
                 f"model directory {model!r} is not a Qwen3-TTS checkpoint (no {', '.join(missing)}): "
@@ -112,31 +135,42 @@ def check_available(spec: ModelSpec, *, cache_dir: Path | None = None) -> str | 
         return None
     if path.exists():
         return f"model {model!r} is a file, not a model directory: " + HOW_TO_SET_MODEL
-    if "/" not in model or model.startswith(("/", ".", "~")) or model.count("/") != 1:
+    hub_id = spec.hub_id()
+    if hub_id is None:
         # Not shaped like a hub id ("owner/name"): a path that is not there.
         return f"model directory {model!r} does not exist: " + HOW_TO_SET_MODEL
-    if spec.allow_download:
-        return None
-    from huggingface_hub import try_to_load_from_cache
-
     cache = cache_dir or hub_cache_dir()
-    for name in _REQUIRED_FILES:
-        if not isinstance(try_to_load_from_cache(model, name, cache_dir=cache), str):
-            return (
-                f"model {model!r} is neither a directory nor in the local Hugging Face cache ({cache}), and "
-                "weights cannot be downloaded here: " + HOW_TO_SET_MODEL
-            )
-    return None
+    if spec.allow_download or cached_snapshot(hub_id, required=REQUIRED_FILES, cache_dir=cache) is not None:
+        return None
+    return (
+        f"model {model!r} is neither a directory nor in the local Hugging Face cache ({cache}), and downloads "
+        "are off (TTS_ALLOW_DOWNLOAD=false): " + how_to_get(model)
+    )
 
 
 def _not_available_message(spec: ModelSpec, error: BaseException) -> str:
     model = resolve_model(spec.model)
-    if not Path(model).exists() and "/" in model:
+    if isinstance(error, HubUnreachable):
         return (
-            f"model {model!r} could not be loaded ({type(error).__name__}: {error}). Weights cannot be downloaded "
-            "here: " + HOW_TO_SET_MODEL
+            f"model {model!r} is not in the local Hugging Face cache ({hub_cache_dir()}) and {error}: "
+            + how_to_get(model)
         )
+    if isinstance(error, ModelNotOnHub):
+        return f"model {model!r} is neither a model directory nor on the hub: {error}. " + HOW_TO_SET_MODEL
+    if isinstance(error, ModelDownloadError):
+        return f"model {model!r} could not be downloaded: {error}. " + how_to_get(model)
     return f"model {model!r} could not be loaded: {type(error).__name__}: {error}"
+
+
+def model_directory(spec: ModelSpec) -> Path:
+    """The directory to load: the model directory, or the cached snapshot of the hub model."""
+    hub_id = spec.hub_id()
+    if hub_id is None:
+        return Path(resolve_model(spec.model)).expanduser()
+    snapshot = cached_snapshot(hub_id, required=REQUIRED_FILES)
+    if snapshot is None:
+        raise FileNotFoundError(f"{hub_id} is not in the local Hugging Face cache ({hub_cache_dir()})")
+    return snapshot
 
 
 def load_qwen3_tts(spec: ModelSpec) -> tuple[Any, str, str]:
@@ -145,14 +179,11 @@ def load_qwen3_tts(spec: ModelSpec) -> tuple[Any, str, str]:
 
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
-    kwargs: dict[str, Any] = {
-        "device_map": device,
-        "dtype": dtype,
-        "local_files_only": not spec.allow_download,
-    }
+    kwargs: dict[str, Any] = {"device_map": device, "dtype": dtype}
     if spec.attn_implementation:
         kwargs["attn_implementation"] = spec.attn_implementation
-    model = Qwen3TTSModel.from_pretrained(resolve_model(spec.model), **kwargs)
+    # A directory, never a hub id: the download (if any) has happened, and from_pretrained must not look online.
+    model = Qwen3TTSModel.from_pretrained(str(model_directory(spec)), **kwargs)
     if getattr(model.model, "tts_model_type", "base") != "base":
         raise ValueError(
             f"{spec.model!r} is a {model.model.tts_model_type!r} model; voice cloning needs a Base model"
@@ -177,6 +208,8 @@ def _empty_cuda_cache(device: str) -> None:
 
 
 _LOAD_METRICS = generic.LoadMetrics(seconds=metrics.MODEL_LOAD_SECONDS, loads=metrics.MODEL_LOADS)
+# A Qwen3-TTS repository is the checkpoint as a whole (weights, tokenizers, the speech tokenizer): all of it.
+HUB_FETCH = generic.HubFetch(required_files=REQUIRED_FILES)
 
 
 class ModelManager(generic.ModelManager[ModelSpec, Any]):
@@ -189,6 +222,7 @@ class ModelManager(generic.ModelManager[ModelSpec, Any]):
         idle_unload_seconds: float = 0.0,
         loader: Loader = load_qwen3_tts,
         check: AvailabilityCheck = check_available,
+        fetch: generic.ModelFetch[ModelSpec] | None = HUB_FETCH,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``check`` belongs with ``loader``: a test loader that needs no files comes with a check that passes."""
@@ -197,6 +231,7 @@ class ModelManager(generic.ModelManager[ModelSpec, Any]):
             label="TTS",
             loader=loader,
             check=check,
+            fetch=fetch,
             idle_unload_seconds=idle_unload_seconds,
             metrics=_LOAD_METRICS,
             describe_failure=_not_available_message,

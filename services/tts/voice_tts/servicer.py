@@ -30,7 +30,7 @@ from voice_common.audio_messages import encoding_from_proto, encoding_to_proto
 from voice_common.errors import FailedPrecondition, InvalidArgument
 from voice_common.tenancy import current_tenant
 from voice_tts import metrics
-from voice_tts.model_manager import ModelSpec, ModelState
+from voice_tts.model_manager import ModelState
 from voice_tts.profile_client import sample_identity
 from voice_tts.prompts import ReferenceClip, combine_references, create_prompt, prompt_cache_key
 from voice_tts.synthesizer import SynthesisRequest, SynthesisResult, piece_seed, validate
@@ -379,11 +379,11 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
 
     async def LoadModel(self, request: pb.LoadModelRequest, context: Context) -> pb.LoadModelResponse:
         configured = self._app.settings.spec()
-        spec = ModelSpec(
+        spec = dataclasses.replace(  # the rest as configured (attention, TTS_ALLOW_DOWNLOAD)
+            configured,
             model=request.model.strip() or configured.model,
             device=request.device.strip() or configured.device,
             dtype=request.dtype.strip() or configured.dtype,
-            attn_implementation=configured.attn_implementation,
         )
         await self._app.models.load(spec)
         return pb.LoadModelResponse(status=self._model_status())

@@ -16,34 +16,91 @@ if TYPE_CHECKING:
 class TtsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TTS_", extra="ignore", protected_namespaces=())
 
-    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in a container).")
-    port: int = Field(50053, ge=0, le=65535)
-    metrics_port: int = Field(9153, ge=0, le=65535, description="Prometheus /metrics port; 0 turns it off.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the gRPC server listens on; 0.0.0.0 in a container (every interface).",
+    )
+    port: int = Field(50053, ge=0, le=65535, description="gRPC port; 0 picks a free one (tests).")
+    metrics_port: int = Field(
+        9153, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 turns it off."
+    )
     model: str = Field(
         DEFAULT_MODEL,
-        description='A model directory, a hub id, or a size ("0.6B", "1.7B") of the Base model.',
+        description="The Qwen3-TTS Base model: a hub id (downloaded into the local Hugging Face cache, HF_HUB_CACHE "
+        'else HF_HOME/hub, on first use or by `make models`), a size ("0.6B", "1.7B") naming the Base model of '
+        "that size, or a model directory (config.json and speech_tokenizer/; nothing is downloaded). For a test "
+        "model: `make tiny-model`, then TTS_MODEL=models/tiny-qwen3-tts. Without a usable model the service still "
+        "starts and reports NOT_SERVING with the reason.",
     )
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
-    dtype: str = Field("auto", description="auto, float32, bfloat16 or float16.")
+    allow_download: bool = Field(
+        True,
+        description="Download a hub model that is not in the local cache: at start, NOT_SERVING with the progress "
+        "until it is there (a LoadModel of such a model downloads it too). false: never contact the hub, for "
+        "clusters that mount a pre-filled cache or model directory; a missing model is then NOT_SERVING with the "
+        "way out.",
+    )
+    device: str = Field(
+        "auto",
+        description="Where the model runs: auto (cuda:0 when a CUDA GPU is there, else cpu), cpu, cuda or cuda:N.",
+    )
+    dtype: str = Field(
+        "auto",
+        description="Precision of the weights: auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or "
+        "float16.",
+    )
     attn_implementation: str | None = Field(
-        None, description="e.g. sdpa or flash_attention_2; unset: default."
+        None,
+        description="Attention kernel passed to transformers, e.g. sdpa or flash_attention_2 (needs the flash-attn "
+        "package); unset: transformers' default.",
     )
-    preload: bool = Field(False, description="Load the model at start instead of on the first request.")
+    preload: bool = Field(
+        False,
+        description="Load the model at start (NOT_SERVING until loaded) instead of on the first request.",
+    )
     idle_unload_seconds: float = Field(
-        0, ge=0, description="Unload the model after this long unused; 0: never."
+        0,
+        ge=0,
+        description="Seconds without a request after which the model is unloaded (memory given back; the next "
+        "request loads it again); 0: never.",
     )
-    profiles_address: str = Field("127.0.0.1:50052", description="host:port of the profile service.")
-    max_text_chars: int = Field(5000, ge=1)
-    max_queue: int = Field(32, ge=1, description="Requests waiting or running; one more is refused.")
+    profiles_address: str = Field(
+        "127.0.0.1:50052",
+        description="host:port of the profile service (voices from profiles, the generation history).",
+    )
+    max_text_chars: int = Field(
+        5000, ge=1, description="Longest text of one request, in characters; longer: INVALID_ARGUMENT."
+    )
+    max_queue: int = Field(
+        32,
+        ge=1,
+        description="Requests waiting or running at once; one more gets RESOURCE_EXHAUSTED with a retry hint.",
+    )
     max_batch: int = Field(
         8,
         ge=1,
-        description="Requests stepped through the model together (continuous batching); 1: one at a time.",
+        description="Requests stepped through the model together, frame by frame (continuous batching); the rest "
+        "wait in the queue. 1: one at a time, bit-exact reproducible under load.",
     )
-    prompt_cache_entries: int = Field(64, ge=0, description="Voice prompts kept in memory; 0: store only.")
-    first_chunk_frames: int = Field(4, ge=1)
-    chunk_frames: int = Field(12, ge=1)
-    left_context_frames: int = Field(25, ge=0)
+    prompt_cache_entries: int = Field(
+        64,
+        ge=0,
+        description="Voice prompts kept in memory (all are also kept in the object store); 0: the store only.",
+    )
+    first_chunk_frames: int = Field(
+        4,
+        ge=1,
+        description="Streaming: codec frames (12.5 a second of audio) generated before the first audio is sent; "
+        "4 frames = 0.32 s of audio.",
+    )
+    chunk_frames: int = Field(
+        12, ge=1, description="Streaming: codec frames in each later audio chunk (12 = 0.96 s of audio)."
+    )
+    left_context_frames: int = Field(
+        25,
+        ge=0,
+        description="Streaming: earlier frames decoded along with each chunk; more context comes closer to "
+        "decoding the whole at once (exact at about 100 frames) and costs more decode time; 0: none.",
+    )
 
     def spec(self) -> ModelSpec:
         return ModelSpec(
@@ -51,6 +108,7 @@ class TtsSettings(BaseSettings):
             device=self.device,
             dtype=self.dtype,
             attn_implementation=self.attn_implementation,
+            allow_download=self.allow_download,
         )
 
     def limits(self) -> SynthesisLimits:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +26,10 @@ from voice_common.server.interceptor import ServerInterceptor
 from voice_common.tenancy import TenantResolver
 
 log = logging.getLogger(__name__)
+
+# A not-ready reason that changes only in its numbers (a download's progress) is logged at most this often.
+PROGRESS_LOG_SECONDS = 10.0
+_NUMBERS = re.compile(r"\d+(\.\d+)?")
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 
@@ -58,6 +64,8 @@ class VoiceServer:
         self._serving = False
         self._stopping = False
         self.last_readiness_error: str | None = "not checked yet"
+        self._logged_reason = ""
+        self._logged_at = 0.0
 
     @property
     def serving(self) -> bool:
@@ -76,8 +84,9 @@ class VoiceServer:
         except Exception as error:  # any failure means not ready; the reason is logged, not raised
             reason = f"{type(error).__name__}: {error}"
             # Log each new reason once: operators must see why (e.g. "run voice-admin migrate"), not every recheck.
-            if self._serving or reason != self.last_readiness_error:
+            if self._serving or self._new_reason(reason):
                 log.warning("not ready", extra={"reason": reason})
+                self._logged_reason, self._logged_at = reason, time.monotonic()
             self.last_readiness_error = reason
             await self._set_status(False)
             return False
@@ -86,6 +95,15 @@ class VoiceServer:
         self.last_readiness_error = None
         await self._set_status(True)
         return True
+
+    def _new_reason(self, reason: str) -> bool:
+        """Whether ``reason`` is news for the log. One that differs from the last logged one only in its numbers
+        (a download's progress: "downloading …: 35% of 2.5 GB") is logged at most every PROGRESS_LOG_SECONDS."""
+        if reason == self._logged_reason:
+            return False
+        if _NUMBERS.sub("#", reason) != _NUMBERS.sub("#", self._logged_reason):
+            return True
+        return time.monotonic() - self._logged_at >= PROGRESS_LOG_SECONDS
 
     async def _watch_readiness(self) -> None:
         while not self._stopping:

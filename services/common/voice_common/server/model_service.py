@@ -31,7 +31,6 @@ class ModelServiceSettings(Protocol):
     port: int
     metrics_port: int
     model: str
-    preload: bool
     idle_unload_seconds: float
     profiles_address: str
 
@@ -99,7 +98,8 @@ async def serve(
     if values.idle_unload_seconds > 0:
         interval = min(IDLE_CHECK_SECONDS, values.idle_unload_seconds)
         tasks.append(asyncio.create_task(app.models.run_idle_unloader(interval), name="idle-unloader"))
-    if values.preload:
+    # TTS_PRELOAD/ASR_PRELOAD, or a model that must be downloaded first (ModelManager.plan_preload).
+    if app.models.preload_expected:
         tasks.append(asyncio.create_task(app.preload(), name="preload"))
     try:
         if early_stops:
