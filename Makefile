@@ -7,7 +7,7 @@ PROTOS := $(shell find protos -name '*.proto')
 # A CPU-only interpreter on a 2-core machine: keep math libraries from oversubscribing the cores.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup stubs run test lint format bench migrate doctor tiny-model settings-docs clean
+.PHONY: setup stubs run test lint format bench migrate doctor tiny-model models settings-docs clean
 
 setup: $(VENV)/.installed stubs
 
@@ -62,6 +62,12 @@ bench: setup
 # A tiny random-weight Qwen3-TTS built with qwen_tts's own classes (no weights can be downloaded here).
 tiny-model: setup
 	$(PY) -m voice_tts.tiny_model --output models/tiny-qwen3-tts
+
+# The TTS model into the Hugging Face cache (HF_HUB_CACHE, else HF_HOME/hub), verified, resumable, for `make run`:
+# TTS_MODEL=1.7B (or any hub id) picks another; ASR_MODEL=small (a faster-whisper size or a hub id) adds a Whisper model.
+models: setup
+	$(VENV)/bin/voice-admin models pull tts $(if $(TTS_MODEL),--model '$(TTS_MODEL)')
+	$(if $(ASR_MODEL),$(VENV)/bin/voice-admin models pull asr --model '$(ASR_MODEL)')
 
 migrate: setup
 	$(VENV)/bin/voice-admin migrate
