@@ -47,6 +47,9 @@ def service_env(data_dir: Path, **extra: str) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
             "NO_PROXY": "*",
             "no_proxy": "*",
+            # A service whose model is a hub id would download it at start: no test reaches a real hub (a test
+            # of downloads serves one on loopback and lifts this).
+            "HF_HUB_OFFLINE": "1",
         }
     )
     env.update(extra)
