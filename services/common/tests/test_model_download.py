@@ -154,6 +154,16 @@ def test_a_corrupted_file_in_the_cache_is_found_and_downloaded_again(
     assert {getattr(r, "file", None) for r in warnings} == {"config.json", "model.safetensors"}
 
 
+def test_a_blob_gone_from_the_cache_is_downloaded_again(
+    hub: LocalHub, downloader: ModelDownloader, model_dir: Path
+) -> None:
+    report = downloader.download(REPO)
+    (report.snapshot / "vocabulary.txt").resolve().unlink()  # the link stays, pointing nowhere
+    again = downloader.download(REPO)
+    assert again.downloaded == ["vocabulary.txt"] and again.repaired == []
+    _same_files(again.snapshot, model_dir)
+
+
 def test_an_unreachable_hub_fails_within_seconds(tmp_path: Path) -> None:
     downloader = ModelDownloader(cache_dir=tmp_path / "hub", endpoint=f"http://127.0.0.1:{_closed_port()}")
     started = time.monotonic()

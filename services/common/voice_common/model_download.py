@@ -354,13 +354,13 @@ class ModelDownloader:
                     "endpoint": endpoint,
                 },
             )
-        with _ProgressWatch(
-            repo_id, folder / "blobs", missing, on_progress or (lambda _: None), self._progress_interval
-        ) as watch:
-            for file in missing:
-                watch.arriving(file)
-                self._fetch(repo_id, commit, file, cache_dir, endpoint, snapshot)
-                watch.arrived(file)
+            with _ProgressWatch(
+                repo_id, folder / "blobs", missing, on_progress or (lambda _: None), self._progress_interval
+            ) as watch:
+                for file in missing:
+                    watch.arriving(file)
+                    self._fetch(repo_id, commit, file, cache_dir, endpoint, snapshot)
+                    watch.arrived(file)
         if revision != commit:
             # Last: only now does the revision name a complete, verified snapshot (cached_snapshot's promise).
             (folder / "refs").mkdir(parents=True, exist_ok=True)
@@ -446,8 +446,7 @@ class ModelDownloader:
         """Verify a cached file; one that does not match is removed (to be downloaded again) and reported."""
         local = snapshot / file.path
         if not local.is_file():
-            _remove(local)  # a dangling link to a blob that is gone
-            return False
+            return False  # not there (or a link to a blob that is gone): downloaded as missing
         problem = file.mismatch(local)
         if problem is None:
             return False
