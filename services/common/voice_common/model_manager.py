@@ -222,11 +222,6 @@ class ModelManager(Generic[SpecT, ModelT]):
         """Whether loading the current spec starts with a download (cheap: file lookups)."""
         return self._fetch is not None and self._fetch.needed(self._spec)
 
-    @property
-    def download(self) -> DownloadProgress | None:
-        """The running download's latest progress, or None."""
-        return self._download
-
     async def preload(self) -> None:
         """Load at start; readiness waits for this (loaded or failed)."""
         try:
@@ -235,8 +230,8 @@ class ModelManager(Generic[SpecT, ModelT]):
             self._preload_setting = None
 
     def readiness_problem(self) -> str | None:
-        """Why the service holding this model must not take traffic now: a preload still running, or a model that
-        cannot serve (:meth:`problem`); None when it can."""
+        """Why the service holding this model must not take traffic now: a download running (with its progress), a
+        preload still running, or a model that cannot serve (:meth:`problem`); None when it can."""
         download = self._download
         if download is not None:
             return f"downloading {download.repo_id}: {download.percent}% of {size_text(download.total_bytes)}"
