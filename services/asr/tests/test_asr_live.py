@@ -383,3 +383,27 @@ def test_asr_live_drops_whisper_repeating_its_prompt() -> None:
     recognizer.step()
     recognizer.finish()
     assert recognizer.text.split() == [*sentence, "our", "team", "finished"]
+
+
+def test_asr_live_drops_words_whisper_wrote_after_the_speech() -> None:
+    """Whisper may go on writing after the speech ("... the new project we will meet again next week." with the
+    repeat squeezed into the last 20 ms, seen from tiny.en on an AMD EPYC): words with no time are not committed,
+    the words said are."""
+    said = ["we", "will", "meet", "again", "next", "week", "to", "discuss", "the", "new", "project"]
+
+    def writes_on_after_the_speech(audio: np.ndarray, prompt: str | None) -> list[Word]:
+        words = [Word(f" {t}", i * 0.3, i * 0.3 + 0.25, 0.9) for i, t in enumerate(said)]
+        end = words[-1].end
+        return words + [Word(f" {t}", end, end + (0.02 if t == "again" else 0.0), 0.5) for t in said[:6]]
+
+    def one_utterance(audio: np.ndarray) -> list[tuple[float, float]]:
+        return [(0.0, min(len(audio) / SAMPLE_RATE, 3.3))]
+
+    recognizer = StreamingRecognizer(
+        writes_on_after_the_speech, LiveSettings(step_seconds=1.0), speech_spans=one_utterance
+    )
+    recognizer.feed(np.full(5 * SAMPLE_RATE, 0.1, dtype=np.float32))
+    results = recognizer.step()  # 1.7 s of silence after the speech: the utterance is final
+    assert [r.is_final for r in results] == [True]
+    assert recognizer.text.split() == said
+    assert all(w.end - w.start >= 0.25 for w in results[0].words)

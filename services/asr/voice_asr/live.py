@@ -146,6 +146,9 @@ _SENTENCE_END = re.compile(r"[.?!…][\"')\]]*$")
 # Prompt repeats: runs of at least this many words found in the last _REPEAT_WINDOW committed words.
 _REPEAT_MIN_WORDS = 4
 _REPEAT_WINDOW = 60
+# A word shorter than this at the end of a pass has no sound under it (real words take 0.1 s or more; Whisper's
+# alignment steps are 20 ms).
+_UNHEARD_SECONDS = 0.05
 
 
 def _norm(word: Word) -> str:
@@ -338,6 +341,12 @@ class StreamingRecognizer:
         self.stats.passes += 1
         self._pass_end = self._buffer_start + len(audio)
         shifted = [replace(w, start=w.start + offset, end=w.end + offset) for w in words if _norm(w)]
+        # Whisper may go on writing after the speech: a repeat of what it just said ("... the new project project.",
+        # "... project we will meet again next week."), or "Alright.", all squeezed by the alignment into the last
+        # instant of the audio (seen on an AMD EPYC in 1 final pass of 3 of the same file). Words with no time are
+        # words nobody said.
+        while shifted and shifted[-1].end - shifted[-1].start < _UNHEARD_SECONDS:
+            shifted.pop()
         # The buffer may still hold committed words: skip those (by time, with Whisper's timing slack); and words
         # that start where the detector heard no speech were made up.
         last_start = float("inf") if speech_end is None else speech_end
