@@ -18,6 +18,17 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 VERSION_TABLE = "alembic_version_profiles"
 
 
+class _DialectAnnouncements(logging.Filter):
+    """Alembic opens every run with "Context impl SQLiteImpl." and "Will assume non-transactional DDL.": nothing an
+    operator acts on at a first start. Its "Running upgrade 0001 -> 0002, ..." lines stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(("Context impl ", "Will assume "))
+
+
+logging.getLogger("alembic.runtime.migration").addFilter(_DialectAnnouncements())
+
+
 def alembic_config(database_url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
