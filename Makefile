@@ -59,7 +59,7 @@ format: setup
 bench: setup
 	$(PY) -m bench
 
-# A tiny random-weight Qwen3-TTS built with qwen_tts's own classes (no weights can be downloaded here).
+# A tiny random-weight Qwen3-TTS built with qwen_tts's own classes, for machines without a network (and the tests).
 tiny-model: setup
 	$(PY) -m voice_tts.tiny_model --output models/tiny-qwen3-tts
 
