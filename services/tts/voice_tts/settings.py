@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from voice_common.model_manager import ALLOW_DOWNLOAD_DESCRIPTION
 from voice_tts.model_manager import DEFAULT_MODEL, ModelSpec
 
 if TYPE_CHECKING:
@@ -32,13 +33,7 @@ class TtsSettings(BaseSettings):
         "model: `make tiny-model`, then TTS_MODEL=models/tiny-qwen3-tts. Without a usable model the service still "
         "starts and reports NOT_SERVING with the reason.",
     )
-    allow_download: bool = Field(
-        True,
-        description="Download a hub model that is not in the local cache: at start, NOT_SERVING with the progress "
-        "until it is there (a LoadModel of such a model downloads it too). false: never contact the hub, for "
-        "clusters that mount a pre-filled cache or model directory; a missing model is then NOT_SERVING with the "
-        "way out.",
-    )
+    allow_download: bool = Field(True, description=ALLOW_DOWNLOAD_DESCRIPTION)
     device: str = Field(
         "auto",
         description="Where the model runs: auto (cuda:0 when a CUDA GPU is there, else cpu), cpu, cuda or cuda:N.",

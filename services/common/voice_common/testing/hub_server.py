@@ -100,6 +100,11 @@ class LocalHub:
             raise RuntimeError("the hub is not started")
         return f"http://{self.host}:{self._server.server_address[1]}"
 
+    def client_environment(self, cache_dir: Path) -> dict[str, str]:
+        """What a client process needs to download from this hub into ``cache_dir`` (a proxy must not take the
+        loopback calls)."""
+        return {"HF_ENDPOINT": self.endpoint, "HF_HUB_CACHE": str(cache_dir), "NO_PROXY": self.host}
+
     def add_model(self, repo_id: str, directory: Path) -> str:
         """Serve every file under ``directory`` as the model ``repo_id``; returns its commit id."""
         files = {
