@@ -149,6 +149,8 @@ _REPEAT_WINDOW = 60
 # A word shorter than this at the end of a pass has no sound under it (real words take 0.1 s or more; Whisper's
 # alignment steps are 20 ms).
 _UNHEARD_SECONDS = 0.05
+# Below this probability a word is as likely made up as heard (faster-whisper's mark of a hallucinated word).
+_UNSURE_PROBABILITY = 0.15
 
 
 def _norm(word: Word) -> str:
@@ -345,8 +347,13 @@ class StreamingRecognizer:
         # "... project we will meet again next week."), or "Alright.", all squeezed by the alignment into the last
         # instant of the audio (seen on an AMD EPYC in 1 final pass of 3 of the same file). Words with no time are
         # words nobody said.
-        while shifted and shifted[-1].end - shifted[-1].start < _UNHEARD_SECONDS:
-            shifted.pop()
+        if shifted and shifted[-1].end - shifted[-1].start < _UNHEARD_SECONDS:
+            while shifted and shifted[-1].end - shifted[-1].start < _UNHEARD_SECONDS:
+                shifted.pop()
+            # The first word it wrote past the speech may get the silence left over as its time ("We" over
+            # the last 0.3 s, beyond the detector's end of speech), but not Whisper's confidence.
+            while shifted and shifted[-1].probability < _UNSURE_PROBABILITY:
+                shifted.pop()
         # The buffer may still hold committed words: skip those (by time, with Whisper's timing slack); and words
         # that start where the detector heard no speech were made up.
         last_start = float("inf") if speech_end is None else speech_end
