@@ -525,7 +525,8 @@ async def test_why_not_ready_is_logged(caplog: pytest.LogCaptureFixture) -> None
 async def test_a_reason_that_only_counts_up_is_not_logged_at_every_check(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A download's progress changes the reason at every recheck: the log gets it now and then, not each time."""
+    """A download's progress changes the reason at every recheck: the log gets it once (the model manager logs
+    the progress itself), health always has the current one."""
     reason = "downloading Org/Model: 0% of 2.5 GB"
 
     async def readiness() -> None:

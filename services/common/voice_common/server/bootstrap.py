@@ -12,7 +12,6 @@ import contextlib
 import logging
 import re
 import signal
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +26,7 @@ from voice_common.tenancy import TenantResolver
 
 log = logging.getLogger(__name__)
 
-# A not-ready reason that changes only in its numbers (a download's progress) is logged at most this often.
-PROGRESS_LOG_SECONDS = 10.0
+# A not-ready reason that changes only in its numbers (a download's progress) is not news for the log.
 _NUMBERS = re.compile(r"\d+(\.\d+)?")
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -65,7 +63,6 @@ class VoiceServer:
         self._stopping = False
         self.last_readiness_error: str | None = "not checked yet"
         self._logged_reason = ""
-        self._logged_at = 0.0
 
     @property
     def serving(self) -> bool:
@@ -86,7 +83,7 @@ class VoiceServer:
             # Log each new reason once: operators must see why (e.g. "run voice-admin migrate"), not every recheck.
             if self._serving or self._new_reason(reason):
                 log.warning("not ready", extra={"reason": reason})
-                self._logged_reason, self._logged_at = reason, time.monotonic()
+                self._logged_reason = reason
             self.last_readiness_error = reason
             await self._set_status(False)
             return False
@@ -97,13 +94,10 @@ class VoiceServer:
         return True
 
     def _new_reason(self, reason: str) -> bool:
-        """Whether ``reason`` is news for the log. One that differs from the last logged one only in its numbers
-        (a download's progress: "downloading …: 35% of 2.5 GB") is logged at most every PROGRESS_LOG_SECONDS."""
-        if reason == self._logged_reason:
-            return False
-        if _NUMBERS.sub("#", reason) != _NUMBERS.sub("#", self._logged_reason):
-            return True
-        return time.monotonic() - self._logged_at >= PROGRESS_LOG_SECONDS
+        """Whether ``reason`` is news for the log: one that differs from the last logged one only in its numbers
+        (a download's progress: "downloading …: 35% of 2.5 GB") is not; whoever makes the progress logs it now and
+        then (the model manager does), and health always carries the current reason."""
+        return _NUMBERS.sub("#", reason) != _NUMBERS.sub("#", self._logged_reason)
 
     async def _watch_readiness(self) -> None:
         while not self._stopping:
