@@ -46,15 +46,7 @@ from voice_asr import metrics
 from voice_asr.short_window import FULL_WINDOW_FRAMES, SAMPLES_PER_FRAME, short_window_frames
 from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Segment, Transcript, Word
 from voice_common.errors import ErrorList
-from voice_common.model_download import (
-    HubUnreachable,
-    ModelDownloadError,
-    ModelNotOnHub,
-    cached_snapshot,
-    hub_cache_dir,
-    is_hub_id,
-)
-from voice_common.model_manager import HubFetch, LoadMetrics, ModelFetch, ModelManager
+from voice_common.model_manager import HubFetch, LoadMetrics, ModelFetch, ModelFiles, ModelManager
 
 # Measured on flite speech (tiny.en, int8, 2 threads on a 2-core machine that was busy with other work, median of
 # 3; RTF = processing / audio seconds):
@@ -132,8 +124,7 @@ class AsrModelSpec:
 
     def hub_id(self) -> str | None:
         """The hub repository this spec names, or None: a directory, or a path that is not there."""
-        model = self.model_path()
-        return model if is_hub_id(model) and not Path(model).expanduser().exists() else None
+        return WHISPER_FILES.hub_id(self.model_path())
 
 
 def whisper_languages() -> frozenset[str]:
@@ -152,41 +143,20 @@ class TranscriptionStopped(Exception):
         self.partial = partial
 
 
+WHISPER_FILES = ModelFiles(
+    kind="a CTranslate2 Whisper model",
+    required_files=REQUIRED_FILES,
+    download_setting="ASR_ALLOW_DOWNLOAD",
+    how_to_set=HOW_TO_SET_MODEL,
+    how_to_get=how_to_get,
+)
+
+
 def check_available(spec: AsrModelSpec, *, cache_dir: Path | None = None) -> str | None:
     """Why ``spec`` cannot load, or None when it might: a cheap look at files, nothing is loaded or downloaded."""
-    model = spec.model_path()
-    path = Path(model).expanduser()
-    if path.is_dir():
-        missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
-        if missing:
-            return (
-                f"model directory {model!r} is not a CTranslate2 Whisper model (no {', '.join(missing)}): "
-                + HOW_TO_SET_MODEL
-            )
-        return None
-    if path.exists():
-        return f"model {model!r} is a file, not a model directory: " + HOW_TO_SET_MODEL
-    hub_id = spec.hub_id()
-    if hub_id is None:
-        return f"model directory {model!r} does not exist: " + HOW_TO_SET_MODEL
-    cache = cache_dir or hub_cache_dir()
-    if spec.allow_download or cached_snapshot(hub_id, required=REQUIRED_FILES, cache_dir=cache) is not None:
-        return None
-    return (
-        f"model {model!r} is neither a directory nor in the local Hugging Face cache ({cache}), and downloads are "
-        "off (ASR_ALLOW_DOWNLOAD=false): " + how_to_get(spec.model.strip())
+    return WHISPER_FILES.why_unavailable(
+        spec.model_path(), named=spec.model.strip(), allow_download=spec.allow_download, cache_dir=cache_dir
     )
-
-
-def model_directory(spec: AsrModelSpec) -> str:
-    """The directory to load: the model directory, or the cached snapshot of the hub model."""
-    hub_id = spec.hub_id()
-    if hub_id is None:
-        return spec.model_path()
-    snapshot = cached_snapshot(hub_id, required=REQUIRED_FILES)
-    if snapshot is None:
-        raise FileNotFoundError(f"{hub_id} is not in the local Hugging Face cache ({hub_cache_dir()})")
-    return str(snapshot)
 
 
 def resolve_device(device: str) -> tuple[str, int]:
@@ -441,7 +411,7 @@ def load_whisper(spec: AsrModelSpec) -> tuple[WhisperEngine, str, str]:
 
     # A directory (a str: CTranslate2's constructor accepts only str), so faster-whisper never looks online.
     model = ShortWindowWhisperModel(
-        model_directory(spec),
+        str(WHISPER_FILES.directory(spec.model_path())),
         device=device,
         device_index=index,
         compute_type=compute_type,
@@ -456,16 +426,11 @@ def load_whisper(spec: AsrModelSpec) -> tuple[WhisperEngine, str, str]:
 
 def _failure_message(spec: AsrModelSpec, error: BaseException) -> str:
     model = spec.model_path()
-    if isinstance(error, HubUnreachable):
-        return (
-            f"model {model!r} is not in the local Hugging Face cache ({hub_cache_dir()}) and {error}: "
-            + how_to_get(spec.model.strip())
-        )
-    if isinstance(error, ModelNotOnHub):
-        return f"model {model!r} is neither a model directory nor on the hub: {error}. " + HOW_TO_SET_MODEL
-    if isinstance(error, ModelDownloadError):
-        return f"model {model!r} could not be downloaded: {error}. " + how_to_get(spec.model.strip())
-    return f"model {model!r} could not be loaded: {type(error).__name__}: {error}. " + HOW_TO_SET_MODEL
+    download = WHISPER_FILES.download_failure(model, error, named=spec.model.strip())
+    return (
+        download
+        or f"model {model!r} could not be loaded: {type(error).__name__}: {error}. " + HOW_TO_SET_MODEL
+    )
 
 
 AsrModelManager = ModelManager[AsrModelSpec, WhisperEngine]

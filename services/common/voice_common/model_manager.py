@@ -26,12 +26,23 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import Counter, Gauge
 
 from voice_common.errors import Unavailable
-from voice_common.model_download import DownloadProgress, ModelDownloader, size_text
+from voice_common.model_download import (
+    DownloadProgress,
+    HubUnreachable,
+    ModelDownloader,
+    ModelDownloadError,
+    ModelNotOnHub,
+    cached_snapshot,
+    hub_cache_dir,
+    is_hub_id,
+    size_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +94,84 @@ class HubSpec(HasModelName, Protocol):
     def hub_id(self) -> str | None:
         """The hub repository the spec names ("Qwen/…"), or None (a model directory, a path that is not there)."""
         ...
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Where a service's model comes from (a directory, the Hugging Face cache, the hub) and what an operator is
+    told when it cannot: one rule for TTS and ASR, with what is each service's own as values.
+
+    ``model`` below is the directory or hub id to load (a size name already resolved); ``named`` is how the
+    operator wrote it, for the command the message suggests.
+    """
+
+    kind: str  # what a model directory must be: "a Qwen3-TTS checkpoint"
+    required_files: tuple[str, ...]  # what such a directory (or a cached snapshot) must hold
+    download_setting: str  # "TTS_ALLOW_DOWNLOAD"
+    how_to_set: str  # the ways out that need no network
+    how_to_get: Callable[
+        [str], str
+    ]  # the ways out for a hub model this machine does not have, given ``named``
+
+    def hub_id(self, model: str) -> str | None:
+        """The hub repository ``model`` names, or None: a directory, or a path that is not there."""
+        return model if is_hub_id(model) and not Path(model).expanduser().exists() else None
+
+    def why_unavailable(
+        self, model: str, *, named: str, allow_download: bool, cache_dir: Path | None = None
+    ) -> str | None:
+        """Why ``model`` cannot load, or None when it might: a cheap look at files, nothing is loaded or
+        downloaded. A hub id missing from the cache (``cache_dir``, else the environment's) can load when downloads
+        are allowed: the load downloads it first."""
+        path = Path(model).expanduser()
+        if path.is_dir():
+            missing = [name for name in self.required_files if not (path / name).is_file()]
+            if missing:
+                return (
+                    f"model directory {model!r} is not {self.kind} (no {', '.join(missing)}): "
+                    + self.how_to_set
+                )
+            return None
+        if path.exists():
+            return f"model {model!r} is a file, not a model directory: " + self.how_to_set
+        hub_id = self.hub_id(model)
+        if hub_id is None:
+            # Not shaped like a hub id ("owner/name"): a path that is not there.
+            return f"model directory {model!r} does not exist: " + self.how_to_set
+        cache = cache_dir or hub_cache_dir()
+        if (
+            allow_download
+            or cached_snapshot(hub_id, required=self.required_files, cache_dir=cache) is not None
+        ):
+            return None
+        return (
+            f"model {model!r} is neither a directory nor in the local Hugging Face cache ({cache}), and downloads "
+            f"are off ({self.download_setting}=false): " + self.how_to_get(named)
+        )
+
+    def directory(self, model: str) -> Path:
+        """The directory to load: ``model`` itself, or the cached snapshot of the hub model it names (the download,
+        if any, has happened: the loader must never look online)."""
+        hub_id = self.hub_id(model)
+        if hub_id is None:
+            return Path(model).expanduser()
+        snapshot = cached_snapshot(hub_id, required=self.required_files)
+        if snapshot is None:
+            raise FileNotFoundError(f"{hub_id} is not in the local Hugging Face cache ({hub_cache_dir()})")
+        return snapshot
+
+    def download_failure(self, model: str, error: BaseException, *, named: str) -> str | None:
+        """What to tell an operator about a load that failed in its download, or None for any other failure."""
+        if isinstance(error, HubUnreachable):
+            return (
+                f"model {model!r} is not in the local Hugging Face cache ({hub_cache_dir()}) and {error}: "
+                + self.how_to_get(named)
+            )
+        if isinstance(error, ModelNotOnHub):
+            return f"model {model!r} is neither a model directory nor on the hub: {error}. " + self.how_to_set
+        if isinstance(error, ModelDownloadError):
+            return f"model {model!r} could not be downloaded: {error}. " + self.how_to_get(named)
+        return None
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from voice_common.errors import Unavailable
+from voice_common.model_download import hub_cache_dir
 from voice_tts.model_manager import (
     DEFAULT_MODEL,
     ModelManager,
     ModelSpec,
     ModelState,
     check_available,
-    hub_cache_dir,
     resolve_model,
 )
 from voice_tts.tiny_model import build_tiny_model

@@ -20,14 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from voice_common import model_manager as generic
-from voice_common.model_download import (
-    HubUnreachable,
-    ModelDownloadError,
-    ModelNotOnHub,
-    cached_snapshot,
-    hub_cache_dir,
-    is_hub_id,
-)
 
 # Part of this module's API (the servicer and the tests import it from here).
 from voice_common.model_manager import ModelState as ModelState
@@ -52,8 +44,7 @@ class ModelSpec:
 
     def hub_id(self) -> str | None:
         """The hub repository this spec names, or None: a directory, or a path that is not there."""
-        model = resolve_model(self.model)
-        return model if is_hub_id(model) and not Path(model).expanduser().exists() else None
+        return QWEN3_TTS_FILES.hub_id(resolve_model(self.model))
 
 
 @dataclass(frozen=True)
@@ -115,6 +106,15 @@ def how_to_get(model: str) -> str:
     return f"run {pull} where there is a network (it fills the Hugging Face cache), or " + HOW_TO_SET_MODEL
 
 
+QWEN3_TTS_FILES = generic.ModelFiles(
+    kind="a Qwen3-TTS checkpoint",
+    required_files=REQUIRED_FILES,
+    download_setting="TTS_ALLOW_DOWNLOAD",
+    how_to_set=HOW_TO_SET_MODEL,
+    how_to_get=how_to_get,
+)
+
+
 def check_available(spec: ModelSpec, *, cache_dir: Path | None = None) -> str | None:
     """Why ``spec`` cannot load, or None when it might: a cheap look at files, nothing is loaded or downloaded.
 
@@ -124,53 +124,15 @@ def check_available(spec: ModelSpec, *, cache_dir: Path | None = None) -> str | 
     FAILED load.
     """
     model = resolve_model(spec.model)
-    path = Path(model).expanduser()
-    if path.is_dir():
-        missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
-        if missing:
-            return (
-                f"model directory {model!r} is not a Qwen3-TTS checkpoint (no {', '.join(missing)}): "
-                + HOW_TO_SET_MODEL
-            )
-        return None
-    if path.exists():
-        return f"model {model!r} is a file, not a model directory: " + HOW_TO_SET_MODEL
-    hub_id = spec.hub_id()
-    if hub_id is None:
-        # Not shaped like a hub id ("owner/name"): a path that is not there.
-        return f"model directory {model!r} does not exist: " + HOW_TO_SET_MODEL
-    cache = cache_dir or hub_cache_dir()
-    if spec.allow_download or cached_snapshot(hub_id, required=REQUIRED_FILES, cache_dir=cache) is not None:
-        return None
-    return (
-        f"model {model!r} is neither a directory nor in the local Hugging Face cache ({cache}), and downloads "
-        "are off (TTS_ALLOW_DOWNLOAD=false): " + how_to_get(model)
+    return QWEN3_TTS_FILES.why_unavailable(
+        model, named=model, allow_download=spec.allow_download, cache_dir=cache_dir
     )
 
 
 def _not_available_message(spec: ModelSpec, error: BaseException) -> str:
     model = resolve_model(spec.model)
-    if isinstance(error, HubUnreachable):
-        return (
-            f"model {model!r} is not in the local Hugging Face cache ({hub_cache_dir()}) and {error}: "
-            + how_to_get(model)
-        )
-    if isinstance(error, ModelNotOnHub):
-        return f"model {model!r} is neither a model directory nor on the hub: {error}. " + HOW_TO_SET_MODEL
-    if isinstance(error, ModelDownloadError):
-        return f"model {model!r} could not be downloaded: {error}. " + how_to_get(model)
-    return f"model {model!r} could not be loaded: {type(error).__name__}: {error}"
-
-
-def model_directory(spec: ModelSpec) -> Path:
-    """The directory to load: the model directory, or the cached snapshot of the hub model."""
-    hub_id = spec.hub_id()
-    if hub_id is None:
-        return Path(resolve_model(spec.model)).expanduser()
-    snapshot = cached_snapshot(hub_id, required=REQUIRED_FILES)
-    if snapshot is None:
-        raise FileNotFoundError(f"{hub_id} is not in the local Hugging Face cache ({hub_cache_dir()})")
-    return snapshot
+    download = QWEN3_TTS_FILES.download_failure(model, error, named=model)
+    return download or f"model {model!r} could not be loaded: {type(error).__name__}: {error}"
 
 
 def load_qwen3_tts(spec: ModelSpec) -> tuple[Any, str, str]:
@@ -183,7 +145,7 @@ def load_qwen3_tts(spec: ModelSpec) -> tuple[Any, str, str]:
     if spec.attn_implementation:
         kwargs["attn_implementation"] = spec.attn_implementation
     # A directory, never a hub id: the download (if any) has happened, and from_pretrained must not look online.
-    model = Qwen3TTSModel.from_pretrained(str(model_directory(spec)), **kwargs)
+    model = Qwen3TTSModel.from_pretrained(str(QWEN3_TTS_FILES.directory(resolve_model(spec.model))), **kwargs)
     if getattr(model.model, "tts_model_type", "base") != "base":
         raise ValueError(
             f"{spec.model!r} is a {model.model.tts_model_type!r} model; voice cloning needs a Base model"
