@@ -19,10 +19,9 @@ from voice_asr.engine import (
     check_available,
     default_model,
     new_model_manager,
-    repeats_itself,
 )
 from voice_asr.short_window import short_window_frames
-from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Word
+from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Word, repeats_itself
 from voice_common.errors import InvalidArgument
 from voice_common.model_manager import ModelState
 from voice_common.testing.speech import (

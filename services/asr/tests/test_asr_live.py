@@ -410,3 +410,28 @@ def test_asr_live_drops_words_whisper_wrote_after_the_speech() -> None:
     assert [r.is_final for r in results] == [True]
     assert recognizer.text.split() == said
     assert all(w.end - w.start >= 0.25 for w in results[0].words)
+
+
+def test_asr_live_a_final_pass_that_loops_is_heard_as_a_plain_pass() -> None:
+    """The pass that makes an utterance final decodes with a prompt and the temperature fallback; when that ends in
+    a loop, the plain decode (no prompt, no sampling) is what is committed."""
+    said = ["we", "will", "meet", "again", "next", "week", "to", "discuss", "the", "new", "project"]
+    loop = [*said, "and", "the", "first", "time", "we", "get", "the", "first", "time", "we", "get"]
+    prompts: list[str | None] = []
+
+    def loops_with_a_prompt(audio: np.ndarray, prompt: str | None) -> list[Word]:
+        prompts.append(prompt)
+        heard, step = (loop, 0.15) if prompt is not None else (said, 0.3)
+        return [Word(f" {t}", i * step, i * step + 0.12, 0.9) for i, t in enumerate(heard)]
+
+    def one_utterance(audio: np.ndarray) -> list[tuple[float, float]]:
+        return [(0.0, min(len(audio) / SAMPLE_RATE, 3.3))]
+
+    recognizer = StreamingRecognizer(
+        loops_with_a_prompt, LiveSettings(step_seconds=1.0), speech_spans=one_utterance
+    )
+    recognizer.feed(np.full(5 * SAMPLE_RATE, 0.1, dtype=np.float32))
+    results = recognizer.step()
+    assert [r.is_final for r in results] == [True]
+    assert prompts == ["", None]  # the final pass, then the plain one
+    assert recognizer.text.split() == said

@@ -34,8 +34,7 @@ window's WER was 0.063 against 0.046.
 from __future__ import annotations
 
 import time
-import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ import numpy as np
 
 from voice_asr import metrics
 from voice_asr.short_window import FULL_WINDOW_FRAMES, SAMPLES_PER_FRAME, short_window_frames
-from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Segment, Transcript, Word
+from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Segment, Transcript, Word, repeats_itself
 from voice_common.errors import ErrorList
 from voice_common.model_manager import HubFetch, LoadMetrics, ModelFetch, ModelFiles, ModelManager
 
@@ -325,30 +324,6 @@ class WhisperEngine:
 _TOKENS_BASE = 10
 _TOKENS_PER_SECOND = 10
 _MAX_SHORT_WINDOW_TOKENS = 200  # prompt (at most 224 tokens) + budget stays within Whisper's 448
-# A run of this many words said twice in a row, in one pass of a few seconds, is a loop, not speech.
-_REPEATED_RUN_WORDS = 3
-# A text whose last words repeat, this many or a whole period of them, ends in a loop.
-_LOOP_TAIL_WORDS = 4
-# gzip ratio above which faster-whisper, too, calls a decode repetitive (its compression_ratio_threshold).
-_MAX_COMPRESSION_RATIO = 2.4
-
-
-def repeats_itself(words: Sequence[Word], text: str) -> bool:
-    """Whether a decode looks like Whisper looping: a run of words said twice in a row, a text that ends repeating
-    itself (a loop the token budget cut short), or a text that compresses like a repetition."""
-    said = [word.text.strip().lower().strip(".,?!;:…\"'") for word in words]
-    count = len(said)
-    for period in range(_REPEATED_RUN_WORDS, count - _REPEATED_RUN_WORDS + 1):
-        for start in range(count - 2 * period + 1):
-            if said[start : start + period] == said[start + period : start + 2 * period]:
-                return True
-        tail = 0
-        while tail < count - period and said[count - 1 - tail] == said[count - 1 - tail - period]:
-            tail += 1
-        if tail >= min(period, _LOOP_TAIL_WORDS):
-            return True
-    data = text.encode()
-    return len(data) > 0 and len(data) / len(zlib.compress(data)) > _MAX_COMPRESSION_RATIO
 
 
 def _language(options: RecognitionOptions) -> str | None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Transcript, Word
+from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Transcript, Word, repeats_itself
 
 # Audio (16 kHz mono float32) and a prompt to the words heard, with times relative to the start of the audio. The
 # prompt is the committed text before the audio for a pass that makes text final ("" when there is none), and None
@@ -339,6 +339,13 @@ class StreamingRecognizer:
         # text. A final pass always gets a string ("" without context), an interim one None, so that the recognizer
         # decodes final passes more carefully (pass_options).
         words = self._recognize(audio, (self._prompt() or "") if final else None)
+        if final and repeats_itself(words, _join(words)):
+            # A final pass decodes with the committed text as its prompt and the temperature fallback. When it ends
+            # in a loop anyway ("... the new project and the next project will be the first time we get a new
+            # project from the first time we get a new project from ...", once in four suite runs on an AMD EPYC),
+            # what is heard is the plain decode that interim passes make (no prompt, no sampling).
+            self.stats.passes += 1
+            words = self._recognize(audio, None)
         self.stats.recognition_seconds += self._clock() - t0
         self.stats.passes += 1
         self._pass_end = self._buffer_start + len(audio)

@@ -3,6 +3,8 @@ faster-whisper; the engine adapter converts its results into these)."""
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -69,3 +71,29 @@ class TranscriptionTimings:
 class TranscriptionResult:
     transcript: Transcript
     timings: TranscriptionTimings = field(default_factory=TranscriptionTimings)
+
+
+# A run of this many words said twice in a row, in one pass of a few seconds, is a loop, not speech.
+_REPEATED_RUN_WORDS = 3
+# A text whose last words repeat, this many or a whole period of them, ends in a loop.
+_LOOP_TAIL_WORDS = 4
+# gzip ratio above which faster-whisper, too, calls a decode repetitive (its compression_ratio_threshold).
+_MAX_COMPRESSION_RATIO = 2.4
+
+
+def repeats_itself(words: Sequence[Word], text: str) -> bool:
+    """Whether a decode looks like Whisper looping: a run of words said twice in a row, a text that ends repeating
+    itself (a loop the token budget cut short), or a text that compresses like a repetition."""
+    said = [word.text.strip().lower().strip(".,?!;:…\"'") for word in words]
+    count = len(said)
+    for period in range(_REPEATED_RUN_WORDS, count - _REPEATED_RUN_WORDS + 1):
+        for start in range(count - 2 * period + 1):
+            if said[start : start + period] == said[start + period : start + 2 * period]:
+                return True
+        tail = 0
+        while tail < count - period and said[count - 1 - tail] == said[count - 1 - tail - period]:
+            tail += 1
+        if tail >= min(period, _LOOP_TAIL_WORDS):
+            return True
+    data = text.encode()
+    return len(data) > 0 and len(data) / len(zlib.compress(data)) > _MAX_COMPRESSION_RATIO
