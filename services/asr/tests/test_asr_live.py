@@ -65,7 +65,7 @@ Recognize = Callable[[np.ndarray, str | None], Sequence[Word]]
 @pytest.fixture(scope="module")
 def recognize(engine: WhisperEngine) -> Recognize:
     """The service's recognizer: the real engine (tiny.en, int8, 2 threads), decoding each pass as the service
-    does (pass_options: interim passes on a short window without the fallback, final passes as Transcribe)."""
+    does (pass_options: interim passes on a short window, final passes with the committed text as prompt)."""
     settings = LiveSettings()
     options = RecognitionOptions(language="en", beam_size=5)
 
