@@ -13,9 +13,11 @@ Length tolerances used below, in seconds of decoded audio:
 
 from __future__ import annotations
 
+import io
 import struct
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,20 +26,30 @@ from voice_common.audio import (
     AudioDecodeError,
     AudioEncoding,
     AudioTooLongError,
+    AudioTruncatedError,
     AudioWarningCode,
     DecodedAudio,
     NoAudioTrackError,
+    ReferenceLimits,
     StreamingEncoder,
     analyse,
     decode_audio,
     decode_linear16,
+    decode_reference_audio,
     encode_audio,
     mime_type_for,
     resample,
 )
 from voice_common.audio.encoding import to_s16
 from voice_common.errors import InvalidArgument
-from voice_common.testing.media_files import KINDS, encode_file, speechlike, tone
+from voice_common.testing.media_files import (
+    KINDS,
+    encode_file,
+    speechlike,
+    tone,
+    wav_data_size,
+    with_wav_data_size,
+)
 
 RATE = 24000
 MP4_FAMILY = "mov,mp4,m4a,3gp,3g2,mj2"
@@ -99,6 +111,7 @@ def test_round_trip_every_kind(kind: str, voice: np.ndarray, files: dict[str, by
     # Energy preserved (lossy codecs and the downmix of identical channels change it by well under 1.5 dB).
     assert abs(rms_db(decoded.samples) - rms_db(voice)) < 1.5
     assert not analyse(decoded.samples, RATE).is_silent
+    assert decoded.truncation is None, "a whole file is not taken for a cut one"
 
 
 def test_wav_and_flac_are_sample_exact(voice: np.ndarray, files: dict[str, bytes]) -> None:
@@ -206,12 +219,98 @@ def test_wav_header_without_samples(files: dict[str, bytes]) -> None:
         decode_audio(files["wav"][:44])
 
 
-def test_file_cut_in_the_middle_gives_the_audio_before_the_cut(files: dict[str, bytes]) -> None:
-    # As media players do: a WAV/MP3 whose tail is missing decodes up to the cut.
-    for kind in ("wav", "mp3"):
-        data = files[kind]
-        decoded = decode_audio(data[: len(data) // 2])
-        assert 0.5 < decoded.duration_seconds < 1.0
+# --- cut-off files -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["mp3", "flac", "m4a_faststart", "webm_audio_only", "aac"])
+def test_file_cut_in_the_middle_gives_the_audio_before_the_cut_and_says_so(kind: str, tmp_path: Path) -> None:
+    # As media players do, the audio up to the cut; and the note a sample's TRUNCATED warning carries. MP3, FLAC,
+    # MP4 and Matroska declare their length in a header; raw AAC leaves a last frame that does not decode.
+    if kind == "m4a_faststart":
+        data = _remux_audio(
+            encode_file(speechlike(4.0, RATE, seed=8), RATE, "m4a"), tmp_path / "a.m4a", "mp4"
+        )
+        assert data.find(b"moov") < data.find(b"mdat"), "the index first, so a cut copy still opens"
+    elif kind == "webm_audio_only":
+        data = _remux_audio(
+            encode_file(speechlike(4.0, RATE, seed=8), RATE, "webm"), tmp_path / "a.webm", "webm"
+        )
+    else:
+        data = encode_file(speechlike(4.0, RATE, seed=8), RATE, kind)
+    decoded = decode_audio(data[: len(data) // 2])
+    assert 1.0 < decoded.duration_seconds < 3.0
+    assert decoded.truncation is not None
+    assert "cut short" in decoded.truncation and "upload the whole file again" in decoded.truncation
+    if kind != "aac":
+        assert "declares 4.0" in decoded.truncation, decoded.truncation
+    assert decode_audio(data).truncation is None
+
+
+def _remux_audio(data: bytes, path: Path, container_format: str) -> bytes:
+    """The audio track of ``data`` alone in a ``container_format`` file; an MP4 gets its index (moov) before the
+    audio, as phones and ``-movflags faststart`` write it."""
+    import av
+
+    options = {"movflags": "faststart"} if container_format == "mp4" else {}
+    with (
+        av.open(io.BytesIO(data)) as source,
+        av.open(str(path), "w", format=container_format, options=options) as target,
+    ):
+        stream = target.add_stream_from_template(source.streams.audio[0])
+        for packet in source.demux(source.streams.audio[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                target.mux(packet)
+    return path.read_bytes()
+
+
+def test_mp3_without_a_length_tag_is_not_judged_by_an_estimate() -> None:
+    # No Xing/Info tag (a streamed MP3): FFmpeg's duration is an estimate from the bit rate, not a declaration.
+    whole = encode_audio(speechlike(4.0, RATE, seed=8), RATE, AudioEncoding.MP3)
+    encoder = StreamingEncoder(AudioEncoding.MP3, RATE, RATE)
+    streamed = encoder.encode(speechlike(4.0, RATE, seed=8)) + encoder.flush()
+    encoder.close()
+    from voice_common.audio.decoding import _mp3_declares_length
+
+    assert _mp3_declares_length(whole) and not _mp3_declares_length(streamed)
+    id3 = b"ID3\x04\x00\x00" + bytes([0, 0, 1, 0]) + bytes(128)  # a 128-byte ID3v2 tag before the first frame
+    assert _mp3_declares_length(id3 + whole)
+    assert decode_audio(streamed).truncation is None
+
+
+def test_wav_cut_short_is_refused_with_the_sizes(files: dict[str, bytes]) -> None:
+    data = files["wav"]  # 1.5 s, mono 16-bit at 24 kHz: 72000 bytes of audio
+    with pytest.raises(AudioTruncatedError) as info:
+        decode_audio(data[: len(data) // 2])
+    assert isinstance(info.value, AudioDecodeError)
+    message = info.value.message
+    assert message.startswith("the WAV file is cut short: its header declares 72000 bytes of audio (1.50 s)")
+    assert "re-export the recording or upload the whole file again" in message
+    with pytest.raises(AudioTruncatedError, match="declares 720000 bytes"):
+        decode_audio(with_wav_data_size(data, 720000))
+
+
+def test_wav_short_of_its_declared_size_by_at_most_a_frame_is_whole() -> None:
+    whole = encode_file(speechlike(1.5, RATE, seed=3), RATE, "wav", channels=2)  # 4-byte frames
+    for missing in (1, 3, 4):
+        decoded = decode_audio(with_wav_data_size(whole, wav_data_size(whole) + missing))
+        assert decoded.duration_seconds == pytest.approx(1.5) and decoded.truncation is None
+    with pytest.raises(AudioTruncatedError):
+        decode_audio(with_wav_data_size(whole, wav_data_size(whole) + 5))
+
+
+@pytest.mark.parametrize("declared", [0xFFFFFFFF, 0, (0x7FFFF000 // 2) * 2])
+def test_wav_that_declares_no_length_is_read_to_the_end_with_a_note(
+    declared: int, files: dict[str, bytes]
+) -> None:
+    # ffmpeg streaming to a pipe writes 0xFFFFFFFF, some writers 0, SoX 0x7FFFF000 rounded to whole frames.
+    decoded = decode_audio(with_wav_data_size(files["wav"], declared))
+    assert decoded.duration_seconds == pytest.approx(1.5)
+    assert decoded.truncation is not None and "does not declare" in decoded.truncation
+    pcm24 = _wav(speechlike(1.0), 24000, channels=1)  # the FFmpeg path reads such a WAV to the end as well
+    pcm24 = with_wav_data_size(pcm24, declared)
+    decoded = decode_audio(pcm24)
+    assert decoded.duration_seconds == pytest.approx(1.0) and decoded.truncation is not None
 
 
 def test_corrupted_bytes_never_crash(files: dict[str, bytes]) -> None:
@@ -370,6 +469,64 @@ def test_analyse_short_clip() -> None:
     result = analyse(tone(0.005, RATE), RATE)  # shorter than one 20 ms frame
     assert result.active_fraction == 1.0
     assert not result.is_silent
+
+
+# --- the reference rules (profile samples and inline TTS references) ----------------------------------------
+
+
+def _wav_of(samples: np.ndarray) -> bytes:
+    return encode_file(samples, RATE, "wav")
+
+
+REFUSED_REFERENCES = [
+    (
+        "1 s of speech",
+        lambda: _wav_of(speechlike(1.0, RATE, seed=2)),
+        "the sample is 1.00 s long; it must be at least 2 s of speech (5-15 s clones best)",
+    ),
+    (
+        "5 s of digital silence",
+        lambda: _wav_of(np.zeros(5 * RATE, np.float32)),
+        "the sample is silent (no speech above the noise floor); check the microphone and upload a recording "
+        "of the voice",
+    ),
+    (
+        "11 s (limit 10)",
+        lambda: _wav_of(speechlike(11.0, RATE, seed=2)),
+        "the audio is longer than the limit of 10 seconds; trim it to at most 10 seconds and upload it again",
+    ),
+    ("not audio", lambda: b"not audio" * 100, "the file could not be decoded as audio"),
+    (
+        "a WAV holding half its data",
+        lambda: _wav_of(speechlike(3.0, RATE, seed=2))[:-72000],
+        "the WAV file is cut short: its header declares 144000 bytes of audio (3.00 s) but the file holds 72000",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "make", "message"), REFUSED_REFERENCES, ids=[c[0] for c in REFUSED_REFERENCES]
+)
+def test_reference_rules_refuse_naming_the_callers_field(case: str, make: Any, message: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        decode_reference_audio(make(), ReferenceLimits(2.0, 10.0), sample_rate=RATE, field="voice.audio")
+    assert info.value.message.startswith(message), info.value.message
+    assert [(v.field, v.description) for v in info.value.violations] == [("voice.audio", info.value.message)]
+
+
+def test_reference_warnings_are_the_levels_then_a_cut() -> None:
+    quiet_and_streamed = with_wav_data_size(
+        _wav_of(speechlike(3.0, RATE, seed=2, amplitude=0.02)), 0xFFFFFFFF
+    )
+    checked = decode_reference_audio(quiet_and_streamed, ReferenceLimits(), sample_rate=16000, field="chunk")
+    assert checked.decoded.sample_rate == 16000 and checked.decoded.duration_seconds == pytest.approx(3.0)
+    assert [w.code for w in checked.warnings] == [AudioWarningCode.LOW_LEVEL, AudioWarningCode.TRUNCATED]
+    assert checked.warnings[1].message == checked.decoded.truncation
+    assert checked.analysis.warnings == checked.warnings[:1]
+    clean = decode_reference_audio(
+        _wav_of(speechlike(3.0, RATE, seed=2)), ReferenceLimits(), sample_rate=RATE, field="chunk"
+    )
+    assert clean.warnings == ()
 
 
 # --- encode_audio -------------------------------------------------------------------------------------------
@@ -558,10 +715,10 @@ def _wav(
     [(1, False, False), (2, False, False), (2, True, False), (1, False, True)],
 )
 def test_pcm_wav_fast_path_matches_ffmpeg(channels: int, float32: bool, extensible: bool) -> None:
-    from voice_common.audio.decoding import _decode_pcm_wav, _decode_with_ffmpeg
+    from voice_common.audio.decoding import _decode_with_ffmpeg
 
     data = _wav(speechlike(2.0, rate=44100), 44100, channels=channels, float32=float32, extensible=extensible)
-    fast = _decode_pcm_wav(data, 24000, None)
+    fast = _fast_path(data, 24000, None)
     assert fast is not None, "a plain PCM WAV takes the fast path"
     slow = _decode_with_ffmpeg(data, 24000, None)
     assert fast.source_channels == slow.source_channels == channels
@@ -572,24 +729,30 @@ def test_pcm_wav_fast_path_matches_ffmpeg(channels: int, float32: bool, extensib
     assert np.max(np.abs(fast.samples[100 : n - 100] - slow.samples[100 : n - 100])) < 2e-3
 
 
-def test_streamed_and_truncated_wav_sizes_are_handled() -> None:
-    from voice_common.audio.decoding import _decode_pcm_wav
+def _fast_path(data: bytes, target_rate: int, max_seconds: float | None) -> DecodedAudio | None:
+    from voice_common.audio.decoding import _decode_pcm_wav, _wav_layout
 
+    layout = _wav_layout(data)
+    assert layout is not None
+    return _decode_pcm_wav(data, layout, target_rate, max_seconds)
+
+
+def test_streamed_wav_sizes_are_handled() -> None:
     data = bytearray(_wav(speechlike(2.0), 24000, channels=1))
     data[4:8] = b"\xff\xff\xff\xff"
     data[-4 - 96000 : -96000] = b"\xff\xff\xff\xff"  # the data chunk's size, as a live stream writes it
-    decoded = _decode_pcm_wav(bytes(data), 24000, None)
+    decoded = _fast_path(bytes(data), 24000, None)
     assert decoded is not None and decoded.duration_seconds == pytest.approx(2.0)
-    cut = _decode_pcm_wav(bytes(data[: len(data) // 2]), 24000, None)
+    cut = _fast_path(bytes(data[: len(data) // 2]), 24000, None)
     assert cut is not None and 0.9 < cut.duration_seconds < 1.1
 
 
 def test_other_wav_flavours_fall_back_to_ffmpeg() -> None:
-    from voice_common.audio.decoding import _decode_pcm_wav
+    from voice_common.audio.decoding import _wav_layout
 
     pcm24 = bytearray(_wav(speechlike(1.0), 24000, channels=1))
     pcm24[34:36] = (24).to_bytes(2, "little")  # bits per sample
-    assert _decode_pcm_wav(bytes(pcm24), 24000, None) is None
-    assert _decode_pcm_wav(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(40), 24000, None) is None
+    assert _fast_path(bytes(pcm24), 24000, None) is None
+    assert _wav_layout(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(40)) is None
     with pytest.raises(AudioTooLongError):
-        _decode_pcm_wav(_wav(speechlike(3.0), 24000, channels=1), 24000, 2.0)
+        _fast_path(_wav(speechlike(3.0), 24000, channels=1), 24000, 2.0)

@@ -9,6 +9,7 @@ from voice_common.audio.analysis import (
 from voice_common.audio.decoding import (
     AudioDecodeError,
     AudioTooLongError,
+    AudioTruncatedError,
     DecodedAudio,
     NoAudioTrackError,
     decode_audio,
@@ -21,20 +22,29 @@ from voice_common.audio.encoding import (
     encode_audio,
     mime_type_for,
 )
+from voice_common.audio.reference_audio import (
+    ReferenceAudio,
+    ReferenceLimits,
+    decode_reference_audio,
+)
 
 __all__ = [
     "AudioAnalysis",
     "AudioDecodeError",
     "AudioEncoding",
     "AudioTooLongError",
+    "AudioTruncatedError",
     "AudioWarning",
     "AudioWarningCode",
     "DecodedAudio",
     "NoAudioTrackError",
+    "ReferenceAudio",
+    "ReferenceLimits",
     "StreamingEncoder",
     "analyse",
     "decode_audio",
     "decode_linear16",
+    "decode_reference_audio",
     "encode_audio",
     "mime_type_for",
     "resample",

@@ -30,8 +30,12 @@ LOW_LEVEL_WARN_DBFS = -35.0
 
 
 class AudioWarningCode(enum.Enum):
+    """What may be wrong with a voice sample (the values are what the profile service stores)."""
+
     CLIPPING = "clipping"
     LOW_LEVEL = "low_level"
+    # Not a level: the decoder's note that the file ends early (see voice_common.audio.reference_audio).
+    TRUNCATED = "truncated"
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,21 @@ Hardening for untrusted bytes:
 * ``max_seconds`` stops decoding as soon as the decoded audio passes the limit, so a tiny file that decodes
   to hours of audio cannot exhaust memory;
 * FFmpeg's own logging is switched off (it would otherwise print to stderr for every corrupt packet).
+
+Cut-off uploads (an interrupted transfer or export): a file that ends early decodes up to the cut, as players do,
+and :attr:`DecodedAudio.truncation` says so, except for a WAV whose data chunk holds less than its header declares
+(by more than one frame), which is refused (:class:`AudioTruncatedError`): its header states the exact length, so
+the cut is certain. A WAV whose data size is 0, 0xFFFFFFFF (FFmpeg and others streaming to a pipe) or SoX's
+0x7FFFF000 declares no length; it is read to the end of the file, with a ``truncation`` note that no cut could be
+checked for. For other formats a cut is noticed where the file lets us: a duration stated in its header (FLAC
+STREAMINFO, MP4/MOV, Matroska/WebM, an MP3's Xing/Info/VBRI tag) that the audio falls short of, a demuxer error,
+or packets at the end that do not decode. An MP3 without such a tag, raw AAC and Ogg state no length a cut can
+be measured against (FFmpeg's estimate from the bit rate shrinks with the file), so a clean cut there goes unseen.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import struct
@@ -54,6 +65,18 @@ _MAX_TOLERATED_BAD_PACKETS = 8
 _DOWNMIX_OPTIONS = {"rematrix_maxval": "1.0"}
 # Samples per frame pushed through the resampler by :func:`resample` (large frames are slower: cache misses).
 _RESAMPLE_CHUNK = 8192
+# Demuxers whose duration comes from the file's header (FLAC STREAMINFO, MP4 mdhd, Matroska's Segment Duration),
+# not from FFmpeg's estimate from the bit rate: only such a duration tells a cut file from a short one.
+_HEADER_DURATION_FORMATS = frozenset({"flac", "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})
+# Decoded audio may fall short of the declared duration by encoder priming and padding (an AAC or MP3 frame or
+# two, Opus pre-skip) and rounding; a cut worth telling anyone about is longer than this, or this share of it.
+_CUT_TOLERANCE_SECONDS = 0.25
+_CUT_TOLERANCE_SHARE = 0.01
+# An MP3's Xing/Info (LAME) or VBRI tag sits in its first frame, at most 36 bytes in; this many bytes after any
+# ID3v2 tag are searched for it (room for a little junk before the first frame).
+_MP3_TAG_WINDOW = 256
+# What to do about a cut-off upload, the end of every truncation note.
+_RE_EXPORT = "re-export the recording or upload the whole file again"
 
 
 class AudioDecodeError(InvalidArgument):
@@ -62,6 +85,10 @@ class AudioDecodeError(InvalidArgument):
 
 class NoAudioTrackError(AudioDecodeError):
     """The container was read but holds no audio stream (for example a video-only MP4)."""
+
+
+class AudioTruncatedError(AudioDecodeError):
+    """A WAV file holds less audio than its header declares (by more than one frame): a cut-off upload."""
 
 
 class AudioTooLongError(InvalidArgument):
@@ -83,6 +110,9 @@ class DecodedAudio:
     source_codec: str  # FFmpeg's decoder name, e.g. "pcm_s16le", "aac", "opus"
     source_sample_rate: int
     source_channels: int
+    # None: decoded to the end the file declares. Otherwise why the audio may end early (a cut-off upload, or a
+    # WAV that declares no length to check against), for the uploader; the audio before the cut is in samples.
+    truncation: str | None = None
 
     @property
     def duration_seconds(self) -> float:
@@ -188,7 +218,8 @@ def decode_audio(data: bytes, *, target_rate: int = 24000, max_seconds: float | 
     The best audio stream of the container is used (other streams are not decoded). Raises AudioDecodeError
     (undecodable data), NoAudioTrackError (no audio stream) or AudioTooLongError (longer than
     ``max_seconds``). A few corrupt packets are skipped, and a file whose end is cut off gives the audio
-    before the cut, as players do.
+    before the cut, as players do, with ``truncation`` saying so; a WAV cut short raises AudioTruncatedError
+    (see the module docstring).
     """
     if target_rate <= 0:
         raise ValueError(f"target_rate must be positive, got {target_rate}")
@@ -196,10 +227,15 @@ def decode_audio(data: bytes, *, target_rate: int = 24000, max_seconds: float | 
         raise ValueError(f"max_seconds must not be negative, got {max_seconds}")
     if not data:
         raise AudioDecodeError("the file is empty")
-    fast = _decode_pcm_wav(data, target_rate, max_seconds)
-    if fast is not None:
-        return fast
-    return _decode_with_ffmpeg(data, target_rate, max_seconds)
+    wav = _wav_layout(data)
+    if wav is None:
+        return _decode_with_ffmpeg(data, target_rate, max_seconds)
+    truncation = _wav_truncation(wav, len(data))
+    decoded = _decode_pcm_wav(data, wav, target_rate, max_seconds) or _decode_with_ffmpeg(
+        data, target_rate, max_seconds
+    )
+    # The WAV header states the exact length: its check decides, not FFmpeg's general ones.
+    return dataclasses.replace(decoded, truncation=truncation)
 
 
 def _decode_with_ffmpeg(data: bytes, target_rate: int, max_seconds: float | None) -> DecodedAudio:
@@ -253,7 +289,9 @@ def _decode_with_ffmpeg(data: bytes, target_rate: int, max_seconds: float | None
         acc = _MonoAccumulator(target_rate, max_seconds)
         decoded_frames = 0
         bad_packets = 0
+        bad_since_last_frame = 0
         last_error: BaseException | None = None
+        demux_error: BaseException | None = None
         first_frame_seen = False
         packets = container.demux(stream)
         while True:
@@ -264,7 +302,7 @@ def _decode_with_ffmpeg(data: bytes, target_rate: int, max_seconds: float | None
             except Exception as exc:
                 _reraise_if_out_of_memory(exc)
                 # The container is corrupt or cut off from here on: keep what was decoded before, if any.
-                last_error = exc
+                last_error = demux_error = exc
                 try:  # drain the decoder
                     frames = codec_context.decode(None)
                 except Exception:
@@ -278,6 +316,7 @@ def _decode_with_ffmpeg(data: bytes, target_rate: int, max_seconds: float | None
             except Exception as exc:
                 _reraise_if_out_of_memory(exc)
                 bad_packets += 1
+                bad_since_last_frame += 1
                 last_error = exc
                 if bad_packets > _MAX_TOLERATED_BAD_PACKETS and bad_packets > decoded_frames:
                     raise AudioDecodeError(
@@ -293,7 +332,9 @@ def _decode_with_ffmpeg(data: bytes, target_rate: int, max_seconds: float | None
                     source_channels = frame.layout.nb_channels or source_channels
                 acc.push(frame)
                 decoded_frames += 1
+                bad_since_last_frame = 0
         acc.flush()
+        declared_seconds = _declared_seconds(container, stream, data)
 
     if acc.total == 0:
         detail = f": {_reason(last_error)}" if last_error is not None else ""
@@ -308,7 +349,65 @@ def _decode_with_ffmpeg(data: bytes, target_rate: int, max_seconds: float | None
         source_codec=codec_name,
         source_sample_rate=source_rate,
         source_channels=source_channels,
+        truncation=_ffmpeg_truncation(
+            acc.total / target_rate, declared_seconds, demux_error, bad_since_last_frame
+        ),
     )
+
+
+def _declared_seconds(container: Any, stream: AudioStream, data: bytes) -> float | None:
+    """The audio's duration as the file's header states it; None where FFmpeg could only estimate it."""
+    name = container.format.name
+    if name not in _HEADER_DURATION_FORMATS and not (name == "mp3" and _mp3_declares_length(data)):
+        return None
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if len(container.streams) == 1 and container.duration:
+        # A container's duration covers every track (a video's may outlast its audio): used for audio alone.
+        return float(container.duration / av.time_base)
+    return None
+
+
+def _mp3_declares_length(data: bytes) -> bool:
+    """Whether the first MP3 frame carries a Xing/Info (LAME) tag with a frame count, or a VBRI tag."""
+    start = 0
+    if data[:3] == b"ID3" and len(data) >= 10:
+        size = (data[6] & 0x7F) << 21 | (data[7] & 0x7F) << 14 | (data[8] & 0x7F) << 7 | (data[9] & 0x7F)
+        start = 10 + size + (10 if data[5] & 0x10 else 0)  # the header, the tag, and its footer if flagged
+    head = data[start : start + _MP3_TAG_WINDOW]
+    if b"VBRI" in head:
+        return True
+    for tag in (b"Xing", b"Info"):
+        at = head.find(tag)
+        if at >= 0 and len(head) >= at + 8 and int.from_bytes(head[at + 4 : at + 8], "big") & 1:
+            return True  # flag 1: the frame count is present
+    return False
+
+
+def _ffmpeg_truncation(
+    decoded_seconds: float,
+    declared_seconds: float | None,
+    demux_error: BaseException | None,
+    bad_trailing_packets: int,
+) -> str | None:
+    if declared_seconds is not None:
+        tolerance = max(_CUT_TOLERANCE_SECONDS, _CUT_TOLERANCE_SHARE * declared_seconds)
+        if decoded_seconds < declared_seconds - tolerance:
+            return (
+                f"the file declares {declared_seconds:.2f} s of audio but its data ends after "
+                f"{decoded_seconds:.2f} s: it was probably cut short, and the rest is missing; {_RE_EXPORT}"
+            )
+    if demux_error is not None:
+        return (
+            f"the file's data breaks off after {decoded_seconds:.2f} s of audio ({_reason(demux_error)}): "
+            f"it may have been cut short; {_RE_EXPORT}"
+        )
+    if bad_trailing_packets:
+        return (
+            f"the audio after {decoded_seconds:.2f} s could not be decoded: the file may have been cut short; "
+            f"{_RE_EXPORT}"
+        )
+    return None
 
 
 _WAVE_FORMAT_PCM = 1
@@ -316,69 +415,137 @@ _WAVE_FORMAT_IEEE_FLOAT = 3
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 
 
-def _decode_pcm_wav(data: bytes, target_rate: int, max_seconds: float | None) -> DecodedAudio | None:
-    """The common case, a plain 16-bit integer or 32-bit float PCM WAV, straight through numpy.
+# Data sizes that declare no length. 0 and 0xFFFFFFFF: what FFmpeg (its wav muxer, on a pipe) and other streaming
+# writers leave, and what FFmpeg's wav demuxer reads as "to the end of the file"; SoX writes 0x7FFFF000 rounded
+# down to whole frames (its MS_UNSPEC) and ignores it when reading.
+_UNKNOWN_DATA_SIZES = (0, 0xFFFFFFFF)
+_SOX_UNKNOWN_DATA_SIZE = 0x7FFFF000
 
-    FFmpeg hands PCM over in small frames, and the per-frame overhead made a 5-minute WAV cost 0.1 s before any
-    real work. Returns None for anything else (other sample formats, odd layouts, damaged headers), which then
-    goes through FFmpeg like every other format.
-    """
+
+@dataclass(frozen=True)
+class _WavLayout:
+    """What a RIFF WAVE header says: the format chunk's fields and where the data chunk starts and how long."""
+
+    tag: int  # WAVE_FORMAT_* (the sub-format's for WAVE_FORMAT_EXTENSIBLE)
+    channels: int
+    rate: int
+    bytes_per_second: int
+    block_align: int  # bytes per frame (one sample of every channel; a block of a compressed format)
+    bits: int
+    data_offset: int
+    declared_size: int
+
+    @property
+    def declares_no_length(self) -> bool:
+        sox = (_SOX_UNKNOWN_DATA_SIZE // self.block_align) * self.block_align
+        return self.declared_size in _UNKNOWN_DATA_SIZES or self.declared_size == sox
+
+
+def _wav_layout(data: bytes) -> _WavLayout | None:
+    """The layout of a RIFF WAVE file, or None for anything else (or a header too damaged to read)."""
     if len(data) < 44 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return None
     position = 12
-    fmt: tuple[int, int, int, int] | None = None
+    fmt: tuple[int, int, int, int, int, int] | None = None
     while position + 8 <= len(data):
         chunk_id = data[position : position + 4]
         (size,) = struct.unpack_from("<I", data, position + 4)
         body = position + 8
-        if chunk_id == b"fmt " and size >= 16:
-            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", data, body)
-            if tag == _WAVE_FORMAT_EXTENSIBLE and size >= 40:
+        if chunk_id == b"fmt " and size >= 16 and body + 16 <= len(data):
+            tag, channels, rate, bytes_per_second, block_align, bits = struct.unpack_from(
+                "<HHIIHH", data, body
+            )
+            if tag == _WAVE_FORMAT_EXTENSIBLE and size >= 40 and body + 26 <= len(data):
                 (tag,) = struct.unpack_from("<H", data, body + 24)  # the sub-format GUID starts with the tag
-            fmt = (tag, channels, rate, bits)
+            fmt = (tag, channels, rate, bytes_per_second, block_align, bits)
         elif chunk_id == b"data":
             if fmt is None:
                 return None
-            tag, channels, rate, bits = fmt
-            if channels < 1 or not 1000 <= rate <= 384_000:
-                return None
-            dtype: np.dtype[Any]
-            if (tag, bits) == (_WAVE_FORMAT_PCM, 16):
-                dtype, scale = np.dtype("<i2"), np.float32(1.0 / 32768.0)
-            elif (tag, bits) == (_WAVE_FORMAT_IEEE_FLOAT, 32):
-                dtype, scale = np.dtype("<f4"), np.float32(1.0)
-            else:
-                return None
-            # A streamed WAV says 0xFFFFFFFF, a cut one claims more than it holds: take what is there.
-            available = min(size, len(data) - body)
-            frame_bytes = dtype.itemsize * channels
-            frames = available // frame_bytes
-            if frames == 0:
-                return None
-            if max_seconds is not None and frames > max_seconds * rate:
-                raise AudioTooLongError(max_seconds)
-            pcm = np.frombuffer(data, dtype=dtype, count=frames * channels, offset=body)
-            mono = (
-                pcm.astype(np.float32)
-                if channels == 1
-                else pcm.reshape(-1, channels).mean(axis=1, dtype=np.float32)
-            )
-            if scale != 1.0:
-                mono *= scale
-            samples = resample(mono, rate, target_rate)
-            if dtype.kind == "f" and not np.isfinite(samples).all():
-                return None  # NaN or infinity in a float WAV: let FFmpeg's path judge it
-            np.clip(samples, -1.0, 1.0, out=samples)
-            return DecodedAudio(
-                samples=samples,
-                sample_rate=target_rate,
-                source_container="wav",
-                source_codec="pcm_s16le" if dtype.kind == "i" else "pcm_f32le",
-                source_sample_rate=rate,
-                source_channels=channels,
+            tag, channels, rate, bytes_per_second, block_align, bits = fmt
+            return _WavLayout(
+                tag=tag,
+                channels=channels,
+                rate=rate,
+                bytes_per_second=bytes_per_second,
+                block_align=block_align or max(1, channels * bits // 8),
+                bits=bits,
+                data_offset=body,
+                declared_size=size,
             )
         position = body + size + (size & 1)  # chunks are padded to an even size
     return None
+
+
+def _wav_truncation(wav: _WavLayout, file_size: int) -> str | None:
+    """None for a WAV holding its declared data (to within a frame); the note for one that declares no length.
+
+    Raises AudioTruncatedError for a WAV holding less than it declares by more than a frame.
+    """
+    held = file_size - wav.data_offset
+    if wav.declares_no_length:
+        return (
+            "the WAV header does not declare how long the audio is (tools streaming to a pipe write it so), so a "
+            "cut-off file cannot be told from a whole one; it was read to the end of the file: check that the "
+            "sample does not end too early, or export the recording to a file (which writes the length)"
+        )
+    if wav.declared_size - held <= wav.block_align:
+        return None  # whole, or short of a part of its last frame (dropped, as players do)
+
+    def seconds(size: int) -> str:
+        return f" ({size / wav.bytes_per_second:.2f} s)" if wav.bytes_per_second > 0 else ""
+
+    raise AudioTruncatedError(
+        f"the WAV file is cut short: its header declares {wav.declared_size} bytes of audio"
+        f"{seconds(wav.declared_size)} but the file holds {held}{seconds(held)}; {_RE_EXPORT}"
+    )
+
+
+def _decode_pcm_wav(
+    data: bytes, wav: _WavLayout, target_rate: int, max_seconds: float | None
+) -> DecodedAudio | None:
+    """The common case, a plain 16-bit integer or 32-bit float PCM WAV, straight through numpy.
+
+    FFmpeg hands PCM over in small frames, and the per-frame overhead made a 5-minute WAV cost 0.1 s before any
+    real work. Returns None for anything else (other sample formats, odd layouts), which then goes through
+    FFmpeg like every other format.
+    """
+    channels, rate = wav.channels, wav.rate
+    if channels < 1 or not 1000 <= rate <= 384_000:
+        return None
+    dtype: np.dtype[Any]
+    if (wav.tag, wav.bits) == (_WAVE_FORMAT_PCM, 16):
+        dtype, scale = np.dtype("<i2"), np.float32(1.0 / 32768.0)
+    elif (wav.tag, wav.bits) == (_WAVE_FORMAT_IEEE_FLOAT, 32):
+        dtype, scale = np.dtype("<f4"), np.float32(1.0)
+    else:
+        return None
+    # Chunks may follow the data; a WAV without a declared length, or a short partial frame, runs to the end.
+    held = len(data) - wav.data_offset
+    available = held if wav.declares_no_length else min(wav.declared_size, held)
+    frame_bytes = dtype.itemsize * channels
+    frames = available // frame_bytes
+    if frames == 0:
+        return None
+    if max_seconds is not None and frames > max_seconds * rate:
+        raise AudioTooLongError(max_seconds)
+    pcm = np.frombuffer(data, dtype=dtype, count=frames * channels, offset=wav.data_offset)
+    mono = (
+        pcm.astype(np.float32) if channels == 1 else pcm.reshape(-1, channels).mean(axis=1, dtype=np.float32)
+    )
+    if scale != 1.0:
+        mono *= scale
+    samples = resample(mono, rate, target_rate)
+    if dtype.kind == "f" and not np.isfinite(samples).all():
+        return None  # NaN or infinity in a float WAV: let FFmpeg's path judge it
+    np.clip(samples, -1.0, 1.0, out=samples)
+    return DecodedAudio(
+        samples=samples,
+        sample_rate=target_rate,
+        source_container="wav",
+        source_codec="pcm_s16le" if dtype.kind == "i" else "pcm_f32le",
+        source_sample_rate=rate,
+        source_channels=channels,
+    )
 
 
 def decode_linear16(

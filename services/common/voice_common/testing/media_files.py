@@ -286,3 +286,27 @@ def encode_file(samples: np.ndarray, rate: int, kind: str, *, channels: int = 1)
             for packet in video_stream.encode(None):
                 container.mux(packet)
     return buffer.getvalue()
+
+
+def _wav_data_chunk(wav: bytes) -> int:
+    """Offset of the data chunk's header in ``wav``."""
+    position = 12
+    while position + 8 <= len(wav):
+        size = int.from_bytes(wav[position + 4 : position + 8], "little")
+        if wav[position : position + 4] == b"data":
+            return position
+        position += 8 + size + (size & 1)
+    raise ValueError("no data chunk in the WAV")
+
+
+def wav_data_size(wav: bytes) -> int:
+    """The size ``wav``'s data chunk declares."""
+    position = _wav_data_chunk(wav)
+    return int.from_bytes(wav[position + 4 : position + 8], "little")
+
+
+def with_wav_data_size(wav: bytes, declared: int) -> bytes:
+    """``wav`` with its data chunk's size field set to ``declared`` (the bytes that follow are unchanged), as a
+    cut-off upload (more than it holds) or a streaming writer (0xFFFFFFFF: length unknown) would leave it."""
+    position = _wav_data_chunk(wav)
+    return wav[: position + 4] + declared.to_bytes(4, "little") + wav[position + 8 :]
