@@ -20,7 +20,7 @@ from profiles_harness import Harness, expect_error, sample_requests, tenant_meta
 
 from voice.audio.v1 import audio_pb2
 from voice.profiles.v1 import profiles_service_pb2 as pb
-from voice_common.testing.media_files import encode_file, speechlike
+from voice_common.testing.media_files import encode_file, speechlike, wav_data_size, with_wav_data_size
 
 MISSING_ID = "00000000-0000-4000-8000-000000000000"
 
@@ -147,6 +147,12 @@ CASES: list[Case] = [
         lambda w: w.upload(encode_file(np.zeros(24000 * 3, np.float32), 24000, "wav")),
         INVALID,
         "silent",
+    ),
+    (
+        "sample: WAV holding a tenth of its declared data",
+        lambda w: w.upload(with_wav_data_size(wav(3), wav_data_size(wav(3)) * 10)),
+        INVALID,
+        "the WAV file is cut short: its header declares 1440000 bytes of audio (30.00 s) but the file holds 144000",
     ),
     (
         "sample: truncated mp4",

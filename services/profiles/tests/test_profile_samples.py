@@ -14,7 +14,7 @@ from profiles_harness import Harness, expect_error, tenant_metadata
 from voice.audio.v1 import audio_pb2
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice_common.audio import decode_audio, decode_linear16
-from voice_common.testing.media_files import encode_file, speechlike
+from voice_common.testing.media_files import encode_file, speechlike, wav_data_size, with_wav_data_size
 
 ACCEPTED = ["wav", "mp3", "m4a", "aac", "ogg_opus", "ogg_vorbis", "flac", "mp4", "mov", "webm", "mkv"]
 
@@ -80,6 +80,48 @@ async def test_clipping_and_low_level_warnings(harness: Harness, tenant: str) ->
     quiet = speechlike(3.0, seed=3, amplitude=0.02)
     sample = await add_sample(harness, tenant, profile.id, encode_file(quiet, 24000, "wav"))
     assert [w.code for w in sample.warnings] == [pb.SAMPLE_WARNING_CODE_LOW_LEVEL]
+
+
+async def test_wav_that_declares_no_length_is_read_to_its_end_with_a_warning(
+    harness: Harness, tenant: str
+) -> None:
+    # 0xFFFFFFFF is what ffmpeg writes as the data size when it streams a WAV to a pipe: nothing to check a cut
+    # against, so the sample is kept and the uploader told.
+    profile = await new_profile(harness, tenant)
+    data = with_wav_data_size(encode_file(speechlike(3.0, seed=4), 24000, "wav"), 0xFFFFFFFF)
+    sample = await add_sample(harness, tenant, profile.id, data)
+    assert sample.duration_seconds == pytest.approx(3.0, abs=0.001)
+    assert [w.code for w in sample.warnings] == [pb.SAMPLE_WARNING_CODE_TRUNCATED]
+    assert "does not declare" in sample.warnings[0].message
+    listed = (
+        await harness.stub.ListSamples(
+            pb.ListSamplesRequest(profile_id=profile.id), metadata=tenant_metadata(tenant)
+        )
+    ).samples
+    assert [list(s.warnings) for s in listed] == [list(sample.warnings)]
+
+
+async def test_wav_short_of_its_declared_size_by_less_than_a_frame_is_accepted(
+    harness: Harness, tenant: str
+) -> None:
+    profile = await new_profile(harness, tenant)
+    whole = encode_file(speechlike(3.0, seed=5), 24000, "wav", channels=2)  # 4-byte frames
+    data = with_wav_data_size(whole, wav_data_size(whole) + 3)
+    sample = await add_sample(harness, tenant, profile.id, data)
+    assert sample.duration_seconds == pytest.approx(3.0, abs=0.001)
+    assert list(sample.warnings) == []
+
+
+@pytest.mark.parametrize("kind", ["mp3", "flac"])
+async def test_compressed_file_cut_in_half_keeps_its_first_half_with_a_warning(
+    harness: Harness, tenant: str, kind: str
+) -> None:
+    profile = await new_profile(harness, tenant)
+    whole = encode_file(speechlike(6.0, seed=6), 24000, kind)
+    sample = await add_sample(harness, tenant, profile.id, whole[: len(whole) // 2])
+    assert 2.0 < sample.duration_seconds < 3.5
+    assert [w.code for w in sample.warnings] == [pb.SAMPLE_WARNING_CODE_TRUNCATED]
+    assert "6.00 s" in sample.warnings[0].message
 
 
 async def test_profile_counts_its_samples(harness: Harness, tenant: str) -> None:

@@ -12,6 +12,7 @@ from grpc import aio
 from voice.audio.v1 import audio_pb2
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
+from voice_common.audio import AudioWarningCode
 from voice_common.audio_messages import encoding_from_proto, encoding_to_proto
 from voice_common.errors import InvalidArgument
 from voice_common.tenancy import current_tenant
@@ -35,7 +36,11 @@ _TRANSCRIPT_STATES = {
     TranscriptState.NEEDED: pb.TRANSCRIPT_STATE_NEEDED,
     TranscriptState.MACHINE: pb.TRANSCRIPT_STATE_MACHINE,
 }
-_WARNING_CODES = {"clipping": pb.SAMPLE_WARNING_CODE_CLIPPING, "low_level": pb.SAMPLE_WARNING_CODE_LOW_LEVEL}
+_WARNING_CODES = {
+    AudioWarningCode.CLIPPING.value: pb.SAMPLE_WARNING_CODE_CLIPPING,
+    AudioWarningCode.LOW_LEVEL.value: pb.SAMPLE_WARNING_CODE_LOW_LEVEL,
+    AudioWarningCode.TRUNCATED.value: pb.SAMPLE_WARNING_CODE_TRUNCATED,
+}
 
 
 def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from voice_common.audio.reference_audio import DEFAULT_MAX_SECONDS, DEFAULT_MIN_SECONDS
 from voice_profiles.domain.limits import Limits
 from voice_profiles.domain.transcripts import TranscriptPolicy
 
@@ -19,9 +20,16 @@ class ProfilesSettings(BaseSettings):
     metrics_port: int = Field(9152, ge=0, le=65535, description="Prometheus /metrics port; 0 turns it off.")
     max_sample_mb: float = Field(50, gt=0, description="Largest accepted upload in AddSample (MB).")
     min_sample_seconds: float = Field(
-        2.0, gt=0, description="Shortest sample accepted (seconds of audio); must be below the longest."
+        DEFAULT_MIN_SECONDS,
+        gt=0,
+        description="Shortest sample accepted (seconds of audio); must be below the longest. Keep "
+        "TTS_MIN_REFERENCE_SECONDS the same, so an inline TTS reference meets the rule a sample does.",
     )
-    max_sample_seconds: float = Field(300.0, gt=0, description="Longest sample accepted (seconds of audio).")
+    max_sample_seconds: float = Field(
+        DEFAULT_MAX_SECONDS,
+        gt=0,
+        description="Longest sample accepted (seconds of audio); keep TTS_MAX_REFERENCE_SECONDS the same.",
+    )
     max_samples_per_profile: int = Field(
         50, ge=1, description="Samples one profile may hold; one more is FAILED_PRECONDITION."
     )

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from voice_common.audio.reference_audio import DEFAULT_MAX_SECONDS, DEFAULT_MIN_SECONDS
+
 
 @dataclass(frozen=True)
 class Limits:
     max_sample_bytes: int = 50 * 1024 * 1024
-    min_sample_seconds: float = 2.0
-    max_sample_seconds: float = 300.0
+    # The TTS service holds inline references to the same defaults (voice_common.audio.reference_audio).
+    min_sample_seconds: float = DEFAULT_MIN_SECONDS
+    max_sample_seconds: float = DEFAULT_MAX_SECONDS
     max_generation_bytes: int = 200 * 1024 * 1024
     max_generation_seconds: float = 1800.0
     max_import_bytes: int = 1024 * 1024 * 1024

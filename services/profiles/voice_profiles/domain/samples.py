@@ -12,8 +12,9 @@ from typing import Any
 
 from voice_common.audio import (
     AudioEncoding,
-    analyse,
+    ReferenceLimits,
     decode_audio,
+    decode_reference_audio,
     encode_audio,
     mime_type_for,
 )
@@ -119,21 +120,14 @@ class AudioStream:
 
 
 def prepare_sample(data: bytes, limits: Limits) -> PreparedSample:
-    """Blocking: decode any supported container, enforce the limits, normalise to mono 24 kHz WAV."""
-    decoded = decode_audio(data, target_rate=limits.sample_rate, max_seconds=limits.max_sample_seconds)
-    if decoded.duration_seconds < limits.min_sample_seconds:
-        raise InvalidArgument(
-            f"the sample is {decoded.duration_seconds:.2f} s long; it must be at least "
-            f"{limits.min_sample_seconds:g} s of speech (5-15 s clones best)",
-            field="chunk",
-        )
-    analysis = analyse(decoded.samples, decoded.sample_rate)
-    if analysis.is_silent:
-        raise InvalidArgument(
-            "the sample is silent (no speech above the noise floor); check the microphone and upload a recording "
-            "of the voice",
-            field="chunk",
-        )
+    """Blocking: decode any supported container, enforce the reference rules, normalise to mono 24 kHz WAV."""
+    reference = decode_reference_audio(
+        data,
+        ReferenceLimits(limits.min_sample_seconds, limits.max_sample_seconds),
+        sample_rate=limits.sample_rate,
+        field="chunk",
+    )
+    decoded, analysis = reference.decoded, reference.analysis
     normalized_wav = encode_audio(decoded.samples, decoded.sample_rate, AudioEncoding.WAV)
     return PreparedSample(
         original=data,
@@ -142,7 +136,7 @@ def prepare_sample(data: bytes, limits: Limits) -> PreparedSample:
         duration_seconds=decoded.duration_seconds,
         peak_dbfs=analysis.peak_dbfs,
         rms_dbfs=analysis.rms_dbfs,
-        warnings=tuple(SampleWarningInfo(w.code.value, w.message) for w in analysis.warnings),
+        warnings=tuple(SampleWarningInfo(w.code.value, w.message) for w in reference.warnings),
     )
 
 
