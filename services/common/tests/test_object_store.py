@@ -10,7 +10,7 @@ import time
 import urllib.request
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
 
@@ -169,6 +169,61 @@ async def test_list_keys_with_prefix(object_store: ObjectStore) -> None:
     assert await all_keys(object_store, "t/a/1") == {"t/a/1"}
     assert await all_keys(object_store, "nothing/") == set()
     assert await all_keys(object_store, "../") == set()
+
+
+async def listed(store: ObjectStore, prefix: str = "") -> dict[str, datetime]:
+    return {item.key: item.modified async for item in store.list_objects(prefix)}
+
+
+async def test_list_objects_gives_keys_with_their_last_modified_time(object_store: ObjectStore) -> None:
+    keys = {"t/a/1", "t/a/2", "t/ab/1", "u/1"}
+    before = datetime.now(UTC)
+    await asyncio.gather(*(object_store.put(key, key.encode()) for key in keys))
+    after = datetime.now(UTC)
+    times = await listed(object_store)
+    assert set(times) == keys
+    assert set(await listed(object_store, "t/a/")) == {"t/a/1", "t/a/2"}
+    assert set(await listed(object_store, "t/a")) == {"t/a/1", "t/a/2", "t/ab/1"}
+    assert await listed(object_store, "nothing/") == {}
+    # Timezone-aware UTC (S3 keeps whole seconds): a sweep compares them with its own clock.
+    slack = timedelta(seconds=2)
+    assert all(before - slack <= modified <= after + slack for modified in times.values()), times
+
+
+async def test_touch_renews_the_last_modified_time_and_keeps_the_object(object_store: ObjectStore) -> None:
+    await object_store.put("p/old", b"prompt bytes", "application/x-prompt")
+    await object_store.put("p/other", b"other")
+    first = await listed(object_store, "p/")
+    await asyncio.sleep(1.1)  # S3 keeps last-modified times in whole seconds
+    await object_store.touch("p/old")
+    second = await listed(object_store, "p/")
+    assert second["p/old"] > first["p/old"]
+    assert second["p/other"] == first["p/other"]
+    assert await object_store.get("p/old") == b"prompt bytes"
+    assert await object_store.stat("p/old") == ObjectInfo("p/old", 12, "application/x-prompt")
+    with pytest.raises(ObjectNotFound):
+        await object_store.touch("p/missing")
+    with pytest.raises(ObjectNotFound):
+        await object_store.touch("p")  # a folder, not an object
+    with pytest.raises(ValueError):
+        await object_store.touch("../x")
+    assert await all_keys(object_store) == {"p/old", "p/other"}
+
+
+async def test_list_folders_gives_one_level_below_a_prefix(object_store: ObjectStore) -> None:
+    keys = ["tenants/a/samples/1/original", "tenants/a/prompts/x", "tenants/b/prompts/y", "tenants/top", "z"]
+    await asyncio.gather(*(object_store.put(key, b"x") for key in keys))
+
+    async def folders(prefix: str) -> list[str]:
+        return sorted([name async for name in object_store.list_folders(prefix)])
+
+    assert await folders("") == ["tenants"]
+    assert await folders("tenants/") == ["a", "b"]
+    assert await folders("tenants/a/") == ["prompts", "samples"]
+    assert await folders("tenants/a/prompts/") == []
+    assert await folders("nothing/") == []
+    with pytest.raises(ValueError):
+        await folders("tenants")
 
 
 @pytest.mark.parametrize("key", INVALID_KEYS, ids=lambda key: repr(key)[:20])

@@ -1,6 +1,7 @@
 """Object storage for audio: a local directory (embedded mode) or an S3/MinIO bucket (cluster mode)."""
 
 from voice_common.object_store.base import (
+    ListedObject,
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
@@ -13,6 +14,7 @@ from voice_common.object_store.s3 import S3ObjectStore
 
 __all__ = [
     "FilesystemObjectStore",
+    "ListedObject",
     "ObjectInfo",
     "ObjectNotFound",
     "ObjectStore",

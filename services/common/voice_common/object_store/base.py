@@ -10,7 +10,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 
@@ -36,6 +36,14 @@ class ObjectInfo:
     key: str
     size: int
     content_type: str
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """A key with the time of its last write or :meth:`ObjectStore.touch` (timezone-aware, UTC)."""
+
+    key: str
+    modified: datetime
 
 
 class ObjectStore(ABC):
@@ -64,6 +72,22 @@ class ObjectStore(ABC):
     @abstractmethod
     def list_keys(self, prefix: str = "") -> AsyncIterator[str]:
         """Every key starting with prefix, in no particular order."""
+
+    @abstractmethod
+    def list_objects(self, prefix: str = "") -> AsyncIterator[ListedObject]:
+        """Every key starting with prefix with its last-modified time, in no particular order (expiry sweeps)."""
+
+    @abstractmethod
+    def list_folders(self, prefix: str = "") -> AsyncIterator[str]:
+        """The distinct next key segments below ``prefix`` (``""`` or ending in ``/``) that hold more segments:
+        for keys ``a/x/1`` and ``a/y/2/3``, ``list_folders("a/")`` gives ``x`` and ``y``. One level, without
+        listing every key below it (a sweep finds the tenants this way)."""
+
+    @abstractmethod
+    async def touch(self, key: str) -> None:
+        """Set the object's last-modified time to now, bytes and content type unchanged; raises ObjectNotFound.
+
+        Marks an object as still in use for sweeps that delete by age (see :meth:`list_objects`)."""
 
     @abstractmethod
     async def presigned_get_url(self, key: str, expires: timedelta) -> str:

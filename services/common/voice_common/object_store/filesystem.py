@@ -21,12 +21,13 @@ import contextlib
 import errno
 import os
 import secrets
-from collections.abc import AsyncIterator
-from datetime import timedelta
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
 from voice_common.object_store.base import (
+    ListedObject,
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
@@ -206,6 +207,10 @@ class FilesystemObjectStore(ObjectStore):
             yield key
 
     def _list_sync(self, prefix: str) -> list[str]:
+        return [key for key, _ in self._walk(prefix)]
+
+    def _walk(self, prefix: str) -> Iterator[tuple[str, Path]]:
+        """(key, path) of every object whose key starts with prefix."""
         # Start the walk at the deepest directory the prefix names whole ("a/b/c" -> "a/b"), when that part is
         # a valid key; otherwise walk everything and filter (the filter alone is what decides).
         start = self._root
@@ -215,9 +220,8 @@ class FilesystemObjectStore(ObjectStore):
                 start = self._root / validate_key(directory)
             except ValueError:
                 start = self._root
-        keys: list[str] = []
         if not start.is_dir():
-            return keys
+            return
         for dirpath, dirnames, filenames in os.walk(start):
             dirnames[:] = [name for name in dirnames if not name.startswith(".")]
             base = Path(dirpath).relative_to(self._root).as_posix()
@@ -226,8 +230,45 @@ class FilesystemObjectStore(ObjectStore):
                     continue  # sidecars, temporary files, health-check probes
                 key = name if base == "." else f"{base}/{name}"
                 if key.startswith(prefix):
-                    keys.append(key)
-        return keys
+                    yield key, Path(dirpath) / name
+
+    async def list_objects(self, prefix: str = "") -> AsyncIterator[ListedObject]:
+        try:
+            listed = await asyncio.to_thread(self._list_objects_sync, prefix)
+        except OSError as exc:
+            raise self._error("list", prefix, exc) from exc
+        for item in listed:
+            yield item
+
+    def _list_objects_sync(self, prefix: str) -> list[ListedObject]:
+        listed: list[ListedObject] = []
+        for key, path in self._walk(prefix):
+            try:
+                modified = path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # deleted since the walk saw it
+            listed.append(ListedObject(key, datetime.fromtimestamp(modified, UTC)))
+        return listed
+
+    async def list_folders(self, prefix: str = "") -> AsyncIterator[str]:
+        if prefix and not prefix.endswith("/"):
+            raise ValueError(f"a folder prefix ends with '/', got {prefix!r}")
+        directory = self._root / validate_key(prefix[:-1]) if prefix else self._root
+        try:
+            names = await asyncio.to_thread(_subdirectories, directory)
+        except OSError as exc:
+            raise self._error("list folders of", prefix, exc) from exc
+        for name in names:
+            yield name
+
+    async def touch(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            await asyncio.to_thread(_touch_file, path)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise ObjectNotFound(key) from exc
+        except OSError as exc:
+            raise self._error("touch", key, exc) from exc
 
     async def presigned_get_url(self, key: str, expires: timedelta) -> str:
         """A ``file://`` URI of the object's path.
@@ -256,6 +297,24 @@ class FilesystemObjectStore(ObjectStore):
 def _open_object(path: Path) -> BinaryIO:
     handle: BinaryIO = open(path, "rb")  # noqa: SIM115 - the caller closes it
     return handle
+
+
+def _subdirectories(directory: Path) -> list[str]:
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [
+        entry.name
+        for entry in entries
+        if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)
+    ]
+
+
+def _touch_file(path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, "not an object", str(path))
+    os.utime(path)  # now; the bytes and the content-type sidecar are untouched
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -14,17 +14,19 @@ import io
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import urllib3
 from minio import Minio
+from minio.commonconfig import REPLACE, CopySource
 from minio.error import MinioException, S3Error
 from minio.helpers import check_bucket_name
 from urllib3.util import Retry, Timeout
 
 from voice_common.object_store.base import (
+    ListedObject,
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
@@ -224,14 +226,49 @@ class S3ObjectStore(ObjectStore):
             await self._call("delete", key, self._client.remove_object, self._bucket, key)
 
     async def list_keys(self, prefix: str = "") -> AsyncIterator[str]:
-        objects = self._client.list_objects(self._bucket, prefix=prefix or None, recursive=True)
+        async for obj in self._listing(prefix, recursive=True):
+            if obj.object_name:
+                yield obj.object_name
+
+    async def list_objects(self, prefix: str = "") -> AsyncIterator[ListedObject]:
+        async for obj in self._listing(prefix, recursive=True):
+            if obj.object_name:
+                modified = obj.last_modified or datetime.fromtimestamp(0, UTC)
+                yield ListedObject(obj.object_name, modified.astimezone(UTC))
+
+    async def list_folders(self, prefix: str = "") -> AsyncIterator[str]:
+        if prefix and not prefix.endswith("/"):
+            raise ValueError(f"a folder prefix ends with '/', got {prefix!r}")
+        # Not recursive: S3 answers the common prefixes one level down ("a/x/"), not the keys below them.
+        async for obj in self._listing(prefix, recursive=False):
+            if obj.is_dir and obj.object_name:
+                yield obj.object_name[len(prefix) :].rstrip("/")
+
+    async def _listing(self, prefix: str, *, recursive: bool) -> AsyncIterator[Any]:
+        objects = self._client.list_objects(self._bucket, prefix=prefix or None, recursive=recursive)
         while True:
             # The SDK pages lazily with blocking requests: pull a batch at a time in a worker thread.
             batch = await self._call(f"list prefix {prefix!r}", None, _take, objects, _LIST_BATCH)
-            for name in batch:
-                yield name
+            for obj in batch:
+                yield obj
             if len(batch) < _LIST_BATCH:
                 return
+
+    async def touch(self, key: str) -> None:
+        validate_key(key)
+        await self._call("touch", key, self._touch_sync, key)
+
+    def _touch_sync(self, key: str) -> None:
+        # S3 has no "touch": copying the object onto itself with replaced metadata gives it a new last-modified
+        # time, server-side (no bytes travel). REPLACE drops the stored metadata, so the content type is re-sent.
+        info = self._client.stat_object(self._bucket, key)
+        self._client.copy_object(
+            self._bucket,
+            key,
+            CopySource(self._bucket, key),
+            metadata={"Content-Type": info.content_type or _DEFAULT_CONTENT_TYPE},
+            metadata_directive=REPLACE,
+        )
 
     async def presigned_get_url(self, key: str, expires: timedelta) -> str:
         validate_key(key)
@@ -247,5 +284,5 @@ class S3ObjectStore(ObjectStore):
         self._http.clear()
 
 
-def _take(objects: Iterator[Any], count: int) -> list[str]:
-    return [obj.object_name for obj in itertools.islice(objects, count) if obj.object_name]
+def _take(objects: Iterator[Any], count: int) -> list[Any]:
+    return list(itertools.islice(objects, count))

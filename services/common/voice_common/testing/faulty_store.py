@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
-from voice_common.object_store.base import ObjectInfo, ObjectStore, ObjectStoreError
+from voice_common.object_store.base import ListedObject, ObjectInfo, ObjectStore, ObjectStoreError
 
 
 class FaultyObjectStore(ObjectStore):
@@ -67,6 +67,15 @@ class FaultyObjectStore(ObjectStore):
 
     def list_keys(self, prefix: str = "") -> AsyncIterator[str]:
         return self.inner.list_keys(prefix)
+
+    def list_objects(self, prefix: str = "") -> AsyncIterator[ListedObject]:
+        return self.inner.list_objects(prefix)
+
+    def list_folders(self, prefix: str = "") -> AsyncIterator[str]:
+        return self.inner.list_folders(prefix)
+
+    async def touch(self, key: str) -> None:
+        await self.inner.touch(key)
 
     async def presigned_get_url(self, key: str, expires: timedelta) -> str:
         return await self.inner.presigned_get_url(key, expires)
