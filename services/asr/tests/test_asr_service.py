@@ -200,6 +200,11 @@ async def test_bad_requests_get_precise_codes(servers: Servers, tenant: str) -> 
         ),
         (pb.TranscribeRequest(content=b""), grpc.StatusCode.INVALID_ARGUMENT, ""),
         (
+            pb.TranscribeRequest(content=speech[: len(speech) // 2]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "the WAV file is cut short",
+        ),
+        (
             pb.TranscribeRequest(content=speech, options=pb.RecognitionOptions(beam_size=0)),
             grpc.StatusCode.INVALID_ARGUMENT,
             "beam_size",

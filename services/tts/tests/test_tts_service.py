@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2, status_pb2
@@ -31,7 +32,7 @@ from voice_common.audio_messages import encoding_to_proto
 from voice_common.config import CommonSettings
 from voice_common.errors import Unavailable
 from voice_common.server.bootstrap import VoiceServer, build_server
-from voice_common.testing.media_files import encode_file, speechlike
+from voice_common.testing.media_files import encode_file, speechlike, wav_data_size, with_wav_data_size
 from voice_common.testing.served import Served, served
 from voice_profiles.app import ProfilesApp
 from voice_profiles.settings import ProfilesSettings
@@ -285,7 +286,8 @@ async def test_bad_requests(servers: Servers, tenant: str) -> None:
     bad_audio = config(store=True, voice=pb.Voice(reference=pb.VoiceReference(audio=b"not audio")))
     with pytest.raises(aio.AioRpcError) as caught:
         await servers.tts.Synthesize(pb.SynthesizeRequest(config=bad_audio, text=TEXT), metadata=meta(tenant))
-    assert caught.value.code() == invalid and "reference" in (caught.value.details() or "")
+    assert caught.value.code() == invalid and "could not be decoded" in (caught.value.details() or "")
+    assert violated_fields(caught.value) == ["config.voice.reference.audio"]
     unknown = config(store=True, voice=pb.Voice(profile_id=str(uuid.uuid4())))
     assert (
         await _code(servers, tenant, pb.SynthesizeRequest(config=unknown, text=TEXT))
@@ -296,6 +298,72 @@ async def test_bad_requests(servers: Servers, tenant: str) -> None:
     code = await _code(servers, tenant, pb.SynthesizeRequest(config=empty, text=TEXT))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert await generations(servers, tenant) == []
+
+
+def rich_details(error: aio.AioRpcError) -> status_pb2.Status:
+    """The google.rpc Status in the error's trailing metadata."""
+    trailing: Any = error.trailing_metadata()  # (key, value) pairs; grpc's stubs type them otherwise
+    details = [value for key, value in trailing if key == "grpc-status-details-bin"]
+    assert details, "no grpc-status-details-bin in the trailing metadata"
+    return status_pb2.Status.FromString(details[0])
+
+
+def violated_fields(error: aio.AioRpcError) -> list[str]:
+    fields = []
+    for detail in rich_details(error).details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            fields += [violation.field for violation in bad_request.field_violations]
+    return fields
+
+
+def _cut_wav() -> bytes:
+    whole = encode_file(speechlike(3.0, RATE, seed=3), RATE, "wav")
+    return with_wav_data_size(whole, wav_data_size(whole) * 10)
+
+
+BAD_REFERENCES = {
+    "1 s clip": lambda: encode_file(speechlike(1.0, RATE, seed=3), RATE, "wav"),
+    "5 s of digital silence": lambda: encode_file(np.zeros(5 * RATE, np.float32), RATE, "wav"),
+    "WAV holding a tenth of its declared data": _cut_wav,
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REFERENCES))
+async def test_an_inline_reference_is_held_to_the_sample_rules(
+    servers: Servers, tenant: str, case: str
+) -> None:
+    data = BAD_REFERENCES[case]()
+    profile_id = await voiced_profile(servers, tenant, with_sample=False)
+    metadata = ppb.SampleMetadata(profile_id=profile_id, file_name="a.wav", reference_text="Hello there.")
+    with pytest.raises(aio.AioRpcError) as as_sample:
+        await servers.profiles.AddSample(
+            iter([ppb.AddSampleRequest(metadata=metadata), ppb.AddSampleRequest(chunk=data)]),
+            metadata=meta(tenant),
+        )
+    inline = config(
+        store=True, voice=pb.Voice(reference=pb.VoiceReference(audio=data, transcript="Hello there."))
+    )
+    with pytest.raises(aio.AioRpcError) as as_reference:
+        await servers.tts.Synthesize(pb.SynthesizeRequest(config=inline, text=TEXT), metadata=meta(tenant))
+    assert as_sample.value.code() == as_reference.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert as_reference.value.details() == as_sample.value.details()
+    assert violated_fields(as_reference.value) == ["config.voice.reference.audio"]
+    assert await generations(servers, tenant) == []
+
+
+async def test_a_quiet_inline_reference_is_used_and_its_warning_logged(
+    servers: Servers, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    quiet = encode_file(speechlike(3.0, RATE, seed=9, amplitude=0.02), RATE, "wav")
+    request = pb.SynthesizeRequest(
+        config=config(voice=pb.Voice(reference=pb.VoiceReference(audio=quiet))), text=TEXT
+    )
+    with caplog.at_level("INFO", logger="voice_tts"):
+        response = await servers.tts.Synthesize(request, metadata=meta(tenant))
+    assert response.summary.duration_seconds > 0
+    assert any("very quiet" in record.getMessage() for record in caplog.records), caplog.text
 
 
 async def duplex(servers: Servers, tenant: str, messages: list[pb.SynthesizeDuplexRequest]) -> list[Any]:

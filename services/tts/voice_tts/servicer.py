@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,11 +21,10 @@ from voice.audio.v1 import audio_pb2
 from voice.tts.v1 import tts_service_pb2 as pb
 from voice.tts.v1 import tts_service_pb2_grpc as pb_grpc
 from voice_common.audio import (
-    AudioDecodeError,
     AudioEncoding,
-    AudioTooLongError,
+    ReferenceLimits,
     StreamingEncoder,
-    decode_audio,
+    decode_reference_audio,
 )
 from voice_common.audio_messages import encoding_from_proto, encoding_to_proto
 from voice_common.errors import FailedPrecondition, InvalidArgument
@@ -40,10 +40,10 @@ if TYPE_CHECKING:
     from voice_tts.app import TtsApp
 
 Context = aio.ServicerContext[Any, Any]
+logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24_000
 REFERENCE_FIELD = "config.voice.reference.audio"
-MAX_REFERENCE_SECONDS = 120.0
 _SEED_RANGE = 2**63
 _TEXT_PLACEHOLDER = "."
 
@@ -125,7 +125,7 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
                 clips = await self._app.profiles.download_clips(tenant, samples)
                 prompt = await self._voice_prompt(key, clips)
         elif source == "reference":
-            clips = [await _inline_clip(voice.reference)]
+            clips = [await _inline_clip(voice.reference, self._app.settings.reference_limits())]
             profile_id = None
             prompt = await self._voice_prompt(prompt_cache_key(cache.model_id, clips), clips)
         else:
@@ -409,15 +409,17 @@ async def _next_piece(pieces: asyncio.Queue[str | None], reader: asyncio.Task[No
     return pieces.get_nowait() if not pieces.empty() else None
 
 
-async def _inline_clip(reference: pb.VoiceReference) -> ReferenceClip:
-    """A reference clip sent with the request, decoded to 24 kHz mono."""
-    try:
-        decoded = await asyncio.to_thread(
-            decode_audio, reference.audio, target_rate=SAMPLE_RATE, max_seconds=MAX_REFERENCE_SECONDS
+async def _inline_clip(reference: pb.VoiceReference, limits: ReferenceLimits) -> ReferenceClip:
+    """A reference clip sent with the request, held to the rules of a profile sample and decoded to 24 kHz mono."""
+    checked = await asyncio.to_thread(
+        decode_reference_audio, reference.audio, limits, sample_rate=SAMPLE_RATE, field=REFERENCE_FIELD
+    )
+    # The response has no place for them: the operator's log keeps what the client was not told.
+    for warning in checked.warnings:
+        logger.info(
+            "inline reference audio used despite a warning (%s): %s", warning.code.value, warning.message
         )
-    except (AudioDecodeError, AudioTooLongError) as error:
-        raise InvalidArgument(f"the reference audio cannot be used: {error}", field=REFERENCE_FIELD) from None
-    audio = np.asarray(decoded.samples, dtype=np.float32)
+    audio = np.asarray(checked.decoded.samples, dtype=np.float32)
     transcript = reference.transcript.strip() or None
     return ReferenceClip(
         audio=audio, transcript=transcript, sha256=hashlib.sha256(audio.tobytes()).hexdigest()

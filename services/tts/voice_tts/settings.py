@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from voice_common.audio.reference_audio import DEFAULT_MAX_SECONDS, DEFAULT_MIN_SECONDS, ReferenceLimits
 from voice_common.model_manager import ALLOW_DOWNLOAD_DESCRIPTION
 from voice_tts.model_manager import DEFAULT_MODEL, ModelSpec
 
@@ -65,6 +66,19 @@ class TtsSettings(BaseSettings):
     max_text_chars: int = Field(
         5000, ge=1, description="Longest text of one request, in characters; longer: INVALID_ARGUMENT."
     )
+    min_reference_seconds: float = Field(
+        DEFAULT_MIN_SECONDS,
+        gt=0,
+        description="Shortest inline reference clip accepted (seconds of audio); must be below the longest. "
+        "Inline references are held to the rules of a profile sample (also silence and cut-off WAVs), so keep "
+        "this equal to PROFILES_MIN_SAMPLE_SECONDS.",
+    )
+    max_reference_seconds: float = Field(
+        DEFAULT_MAX_SECONDS,
+        gt=0,
+        description="Longest inline reference clip accepted (seconds of audio; the prompt uses at most 20 s of "
+        "it); keep this equal to PROFILES_MAX_SAMPLE_SECONDS.",
+    )
     max_queue: int = Field(
         32,
         ge=1,
@@ -96,6 +110,15 @@ class TtsSettings(BaseSettings):
         description="Streaming: earlier frames decoded along with each chunk; more context comes closer to "
         "decoding the whole at once (exact at about 100 frames) and costs more decode time; 0: none.",
     )
+
+    @model_validator(mode="after")
+    def _reference_lengths_ordered(self) -> TtsSettings:
+        if self.min_reference_seconds >= self.max_reference_seconds:
+            raise ValueError("TTS_MIN_REFERENCE_SECONDS must be below TTS_MAX_REFERENCE_SECONDS")
+        return self
+
+    def reference_limits(self) -> ReferenceLimits:
+        return ReferenceLimits(self.min_reference_seconds, self.max_reference_seconds)
 
     def spec(self) -> ModelSpec:
         return ModelSpec(
