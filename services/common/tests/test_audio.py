@@ -253,7 +253,7 @@ def _remux_audio(data: bytes, path: Path, container_format: str) -> bytes:
 
     options = {"movflags": "faststart"} if container_format == "mp4" else {}
     with (
-        av.open(io.BytesIO(data)) as source,
+        av.open(io.BytesIO(data), "r") as source,
         av.open(str(path), "w", format=container_format, options=options) as target,
     ):
         stream = target.add_stream_from_template(source.streams.audio[0])
