@@ -387,6 +387,15 @@ async def test_request_id_is_generated_when_absent(client: Client) -> None:
     assert ids[0] != ids[1]
 
 
+async def test_a_request_id_too_long_to_echo_is_replaced(client: Client) -> None:
+    # Echoed whole in trailing metadata and in an INTERNAL's message, a 5000-character id made about 10 KB of
+    # metadata, past the 8 KiB from which a client refuses answers (at random up to 16 KiB, then always).
+    error = await fails(client.unary(b"boom", metadata=(("x-request-id", "r" * 5000),)))
+    assert error.code() == grpc.StatusCode.INTERNAL
+    [echoed] = trailing(error, "x-request-id")
+    assert re.fullmatch(r"[0-9a-f]{32}", str(echoed)) and str(echoed) in (error.details() or "")
+
+
 async def test_streaming_calls_echo_the_request_id(client: Client) -> None:
     call = client.server_stream(b"ok", metadata=(("x-request-id", "stream-7"),))
     assert [m async for m in call] == [b"first", b"second", b"ok"]

@@ -7,21 +7,34 @@ callee's status into :mod:`voice_common.errors`, so its own status mapping answe
   message and, from its rich status details, the resource's kind and id;
 * ``INVALID_ARGUMENT`` -> :class:`~voice_common.errors.InvalidArgument`, ``FAILED_PRECONDITION`` ->
   :class:`~voice_common.errors.FailedPrecondition`, both with the callee's message;
+* ``RESOURCE_EXHAUSTED`` -> :class:`~voice_common.errors.ResourceExhausted`: with the callee's retry delay when
+  its status carries a ``RetryInfo`` (a full queue: retrying later works); without one it is gRPC's own refusal
+  of something too large (a message, or metadata over its limit), which the same request meets again, so it is
+  never told to retry;
 * anything else (``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, ``INTERNAL``, a closed channel, ...) ->
   :class:`~voice_common.errors.Unavailable`: the callee cannot serve the request now.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
-from voice_common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from voice_common.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    quoted,
+)
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+T = TypeVar("T", error_details_pb2.ResourceInfo, error_details_pb2.RetryInfo)
 
 
 class RemoteNotFound(NotFound):
@@ -33,8 +46,8 @@ class RemoteNotFound(NotFound):
         self.args = (message,)
 
 
-def _resource_info(error: aio.AioRpcError) -> error_details_pb2.ResourceInfo | None:
-    """The ResourceInfo a platform service packs into a NOT_FOUND's rich status, if any."""
+def _detail(error: aio.AioRpcError, kind: type[T]) -> T | None:
+    """The detail of type ``kind`` (ResourceInfo, RetryInfo) a platform service packed into its rich status."""
     try:
         # aio.Metadata iterates as (key, value) pairs; grpc-stubs types its items as _Metadatum objects.
         trailing: Any = error.trailing_metadata() or ()
@@ -43,8 +56,8 @@ def _resource_info(error: aio.AioRpcError) -> error_details_pb2.ResourceInfo | N
                 continue
             status = status_pb2.Status.FromString(value)
             for detail in status.details:
-                if detail.Is(error_details_pb2.ResourceInfo.DESCRIPTOR):
-                    info = error_details_pb2.ResourceInfo()
+                if detail.Is(kind.DESCRIPTOR):
+                    info = kind()
                     detail.Unpack(info)
                     return info
     except Exception:  # a malformed details blob must not hide the error itself
@@ -64,15 +77,26 @@ def translate_error(
         code = error.code()
         details = error.details() or ""
         if code == grpc.StatusCode.NOT_FOUND:
-            info = _resource_info(error)
+            info = _detail(error, error_details_pb2.ResourceInfo)
             if info is not None and info.resource_type:
                 kind, resource_id = info.resource_type, info.resource_name
-            message = details or f"{kind} {resource_id!r} not found"
+            message = details or f"{kind} {quoted(resource_id)} not found"
             return RemoteNotFound(message, kind, resource_id)
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             return InvalidArgument(details or f"{service} rejected the request to {action}")
         if code == grpc.StatusCode.FAILED_PRECONDITION:
             return FailedPrecondition(details or f"{service} cannot {action} now")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            retry = _detail(error, error_details_pb2.RetryInfo)
+            if retry is not None:
+                return ResourceExhausted(
+                    details or f"{service} is too busy to {action}; retry later",
+                    retry_after_seconds=retry.retry_delay.ToNanoseconds() / 1e9,
+                )
+            return ResourceExhausted(
+                f"{service} refused the request to {action} as too large ({details or code.name}); the same "
+                "request will be refused again"
+            )
         reason = f"{code.name}: {details}" if details else code.name
     else:
         reason = str(error) or type(error).__name__

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
 from grpc import aio
 
+from voice_common.errors import Unavailable
 from voice_common.observability import (
     GRPC_IN_FLIGHT,
     GRPC_LATENCY,
@@ -31,15 +33,21 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _UNTENANTED_PREFIXES = ("/grpc.",)
 
 
+# A client's own request id is echoed in trailing metadata, status details and logs, so only a short token is taken;
+# anything else (too long, spaces, control characters) gets a fresh one, as a request without one does.
+_CLIENT_REQUEST_ID = re.compile(r"[!-~]{1,128}")
+
+
 class _RpcScope:
     """Everything done around one RPC, whatever its shape."""
 
-    def __init__(self, method: str, metadata: dict[str, str], tenants: TenantResolver) -> None:
+    def __init__(self, method: str, metadata: Sequence[tuple[str, str]], tenants: TenantResolver) -> None:
         self.method = method
         self.service, _, self.short_method = method.lstrip("/").rpartition("/")
-        self.metadata = metadata
+        self.tenant_values = [value for key, value in metadata if key == TENANT_METADATA_KEY]
         self.tenants = tenants
-        self.request_id = metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex
+        client_id = next((value for key, value in metadata if key == REQUEST_ID_KEY), "")
+        self.request_id = client_id if _CLIENT_REQUEST_ID.fullmatch(client_id) else uuid.uuid4().hex
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.OK
 
@@ -49,7 +57,7 @@ class _RpcScope:
         GRPC_IN_FLIGHT.labels(self.service).inc()
         context.set_trailing_metadata(((REQUEST_ID_KEY, self.request_id),))
         if not self.method.startswith(_UNTENANTED_PREFIXES):
-            tenant_var.set(self.tenants.resolve(self.metadata.get(TENANT_METADATA_KEY)))
+            tenant_var.set(self.tenants.resolve(self.tenant_values))
 
     async def fail(self, context: aio.ServicerContext[Any, Any], error: BaseException) -> None:
         mapped = status_for(error, self.request_id)
@@ -94,14 +102,38 @@ class _RpcScope:
             )
 
 
+class StreamCutoff:
+    """Whether the server has cut off the calls still running (the end of a drain's grace period).
+
+    grpc.aio ends the request stream of a call the server cancels exactly as if the client had finished it (its
+    reader turns "cancelled" into end-of-stream; the handler learns of the cancellation only at its next await), so
+    a handler would take an upload cut off half-way for a complete one and store it. ``VoiceServer.stop`` sets
+    ``reached`` just before it cancels the calls; a request stream that ends after that raises instead of ending.
+    """
+
+    def __init__(self) -> None:
+        self.reached = False
+
+
+async def _until_cut_off(requests: AsyncIterator[Any], cutoff: StreamCutoff) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield request
+    if cutoff.reached:
+        raise Unavailable(
+            "the server is shutting down and cut this request stream off before its end; nothing of it was kept: "
+            "send it again"
+        )
+
+
 def _is_abort(error: BaseException) -> bool:
     # context.abort() raises this; the status is already set, so it passes through untouched.
     return isinstance(error, aio.AbortError)
 
 
 class ServerInterceptor(aio.ServerInterceptor):
-    def __init__(self, tenants: TenantResolver) -> None:
+    def __init__(self, tenants: TenantResolver, cutoff: StreamCutoff | None = None) -> None:
         self._tenants = tenants
+        self._cutoff = cutoff or StreamCutoff()
 
     async def intercept_service(
         self,
@@ -112,12 +144,13 @@ class ServerInterceptor(aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        metadata = {
-            key: value
+        metadata = [
+            (key, value)
             for key, value in (handler_call_details.invocation_metadata or ())
             if isinstance(value, str)
-        }
+        ]
         tenants = self._tenants
+        cutoff = self._cutoff
         # grpc's stubs type handlers for the sync server; under grpc.aio they are coroutine/async-generator functions.
         behavior: Any = (
             handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
@@ -143,6 +176,8 @@ class ServerInterceptor(aio.ServerInterceptor):
 
             async def unary_response(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
                 async with guarded(context):
+                    if handler.request_streaming:
+                        request = _until_cut_off(request, cutoff)
                     return await behavior(request, context)
 
             factory = (
@@ -158,6 +193,8 @@ class ServerInterceptor(aio.ServerInterceptor):
 
         async def stream_response(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             async with guarded(context):
+                if handler.request_streaming:
+                    request = _until_cut_off(request, cutoff)
                 result = behavior(request, context)
                 if hasattr(result, "__aiter__"):
                     async for response in result:

@@ -8,15 +8,26 @@ from google.rpc import error_details_pb2, status_pb2
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from voice_common import errors
+from voice_common.errors import shortened
 from voice_common.object_store import ObjectNotFound, ObjectStoreError
 
 ERROR_DOMAIN = "voice.platform"
+# The message and the details travel in trailing metadata, twice over (grpc-message, and the Status inside
+# grpc-status-details-bin, base64), and a client refuses trailing metadata past 8 KiB (soft) to 16 KiB (hard) with
+# a RESOURCE_EXHAUSTED that hides the real answer. Messages quote client values bounded (errors.quoted); these caps
+# keep any message that still grew long (many violations, long non-ASCII text) well inside the limit.
+MAX_MESSAGE_CHARS = 1000
+MAX_DESCRIPTION_CHARS = 300
+MAX_FIELD_CHARS = 100
+MAX_VIOLATIONS = 10
+MAX_RESOURCE_NAME_CHARS = 100
 
 _CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.Aborted, grpc.StatusCode.ABORTED),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
@@ -37,7 +48,7 @@ def status_for(
     message = str(error)
     details: list[any_pb2.Any] = []
     if isinstance(error, errors.DomainError):
-        message = error.message
+        message = shortened(error.message, MAX_MESSAGE_CHARS)
         for error_type, candidate in _CODES:
             if isinstance(error, error_type):
                 code = candidate
@@ -48,9 +59,10 @@ def status_for(
                     error_details_pb2.BadRequest(
                         field_violations=[
                             error_details_pb2.BadRequest.FieldViolation(
-                                field=v.field, description=v.description
+                                field=shortened(v.field, MAX_FIELD_CHARS),
+                                description=shortened(v.description, MAX_DESCRIPTION_CHARS),
                             )
-                            for v in error.violations
+                            for v in error.violations[:MAX_VIOLATIONS]
                         ]
                     )
                 )
@@ -62,7 +74,10 @@ def status_for(
         if isinstance(error, errors.NotFound):
             details.append(
                 _pack(
-                    error_details_pb2.ResourceInfo(resource_type=error.kind, resource_name=error.resource_id)
+                    error_details_pb2.ResourceInfo(
+                        resource_type=error.kind,
+                        resource_name=shortened(error.resource_id, MAX_RESOURCE_NAME_CHARS),
+                    )
                 )
             )
     elif isinstance(error, ObjectNotFound):
