@@ -21,6 +21,7 @@ from profiles_harness import Harness, expect_error, sample_requests, tenant_meta
 from voice.audio.v1 import audio_pb2
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice_common.testing.media_files import encode_file, speechlike, wav_data_size, with_wav_data_size
+from voice_common.testing.status_details import field_violations, trailing_metadata_bytes
 
 MISSING_ID = "00000000-0000-4000-8000-000000000000"
 
@@ -121,10 +122,11 @@ CASES: list[Case] = [
         "not found",
     ),
     (
+        # Not an id at all: a bad request, where a well-formed id that names nothing is NOT_FOUND (above).
         "sample: malformed profile id",
         lambda w: w.add_sample(sample_requests("../etc", wav(3))),
-        grpc.StatusCode.NOT_FOUND,
-        "not found",
+        INVALID,
+        "metadata.profile_id '../etc' is not a profile id",
     ),
     ("sample: no bytes", lambda w: w.upload(b""), INVALID, "empty"),
     ("sample: garbage bytes", lambda w: w.upload(bytes(range(256)) * 400), INVALID, "could not be decoded"),
@@ -196,7 +198,8 @@ CASES: list[Case] = [
     (
         "profile: negative ttl",
         lambda w: w.harness.stub.CreateProfile(
-            pb.CreateProfileRequest(name="x", ttl=duration_pb2.Duration(seconds=-5)), metadata=w.md
+            pb.CreateProfileRequest(name="x", temporary=True, ttl=duration_pb2.Duration(seconds=-5)),
+            metadata=w.md,
         ),
         INVALID,
         "ttl must be positive",
@@ -209,6 +212,14 @@ CASES: list[Case] = [
         ),
         INVALID,
         "at most 30 days",
+    ),
+    (
+        "profile: ttl without temporary",
+        lambda w: w.harness.stub.CreateProfile(
+            pb.CreateProfileRequest(name="x", ttl=duration_pb2.Duration(seconds=60)), metadata=w.md
+        ),
+        INVALID,
+        "set temporary=true",
     ),
     (
         "profile: description too long",
@@ -337,7 +348,21 @@ CASES: list[Case] = [
         INVALID,
         "metadata.ttl must be positive",
     ),
+    (
+        "generation: ttl without preview",
+        lambda w: w.generation(wav(1), ttl=duration_pb2.Duration(seconds=60)),
+        INVALID,
+        "set preview=true",
+    ),
     # Tenancy and archives
+    (
+        "tenant: header sent twice",
+        lambda w: w.harness.stub.ListProfiles(
+            pb.ListProfilesRequest(), metadata=(("x-voice-tenant", w.tenant), ("x-voice-tenant", "t-other"))
+        ),
+        INVALID,
+        "sent 2 times",
+    ),
     (
         "tenant: malformed tenant id",
         lambda w: w.harness.stub.ListProfiles(
@@ -399,3 +424,136 @@ async def test_bad_input_is_rejected_and_leaves_nothing(
         rows_after["profiles"] -= 1  # the case itself made a second profile to get a token
     assert rows_after == rows_before
     assert await harness.objects(tenant) == objects_before
+
+
+LONG_ID = "x" * 10_000
+IdCall = Callable[[World, str], object]
+ID_RPCS: list[tuple[str, str, IdCall]] = [
+    ("GetProfile", "id", lambda w, i: w.harness.stub.GetProfile(pb.GetProfileRequest(id=i), metadata=w.md)),
+    ("UpdateProfile", "profile.id", lambda w, i: w.update(pb.Profile(id=i, name="z"), ["name"])),
+    (
+        "DeleteProfile",
+        "id",
+        lambda w, i: w.harness.stub.DeleteProfile(pb.DeleteProfileRequest(id=i), metadata=w.md),
+    ),
+    ("AddSample", "metadata.profile_id", lambda w, i: w.add_sample(sample_requests(i, wav(3)))),
+    (
+        "ListSamples",
+        "profile_id",
+        lambda w, i: w.harness.stub.ListSamples(pb.ListSamplesRequest(profile_id=i), metadata=w.md),
+    ),
+    (
+        "UpdateSample",
+        "sample.id",
+        lambda w, i: w.harness.stub.UpdateSample(
+            pb.UpdateSampleRequest(
+                sample=pb.Sample(id=i, reference_text="Hello."),
+                update_mask=field_mask_pb2.FieldMask(paths=["reference_text"]),
+            ),
+            metadata=w.md,
+        ),
+    ),
+    (
+        "DeleteSample",
+        "id",
+        lambda w, i: w.harness.stub.DeleteSample(pb.DeleteSampleRequest(id=i), metadata=w.md),
+    ),
+    (
+        "GetSampleAudio",
+        "id",
+        lambda w, i: w.harness.stub.GetSampleAudio(pb.GetSampleAudioRequest(id=i), metadata=w.md),
+    ),
+    ("CreateGeneration", "metadata.profile_id", lambda w, i: w.generation(wav(1), profile_id=i)),
+    (
+        "GetGeneration",
+        "id",
+        lambda w, i: w.harness.stub.GetGeneration(pb.GetGenerationRequest(id=i), metadata=w.md),
+    ),
+    (
+        "ListGenerations",
+        "profile_id",
+        lambda w, i: w.harness.stub.ListGenerations(pb.ListGenerationsRequest(profile_id=i), metadata=w.md),
+    ),
+    (
+        "DeleteGeneration",
+        "id",
+        lambda w, i: w.harness.stub.DeleteGeneration(pb.DeleteGenerationRequest(id=i), metadata=w.md),
+    ),
+    (
+        "GetGenerationStats",
+        "profile_id",
+        lambda w, i: w.harness.stub.GetGenerationStats(
+            pb.GetGenerationStatsRequest(profile_id=i), metadata=w.md
+        ),
+    ),
+    (
+        "GetGenerationAudio",
+        "id",
+        lambda w, i: w.harness.stub.GetGenerationAudio(pb.GetGenerationAudioRequest(id=i), metadata=w.md),
+    ),
+    (
+        "GetDownloadUrl of a sample",
+        "sample_id",
+        lambda w, i: w.harness.stub.GetDownloadUrl(pb.GetDownloadUrlRequest(sample_id=i), metadata=w.md),
+    ),
+    (
+        "GetDownloadUrl of a generation",
+        "generation_id",
+        lambda w, i: w.harness.stub.GetDownloadUrl(pb.GetDownloadUrlRequest(generation_id=i), metadata=w.md),
+    ),
+    (
+        "ExportProfile",
+        "id",
+        lambda w, i: w.harness.stub.ExportProfile(pb.ExportProfileRequest(id=i), metadata=w.md),
+    ),
+]
+
+
+@pytest.mark.parametrize("bad_id", ["../etc", LONG_ID], ids=["path", "10k-characters"])
+@pytest.mark.parametrize(("rpc", "field", "call"), ID_RPCS, ids=[case[0] for case in ID_RPCS])
+async def test_a_value_that_is_not_an_id_is_invalid_in_every_rpc_with_a_short_answer(
+    harness: Harness, tenant: str, rpc: str, field: str, call: IdCall, bad_id: str
+) -> None:
+    world = World(harness, tenant, pb.Profile(), pb.Sample())
+    error = await expect_error(lambda: call(world, bad_id), INVALID)
+    details = error.details() or ""
+    assert " is not a " in details and field in details, details
+    assert len(details) < 300, details
+    assert field in field_violations(error)
+    # The echo is bounded, so the answer stays far inside the client's metadata limit (8-16 KiB).
+    assert trailing_metadata_bytes(error) < 2000
+
+
+async def test_generation_rpcs_agree_on_a_malformed_id(harness: Harness, tenant: str) -> None:
+    md = tenant_metadata(tenant)
+    by_id = await expect_error(
+        harness.stub.GetGeneration(pb.GetGenerationRequest(id="nope"), metadata=md), INVALID
+    )
+    by_profile = await expect_error(
+        harness.stub.GetGenerationStats(pb.GetGenerationStatsRequest(profile_id="nope"), metadata=md), INVALID
+    )
+    assert by_id.details() == "id 'nope' is not a generation id: ids are UUIDs, as the server returned them"
+    assert by_profile.details() == (
+        "profile_id 'nope' is not a profile id: ids are UUIDs, as the server returned them"
+    )
+
+
+UNKNOWN_ENCODING = audio_pb2.AudioFormat(encoding=99)  # type: ignore[arg-type]
+
+
+async def test_an_unknown_encoding_is_listed_with_the_other_bad_fields(harness: Harness, tenant: str) -> None:
+    md = tenant_metadata(tenant)
+    audio = await expect_error(
+        harness.stub.GetSampleAudio(
+            pb.GetSampleAudioRequest(id="../etc", format=UNKNOWN_ENCODING), metadata=md
+        ),
+        INVALID,
+    )
+    assert list(field_violations(audio)) == ["format.encoding", "id"]
+    profile = await new_profile(harness, tenant)
+    world = World(harness, tenant, profile, pb.Sample())
+    generation = await expect_error(
+        lambda: world.generation(wav(1), text=" ", format=UNKNOWN_ENCODING), INVALID
+    )
+    assert list(field_violations(generation)) == ["metadata.format.encoding", "metadata.text"]
+    assert (await harness.rows(tenant))["generations"] == 0

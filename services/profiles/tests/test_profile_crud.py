@@ -39,7 +39,7 @@ async def test_temporary_profile_expires_after_default_ttl(harness: Harness, ten
     expires = profile.expire_time.ToDatetime(tzinfo=UTC)
     created = profile.create_time.ToDatetime(tzinfo=UTC)
     assert abs((expires - created) - timedelta(hours=12)) < timedelta(seconds=1)
-    custom = await create(harness, tenant, "Short", ttl=duration_pb2.Duration(seconds=60))
+    custom = await create(harness, tenant, "Short", temporary=True, ttl=duration_pb2.Duration(seconds=60))
     assert custom.expire_time.ToDatetime(tzinfo=UTC) - custom.create_time.ToDatetime(tzinfo=UTC) == timedelta(
         seconds=60
     )

@@ -14,7 +14,7 @@ from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
 from voice_common.audio import AudioWarningCode
 from voice_common.audio_messages import encoding_from_proto, encoding_to_proto
-from voice_common.errors import InvalidArgument
+from voice_common.errors import ErrorList, InvalidArgument
 from voice_common.tenancy import current_tenant
 from voice_profiles.domain.archive import ProfileArchiver
 from voice_profiles.domain.entities import (
@@ -28,6 +28,7 @@ from voice_profiles.domain.entities import (
 from voice_profiles.domain.generations import GenerationHistory, GenerationUpload
 from voice_profiles.domain.profiles import ProfileChanges, ProfileManager
 from voice_profiles.domain.samples import AudioStream, SampleManager, SampleUpload
+from voice_profiles.domain.validation import check_id
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -63,6 +64,15 @@ def _duration(message: Any, field: str) -> timedelta | None:
         return None
     value: duration_pb2.Duration = getattr(message, field)
     return timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
+
+
+def _refuse_with_the_rest(errors: ErrorList, *checks: Callable[[], object]) -> None:
+    """If mapping the message found bad fields (an AudioEncoding number the API does not define), refuse the
+    request with those and with whatever the domain's ``checks`` find in the other fields, in one answer."""
+    if errors.violations:
+        for check in checks:
+            errors.collect(check)
+        errors.raise_if_any()
 
 
 def profile_to_proto(profile: Profile) -> pb.Profile:
@@ -243,6 +253,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             reference_text=metadata.reference_text if metadata.HasField("reference_text") else None,
             file_name=metadata.file_name,
             mime_type=metadata.mime_type,
+            request_id=metadata.request_id,
         )
         sample = await self._samples.add(current_tenant(), upload, chunks)
         if sample.transcript_state is TranscriptState.NEEDED:
@@ -282,11 +293,14 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
     async def GetSampleAudio(
         self, request: pb.GetSampleAudioRequest, context: Context
     ) -> AsyncIterator[pb.GetSampleAudioResponse]:
+        errors = ErrorList()
+        encoding = errors.collect(lambda: encoding_from_proto(request.format.encoding, "format.encoding"))
+        _refuse_with_the_rest(errors, lambda: check_id("sample", request.id))
         stream = await self._samples.audio(
             current_tenant(),
             request.id,
             original=request.original,
-            encoding=encoding_from_proto(request.format.encoding, "format.encoding"),
+            encoding=encoding,
             rate=request.format.sample_rate_hertz,
         )
         async for message in _audio_messages(stream, pb.GetSampleAudioResponse):
@@ -298,6 +312,10 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         self, request_iterator: AsyncIterator[pb.CreateGenerationRequest], context: Context
     ) -> pb.CreateGenerationResponse:
         metadata, chunks = await _split_upload(request_iterator, "GenerationMetadata")
+        errors = ErrorList()
+        encoding = errors.collect(
+            lambda: encoding_from_proto(metadata.format.encoding, "metadata.format.encoding")
+        )
         upload = GenerationUpload(
             profile_id=metadata.profile_id,
             text=metadata.text,
@@ -305,12 +323,14 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             seed=metadata.seed,
             parameters=dict(metadata.parameters),
             model_id=metadata.model_id,
-            encoding=encoding_from_proto(metadata.format.encoding, "metadata.format.encoding"),
+            encoding=encoding,
             sample_rate=metadata.format.sample_rate_hertz,
             claimed_duration_seconds=metadata.duration_seconds,
             preview=metadata.preview,
             ttl=_duration(metadata, "ttl"),
+            request_id=metadata.request_id,
         )
+        _refuse_with_the_rest(errors, lambda: self._generations.check_upload(upload))
         generation = await self._generations.create(current_tenant(), upload, chunks)
         return pb.CreateGenerationResponse(generation=generation_to_proto(generation))
 
@@ -368,10 +388,13 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
     async def GetGenerationAudio(
         self, request: pb.GetGenerationAudioRequest, context: Context
     ) -> AsyncIterator[pb.GetGenerationAudioResponse]:
+        errors = ErrorList()
+        encoding = errors.collect(lambda: encoding_from_proto(request.format.encoding, "format.encoding"))
+        _refuse_with_the_rest(errors, lambda: check_id("generation", request.id))
         stream = await self._generations.audio(
             current_tenant(),
             request.id,
-            encoding_from_proto(request.format.encoding, "format.encoding"),
+            encoding,
             request.format.sample_rate_hertz,
         )
         async for message in _audio_messages(stream, pb.GetGenerationAudioResponse):
@@ -414,5 +437,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         self, request_iterator: AsyncIterator[pb.ImportProfileRequest], context: Context
     ) -> pb.ImportProfileResponse:
         metadata, chunks = await _split_upload(request_iterator, "ImportProfileMetadata")
-        profile = await self._archiver.import_(current_tenant(), metadata.name, chunks)
+        profile = await self._archiver.import_(
+            current_tenant(), metadata.name, chunks, request_id=metadata.request_id
+        )
         return pb.ImportProfileResponse(profile=profile_to_proto(profile), sample_count=profile.sample_count)

@@ -10,8 +10,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from voice_common.audio import AudioEncoding, decode_audio, decode_linear16, encode_audio
-from voice_common.errors import ErrorList, InvalidArgument
+from voice_common.errors import ErrorList, InvalidArgument, NotFound, quoted
 from voice_profiles.domain.entities import Generation, GenerationFilter, GenerationStats, Page
+from voice_profiles.domain.idempotency import (
+    RequestIdTaken,
+    UploadOperation,
+    UploadRequest,
+    check_request_id,
+    created_then_deleted,
+    earlier_resource,
+    upload_request,
+)
 from voice_profiles.domain.limits import Limits
 from voice_profiles.domain.object_keys import generation_audio_key
 from voice_profiles.domain.paging import decode_token, page_of, page_size
@@ -25,6 +34,7 @@ from voice_profiles.domain.samples import (
 from voice_profiles.domain.storage import StorageUser
 from voice_profiles.domain.uploads import read_upload
 from voice_profiles.domain.validation import check_id, check_language, check_text, check_ttl
+from voice_profiles.repositories.unit_of_work import Transaction
 
 # How far the producer's own duration may differ from the decoded audio before the upload is called truncated.
 DURATION_TOLERANCE_SECONDS = 0.05
@@ -44,6 +54,24 @@ class GenerationUpload:
     claimed_duration_seconds: float = 0.0
     preview: bool = False
     ttl: timedelta | None = None
+    request_id: str = ""  # "" for none; see domain.idempotency
+
+
+def _fingerprinted(upload: GenerationUpload) -> dict[str, object]:
+    """Every field of the metadata that shapes the stored generation (see domain.idempotency)."""
+    return {
+        "profile_id": upload.profile_id,
+        "text": upload.text,
+        "language": upload.language,
+        "seed": upload.seed,
+        "parameters": upload.parameters,
+        "model_id": upload.model_id,
+        "encoding": upload.encoding.value if upload.encoding is not None else None,
+        "sample_rate": upload.sample_rate,
+        "duration_seconds": upload.claimed_duration_seconds,
+        "preview": upload.preview,
+        "ttl_seconds": upload.ttl.total_seconds() if upload.ttl is not None else None,
+    }
 
 
 def _decode_generation(data: bytes, upload: GenerationUpload, limits: Limits) -> tuple[bytes, float]:
@@ -69,8 +97,10 @@ def _decode_generation(data: bytes, upload: GenerationUpload, limits: Limits) ->
 
 
 class GenerationHistory(StorageUser):
-    def _check_upload(self, upload: GenerationUpload) -> tuple[str | None, str, str]:
-        """Every problem with the metadata at once, so the producer can fix them in one go."""
+    def check_upload(self, upload: GenerationUpload) -> tuple[str | None, str, str]:
+        """Every problem with the metadata at once, so the producer can fix them in one go: the profile id, the
+        language and the text, checked. The servicer also calls it alone to list these beside a field it could not
+        map (an AudioEncoding number the API does not define)."""
         errors = ErrorList()
 
         def collect(check: Callable[[], str]) -> str:
@@ -86,13 +116,15 @@ class GenerationHistory(StorageUser):
             )
         )
         language = collect(lambda: check_language(upload.language, "metadata.language"))
+        collect(lambda: check_request_id(upload.request_id))
         collect(lambda: check_text(upload.model_id, "metadata.model_id", max_chars=255, single_line=True))
         if len(upload.parameters) > MAX_PARAMETERS:
             errors.add("metadata.parameters", f"at most {MAX_PARAMETERS} parameters")
         for name, value in upload.parameters.items():
             if not name or len(name) > 64 or not name.replace("_", "").isalnum():
                 errors.add(
-                    "metadata.parameters", f"parameter name {name!r} must be 1-64 letters, digits or '_'"
+                    "metadata.parameters",
+                    f"parameter name {quoted(name)} must be 1-64 letters, digits or '_'",
                 )
             elif not math.isfinite(value):
                 errors.add(f"metadata.parameters[{name}]", "must be a finite number")
@@ -103,30 +135,56 @@ class GenerationHistory(StorageUser):
             )
         if upload.claimed_duration_seconds < 0 or not math.isfinite(upload.claimed_duration_seconds):
             errors.add("metadata.duration_seconds", "must be a non-negative number")
-        errors.raise_if_any()
+        if upload.ttl is not None and not upload.preview:
+            errors.add(
+                "metadata.ttl",
+                "ttl applies to previews only: set preview=true for a generation that expires after ttl, or leave "
+                "ttl unset to keep it",
+            )
         profile_id = (
-            check_id("profile", upload.profile_id, "metadata.profile_id") if upload.profile_id else None
+            errors.collect(lambda: check_id("profile", upload.profile_id, "metadata.profile_id"))
+            if upload.profile_id
+            else None
         )
+        errors.raise_if_any()
         return profile_id, language, text
 
     async def create(
         self, tenant_id: str, upload: GenerationUpload, chunks: AsyncIterator[bytes]
     ) -> Generation:
-        profile_id, language, text = self._check_upload(upload)
+        profile_id, language, text = self.check_upload(upload)
         profile_name = ""
         if profile_id is not None:
             async with self._database.transaction() as tx:
-                profile_name = (await tx.profiles.get(tenant_id, profile_id)).name
+                # A retry whose first attempt was stored gets that generation even if the profile is gone by now
+                # (the history outlives it).
+                if not (
+                    upload.request_id
+                    and await tx.upload_requests.find(
+                        tenant_id, UploadOperation.CREATE_GENERATION, upload.request_id
+                    )
+                ):
+                    profile_name = (await tx.profiles.get(tenant_id, profile_id)).name
         now = self._clock()
         expires_at = None
-        if upload.preview or upload.ttl is not None:
+        if upload.preview:
             expires_at = now + check_ttl(
                 upload.ttl, self._limits.preview_ttl, self._limits.max_ttl, "metadata.ttl"
             )
         data = await read_upload(chunks, self._limits.max_generation_bytes, "the audio")
+        request = await upload_request(
+            tenant_id, UploadOperation.CREATE_GENERATION, upload.request_id, _fingerprinted(upload), data
+        )
+        if request is not None:
+            async with self._database.transaction() as tx:
+                earlier = await self._earlier_generation(tx, request)
+            if earlier is not None:
+                return earlier
         wav, duration = await asyncio.to_thread(_decode_generation, data, upload, self._limits)
+        generation_id = str(uuid.uuid4())
+        key = generation_audio_key(tenant_id, generation_id)
         generation = Generation(
-            id=str(uuid.uuid4()),
+            id=generation_id,
             profile_id=profile_id,
             profile_name=profile_name,
             text=text,
@@ -136,21 +194,39 @@ class GenerationHistory(StorageUser):
             model_id=upload.model_id,
             duration_seconds=duration,
             sample_rate=self._limits.sample_rate,
-            audio_key="",
+            audio_key=key,
             size_bytes=len(wav),
             created_at=now,
             expires_at=expires_at,
         )
-        key = generation_audio_key(tenant_id, generation.id)
-        generation = Generation(**{**generation.__dict__, "audio_key": key})
+
+        async def write_rows(tx: Transaction) -> None:
+            if request is not None:
+                await tx.upload_requests.add(request, generation.id, now)
+            await tx.generations.add(tenant_id, generation)
+
         try:
-            await self._store.put(key, wav, "audio/wav")
+            async with self._cleanup.creating([key]) as create:
+                await create.put(key, wav, "audio/wav")
+                await create.commit(write_rows)
+        except RequestIdTaken:
+            assert request is not None
             async with self._database.transaction() as tx:
-                await tx.generations.add(tenant_id, generation)
-        except BaseException:
-            await asyncio.shield(self._cleanup.discard([key]))
-            raise
+                winner = await self._earlier_generation(tx, request)
+            assert winner is not None  # the record that beat ours is committed
+            return winner
         return generation
+
+    async def _earlier_generation(self, tx: Transaction, request: UploadRequest) -> Generation | None:
+        """The generation an earlier CreateGeneration with this request id stored (None: there was none)."""
+        recorded = await tx.upload_requests.find(request.tenant_id, request.operation, request.request_id)
+        generation_id = earlier_resource(request, recorded)
+        if generation_id is None:
+            return None
+        try:
+            return await tx.generations.get(request.tenant_id, generation_id)
+        except NotFound:
+            raise created_then_deleted(request, "generation", generation_id) from None
 
     async def get(self, tenant_id: str, generation_id: str) -> Generation:
         generation_id = check_id("generation", generation_id)
@@ -169,12 +245,7 @@ class GenerationHistory(StorageUser):
 
     def _check_filters(self, filters: GenerationFilter) -> None:
         if filters.profile_id:
-            try:
-                check_id("profile", filters.profile_id, "profile_id")
-            except Exception:
-                raise InvalidArgument(
-                    f"profile_id {filters.profile_id!r} is not a profile id", field="profile_id"
-                ) from None
+            check_id("profile", filters.profile_id, "profile_id")
         if (
             filters.created_from is not None
             and filters.created_before is not None
@@ -198,7 +269,7 @@ class GenerationHistory(StorageUser):
         await self._cleanup.delete_committed([(ids[0], generation.audio_key)])
 
     async def download_link(self, tenant_id: str, generation_id: str, ttl: timedelta | None) -> DownloadLink:
-        generation = await self.get(tenant_id, generation_id)
+        generation = await self.get(tenant_id, check_id("generation", generation_id, "generation_id"))
         return await download_link(self._store, generation.audio_key, "audio/wav", ttl, self._clock())
 
     async def audio(

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from voice_common.errors import InvalidArgument
+from voice_common.prompt_keys import profile_prompts_prefix
 from voice_profiles.domain.entities import Page, Profile, ProfileFilter
 from voice_profiles.domain.paging import decode_token, page_of, page_size
 from voice_profiles.domain.storage import Storage, StorageUser
@@ -54,9 +55,17 @@ class ProfileManager(StorageUser):
         name = check_name(name)
         description = check_text(description, "description", max_chars=MAX_DESCRIPTION_CHARS)
         language = check_language(language)
+        if ttl is not None and not temporary:
+            # A ttl alone would make an expiring profile that nobody asked to be temporary, and the sweeper would
+            # delete the voice while its owner thinks it permanent.
+            raise InvalidArgument(
+                "ttl applies to temporary profiles only: set temporary=true for a profile that expires after ttl, "
+                "or leave ttl unset for a permanent one",
+                field="ttl",
+            )
         now = self._clock()
         expires_at = None
-        if temporary or ttl is not None:
+        if temporary:
             expires_at = now + check_ttl(ttl, self._limits.temporary_profile_ttl, self._limits.max_ttl)
         async with self._database.transaction() as tx:
             return await tx.profiles.add(
@@ -168,5 +177,7 @@ class ProfileManager(StorageUser):
                 keys.append(generation.audio_key)
             generation_count = len(generations)
         await tx.profiles.delete(tenant_id, profile_id)
+        # The TTS service's voice prompts of this profile: a prefix entry, whatever objects lie under it then.
+        keys.append(profile_prompts_prefix(tenant_id, profile_id))
         ids = await tx.pending_deletions.add(keys, self._clock())
         return list(zip(ids, keys, strict=True)), DeletedCounts(len(samples), generation_count)

@@ -19,15 +19,25 @@ from voice_common.audio import (
     mime_type_for,
 )
 from voice_common.audio.encoding import check_output_rate
-from voice_common.errors import FailedPrecondition, InvalidArgument
+from voice_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from voice_common.object_store import ObjectStore
 from voice_profiles.domain.entities import Page, Sample, SampleWarningInfo, TranscriptState
+from voice_profiles.domain.idempotency import (
+    RequestIdTaken,
+    UploadOperation,
+    UploadRequest,
+    check_request_id,
+    created_then_deleted,
+    earlier_resource,
+    upload_request,
+)
 from voice_profiles.domain.limits import Limits
 from voice_profiles.domain.object_keys import sample_audio_key, sample_original_key
 from voice_profiles.domain.paging import decode_token, page_of, page_size
 from voice_profiles.domain.storage import StorageUser
 from voice_profiles.domain.uploads import read_upload
 from voice_profiles.domain.validation import check_id, check_text, check_ttl
+from voice_profiles.repositories.unit_of_work import Transaction
 
 STREAM_CHUNK_BYTES = 64 * 1024
 
@@ -38,6 +48,7 @@ class SampleUpload:
     reference_text: str | None
     file_name: str = ""
     mime_type: str = ""
+    request_id: str = ""  # "" for none; see domain.idempotency
 
 
 @dataclass(frozen=True)
@@ -185,58 +196,87 @@ class SampleManager(StorageUser):
         reference_text = check_reference_text(upload.reference_text, self._limits)
         file_name = check_text(upload.file_name, "metadata.file_name", max_chars=255, single_line=True)
         mime_type = check_text(upload.mime_type, "metadata.mime_type", max_chars=127, single_line=True)
-        # Fail fast on a wrong profile, before the client streams megabytes.
-        await self._check_room(tenant_id, profile_id)
+        request_id = check_request_id(upload.request_id)
+        # Fail fast on a wrong profile, before the client streams megabytes; not for a retry, whose first
+        # attempt may have filled the profile (its answer is that attempt's sample).
+        await self._check_room(tenant_id, profile_id, request_id)
         data = await read_upload(chunks, self._limits.max_sample_bytes, "the sample")
+        request = await upload_request(
+            tenant_id,
+            UploadOperation.ADD_SAMPLE,
+            request_id,
+            {
+                "profile_id": profile_id,
+                "reference_text": reference_text,
+                "file_name": file_name,
+                "mime_type": mime_type,
+            },
+            data,
+        )
+        if request is not None:
+            async with self._database.transaction() as tx:
+                earlier = await self._earlier_sample(tx, request)
+            if earlier is not None:
+                return earlier
         sample_id = str(uuid.uuid4())
         original_key = sample_original_key(tenant_id, sample_id)
         audio_key = sample_audio_key(tenant_id, sample_id)
-        prepared = await self._store_objects(data, original_key, audio_key)
-        sample = prepared.to_sample(
-            tenant_id,
-            sample_id,
-            profile_id,
-            reference_text=reference_text,
-            transcript_state=TranscriptState.PROVIDED if reference_text else TranscriptState.NEEDED,
-            file_name=file_name,
-            mime_type=mime_type,
-            sample_rate=self._limits.sample_rate,
-            now=self._clock(),
-        )
         try:
+            async with self._cleanup.creating([original_key, audio_key]) as create:
+                # The original is stored while it is decoded: the overlap keeps AddSample close to a bare
+                # put_object (see `make bench`).
+                original = create.put(original_key, data, "application/octet-stream")
+                prepared = await asyncio.to_thread(prepare_sample, data, self._limits)
+                await create.put(audio_key, prepared.normalized_wav, "audio/wav")
+                await original
+                sample = prepared.to_sample(
+                    tenant_id,
+                    sample_id,
+                    profile_id,
+                    reference_text=reference_text,
+                    transcript_state=TranscriptState.PROVIDED if reference_text else TranscriptState.NEEDED,
+                    file_name=file_name,
+                    mime_type=mime_type,
+                    sample_rate=self._limits.sample_rate,
+                    now=self._clock(),
+                )
+
+                async def write_rows(tx: Transaction) -> None:
+                    if request is not None:
+                        # First: of two uploads with one id, the second waits here for the first and then
+                        # finds the id taken (not a profile the first one filled).
+                        await tx.upload_requests.add(request, sample.id, sample.created_at)
+                    await tx.profiles.lock(tenant_id, profile_id)
+                    await self._check_count(tx.samples.list_for_profile, tenant_id, profile_id)
+                    await tx.samples.add(tenant_id, sample)
+
+                await create.commit(write_rows)
+        except RequestIdTaken:
+            assert request is not None
             async with self._database.transaction() as tx:
-                await tx.profiles.lock(tenant_id, profile_id)
-                await self._check_count(tx.samples.list_for_profile, tenant_id, profile_id)
-                await tx.samples.add(tenant_id, sample)
-        except BaseException:
-            await asyncio.shield(self._cleanup.discard([original_key, audio_key]))
-            raise
+                winner = await self._earlier_sample(tx, request)
+            assert winner is not None  # the record that beat ours is committed
+            return winner
         self._profile_cache.invalidate(tenant_id, profile_id)  # its sample count and length changed
         return sample
 
-    async def _store_objects(self, data: bytes, original_key: str, audio_key: str) -> PreparedSample:
-        """Upload the original while decoding it, then the normalised audio; undo both on any failure.
-
-        Overlapping the upload with the decode keeps AddSample close to a bare put_object (see `make bench`).
-        """
-        upload = asyncio.ensure_future(self._store.put(original_key, data, "application/octet-stream"))
+    async def _earlier_sample(self, tx: Transaction, request: UploadRequest) -> Sample | None:
+        """The sample an earlier AddSample with this request id added (None: there was none)."""
+        recorded = await tx.upload_requests.find(request.tenant_id, request.operation, request.request_id)
+        sample_id = earlier_resource(request, recorded)
+        if sample_id is None:
+            return None
         try:
-            prepared = await asyncio.to_thread(prepare_sample, data, self._limits)
-            await self._store.put(audio_key, prepared.normalized_wav, "audio/wav")
-            await upload
-        except BaseException:
-            await asyncio.shield(self._undo_upload(upload, [original_key, audio_key]))
-            raise
-        return prepared
+            return await tx.samples.get(request.tenant_id, sample_id)
+        except NotFound:
+            raise created_then_deleted(request, "sample", sample_id) from None
 
-    async def _undo_upload(self, upload: asyncio.Future[None], keys: list[str]) -> None:
-        # A put runs in a worker thread that cancelling cannot stop: let it finish, or its object would land
-        # after the delete and be orphaned.
-        await asyncio.gather(upload, return_exceptions=True)
-        await self._cleanup.discard(keys)
-
-    async def _check_room(self, tenant_id: str, profile_id: str) -> None:
+    async def _check_room(self, tenant_id: str, profile_id: str, request_id: str) -> None:
         async with self._database.transaction() as tx:
+            if request_id and await tx.upload_requests.find(
+                tenant_id, UploadOperation.ADD_SAMPLE, request_id
+            ):
+                return
             await tx.profiles.get(tenant_id, profile_id)
             await self._check_count(tx.samples.list_for_profile, tenant_id, profile_id)
 
@@ -301,7 +341,7 @@ class SampleManager(StorageUser):
     async def download_link(
         self, tenant_id: str, sample_id: str, *, original: bool, ttl: timedelta | None
     ) -> DownloadLink:
-        sample = await self.get(tenant_id, sample_id)
+        sample = await self.get(tenant_id, check_id("sample", sample_id, "sample_id"))
         if original:
             return await download_link(
                 self._store,

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import unicodedata
-import uuid
 from datetime import timedelta
 
-from voice_common.errors import InvalidArgument, NotFound
+from voice_common import resource_ids
+from voice_common.errors import InvalidArgument, quoted
 from voice_profiles.domain.entities import LANGUAGE_CHOICES
 
 
 def check_id(kind: str, value: str, field: str = "id") -> str:
-    """Ids are UUIDs; anything else cannot exist, so it answers NOT_FOUND like a missing id (empty is a bad
-    request)."""
-    if not value:
-        raise InvalidArgument(f"{field} is required", field=field)
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise NotFound(kind, value) from None
+    """The platform's one id rule (:mod:`voice_common.resource_ids`): empty or not a UUID is INVALID_ARGUMENT in
+    every RPC; a well-formed id that names nothing answers NOT_FOUND later, from the lookup."""
+    return resource_ids.check_id(kind, value, field)
 
 
 def check_language(value: str, field: str = "language") -> str:
@@ -26,7 +21,8 @@ def check_language(value: str, field: str = "language") -> str:
         return "auto"
     if value not in LANGUAGE_CHOICES:
         raise InvalidArgument(
-            f"language {value!r} is not supported; use one of {', '.join(LANGUAGE_CHOICES)}", field=field
+            f"language {quoted(value)} is not supported; use one of {', '.join(LANGUAGE_CHOICES)}",
+            field=field,
         )
     return value
 
