@@ -39,6 +39,7 @@ from voice_common.testing.speech import (
     speak,
     wer,
 )
+from voice_common.testing.status_details import field_violations, trailing_metadata_bytes
 from voice_profiles.app import ProfilesApp
 from voice_profiles.settings import ProfilesSettings
 
@@ -514,3 +515,49 @@ async def test_a_prompt_or_hotwords_teach_the_spelling_of_a_name(servers: Server
         pace=0,
     )
     assert "Kowalczyk" in streamed.summary.text, streamed.summary.text
+
+
+async def test_a_stored_id_that_is_not_an_id_is_invalid_with_a_short_answer(
+    servers: Servers, tenant: str
+) -> None:
+    # A 10 000-character id used to reach the profile service, whose answer echoed it past gRPC's metadata limit;
+    # ASR then told the client the profile service was down and to retry, which could never work.
+    for request, field in (
+        (pb.TranscribeRequest(sample_id="x" * 10_000), "sample_id"),
+        (pb.TranscribeRequest(generation_id="../etc"), "generation_id"),
+    ):
+        with pytest.raises(aio.AioRpcError) as caught:
+            await servers.asr.Transcribe(request, metadata=meta(tenant))
+        error = caught.value
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        assert f"{field} " in (error.details() or "") and len(error.details() or "") < 300, error.details()
+        assert list(field_violations(error)) == [field]
+        assert trailing_metadata_bytes(error) < 2000
+
+
+async def test_an_unknown_task_is_listed_with_the_other_bad_fields(servers: Servers, tenant: str) -> None:
+    options = pb.RecognitionOptions(language="klingon", task=99)  # type: ignore[arg-type]
+    with pytest.raises(aio.AioRpcError) as caught:
+        await servers.asr.Transcribe(
+            pb.TranscribeRequest(content=b"x", options=options), metadata=meta(tenant)
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert sorted(field_violations(caught.value)) == ["options.language", "options.task"]
+
+    config = stream_config(99, language="klingon", task=99)
+    call = servers.asr.StreamingTranscribe(iter([config]), metadata=meta(tenant))
+    with pytest.raises(aio.AioRpcError) as caught:
+        async for _response in call:
+            pass
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert sorted(field_violations(caught.value)) == [
+        "config.format.encoding",
+        "config.options.language",
+        "config.options.task",
+    ]
+
+
+async def test_a_tenant_header_sent_twice_is_refused(servers: Servers, tenant: str) -> None:
+    twice = (("x-voice-tenant", tenant), ("x-voice-tenant", "t-other"))
+    code, message = await code_of(servers.asr.Transcribe(pb.TranscribeRequest(content=b"x"), metadata=twice))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "sent 2 times" in message, message

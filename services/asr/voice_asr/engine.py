@@ -44,8 +44,15 @@ import numpy as np
 from voice_asr import metrics
 from voice_asr.short_window import FULL_WINDOW_FRAMES, SAMPLES_PER_FRAME, short_window_frames
 from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Segment, Transcript, Word, repeats_itself
-from voice_common.errors import ErrorList
-from voice_common.model_manager import HubFetch, LoadMetrics, ModelFetch, ModelFiles, ModelManager
+from voice_common.errors import ErrorList, quoted
+from voice_common.model_manager import (
+    HubFetch,
+    LoadMetrics,
+    ModelFetch,
+    ModelFiles,
+    ModelManager,
+    ModelProblem,
+)
 
 # Measured on flite speech (tiny.en, int8, 2 threads on a 2-core machine that was busy with other work, median of
 # 3; RTF = processing / audio seconds):
@@ -151,7 +158,7 @@ WHISPER_FILES = ModelFiles(
 )
 
 
-def check_available(spec: AsrModelSpec, *, cache_dir: Path | None = None) -> str | None:
+def check_available(spec: AsrModelSpec, *, cache_dir: Path | None = None) -> ModelProblem | None:
     """Why ``spec`` cannot load, or None when it might: a cheap look at files, nothing is loaded or downloaded."""
     return WHISPER_FILES.why_unavailable(
         spec.model_path(), named=spec.model.strip(), allow_download=spec.allow_download, cache_dir=cache_dir
@@ -230,10 +237,10 @@ class WhisperEngine:
         if language is not None and language not in self.languages:
             errors.add(
                 prefix + "language",
-                f"language {language!r} is not available: this model is English-only (use language 'en' or leave "
+                f"language {quoted(language)} is not available: this model is English-only (use language 'en' or leave "
                 "it unset), or load a multilingual Whisper model with ASR_MODEL"
                 if not self.multilingual
-                else f"language {language!r} is not one this model knows",
+                else f"language {quoted(language)} is not one this model knows",
             )
         if options.task == "translate" and not self.multilingual:
             errors.add(
@@ -411,7 +418,7 @@ def _failure_message(spec: AsrModelSpec, error: BaseException) -> str:
 AsrModelManager = ModelManager[AsrModelSpec, WhisperEngine]
 HUB_FETCH = HubFetch(required_files=REQUIRED_FILES, patterns=HUB_FILES)
 Loader = Callable[[AsrModelSpec], tuple[WhisperEngine, str, str]]
-AvailabilityCheck = Callable[[AsrModelSpec], str | None]
+AvailabilityCheck = Callable[[AsrModelSpec], ModelProblem | None]
 
 
 def new_model_manager(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -17,6 +17,7 @@ from google.protobuf import duration_pb2
 
 from voice.asr.v1 import asr_service_pb2 as pb
 from voice.asr.v1 import asr_service_pb2_grpc as pb_grpc
+from voice.audio.v1 import audio_pb2
 from voice_asr import metrics
 from voice_asr.engine import TranscriptionStopped, WhisperEngine
 from voice_asr.live import LiveResult, StreamingRecognizer, words_of
@@ -26,8 +27,9 @@ from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Segment, Trans
 from voice_common.audio import AudioDecodeError, AudioTooLongError, decode_audio
 from voice_common.audio_messages import encoding_from_proto
 from voice_common.cancellation import wait_through_cancellation
-from voice_common.errors import InvalidArgument, ResourceExhausted
+from voice_common.errors import ErrorList, InvalidArgument, ResourceExhausted
 from voice_common.model_manager import ModelState
+from voice_common.resource_ids import check_id
 from voice_common.tenancy import current_tenant
 
 if TYPE_CHECKING:
@@ -60,18 +62,21 @@ def _duration(seconds: float) -> duration_pb2.Duration:
     return value
 
 
-def options_from_proto(options: pb.RecognitionOptions, *, vad_default: bool) -> RecognitionOptions:
-    """The domain options; range checks are the transcriber's (it lists every bad field at once)."""
+def options_from_proto(
+    options: pb.RecognitionOptions, errors: ErrorList, *, vad_default: bool, prefix: str = "options."
+) -> RecognitionOptions:
+    """The domain options; range checks are the transcriber's. A task number the API does not define is added to
+    ``errors`` (and taken as transcribe meanwhile), so the answer lists it beside every other bad field."""
     if options.task not in _TASKS:
-        raise InvalidArgument(
-            f"options.task {options.task} is not a known task; use TASK_TRANSCRIBE or TASK_TRANSLATE",
-            field="options.task",
+        errors.add(
+            prefix + "task",
+            f"{prefix}task {options.task} is not a known task; use TASK_TRANSCRIBE or TASK_TRANSLATE",
         )
     language = options.language.strip() or None
     defaults = RecognitionOptions()
     return RecognitionOptions(
         language=None if language is not None and language.lower() == "auto" else language,
-        task="translate" if _TASKS[options.task] == "translate" else "transcribe",
+        task="translate" if _TASKS.get(options.task) == "translate" else "transcribe",
         word_timestamps=options.word_timestamps,
         vad_filter=options.vad_filter if options.HasField("vad_filter") else vad_default,
         beam_size=options.beam_size if options.HasField("beam_size") else defaults.beam_size,
@@ -183,24 +188,27 @@ class AsrServicer(pb_grpc.AsrServiceServicer):
         return decoded.samples
 
     async def Transcribe(self, request: pb.TranscribeRequest, context: Context) -> pb.TranscribeResponse:
-        options = options_from_proto(request.options, vad_default=True)
-        # Every option at once, before any audio is decoded or fetched.
-        self._app.transcriber.validate(options)
+        # Every bad field at once, before any audio is decoded or fetched.
+        errors = ErrorList()
+        options = options_from_proto(request.options, errors, vad_default=True)
+        errors.collect(lambda: self._app.transcriber.validate(options))
         source = request.WhichOneof("audio")
-        if source == "content":
-            audio = await self._inline_audio(request.content)
-        elif source in ("sample_id", "generation_id"):
-            resource_id = getattr(request, source).strip()
-            if not resource_id:
-                raise InvalidArgument(f"{source} is empty", field=source)
+        stored_id: str | None = None
+        if source == "sample_id":
+            stored_id = errors.collect(lambda: check_id("sample", request.sample_id, "sample_id"))
+        elif source == "generation_id":
+            stored_id = errors.collect(lambda: check_id("generation", request.generation_id, "generation_id"))
+        elif source is None:
+            errors.add(
+                "audio", "no audio: send the file in content, or name a stored sample_id or generation_id"
+            )
+        errors.raise_if_any()
+        if stored_id is not None:
             audio = await self._app.stored_audio.audio(
-                current_tenant(), "sample" if source == "sample_id" else "generation", resource_id
+                current_tenant(), "sample" if source == "sample_id" else "generation", stored_id
             )
         else:
-            raise InvalidArgument(
-                "no audio: send the file in content, or name a stored sample_id or generation_id",
-                field="audio",
-            )
+            audio = await self._inline_audio(request.content)
         try:
             result = await self._app.transcriber.transcribe(audio, options, cancelled=context.cancelled)
         except TranscriptionStopped:
@@ -225,19 +233,24 @@ class AsrServicer(pb_grpc.AsrServiceServicer):
                 field="config",
             )
         config = first.config
-        options = options_from_proto(config.options, vad_default=False)
-        self._app.transcriber.validate(options)
-        encoding = encoding_from_proto(config.format.encoding, "config.format.encoding")
-        if encoding is None:
-            raise InvalidArgument(
+        errors = ErrorList()
+        options = options_from_proto(config.options, errors, vad_default=False, prefix="config.options.")
+        errors.collect(lambda: self._app.transcriber.validate(options, prefix="config.options."))
+        encoding = errors.collect(
+            lambda: encoding_from_proto(config.format.encoding, "config.format.encoding")
+        )
+        if encoding is None and config.format.encoding == audio_pb2.AUDIO_ENCODING_UNSPECIFIED:
+            errors.add(
+                "config.format.encoding",
                 "config.format.encoding is required: LINEAR16 (with sample_rate_hertz) or WAV, FLAC, OGG_OPUS, MP3",
-                field="config.format.encoding",
             )
         if config.format.channels not in (0, 1):
-            raise InvalidArgument(
+            errors.add(
+                "config.format.channels",
                 f"config.format.channels {config.format.channels}: send mono audio (1, or 0)",
-                field="config.format.channels",
             )
+        errors.raise_if_any()
+        assert encoding is not None  # raise_if_any refused the request otherwise
         decoder = open_stream_decoder(encoding, config.format.sample_rate_hertz)
         streams = self._app.live_streams
         if streams.active >= streams.limit:
@@ -248,8 +261,13 @@ class AsrServicer(pb_grpc.AsrServiceServicer):
             )
         streams.active += 1
         try:
-            async for response in self._live(requests, config, options, decoder):
-                yield response
+            # The whole stream runs on one model: a LoadModel that swaps in another meanwhile leaves it on this one.
+            async with (
+                self._app.models.use() as engine,
+                contextlib.aclosing(self._live(requests, config, options, decoder, engine)) as responses,
+            ):
+                async for response in responses:
+                    yield response
         finally:
             streams.active -= 1
             decoder.close()
@@ -260,12 +278,12 @@ class AsrServicer(pb_grpc.AsrServiceServicer):
         config: pb.StreamingConfig,
         options: RecognitionOptions,
         decoder: StreamDecoder,
-    ) -> AsyncIterator[pb.StreamingTranscribeResponse]:
+        engine: WhisperEngine,
+    ) -> AsyncGenerator[pb.StreamingTranscribeResponse, None]:
         transcriber = self._app.transcriber
         # The model must accept the options (language, task) before any audio is taken.
-        async with transcriber.engine_slot() as engine:
-            engine.check_options(options, prefix="config.options.")
-            language = options.language or ("en" if not engine.multilingual else "")
+        engine.check_options(options, prefix="config.options.")
+        language = options.language or ("en" if not engine.multilingual else "")
         live_settings = self._app.settings.live_settings(interim_results=config.interim_results)
         current: list[WhisperEngine] = []
 
@@ -305,7 +323,7 @@ class AsrServicer(pb_grpc.AsrServiceServicer):
                 if ended:
                     recognizer.feed(decoder.finish())
                 step = recognizer.finish if ended else recognizer.step
-                async with transcriber.engine_slot() as engine:
+                async with transcriber.engine_slot(engine):
                     current.append(engine)
                     results = await _in_thread(step)
                     current.clear()

@@ -22,6 +22,7 @@ windows), so it shares the admission and the model with unary requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
@@ -41,7 +42,7 @@ from voice_asr.transcript import (
     TranscriptionTimings,
 )
 from voice_common.cancellation import wait_through_cancellation
-from voice_common.errors import ErrorList, ResourceExhausted
+from voice_common.errors import ErrorList, ResourceExhausted, quoted
 from voice_common.model_manager import ModelManager
 
 # How often the waiting side polls ``cancelled()``.
@@ -93,11 +94,11 @@ def validate(
     if language not in ("", "auto") and language not in known:
         errors.add(
             prefix + "language",
-            f"language {options.language!r} is not one Whisper knows; use a code such as 'en', 'de' or 'fr', or "
+            f"language {quoted(options.language or '')} is not one Whisper knows; use a code such as 'en', 'de' or 'fr', or "
             "leave it unset to detect it",
         )
     if options.task not in TASKS:
-        errors.add(prefix + "task", f"task {options.task!r} must be one of {', '.join(TASKS)}")
+        errors.add(prefix + "task", f"task {quoted(options.task)} must be one of {', '.join(TASKS)}")
     if not 1 <= options.beam_size <= limits.max_beam_size:
         errors.add(
             prefix + "beam_size",
@@ -172,20 +173,27 @@ class Transcriber:
         return float(min(60.0, max(1.0, math.ceil(self._service_seconds * rounds))))
 
     @asynccontextmanager
-    async def engine_slot(self) -> AsyncIterator[WhisperEngine]:
+    async def engine_slot(self, held: WhisperEngine | None = None) -> AsyncIterator[WhisperEngine]:
         """One of the transcription slots and the loaded engine, for a caller that runs the engine itself in a
         worker thread (a live stream's recognition passes), so live passes and whole files share the same CPU
-        budget. The caller must not leave the block before its thread is done with the engine."""
-        async with self._slots, self._models.use() as engine:
+        budget. The caller must not leave the block before its thread is done with the engine. ``held``: an engine
+        the caller holds (``models.use()``) for longer, e.g. a whole stream, which then stays on that model even
+        if a LoadModel swaps in another."""
+        async with (
+            self._slots,
+            self._models.use() if held is None else contextlib.nullcontext(held) as engine,
+        ):
             self._running += 1
             try:
                 yield engine
             finally:
                 self._running -= 1
 
-    def validate(self, options: RecognitionOptions, audio: np.ndarray | None = None) -> None:
+    def validate(
+        self, options: RecognitionOptions, audio: np.ndarray | None = None, *, prefix: str = "options."
+    ) -> None:
         """:func:`validate` with this transcriber's limits and languages."""
-        validate(options, self._limits, audio=audio, languages=self._languages)
+        validate(options, self._limits, audio=audio, languages=self._languages, prefix=prefix)
 
     async def transcribe(
         self,

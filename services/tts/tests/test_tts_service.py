@@ -34,6 +34,7 @@ from voice_common.errors import Unavailable
 from voice_common.server.bootstrap import VoiceServer, build_server
 from voice_common.testing.media_files import encode_file, speechlike, wav_data_size, with_wav_data_size
 from voice_common.testing.served import Served, served
+from voice_common.testing.status_details import field_violations, trailing_metadata_bytes
 from voice_profiles.app import ProfilesApp
 from voice_profiles.settings import ProfilesSettings
 from voice_tts.app import TtsApp
@@ -414,7 +415,11 @@ async def test_model_control(servers: Servers, tenant: str) -> None:
     status = (await servers.tts.UnloadModel(pb.UnloadModelRequest())).status
     assert status.state == pb.MODEL_STATE_NOT_LOADED
 
-    status = (await servers.tts.LoadModel(pb.LoadModelRequest(model="Qwen/No-Such-TTS-Model"))).status
+    # No model READY: the failed load leaves none (FAILED), and the call answers why (tests run offline: no hub).
+    with pytest.raises(aio.AioRpcError) as caught:
+        await servers.tts.LoadModel(pb.LoadModelRequest(model="Qwen/No-Such-TTS-Model"))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and "TTS_MODEL" in (caught.value.details() or "")
+    status = (await servers.tts.GetModelStatus(pb.GetModelStatusRequest())).status
     assert status.state == pb.MODEL_STATE_FAILED and "TTS_MODEL" in status.message
     with pytest.raises(aio.AioRpcError) as caught:
         await servers.tts.Synthesize(pb.SynthesizeRequest(config=config(), text=TEXT), metadata=meta(tenant))
@@ -637,3 +642,36 @@ async def test_every_encoding_at_a_resampled_rate_decodes_to_the_duration(
         decoded = decode_audio(response.audio, target_rate=rate)
     expected = round(response.summary.duration_seconds * rate)
     assert expected - shorter <= len(decoded.samples) <= expected + longer
+
+
+async def test_a_profile_id_that_is_not_an_id_is_invalid_not_unavailable(
+    servers: Servers, tenant: str
+) -> None:
+    # A 10 000-character profile_id used to reach the profile service, whose answer echoed it past gRPC's metadata
+    # limit; TTS then said the profile service was not answering and to retry, which could never work.
+    for bad_id in ("x" * 10_000, "../etc"):
+        request = pb.SynthesizeRequest(config=config(voice=pb.Voice(profile_id=bad_id)), text=TEXT)
+        with pytest.raises(aio.AioRpcError) as caught:
+            await servers.tts.Synthesize(request, metadata=meta(tenant))
+        error = caught.value
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        details = error.details() or ""
+        assert "is not a profile id" in details and len(details) < 300, details
+        assert list(field_violations(error)) == ["config.voice.profile_id"]
+        assert trailing_metadata_bytes(error) < 2000
+
+
+async def test_an_unknown_encoding_is_listed_with_the_other_bad_fields(servers: Servers, tenant: str) -> None:
+    bad = config(language="klingon", output_format=audio_pb2.AudioFormat(encoding=99))  # type: ignore[arg-type]
+    with pytest.raises(aio.AioRpcError) as caught:
+        await servers.tts.Synthesize(pb.SynthesizeRequest(config=bad, text=TEXT), metadata=meta(tenant))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert sorted(field_violations(caught.value)) == ["config.output_format.encoding", "language"]
+
+
+async def test_a_tenant_header_sent_twice_is_refused(servers: Servers, tenant: str) -> None:
+    twice = (("x-voice-tenant", tenant), ("x-voice-tenant", "t-other"))
+    with pytest.raises(aio.AioRpcError) as caught:
+        await servers.tts.Synthesize(pb.SynthesizeRequest(config=config(), text=TEXT), metadata=twice)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "sent 2 times" in (caught.value.details() or "")

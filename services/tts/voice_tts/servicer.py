@@ -9,7 +9,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -27,12 +27,20 @@ from voice_common.audio import (
     decode_reference_audio,
 )
 from voice_common.audio_messages import encoding_from_proto, encoding_to_proto
-from voice_common.errors import FailedPrecondition, InvalidArgument
+from voice_common.errors import ErrorList, FailedPrecondition, InvalidArgument
+from voice_common.prompt_keys import PromptOwner
+from voice_common.resource_ids import check_id
 from voice_common.tenancy import current_tenant
 from voice_tts import metrics
 from voice_tts.model_manager import ModelState
 from voice_tts.profile_client import sample_identity
-from voice_tts.prompts import ReferenceClip, combine_references, create_prompt, prompt_cache_key
+from voice_tts.prompts import (
+    PromptCache,
+    ReferenceClip,
+    combine_references,
+    create_prompt,
+    prompt_cache_key,
+)
 from voice_tts.synthesizer import SynthesisRequest, SynthesisResult, piece_seed, validate
 from voice_tts.text_segments import IncrementalSegmenter
 
@@ -73,6 +81,7 @@ class _Prepared:
     parameters: dict[str, float]
     model_id: str
     format: audio_pb2.AudioFormat
+    model: Any  # what the prompt was made with and the speech runs on: held until the call ends (``holds``)
 
 
 class TtsServicer(pb_grpc.TtsServiceServicer):
@@ -81,16 +90,34 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
 
     # -- proto -> domain ---------------------------------------------------------------------------------------
 
-    async def _prepare(self, config: pb.SynthesisConfig, text: str) -> _Prepared:
+    async def _prepare(
+        self, config: pb.SynthesisConfig, text: str, holds: contextlib.AsyncExitStack
+    ) -> _Prepared:
+        """The request, its voice prompt and the model it runs on; ``holds`` keeps that model until the call ends."""
         tenant = current_tenant()
+        # Every bad field in one answer, before any profile is read or the model is loaded: those found while
+        # mapping the message (an unknown enum number, an id that is not one) and the synthesizer's own checks.
+        errors = ErrorList()
         fmt = config.output_format
         encoding = (
-            encoding_from_proto(fmt.encoding, "config.output_format.encoding") or AudioEncoding.LINEAR16
+            errors.collect(lambda: encoding_from_proto(fmt.encoding, "config.output_format.encoding"))
+            or AudioEncoding.LINEAR16
         )
         if fmt.channels not in (0, 1):
-            raise InvalidArgument(
+            errors.add(
+                "config.output_format.channels",
                 f"config.output_format.channels {fmt.channels}: the audio is mono, use 1 (or 0)",
-                field="config.output_format.channels",
+            )
+        voice = config.voice
+        source = voice.WhichOneof("source")
+        profile_id: str | None = None
+        if source == "profile_id":
+            profile_id = errors.collect(
+                lambda: check_id("profile", voice.profile_id, "config.voice.profile_id")
+            )
+        elif source is None:
+            errors.add(
+                "config.voice", "config.voice is missing: give a profile_id or an inline reference clip"
             )
         rate = fmt.sample_rate_hertz or SAMPLE_RATE
         sampling = config.sampling
@@ -107,30 +134,27 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
             sample_rate=rate,
             **options,
         )
-        # Every field at once, before any profile is read or the model is loaded.
-        validate(request, self._app.synthesizer.limits)
+        errors.collect(lambda: validate(request, self._app.synthesizer.limits))
+        errors.raise_if_any()
 
-        voice = config.voice
-        source = voice.WhichOneof("source")
-        cache = self._app.prompt_cache()
-        if source == "profile_id":
-            if not voice.profile_id.strip():
-                raise InvalidArgument("config.voice.profile_id is empty", field="config.voice.profile_id")
-            profile_id: str | None = voice.profile_id
-            samples = await self._app.profiles.voice_samples(tenant, voice.profile_id)
+        # One model for the whole call, its voice prompt and its speech: a LoadModel that swaps in another model
+        # meanwhile leaves this call on the one it began with (prompts are the model's own).
+        held = await holds.enter_async_context(self._app.models.lease())
+        cache = self._app.prompt_cache(held.spec)
+        if profile_id is not None:
+            samples = await self._app.profiles.voice_samples(tenant, profile_id)
             # The key comes from the samples' metadata, so a warm voice costs one ListSamples, no audio download.
             key = prompt_cache_key(cache.model_id, [sample_identity(sample) for sample in samples])
-            prompt = cache.peek(key)
+            # The profile service's spelling of the id: the folder its delete removes (voice_common.prompt_keys).
+            owner = PromptOwner(tenant, samples[0].profile_id)
+            prompt = cache.peek(owner, key)
             if prompt is None:
                 clips = await self._app.profiles.download_clips(tenant, samples)
-                prompt = await self._voice_prompt(key, clips)
-        elif source == "reference":
-            clips = [await _inline_clip(voice.reference, self._app.settings.reference_limits())]
-            profile_id = None
-            prompt = await self._voice_prompt(prompt_cache_key(cache.model_id, clips), clips)
+                prompt = await self._voice_prompt(cache, held.model, owner, key, clips)
         else:
-            raise InvalidArgument(
-                "config.voice is missing: give a profile_id or an inline reference clip", field="config.voice"
+            clips = [await _inline_clip(voice.reference, self._app.settings.reference_limits())]
+            prompt = await self._voice_prompt(
+                cache, held.model, PromptOwner(tenant), prompt_cache_key(cache.model_id, clips), clips
             )
         parameters = {name: float(value) for name, value in options.items() if value is not None}
         return _Prepared(
@@ -143,18 +167,19 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
             format=audio_pb2.AudioFormat(
                 encoding=encoding_to_proto(encoding), sample_rate_hertz=rate, channels=1
             ),
+            model=held.model,
         )
 
-    async def _voice_prompt(self, key: str, clips: list[ReferenceClip]) -> Any:
-        """The voice clone prompt for ``clips`` under ``key``: from the cache, or built from their combination."""
+    async def _voice_prompt(
+        self, cache: PromptCache, model: Any, owner: PromptOwner, key: str, clips: list[ReferenceClip]
+    ) -> Any:
+        """The voice clone prompt of ``owner`` for ``clips`` under ``key``: from ``model``'s cache, or built by
+        ``model`` from their combination."""
         try:
             reference = combine_references(clips)
         except ValueError as error:
             raise FailedPrecondition(f"the voice has no usable reference audio: {error}") from None
-        async with self._app.models.use() as model:
-            prompt, _ = await self._app.prompt_cache().get_or_create(
-                key, lambda: create_prompt(model, reference)
-            )
+        prompt, _ = await cache.get_or_create(owner, key, lambda: create_prompt(model, reference))
         return prompt
 
     # -- the run shared by the unary and the streaming call -----------------------------------------------------
@@ -162,7 +187,7 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
     async def _audio(
         self, prepared: _Prepared, cancelled: Callable[[], bool], holder: list[SynthesisResult]
     ) -> AsyncIterator[bytes]:
-        stream = self._app.synthesizer.stream(prepared.request, cancelled=cancelled)
+        stream = self._app.synthesizer.stream(prepared.request, model=prepared.model, cancelled=cancelled)
         try:
             async for event in stream:
                 if event.audio:
@@ -217,9 +242,37 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
 
     # -- RPCs ----------------------------------------------------------------------------------------------------
 
+    # Each call holds the model it runs on (``holds``, filled by _prepare) until it has ended, however it ends.
+
     async def Synthesize(self, request: pb.SynthesizeRequest, context: Context) -> pb.SynthesizeResponse:
+        async with contextlib.AsyncExitStack() as holds:
+            return await self._synthesize(request, context, holds)
+
+    async def SynthesizeStream(
+        self, request: pb.SynthesizeStreamRequest, context: Context
+    ) -> AsyncIterator[pb.SynthesizeStreamResponse]:
+        async with (
+            contextlib.AsyncExitStack() as holds,
+            contextlib.aclosing(self._synthesize_stream(request, context, holds)) as responses,
+        ):
+            async for response in responses:
+                yield response
+
+    async def SynthesizeDuplex(
+        self, request_iterator: AsyncIterator[pb.SynthesizeDuplexRequest], context: Context
+    ) -> AsyncIterator[pb.SynthesizeDuplexResponse]:
+        async with (
+            contextlib.AsyncExitStack() as holds,
+            contextlib.aclosing(self._synthesize_duplex(request_iterator, context, holds)) as responses,
+        ):
+            async for response in responses:
+                yield response
+
+    async def _synthesize(
+        self, request: pb.SynthesizeRequest, context: Context, holds: contextlib.AsyncExitStack
+    ) -> pb.SynthesizeResponse:
         arrival = time.perf_counter()
-        prepared = await self._prepare(request.config, request.text)
+        prepared = await self._prepare(request.config, request.text, holds)
         holder: list[SynthesisResult] = []
         parts: list[bytes] = []
         first_audio: float | None = None
@@ -232,11 +285,11 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
         summary = await self._summary("Synthesize", prepared, holder[0], arrival, first_audio)
         return pb.SynthesizeResponse(format=prepared.format, audio=b"".join(parts), summary=summary)
 
-    async def SynthesizeStream(
-        self, request: pb.SynthesizeStreamRequest, context: Context
-    ) -> AsyncIterator[pb.SynthesizeStreamResponse]:
+    async def _synthesize_stream(
+        self, request: pb.SynthesizeStreamRequest, context: Context, holds: contextlib.AsyncExitStack
+    ) -> AsyncGenerator[pb.SynthesizeStreamResponse, None]:
         arrival = time.perf_counter()
-        prepared = await self._prepare(request.config, request.text)
+        prepared = await self._prepare(request.config, request.text, holds)
         yield pb.SynthesizeStreamResponse(start=pb.StreamStart(format=prepared.format))
         holder: list[SynthesisResult] = []
         first_audio: float | None = None
@@ -256,9 +309,12 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
             summary=await self._summary("SynthesizeStream", prepared, holder[0], arrival, first_audio)
         )
 
-    async def SynthesizeDuplex(
-        self, request_iterator: AsyncIterator[pb.SynthesizeDuplexRequest], context: Context
-    ) -> AsyncIterator[pb.SynthesizeDuplexResponse]:
+    async def _synthesize_duplex(
+        self,
+        request_iterator: AsyncIterator[pb.SynthesizeDuplexRequest],
+        context: Context,
+        holds: contextlib.AsyncExitStack,
+    ) -> AsyncGenerator[pb.SynthesizeDuplexResponse, None]:
         """Text pieces in, audio out: each complete sentence is spoken as soon as it has arrived.
 
         Sentence ``i`` is sampled with ``piece_seed(seed, i)``; the sentences' 24 kHz audio goes through one
@@ -269,7 +325,7 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
         if first is None or first.WhichOneof("payload") != "config":
             raise InvalidArgument("the first message must carry the config", field="config")
         # The text comes later: validate everything else now with a stand-in.
-        prepared = await self._prepare(first.config, _TEXT_PLACEHOLDER)
+        prepared = await self._prepare(first.config, _TEXT_PLACEHOLDER, holds)
         limits = self._app.synthesizer.limits
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
         received: list[str] = []

@@ -33,6 +33,7 @@ its batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
@@ -46,7 +47,7 @@ import torch
 
 from voice_common.audio.encoding import AudioEncoding, check_output_rate
 from voice_common.cancellation import wait_through_cancellation
-from voice_common.errors import ErrorList, InvalidArgument, ResourceExhausted
+from voice_common.errors import ErrorList, InvalidArgument, ResourceExhausted, quoted
 from voice_tts.batch_scheduler import (
     BatchScheduler,
     Chunk,
@@ -129,7 +130,8 @@ def validate(request: SynthesisRequest, limits: SynthesisLimits | None = None) -
         )
     if model_language(request.language) is None:
         errors.add(
-            "language", f"language {request.language!r} is not supported; use one of {', '.join(LANGUAGES)}"
+            "language",
+            f"language {quoted(request.language)} is not supported; use one of {', '.join(LANGUAGES)}",
         )
     if request.temperature is not None and not 0 <= request.temperature <= 2:
         errors.add("temperature", f"temperature {request.temperature} must be from 0 (greedy) to 2")
@@ -239,11 +241,19 @@ class Synthesizer:
         self._scheduler.close()
 
     def stream(
-        self, request: SynthesisRequest, *, cancelled: Callable[[], bool] = lambda: False
+        self,
+        request: SynthesisRequest,
+        *,
+        model: Any = None,
+        cancelled: Callable[[], bool] = lambda: False,
     ) -> SynthesisStream:
-        """The request's audio as it is made; nothing happens until the stream is iterated."""
+        """The request's audio as it is made; nothing happens until the stream is iterated.
+
+        ``model``: one the caller holds (``ModelManager.lease``) from before it made ``request.prompt`` until the
+        stream ends, so the prompt and the speech come from one model even if a LoadModel swaps in another
+        meanwhile; None: the manager's serving model, held for the stream."""
         started = self._clock()
-        return SynthesisStream(lambda holder: self._run(request, cancelled, started, holder))
+        return SynthesisStream(lambda holder: self._run(request, model, cancelled, started, holder))
 
     async def synthesize(self, request: SynthesisRequest) -> tuple[bytes, SynthesisResult]:
         """The whole encoded file and the result (for unary calls)."""
@@ -255,6 +265,7 @@ class Synthesizer:
     async def _run(
         self,
         request: SynthesisRequest,
+        held: Any,
         cancelled: Callable[[], bool],
         started: float,
         holder: SynthesisStream,
@@ -268,7 +279,7 @@ class Synthesizer:
         self._depth += 1
         try:
             # use(): loads the model on first use and keeps an idle unload away while the request runs.
-            async with self._models.use() as model:
+            async with self._models.use() if held is None else contextlib.nullcontext(held) as model:
                 language = model_language(request.language)
                 assert language is not None  # validated
                 try:
