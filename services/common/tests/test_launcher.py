@@ -49,7 +49,7 @@ def test_a_child_that_dies_is_restarted_after_a_back_off_that_doubles(
         supervisor.check_once()
         assert child.process is not None
     assert waits == [1.0, 2.0, 4.0, 4.0]  # doubling, capped
-    assert child.restarts == 4 and child.process.pid != first_pid
+    assert child.process is not None and child.restarts == 4 and child.process.pid != first_pid
     wait_exit(child)
     log = capsys.readouterr().err
     assert "[launcher] flaky exited with code 3 after 0.0 s; restarting it in 1 s" in log
