@@ -415,6 +415,7 @@ async def _prompt_timings(
     import torch
 
     from voice_common.object_store import FilesystemObjectStore
+    from voice_common.prompt_keys import PromptOwner
     from voice_tts.prompts import (
         PromptCache,
         ReferenceClip,
@@ -446,6 +447,7 @@ async def _prompt_timings(
             torch.set_num_threads(previous)
 
     store = FilesystemObjectStore(store_dir)
+    owner = PromptOwner("bench")  # the prompts of a tenant's inline references
     try:
         for run in range(runs):
             # A model id of its own per run: a new key, so the first get is a full miss (store miss, build, put).
@@ -453,19 +455,19 @@ async def _prompt_timings(
             key = prompt_cache_key(run_model_id, clips)
             cache = PromptCache(store, run_model_id)
             started = time.perf_counter()
-            _, source = await cache.get_or_create(key, build)
+            _, source = await cache.get_or_create(owner, key, build)
             timings.cold_s.append(time.perf_counter() - started)
             if source != "built":
                 raise BenchError(f"the prompt cache answered a fresh key from {source}")
             for _ in range(50):
                 started = time.perf_counter()
-                _, source = await cache.get_or_create(key, build)
+                _, source = await cache.get_or_create(owner, key, build)
                 timings.memory_s.append(time.perf_counter() - started)
             if source != "memory":
                 raise BenchError(f"a repeated prompt came from {source}, not memory")
             fresh = PromptCache(store, run_model_id)
             started = time.perf_counter()
-            _, source = await fresh.get_or_create(key, build)
+            _, source = await fresh.get_or_create(owner, key, build)
             timings.store_s.append(time.perf_counter() - started)
             if source != "store":
                 raise BenchError(f"a stored prompt came from {source}, not the store")

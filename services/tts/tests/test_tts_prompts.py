@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from voice_common.object_store import (
     S3ObjectStore,
     validate_key,
 )
+from voice_common.prompt_keys import PromptOwner
 from voice_common.testing.faulty_store import FaultyObjectStore
 from voice_common.testing.media_files import speechlike
 from voice_common.testing.s3_server import MotoServer, unique_bucket_name
@@ -51,6 +53,7 @@ TEXT = "Good morning! How are you today?"
 MAX_NEW_TOKENS = 24
 SEED = 1234
 MODEL_ID = "tiny-qwen3-tts@test"
+OWNER = PromptOwner("t-prompts", "4f6c2d1e-8a7b-4c3d-9e0f-1a2b3c4d5e6f")
 
 
 def make_clip(seconds: float, transcript: str | None = "hello", seed: int = 0) -> ReferenceClip:
@@ -172,7 +175,7 @@ def test_invalid_inputs_are_refused() -> None:
 def test_cache_key_changes_exactly_when_the_prompt_would() -> None:
     a, b = make_clip(2.0, "first", 1), make_clip(3.0, "second", 2)
     key = prompt_cache_key(MODEL_ID, [a, b])
-    assert len(key) == 64 and validate_key(f"tts/prompts/{key}.safetensors")
+    assert len(key) == 64 and validate_key(f"{OWNER.prefix}{key}.safetensors")
     # Not otherwise: same inputs, other order, other objects, whitespace-only transcript edits.
     assert prompt_cache_key(MODEL_ID, [b, a]) == key
     a_copy = ReferenceClip(a.audio.copy(), " first ", a.sha256)
@@ -319,28 +322,28 @@ async def check_cache_levels(store: ObjectStore, tts: Qwen3TTSModel) -> None:
     cache = PromptCache(store, MODEL_ID, max_entries=4)
 
     started = time.perf_counter()
-    built, source = await cache.get_or_create(key, build)
+    built, source = await cache.get_or_create(OWNER, key, build)
     cold = time.perf_counter() - started
     assert source == "built" and build.calls == 1
 
     started = time.perf_counter()
-    warm_item, source = await cache.get_or_create(key, build)
+    warm_item, source = await cache.get_or_create(OWNER, key, build)
     warm = time.perf_counter() - started
     assert source == "memory" and warm_item is built
 
     fresh = PromptCache(store, MODEL_ID)
     started = time.perf_counter()
-    stored, source = await fresh.get_or_create(key, build)
+    stored, source = await fresh.get_or_create(OWNER, key, build)
     from_store = time.perf_counter() - started
     assert source == "store" and build.calls == 1
     assert stored.ref_code is not None and built.ref_code is not None
     assert torch.equal(stored.ref_code, built.ref_code) and stored.ref_text == built.ref_text
-    assert (await fresh.get_or_create(key, build))[1] == "memory"
+    assert (await fresh.get_or_create(OWNER, key, build))[1] == "memory"
 
     stats = cache.stats
     assert (stats.memory_hits, stats.store_hits, stats.misses, stats.hits) == (1, 0, 1, 1)
     assert (fresh.stats.memory_hits, fresh.stats.store_hits, fresh.stats.misses) == (1, 1, 0)
-    assert (await store.stat(f"tts/prompts/{model_hash(MODEL_ID)}/{key}.safetensors")).size > 0
+    assert (await store.stat(f"{OWNER.prefix}{model_hash(MODEL_ID)}/{key}.safetensors")).size > 0
     print(
         f"\nprompt step on the tiny model ({type(store).__name__}, {seconds(ref):.1f} s reference): "
         f"cold build {cold * 1e3:.1f} ms, store hit {from_store * 1e3:.2f} ms, memory hit {warm * 1e6:.1f} us "
@@ -374,28 +377,28 @@ async def test_corrupt_stored_entry_is_rebuilt_and_overwritten(
     store = FilesystemObjectStore(tmp_path)
     cache = PromptCache(store, MODEL_ID)
     key = "a" * 64
-    await store.put(cache.object_key(key), b"not a prompt at all")
+    await store.put(cache.object_key(OWNER, key), b"not a prompt at all")
     build = CountingBuild(lambda: icl_prompt)
-    item, source = await cache.get_or_create(key, build)
+    item, source = await cache.get_or_create(OWNER, key, build)
     assert (item, source, build.calls) == (icl_prompt, "built", 1)
     assert cache.stats.corrupt_entries == 1
-    restored = deserialize_prompt(await store.get(cache.object_key(key)))
+    restored = deserialize_prompt(await store.get(cache.object_key(OWNER, key)))
     assert restored.ref_code is not None and icl_prompt.ref_code is not None
     assert torch.equal(restored.ref_code, icl_prompt.ref_code)
-    assert (await PromptCache(store, MODEL_ID).get_or_create(key, build))[1] == "store"
+    assert (await PromptCache(store, MODEL_ID).get_or_create(OWNER, key, build))[1] == "store"
 
 
 async def test_concurrent_requests_build_once(tmp_path: Path, icl_prompt: VoiceClonePromptItem) -> None:
     cache = PromptCache(FilesystemObjectStore(tmp_path), MODEL_ID)
     build = CountingBuild(lambda: icl_prompt, delay=0.2)
-    results = await asyncio.gather(*(cache.get_or_create("k1", build) for _ in range(5)))
+    results = await asyncio.gather(*(cache.get_or_create(OWNER, "k1", build) for _ in range(5)))
     assert build.calls == 1
     assert all(item is icl_prompt and source == "built" for item, source in results)
     assert (cache.stats.misses, cache.stats.coalesced) == (1, 4)
     # A cancelled request does not cancel the build the others wait on.
     other = CountingBuild(lambda: icl_prompt, delay=0.2)
-    first = asyncio.create_task(cache.get_or_create("k2", other))
-    second = asyncio.create_task(cache.get_or_create("k2", other))
+    first = asyncio.create_task(cache.get_or_create(OWNER, "k2", other))
+    second = asyncio.create_task(cache.get_or_create(OWNER, "k2", other))
     await asyncio.sleep(0.05)
     first.cancel()
     assert (await second)[1] == "built" and other.calls == 1
@@ -408,23 +411,23 @@ async def test_failed_build_reaches_every_waiter_and_is_not_cached(
     build = CountingBuild(lambda: icl_prompt, delay=0.1)
     build.fail = True
     results = await asyncio.gather(
-        *(cache.get_or_create("k", build) for _ in range(3)), return_exceptions=True
+        *(cache.get_or_create(OWNER, "k", build) for _ in range(3)), return_exceptions=True
     )
     assert all(isinstance(result, RuntimeError) for result in results) and build.calls == 1
     build.fail = False
-    assert (await cache.get_or_create("k", build))[1] == "built" and build.calls == 2
+    assert (await cache.get_or_create(OWNER, "k", build))[1] == "built" and build.calls == 2
 
 
 async def test_memory_is_least_recently_used(tmp_path: Path, icl_prompt: VoiceClonePromptItem) -> None:
     cache = PromptCache(FilesystemObjectStore(tmp_path), MODEL_ID, max_entries=2)
     build = CountingBuild(lambda: icl_prompt)
     for key in ("a", "b", "a", "c"):  # "b" is the least recently used when "c" arrives
-        await cache.get_or_create(key, build)
+        await cache.get_or_create(OWNER, key, build)
     assert len(cache) == 2
-    assert (await cache.get_or_create("a", build))[1] == "memory"
-    assert (await cache.get_or_create("b", build))[1] == "store"
+    assert (await cache.get_or_create(OWNER, "a", build))[1] == "memory"
+    assert (await cache.get_or_create(OWNER, "b", build))[1] == "store"
     with pytest.raises(ValueError):
-        await cache.get_or_create("../escape", build)
+        await cache.get_or_create(OWNER, "../escape", build)
 
 
 class UnreadableStore(FaultyObjectStore):
@@ -433,11 +436,11 @@ class UnreadableStore(FaultyObjectStore):
 
 
 async def test_unavailable_store_is_bypassed(tmp_path: Path, icl_prompt: VoiceClonePromptItem) -> None:
-    store = UnreadableStore(FilesystemObjectStore(tmp_path), fail_put_key_contains="tts/")
+    store = UnreadableStore(FilesystemObjectStore(tmp_path), fail_put_key_contains="/prompts/")
     cache = PromptCache(store, MODEL_ID)
     build = CountingBuild(lambda: icl_prompt)
-    assert (await cache.get_or_create("k", build))[1] == "built"
-    assert (await cache.get_or_create("k", build))[1] == "memory"
+    assert (await cache.get_or_create(OWNER, "k", build))[1] == "built"
+    assert (await cache.get_or_create(OWNER, "k", build))[1] == "memory"
     assert cache.stats.store_errors == 2 and build.calls == 1
 
 
@@ -453,12 +456,75 @@ async def test_lookups_are_counted_in_the_metrics(tmp_path: Path, icl_prompt: Vo
     build = CountingBuild(lambda: icl_prompt)
     before = _lookups()
     cache = PromptCache(store, MODEL_ID)
-    await cache.get_or_create("m1", build)  # built
-    await cache.get_or_create("m1", build)  # memory
-    await PromptCache(store, MODEL_ID).get_or_create("m1", build)  # the object store
+    await cache.get_or_create(OWNER, "m1", build)  # built
+    await cache.get_or_create(OWNER, "m1", build)  # memory
+    await PromptCache(store, MODEL_ID).get_or_create(OWNER, "m1", build)  # the object store
     after = _lookups()
     assert {result: after[result] - before[result] for result in after} == {
         "memory_hit": 1,
         "store_hit": 1,
         "miss": 1,
     }
+
+
+async def test_owners_never_share_a_prompt(tmp_path: Path, icl_prompt: VoiceClonePromptItem) -> None:
+    """The same key (identical audio) for two tenants, or a tenant's profile and its inline references: each
+    its own build and object, and memory never answers one with the other's."""
+    store = FilesystemObjectStore(tmp_path)
+    cache = PromptCache(store, MODEL_ID)
+    build = CountingBuild(lambda: icl_prompt)
+    owners = [PromptOwner("t-one"), PromptOwner("t-two"), PromptOwner("t-one", OWNER.profile_id)]
+    for owner in owners:
+        assert (await cache.get_or_create(owner, "same", build))[1] == "built"
+        assert cache.peek(owner, "same") is not None
+    assert build.calls == 3
+    assert cache.peek(PromptOwner("t-three"), "same") is None
+    assert await all_keys(store) == {
+        f"tenants/t-one/prompts/inline/{model_hash(MODEL_ID)}/same.safetensors",
+        f"tenants/t-two/prompts/inline/{model_hash(MODEL_ID)}/same.safetensors",
+        f"tenants/t-one/prompts/profiles/{OWNER.profile_id}/{model_hash(MODEL_ID)}/same.safetensors",
+    }
+
+
+async def all_keys(store: ObjectStore) -> set[str]:
+    return {key async for key in store.list_keys()}
+
+
+async def test_a_prompt_in_use_is_touched_once_per_interval_and_written_again_once_swept(
+    tmp_path: Path, icl_prompt: VoiceClonePromptItem
+) -> None:
+    store = FilesystemObjectStore(tmp_path)
+    now = [1000.0]
+    cache = PromptCache(store, MODEL_ID, refresh_seconds=10, clock=lambda: now[0])
+    build = CountingBuild(lambda: icl_prompt)
+    await cache.get_or_create(OWNER, "k", build)
+    path = tmp_path / cache.object_key(OWNER, "k")
+    long_ago = path.stat().st_mtime - 86400
+
+    async def used_after(seconds: float) -> float:
+        """The prompt's stored mtime after a memory hit ``seconds`` later (and its background touch)."""
+        os.utime(path, (long_ago, long_ago))
+        now[0] += seconds
+        assert cache.peek(OWNER, "k") is not None
+        await cache.close()
+        return path.stat().st_mtime
+
+    assert await used_after(5) == long_ago  # written 5 s ago: no touch yet
+    assert await used_after(6) > long_ago  # 11 s after the write: touched
+    assert await used_after(1) == long_ago  # touched 1 s ago
+    assert cache.stats.touches == 1
+    await store.delete(cache.object_key(OWNER, "k"))  # what the expiry sweep does to an old prompt
+    now[0] += 10
+    assert cache.peek(OWNER, "k") is not None
+    await cache.close()
+    assert deserialize_prompt(await store.get(cache.object_key(OWNER, "k"))).ref_text == icl_prompt.ref_text
+    # Another process serving it from the store does not know its age: it touches at once.
+    os.utime(path, (long_ago, long_ago))
+    other = PromptCache(store, MODEL_ID, refresh_seconds=10)
+    assert (await other.get_or_create(OWNER, "k", build))[1] == "store"
+    assert other.stats.touches == 1 and path.stat().st_mtime > long_ago
+    assert build.calls == 1
+    # Without expiry nothing is touched.
+    os.utime(path, (long_ago, long_ago))
+    assert (await PromptCache(store, MODEL_ID).get_or_create(OWNER, "k", build))[1] == "store"
+    assert path.stat().st_mtime == long_ago

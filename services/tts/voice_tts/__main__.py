@@ -10,7 +10,9 @@ from voice_tts.settings import TtsSettings
 async def open_app(common: CommonSettings, settings: TtsSettings) -> ModelServiceApp:
     from voice_tts.app import TtsApp  # torch and qwen_tts: only once the signal handlers are in place
 
-    return await TtsApp.open(common, settings)
+    app = await TtsApp.open(common, settings)
+    app.start_background()
+    return app
 
 
 SERVICE = ModelService("TTS", "voice_tts", TtsSettings, "TTS_", open_app)

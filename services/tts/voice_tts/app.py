@@ -34,8 +34,16 @@ from voice_common.errors import Unavailable
 from voice_common.object_store import ObjectStore, create_object_store
 from voice_common.server.bootstrap import ServiceRegistration
 from voice_tts import metrics
-from voice_tts.model_manager import AvailabilityCheck, Loader, ModelManager, check_available, load_qwen3_tts
+from voice_tts.model_manager import (
+    AvailabilityCheck,
+    Loader,
+    ModelManager,
+    ModelSpec,
+    check_available,
+    load_qwen3_tts,
+)
 from voice_tts.profile_client import ProfileClient
+from voice_tts.prompt_expiry import PromptExpiry
 from voice_tts.prompts import PromptCache
 from voice_tts.settings import TtsSettings
 from voice_tts.synthesizer import Synthesizer
@@ -53,7 +61,9 @@ class TtsApp:
     synthesizer: Synthesizer
     channel: aio.Channel
     profiles: ProfileClient
-    _caches: dict[str, PromptCache] = field(default_factory=dict)
+    prompt_expiry: PromptExpiry
+    _caches: dict[ModelSpec, PromptCache] = field(default_factory=dict)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     async def open(
@@ -90,17 +100,33 @@ class TtsApp:
             synthesizer=synthesizer,
             channel=channel,
             profiles=ProfileClient(channel),
+            prompt_expiry=PromptExpiry(store, settings.prompt_ttl_seconds),
         )
 
-    def prompt_cache(self) -> PromptCache:
-        """The prompt cache of the model now configured (one per model: prompts differ between models)."""
-        model_id = self.models.spec.model
-        cache = self._caches.get(model_id)
+    def prompt_cache(self, spec: ModelSpec | None = None) -> PromptCache:
+        """The prompt cache of the model loaded from ``spec`` (None: the serving one, else the configured one).
+
+        One per model, since prompts differ between models; and per spec, since a prompt in memory is on the model's
+        device and in its dtype. While a LoadModel switch lets the old model's last requests finish, both models'
+        caches exist; a new one drops those of models neither serving nor asked for (their requests keep theirs).
+        """
+        spec = spec or self.models.spec
+        cache = self._caches.get(spec)
         if cache is None:
-            self._caches.clear()
-            cache = PromptCache(self.store, model_id, max_entries=self.settings.prompt_cache_entries)
-            self._caches[model_id] = cache
+            self._caches = {kept: old for kept, old in self._caches.items() if kept == self.models.spec}
+            cache = PromptCache(
+                self.store,
+                spec.model,
+                max_entries=self.settings.prompt_cache_entries,
+                refresh_seconds=self.prompt_expiry.refresh_seconds,
+            )
+            self._caches[spec] = cache
         return cache
+
+    def start_background(self) -> None:
+        """Start the voice-prompt expiry sweep (``TTS_PROMPT_TTL_SECONDS``); ``close`` stops it."""
+        if self.prompt_expiry.enabled and not self._tasks:
+            self._tasks.append(asyncio.create_task(self.prompt_expiry.run_forever(), name="prompt-expiry"))
 
     async def preload(self) -> None:
         """Load the model at start; readiness waits for this."""
@@ -124,6 +150,11 @@ class TtsApp:
         await self.store.check()
 
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for cache in self._caches.values():
+            await cache.close()
         # The engine thread fails what is still inside (a drain has already let running RPCs finish).
         await asyncio.to_thread(self.synthesizer.close)
         await self.channel.close(None)

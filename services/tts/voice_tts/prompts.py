@@ -31,8 +31,8 @@ Cache keys (:func:`prompt_cache_key`)
 SHA-256 over the model id, every clip's ``sha256`` and (normalised) transcript, the combining parameters, the
 mode (x-vector only or not) and :data:`PROMPT_FORMAT_VERSION`. Any change to a profile's samples (added, removed,
 re-recorded, re-transcribed) gives a new key, so a stale prompt is never hit; stale entries are just never read
-again (a store lifecycle rule or a sweep of ``tts/prompts/`` may delete old ones). Bump the version whenever the
-combining rules or the file format change.
+again, and the expiry sweep (:mod:`voice_tts.prompt_expiry`) deletes them once unused for ``TTS_PROMPT_TTL_SECONDS``.
+Bump the version whenever the combining rules or the file format change.
 
 Prompt files (:func:`serialize_prompt`, :func:`deserialize_prompt`)
 ------------------------------------------------------------------
@@ -44,10 +44,19 @@ no checksum, so the digest is what catches a damaged payload; every check failur
 
 The cache (:class:`PromptCache`)
 --------------------------------
-Memory (LRU, ``max_entries``) -> object store (``tts/prompts/<model-hash>/<key>.safetensors``) -> ``build``
-(blocking model work, run in a worker thread). Concurrent requests for a key share one load/build (single flight).
-A corrupt stored entry is rebuilt and overwritten; an unreachable store is logged and bypassed (the prompt is
-built and served, and kept in memory), since a prompt can always be rebuilt from the profile's samples.
+Memory (LRU, ``max_entries``) -> object store -> ``build`` (blocking model work, run in a worker thread). Every
+lookup names its owner (:class:`~voice_common.prompt_keys.PromptOwner`: the tenant and the profile, or the tenant's
+inline references), and the owner's folder is part of the object key *and* of the memory key
+(``tenants/<tenant>/prompts/profiles/<profile-id>/<model-hash>/<key>.safetensors``, see
+:mod:`voice_common.prompt_keys`): a tenant never gets a prompt made from another tenant's audio, even for
+identical audio, and a profile's prompts are deleted with the profile. Concurrent requests for a key share one
+load/build (single flight). A corrupt stored entry is rebuilt and overwritten; an unreachable store is logged and
+bypassed (the prompt is built and served, and kept in memory), since a prompt can always be rebuilt.
+
+Use and expiry: with ``refresh_seconds`` > 0 the cache renews a stored prompt's last-modified time
+(:meth:`ObjectStore.touch`) when it serves it, at most once per ``refresh_seconds`` per prompt and process (a
+store hit touches at once, a memory hit in the background); the expiry sweep deletes prompts not modified for the
+TTL. A touch that finds the object gone (swept while this process still held it) writes it again.
 """
 
 from __future__ import annotations
@@ -57,6 +66,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -68,6 +78,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from voice_common.object_store import ObjectNotFound, ObjectStore, ObjectStoreError, validate_key
+from voice_common.prompt_keys import PromptOwner
 from voice_tts import metrics
 from voice_tts.qwen import VoiceClonePromptItem
 
@@ -79,12 +90,14 @@ DEFAULT_MAX_SECONDS = 20.0
 DEFAULT_GAP_SECONDS = 0.3
 DEFAULT_MIN_TRANSCRIBED_SECONDS = 3.0
 DEFAULT_MAX_ENTRIES = 64
-STORE_PREFIX = "tts/prompts"
 CONTENT_TYPE = "application/vnd.voice-tts.prompt+safetensors"
 
 _METADATA_KEY = "voice_tts.prompt"
 _HEADER_LIMIT = 1 << 20  # a prompt's safetensors header is a few hundred bytes
 _KEY_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+# Prompts whose last touch this process remembers (to touch each at most once per refresh interval): a bound,
+# since with max_entries=0 every prompt served passes through here without staying in memory.
+_TOUCH_RECORDS = 4096
 
 PromptSource = Literal["memory", "store", "built"]
 
@@ -358,6 +371,7 @@ class PromptCacheStats:
     coalesced: int = 0  # requests that waited on another request's load/build of the same key
     corrupt_entries: int = 0  # stored entries that failed to load (then rebuilt and overwritten)
     store_errors: int = 0  # store reads/writes that failed (the store was bypassed)
+    touches: int = 0  # last-modified renewals of stored prompts in use (see refresh_seconds)
 
     @property
     def hits(self) -> int:
@@ -373,7 +387,8 @@ class PromptCache:
     """LRU memory cache over the object store; see the module docstring.
 
     One instance per loaded model. Items are shared between callers: treat them as read-only (qwen_tts only reads
-    them). ``max_entries=0`` disables the memory level.
+    them). ``max_entries=0`` disables the memory level; ``refresh_seconds=0`` never touches stored prompts (no
+    expiry is configured).
     """
 
     def __init__(
@@ -382,16 +397,25 @@ class PromptCache:
         model_id: str,
         *,
         max_entries: int = DEFAULT_MAX_ENTRIES,
-        prefix: str = STORE_PREFIX,
+        refresh_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_entries < 0:
             raise ValueError("max_entries must not be negative")
+        if refresh_seconds < 0:
+            raise ValueError("refresh_seconds must not be negative")
         self._store = store
         self._model_id = model_id
+        self._model_folder = model_hash(model_id)
         self._max_entries = max_entries
-        self._folder = validate_key(f"{prefix}/{model_hash(model_id)}")
+        self._refresh_seconds = refresh_seconds
+        self._clock = clock
+        # Keyed by object key: the owner's folder is part of it (module docstring).
         self._memory: OrderedDict[str, VoiceClonePromptItem] = OrderedDict()
         self._inflight: dict[str, asyncio.Task[tuple[VoiceClonePromptItem, PromptSource]]] = {}
+        # Object key -> clock() of its last write or touch here.
+        self._touched: OrderedDict[str, float] = OrderedDict()
+        self._background: set[asyncio.Task[None]] = set()
         self.stats = PromptCacheStats()
 
     @property
@@ -401,77 +425,115 @@ class PromptCache:
     def __len__(self) -> int:
         return len(self._memory)
 
-    def object_key(self, key: str) -> str:
+    def object_key(self, owner: PromptOwner, key: str) -> str:
         if not _KEY_SEGMENT.match(key):
             raise ValueError(f"invalid prompt cache key {key!r}")
-        return validate_key(f"{self._folder}/{key}.safetensors")
+        return validate_key(f"{owner.prefix}{self._model_folder}/{key}.safetensors")
 
-    def peek(self, key: str) -> VoiceClonePromptItem | None:
+    def peek(self, owner: PromptOwner, key: str) -> VoiceClonePromptItem | None:
         """The prompt if it is in memory (counted as a memory hit); None otherwise, counting nothing (the caller
         then prepares the reference and calls :meth:`get_or_create`, which counts the store hit or the miss)."""
-        item = self._memory.get(key)
+        object_key = self.object_key(owner, key)
+        item = self._memory.get(object_key)
         if item is not None:
-            self._memory.move_to_end(key)
-            self.stats.memory_hits += 1
-            metrics.PROMPT_CACHE_REQUESTS.labels(result="memory_hit").inc()
+            self._memory_hit(object_key, item)
         return item
 
-    def forget(self, key: str) -> None:
+    def forget(self, owner: PromptOwner, key: str) -> None:
         """Drop a key from memory (the stored entry stays)."""
-        self._memory.pop(key, None)
+        self._memory.pop(self.object_key(owner, key), None)
 
     async def get_or_create(
-        self, key: str, build: Callable[[], VoiceClonePromptItem]
+        self, owner: PromptOwner, key: str, build: Callable[[], VoiceClonePromptItem]
     ) -> tuple[VoiceClonePromptItem, PromptSource]:
-        """The prompt for ``key`` and where it came from; ``build`` runs (in a worker thread) only on a full miss.
+        """The prompt of ``owner`` for ``key`` and where it came from; ``build`` runs (in a worker thread) only on
+        a full miss.
 
         Exceptions from ``build`` reach every caller waiting on that build; nothing is cached then.
         """
-        object_key = self.object_key(key)
-        item = self._memory.get(key)
+        object_key = self.object_key(owner, key)
+        item = self._memory.get(object_key)
         if item is not None:
-            self._memory.move_to_end(key)
-            self.stats.memory_hits += 1
-            metrics.PROMPT_CACHE_REQUESTS.labels(result="memory_hit").inc()
+            self._memory_hit(object_key, item)
             return item, "memory"
-        task = self._inflight.get(key)
+        task = self._inflight.get(object_key)
         if task is None:
-            task = asyncio.create_task(self._single_flight(key, object_key, build))
-            self._inflight[key] = task
+            task = asyncio.create_task(self._single_flight(object_key, build))
+            self._inflight[object_key] = task
             task.add_done_callback(_retrieve_exception)
         else:
             self.stats.coalesced += 1
         # shield: a cancelled request must not cancel the load/build others wait on.
         return await asyncio.shield(task)
 
+    async def close(self) -> None:
+        """Wait for background touches (a closing app must not leave them running against a closed store)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _memory_hit(self, object_key: str, item: VoiceClonePromptItem) -> None:
+        self._memory.move_to_end(object_key)
+        self.stats.memory_hits += 1
+        metrics.PROMPT_CACHE_REQUESTS.labels(result="memory_hit").inc()
+        if self._due_for_touch(object_key):
+            # In the background: a memory hit is the fast path, and a touch is only bookkeeping.
+            self._record_touch(object_key)  # now, so a key has one touch in flight, not one per hit
+            task = asyncio.get_running_loop().create_task(self._touch(object_key, item))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _due_for_touch(self, object_key: str) -> bool:
+        if self._refresh_seconds <= 0:
+            return False
+        last = self._touched.get(object_key)
+        return last is None or self._clock() - last >= self._refresh_seconds
+
+    def _record_touch(self, object_key: str) -> None:
+        self._touched[object_key] = self._clock()
+        self._touched.move_to_end(object_key)
+        while len(self._touched) > _TOUCH_RECORDS:
+            self._touched.popitem(last=False)
+
+    async def _touch(self, object_key: str, item: VoiceClonePromptItem) -> None:
+        """Renew the stored prompt's last-modified time; write it again if the expiry sweep removed it."""
+        try:
+            await self._store.touch(object_key)
+        except ObjectNotFound:
+            await self._save(object_key, item)  # records the write as this key's touch
+            return
+        except ObjectStoreError as exc:
+            self.stats.store_errors += 1
+            logger.warning("prompt %s could not be marked as in use: %s", object_key, exc)
+            return
+        self.stats.touches += 1
+        self._record_touch(object_key)
+
     async def _single_flight(
-        self, key: str, object_key: str, build: Callable[[], VoiceClonePromptItem]
+        self, object_key: str, build: Callable[[], VoiceClonePromptItem]
     ) -> tuple[VoiceClonePromptItem, PromptSource]:
         try:
-            return await self._load_or_build(key, object_key, build)
+            return await self._load_or_build(object_key, build)
         finally:
             # Inside the task, so no later request can find a finished task under the key.
-            self._inflight.pop(key, None)
+            self._inflight.pop(object_key, None)
 
     async def _load_or_build(
-        self, key: str, object_key: str, build: Callable[[], VoiceClonePromptItem]
+        self, object_key: str, build: Callable[[], VoiceClonePromptItem]
     ) -> tuple[VoiceClonePromptItem, PromptSource]:
         stored = await self._load(object_key)
         if stored is not None:
             self.stats.store_hits += 1
             metrics.PROMPT_CACHE_REQUESTS.labels(result="store_hit").inc()
-            self._remember(key, stored)
+            if self._due_for_touch(object_key):
+                # Its age is unknown here (another replica may not have touched it for a while): touch now.
+                await self._touch(object_key, stored)
+            self._remember(object_key, stored)
             return stored, "store"
         self.stats.misses += 1
         metrics.PROMPT_CACHE_REQUESTS.labels(result="miss").inc()
         item = await asyncio.to_thread(build)
-        try:
-            data = serialize_prompt(item)
-        except Exception:
-            logger.exception("prompt %s could not be serialised; not stored", object_key)
-        else:
-            await self._save(object_key, data)
-        self._remember(key, item)
+        await self._save(object_key, item)
+        self._remember(object_key, item)
         return item, "built"
 
     async def _load(self, object_key: str) -> VoiceClonePromptItem | None:
@@ -490,18 +552,25 @@ class PromptCache:
             logger.warning("stored prompt %s is damaged, rebuilding it: %s", object_key, exc)
             return None
 
-    async def _save(self, object_key: str, data: bytes) -> None:
+    async def _save(self, object_key: str, item: VoiceClonePromptItem) -> None:
+        try:
+            data = serialize_prompt(item)
+        except Exception:
+            logger.exception("prompt %s could not be serialised; not stored", object_key)
+            return
         try:
             await self._store.put(object_key, data, CONTENT_TYPE)
         except ObjectStoreError as exc:
             self.stats.store_errors += 1
             logger.warning("prompt store write of %s failed (served from memory only): %s", object_key, exc)
+            return
+        self._record_touch(object_key)
 
-    def _remember(self, key: str, item: VoiceClonePromptItem) -> None:
+    def _remember(self, object_key: str, item: VoiceClonePromptItem) -> None:
         if self._max_entries == 0:
             return
-        self._memory[key] = item
-        self._memory.move_to_end(key)
+        self._memory[object_key] = item
+        self._memory.move_to_end(object_key)
         while len(self._memory) > self._max_entries:
             self._memory.popitem(last=False)
 

@@ -95,6 +95,13 @@ class TtsSettings(BaseSettings):
         ge=0,
         description="Voice prompts kept in memory (all are also kept in the object store); 0: the store only.",
     )
+    prompt_ttl_seconds: float = Field(
+        7 * 24 * 3600,
+        ge=0,
+        description="Voice prompts kept in the object store (under each tenant's tenants/<tenant>/prompts/) are "
+        "deleted once unused for this long (default 7 days): a replica sweeps them at least hourly, and a prompt "
+        "in use is renewed now and then. Prompts of a deleted profile go with the profile. 0: kept forever.",
+    )
     first_chunk_frames: int = Field(
         4,
         ge=1,
