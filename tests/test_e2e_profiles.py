@@ -303,6 +303,30 @@ def test_doctor_finds_missing_and_orphaned_objects(tmp_path: Path, wav: bytes) -
     assert after["objects_without_rows"] == [] and after["rows_without_objects"] == [missing]
 
 
+def test_doctor_accounts_for_voice_prompts(tmp_path: Path) -> None:
+    """The TTS service's prompts have no rows: a profile's count as owned, the old tts/prompts/ layout's as
+    orphaned (and --delete-orphans removes them)."""
+    data_dir = tmp_path / "data"
+    env = service_env(data_dir)
+    with service(env, tmp_path / "logs") as process:
+        process.wait_for(SERVING)
+        profile = create_profile(process)
+        assert stop(process) == 0, process.describe()
+    objects = data_dir / "objects"
+    model_folder = "0123456789abcdef" * 2
+    owned = f"tenants/{TENANT}/prompts/profiles/{profile.id}/{model_folder}/{'a' * 64}.safetensors"
+    legacy = f"tts/prompts/{model_folder}/{'b' * 64}.safetensors"
+    put_object(objects, owned, b"a voice prompt")
+    put_object(objects, legacy, b"a voice prompt of the old layout")
+
+    sick = admin(env, "doctor")
+    assert sick.returncode == 1, explain(sick)
+    assert "TTS voice prompts: 1 owned, 1 orphaned" in sick.stdout and f"orphan   {legacy}" in sick.stdout
+    repaired = admin(env, "doctor", "--delete-orphans")
+    assert repaired.returncode == 0 and "deleted 1 orphaned object(s)" in repaired.stdout, explain(repaired)
+    assert (objects / owned).exists() and not (objects / legacy).exists()
+
+
 def test_migrate_then_sweep(tmp_path: Path) -> None:
     env = service_env(tmp_path / "data")
     first = admin(env, "migrate")

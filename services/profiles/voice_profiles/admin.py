@@ -59,6 +59,8 @@ async def _doctor(delete_orphans: bool, as_json: bool) -> int:
                     "rows_without_objects": report.rows_without_objects,
                     "objects_without_rows": report.objects_without_rows,
                     "pending_deletions": report.pending_deletions,
+                    "prompts_owned": report.prompts_owned,
+                    "prompts_orphaned": report.prompts_orphaned,
                     "orphans_deleted": deleted,
                 }
             )
@@ -71,6 +73,10 @@ async def _doctor(delete_orphans: bool, as_json: bool) -> int:
         for key in report.objects_without_rows:
             print(f"  orphan   {key}")
         print(f"object deletes waiting for the sweeper: {report.pending_deletions}")
+        print(
+            f"TTS voice prompts: {report.prompts_owned} owned, {report.prompts_orphaned} orphaned "
+            "(among the orphans above; tts/prompts/ is the old layout, nothing reads it)"
+        )
         if delete_orphans:
             print(f"deleted {deleted} orphaned object(s)")
     return 0 if report.healthy or (delete_orphans and not report.rows_without_objects) else 1

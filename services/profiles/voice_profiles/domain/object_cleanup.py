@@ -6,6 +6,8 @@ Rules (docs/consistency.md):
 - delete: rows are deleted and their keys written to the outbox in ONE transaction (``Transaction.pending_deletions``);
   after the commit ``delete_committed`` removes the objects and their outbox rows. A failure leaves the outbox row,
   which the sweeper retries with back-off (``drain``).
+- an outbox key ending in ``/`` is a prefix: every object under it, as listed when the delete runs (a profile's
+  voice prompts, which the TTS service writes without a row here).
 """
 
 from __future__ import annotations
@@ -31,9 +33,7 @@ class ObjectCleanup:
         """Delete objects whose rows are gone; returns how many are still pending (left to the sweeper)."""
         if not pending:
             return 0
-        results = await asyncio.gather(
-            *(self._store.delete(key) for _, key in pending), return_exceptions=True
-        )
+        results = await asyncio.gather(*(self._delete(key) for _, key in pending), return_exceptions=True)
         done = [row_id for (row_id, _), result in zip(pending, results, strict=True) if result is None]
         failures = [
             (row_id, key, result)
@@ -53,6 +53,13 @@ class ObjectCleanup:
             # The outbox rows are still there; the sweeper deletes the objects (again) later. Harmless.
             log.exception("could not update the deletion outbox")
         return len(failures)
+
+    async def _delete(self, key: str) -> None:
+        if not key.endswith("/"):
+            await self._store.delete(key)
+            return
+        for listed in [listed async for listed in self._store.list_keys(key)]:
+            await self._store.delete(listed)
 
     async def discard(self, keys: list[str]) -> None:
         """Remove objects written for a create that did not commit."""

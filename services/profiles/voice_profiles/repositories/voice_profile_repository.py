@@ -184,6 +184,11 @@ class ProfileRepository:
             delete(ProfileRow).where(ProfileRow.tenant_id == tenant_id, ProfileRow.id == profile_id)
         )
 
+    async def all_ids(self) -> set[tuple[str, str]]:
+        """(tenant_id, profile_id) of every profile, across tenants (for the doctor: whose voice prompts are owned)."""
+        query = select(ProfileRow.tenant_id, ProfileRow.id)
+        return {(tenant, pid) for tenant, pid in (await self._session.execute(query)).all()}
+
     async def expired_any_tenant(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         """(tenant_id, profile_id) of expired profiles across all tenants, for the sweeper."""
         query = (
