@@ -22,8 +22,8 @@ from voice_asr.engine import (
 )
 from voice_asr.short_window import short_window_frames
 from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Word, repeats_itself
-from voice_common.errors import InvalidArgument
-from voice_common.model_manager import ModelState
+from voice_common.errors import FailedPrecondition, InvalidArgument
+from voice_common.model_manager import ModelProblem, ModelState
 from voice_common.testing.speech import (
     GERMAN,
     POOLED_WER_BAR,
@@ -229,9 +229,9 @@ def test_an_english_only_model_refuses_other_languages_and_translation(engine: W
     assert "English-only" in info.value.message and "ASR_MODEL" in info.value.message
 
 
-def _way_out(message: str | None) -> str:
-    assert message is not None and "ASR_MODEL" in message
-    return message
+def _way_out(problem: ModelProblem | None) -> str:
+    assert problem is not None and "ASR_MODEL" in problem.message
+    return problem.message
 
 
 def test_the_default_model_is_the_shipped_tiny_en() -> None:
@@ -284,7 +284,9 @@ async def test_the_manager_loads_the_real_model_and_records_it() -> None:
 
 async def test_a_bad_device_fails_with_the_reason() -> None:
     manager = new_model_manager(AsrModelSpec(device="cuda:7"))
-    status = await manager.load()
+    with pytest.raises(FailedPrecondition):
+        await manager.load()
+    status = manager.status()
     assert status.state is ModelState.FAILED
     assert "cuda:7" in status.message and "ASR_MODEL" in status.message
 

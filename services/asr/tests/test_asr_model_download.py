@@ -17,7 +17,7 @@ from voice_asr.engine import default_model
 from voice_asr.settings import AsrSettings
 from voice_asr.transcript import RecognitionOptions
 from voice_common.config import CommonSettings
-from voice_common.errors import Unavailable
+from voice_common.errors import FailedPrecondition, Unavailable
 from voice_common.model_manager import ModelState
 from voice_common.testing.hub_server import LocalHub
 from voice_common.testing.speech import silence
@@ -94,7 +94,9 @@ async def test_with_downloads_off_a_missing_model_is_not_serving_and_the_hub_is_
         message = caught.value.message
         assert REPO in message and "ASR_ALLOW_DOWNLOAD=false" in message
         assert "make models ASR_MODEL=tiny.en" in message and "ASR_MODEL" in message
-        assert (await app.models.load()).state is ModelState.FAILED
+        with pytest.raises(FailedPrecondition):
+            await app.models.load()
+        assert app.models.state is ModelState.FAILED
     finally:
         await app.close()
     assert hub.requests == []

@@ -18,7 +18,7 @@ from voice_asr.settings import AsrSettings
 from voice_asr.transcriber import Transcriber, TranscriptionLimits, validate
 from voice_asr.transcript import RecognitionOptions
 from voice_common.errors import InvalidArgument, ResourceExhausted, Unavailable
-from voice_common.model_manager import ModelManager
+from voice_common.model_manager import ModelManager, ModelProblem
 from voice_common.testing.speech import SENTENCE_WER_BAR, SENTENCES, silence, speak, wer
 
 ENGLISH = RecognitionOptions(language="en")
@@ -110,7 +110,7 @@ async def test_no_model_is_unavailable_with_the_reason() -> None:
         AsrModelSpec(model="/nowhere"),
         label="ASR",
         loader=lambda spec: pytest.fail("must not load"),
-        check=lambda spec: "no model here: set ASR_MODEL",
+        check=lambda spec: ModelProblem("no model here: set ASR_MODEL"),
     )
     with pytest.raises(Unavailable) as info:
         await Transcriber(manager).transcribe(silence(1), ENGLISH)

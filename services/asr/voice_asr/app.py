@@ -3,9 +3,10 @@
 Readiness (the gRPC health status): NOT_SERVING while a preload runs, while a hub model missing from the local cache
 is downloaded (at start, when ``ASR_ALLOW_DOWNLOAD`` is true; the reason shows the progress), or while the model
 cannot serve (its directory is missing or incomplete, a name is not in the local cache and downloads are off, or a
-load failed), with the reason and the ``ASR_MODEL`` fix in the log; SERVING otherwise. The service keeps answering
-``GetModelStatus`` and ``LoadModel`` meanwhile, so an operator can see why and fix it without a restart. ASR has no
-database or store of its own (stored audio is read through the profile service), so nothing else gates it.
+load failed with no model READY: a LoadModel that fails beside one leaves that one serving), with the reason and the
+``ASR_MODEL`` fix in the log; SERVING otherwise. The service keeps answering ``GetModelStatus`` and ``LoadModel``
+meanwhile, so an operator can see why and fix it without a restart. ASR has no database or store of its own (stored
+audio is read through the profile service), so nothing else gates it.
 """
 
 from __future__ import annotations

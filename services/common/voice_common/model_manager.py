@@ -4,21 +4,32 @@ States: NOT_LOADED -> LOADING -> READY, or FAILED with a message a person can ac
 lazily (or a preload at start); ``idle_unload_seconds`` gives the memory back when nobody has used it for that long.
 Loading runs in a worker thread, never on the event loop, and concurrent callers share one load.
 
+Switching models (LoadModel) never leaves a service without one it had: the new model loads *beside* the serving
+one, which stays READY and keeps taking requests until the new one works; then new requests get the new model,
+requests already running finish on the old one (each holds its model to its end: :meth:`ModelManager.use`), and
+the old one is released when the last of them ends. So memory for two models is needed while a switch runs. A load
+that fails raises an error saying what failed (:func:`load_error`: NOT_FOUND, FAILED_PRECONDITION, UNAVAILABLE)
+and the old model serves on, the failure noted in its status. Only with no model READY does a failure make the
+state FAILED (and readiness NOT_SERVING). One load at a time: a LoadModel of the spec that is loading waits for that
+load; one of another spec is refused (ABORTED) until it has ended.
+
 What differs between services comes in through the constructor: the ``loader`` (blocking; returns the model, the
 device it landed on and its precision, e.g. a torch dtype or a CTranslate2 compute type), the ``check`` that says
 cheaply why a spec cannot load at all (readiness asks it every few seconds), the ``fetch`` that brings a model's
 files onto the machine first (:class:`HubFetch`: a download from the Hugging Face hub), the service's own load
 metrics, and optional hooks for GPU memory and for giving memory back on unload.
 
-A download is part of the load: it runs in the same worker thread, before the loader, while the state is LOADING.
-Meanwhile readiness says NOT_SERVING with the progress ("downloading Qwen/…: 35% of 2.5 GB"), and a log line reports
-it every ``progress_log_seconds``. A model that must be downloaded is loaded at start (:meth:`plan_preload`): the
-first request would otherwise wait minutes, and a load balancer would send traffic to a replica that has no model.
+A download is part of the load: it runs in the same worker thread, before the loader. With no model READY the state
+is LOADING meanwhile, and readiness says NOT_SERVING with the progress ("downloading Qwen/…: 35% of 2.5 GB"); beside
+a READY model the service stays SERVING and the status shows the progress. A log line reports it every
+``progress_log_seconds``. A model that must be downloaded is loaded at start (:meth:`plan_preload`): the first
+request would otherwise wait minutes, and a load balancer would send traffic to a replica that has no model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import gc
 import logging
@@ -31,7 +42,7 @@ from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import Counter, Gauge
 
-from voice_common.errors import Unavailable
+from voice_common.errors import Aborted, DomainError, FailedPrecondition, NotFound, Unavailable
 from voice_common.model_download import (
     DownloadProgress,
     HubUnreachable,
@@ -97,6 +108,16 @@ class HubSpec(HasModelName, Protocol):
 
 
 @dataclass(frozen=True)
+class ModelProblem:
+    """Why a spec cannot load, found without loading it (a service's ``check``): what an operator is told, and
+    whether nothing is there at all (a directory that does not exist: a LoadModel naming it answers NOT_FOUND; any
+    other problem, something there that is no model or a setting that forbids the download, FAILED_PRECONDITION)."""
+
+    message: str
+    nothing_there: bool = False
+
+
+@dataclass(frozen=True)
 class ModelFiles:
     """Where a service's model comes from (a directory, the Hugging Face cache, the hub) and what an operator is
     told when it cannot: one rule for TTS and ASR, with what is each service's own as values.
@@ -119,7 +140,7 @@ class ModelFiles:
 
     def why_unavailable(
         self, model: str, *, named: str, allow_download: bool, cache_dir: Path | None = None
-    ) -> str | None:
+    ) -> ModelProblem | None:
         """Why ``model`` cannot load, or None when it might: a cheap look at files, nothing is loaded or
         downloaded. A hub id missing from the cache (``cache_dir``, else the environment's) can load when downloads
         are allowed: the load downloads it first."""
@@ -127,24 +148,26 @@ class ModelFiles:
         if path.is_dir():
             missing = [name for name in self.required_files if not (path / name).is_file()]
             if missing:
-                return (
+                return ModelProblem(
                     f"model directory {model!r} is not {self.kind} (no {', '.join(missing)}): "
                     + self.how_to_set
                 )
             return None
         if path.exists():
-            return f"model {model!r} is a file, not a model directory: " + self.how_to_set
+            return ModelProblem(f"model {model!r} is a file, not a model directory: " + self.how_to_set)
         hub_id = self.hub_id(model)
         if hub_id is None:
             # Not shaped like a hub id ("owner/name"): a path that is not there.
-            return f"model directory {model!r} does not exist: " + self.how_to_set
+            return ModelProblem(
+                f"model directory {model!r} does not exist: " + self.how_to_set, nothing_there=True
+            )
         cache = cache_dir or hub_cache_dir()
         if (
             allow_download
             or cached_snapshot(hub_id, required=self.required_files, cache_dir=cache) is not None
         ):
             return None
-        return (
+        return ModelProblem(
             f"model {model!r} is neither a directory nor in the local Hugging Face cache ({cache}), and downloads "
             f"are off ({self.download_setting}=false): " + self.how_to_get(named)
         )
@@ -221,11 +244,56 @@ class LoadMetrics:
 
 
 class _NotAvailable(Exception):
-    """check's reason, carried through the load's error handling unchanged."""
+    """check's answer, carried through the load's error handling unchanged."""
+
+    def __init__(self, problem: ModelProblem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
 
 
 def default_failure_message(spec: HasModelName, error: BaseException) -> str:
     return f"model {spec.model!r} could not be loaded: {type(error).__name__}: {error}"
+
+
+def load_error(spec: HasModelName, failure: BaseException, message: str) -> DomainError:
+    """The error a LoadModel that failed answers with: the status code says what kind of failure it was (the
+    message, what to do about it). Nothing there: NOT_FOUND; a hub that cannot be reached or a download that broke
+    off: UNAVAILABLE (trying again later may work); anything else (not a model, downloads off, damaged weights, a
+    device this machine does not have): FAILED_PRECONDITION."""
+    if isinstance(failure, _NotAvailable):
+        if failure.problem.nothing_there:
+            return NotFound("model", spec.model, message=message)
+        return FailedPrecondition(message)
+    if isinstance(failure, ModelNotOnHub):
+        return NotFound("model", spec.model, message=message)
+    if isinstance(failure, ModelDownloadError):
+        return Unavailable(message)
+    return FailedPrecondition(message)
+
+
+@dataclass(eq=False)
+class _Loaded(Generic[SpecT, ModelT]):
+    """A model in memory and the requests running on it. The one serving, or one that was replaced (LoadModel) or
+    unloaded while requests still ran on it: ``retired``, released when the last of them ends."""
+
+    spec: SpecT
+    model: ModelT | None  # None once released
+    device: str
+    precision: str
+    load_seconds: float
+    users: int = 0
+    retired: bool = False
+
+    def describe(self) -> str:
+        return f"{self.spec.model} on {self.device} ({self.precision})"
+
+
+@dataclass(frozen=True)
+class LoadedModel(Generic[SpecT, ModelT]):
+    """A model a request holds (:meth:`ModelManager.lease`) and the spec it was loaded from."""
+
+    spec: SpecT
+    model: ModelT
 
 
 class ModelManager(Generic[SpecT, ModelT]):
@@ -235,7 +303,7 @@ class ModelManager(Generic[SpecT, ModelT]):
         *,
         label: str,
         loader: Callable[[SpecT], tuple[ModelT, str, str]],
-        check: Callable[[SpecT], str | None],
+        check: Callable[[SpecT], ModelProblem | None],
         fetch: ModelFetch[SpecT] | None = None,
         idle_unload_seconds: float = 0.0,
         metrics: LoadMetrics | None = None,
@@ -248,8 +316,8 @@ class ModelManager(Generic[SpecT, ModelT]):
         """``label`` ("TTS", "ASR") names the model in messages and logs. ``check`` belongs with ``loader``: a test
         loader that needs no files comes with a check that passes. ``fetch`` runs before ``loader`` when it is
         needed (a download). ``gpu_memory(device)`` reports what a READY model holds on a CUDA device;
-        ``release(device)`` runs after the model is dropped (e.g. emptying torch's CUDA cache)."""
-        self._spec = spec
+        ``release(device)`` runs after a model is dropped (e.g. emptying torch's CUDA cache)."""
+        self._spec = spec  # the serving model's while READY, else the one loading, failed or to load
         self._label = label
         self._loader = loader
         self._check = check
@@ -261,14 +329,13 @@ class ModelManager(Generic[SpecT, ModelT]):
         self._gpu_memory = gpu_memory
         self._release = release
         self._clock = clock
-        self._model: ModelT | None = None
-        self._device = ""
-        self._precision = ""
+        self._serving: _Loaded[SpecT, ModelT] | None = None  # set exactly while READY
         self._state = ModelState.NOT_LOADED
-        self._message = f"not loaded yet; the first request loads {spec.model!r}"
-        self._load_seconds = 0.0
+        self._message = f"not loaded yet; the first request loads {spec.model!r}"  # while not READY
+        # While READY: a load running beside the serving model, or the last one that failed (status tells both).
+        self._replacement_note = ""
         self._loading: asyncio.Future[None] | None = None
-        self._in_use = 0
+        self._loading_spec: SpecT | None = None
         self._last_used = clock()
         self._preload_setting: str | None = None  # e.g. "TTS_PRELOAD" while a preload is due or running
         self._download: DownloadProgress | None = None  # while a fetch runs: its latest progress
@@ -277,6 +344,7 @@ class ModelManager(Generic[SpecT, ModelT]):
 
     @property
     def spec(self) -> SpecT:
+        """The serving model's spec while READY; else the spec that is loading, failed, or loads on first use."""
         return self._spec
 
     @property
@@ -289,8 +357,8 @@ class ModelManager(Generic[SpecT, ModelT]):
 
     @property
     def loaded(self) -> ModelT | None:
-        """The model while READY, else None: for status details (use :meth:`use` to run requests on it)."""
-        return self._model if self._state is ModelState.READY else None
+        """The serving model while READY, else None: for status details (use :meth:`use` to run requests on it)."""
+        return self._serving.model if self._serving is not None else None
 
     def expect_preload(self, setting: str) -> None:
         """A preload (``setting``, e.g. "TTS_PRELOAD") will run: until :meth:`preload` ends, the service is not
@@ -319,15 +387,20 @@ class ModelManager(Generic[SpecT, ModelT]):
         return self._fetch is not None and self._fetch.needed(self._spec)
 
     async def preload(self) -> None:
-        """Load at start; readiness waits for this (loaded or failed)."""
+        """Load at start; readiness waits for this (loaded or failed: a failure is in the status and the log)."""
         try:
             await self.load()
+        except DomainError:
+            pass
         finally:
             self._preload_setting = None
 
     def readiness_problem(self) -> str | None:
         """Why the service holding this model must not take traffic now: a download running (with its progress), a
-        preload still running, or a model that cannot serve (:meth:`problem`); None when it can."""
+        preload still running, or a model that cannot serve (:meth:`problem`); None when it can. A model READY
+        serves whatever a LoadModel beside it does (downloads, loads, fails)."""
+        if self._state is ModelState.READY:
+            return None
         download = self._download
         if download is not None:
             return f"downloading {download.repo_id}: {download.percent}% of {size_text(download.total_bytes)}"
@@ -345,75 +418,118 @@ class ModelManager(Generic[SpecT, ModelT]):
             return None
         if self._state is ModelState.FAILED:
             return self._message
-        return self._check(self._spec)
+        problem = self._check(self._spec)
+        return None if problem is None else problem.message
 
     def status(self) -> ModelStatus:
+        serving = self._serving
+        if serving is None:
+            message = self._message
+            if self._state is ModelState.LOADING and self._download is not None:
+                message = self._download_text(self._download)
+            return ModelStatus(self._state, self._spec.model, "", "", 0, 0.0, message)
         gpu_bytes = 0
-        if (
-            self._state is ModelState.READY
-            and self._device.startswith("cuda")
-            and self._gpu_memory is not None
-        ):
-            gpu_bytes = self._gpu_memory(self._device)
+        if serving.device.startswith("cuda") and self._gpu_memory is not None:
+            gpu_bytes = self._gpu_memory(serving.device)
+        note = self._replacement_note
+        if self._loading is not None and self._download is not None:
+            note = self._download_text(self._download) + " to replace it"
         return ModelStatus(
-            self._state,
-            self._spec.model,
-            self._device,
-            self._precision,
+            ModelState.READY,
+            serving.spec.model,
+            serving.device,
+            serving.precision,
             gpu_bytes,
-            self._load_seconds,
-            self._message,
+            serving.load_seconds,
+            serving.describe() + (f"; {note}" if note else ""),
         )
 
     async def load(self, spec: SpecT | None = None) -> ModelStatus:
-        """Load (or switch to) ``spec``; callers arriving during a load wait for the same load."""
-        if spec is not None and spec != self._spec:
-            await self.unload()
-            self._spec = spec
-        if self._state is ModelState.READY:
+        """Load ``spec`` and serve it (None: the current spec, a no-op while READY); the status once it serves.
+
+        A model READY keeps serving while ``spec`` loads beside it (memory for both is needed meanwhile), and is
+        replaced only once the new one works: requests running on it finish on it, later ones get the new one, and
+        the old one is released when the last of its requests ends. A failed load raises what failed (see
+        :func:`load_error`) and leaves a READY model serving, the failure noted in its status; with no model READY
+        the state becomes FAILED with the reason. Callers asking for the spec that is loading wait for that load;
+        one asking for another spec meanwhile gets ``Aborted``.
+        """
+        if spec is None and self._serving is not None:
             return self.status()
-        if self._loading is None:
-            self._loading = asyncio.ensure_future(self._load())
+        target = self._spec if spec is None else spec
         loading = self._loading
+        if loading is not None:
+            if target != self._loading_spec:
+                assert self._loading_spec is not None
+                raise Aborted(
+                    f"the {self._label} model {self._loading_spec.model!r} is loading now; ask for "
+                    f"{target.model!r} again once that load has ended (GetModelStatus shows when)"
+                )
+        elif self._serving is not None and self._serving.spec == target:
+            return self.status()
+        else:
+            if self._serving is None:
+                self._spec = target
+                self._state = ModelState.LOADING
+                self._message = f"loading {target.model!r}"
+            else:
+                self._replacement_note = f"loading {target.model!r} to replace it"
+            self._loading_spec = target
+            loading = self._loading = asyncio.ensure_future(self._load(target))
+            # Every waiter may have been cancelled (the clients went away): the failure is in the status anyway.
+            loading.add_done_callback(_retrieve_exception)
         await asyncio.shield(loading)
         return self.status()
 
-    async def _load(self) -> None:
-        self._state = ModelState.LOADING
-        self._message = f"loading {self._spec.model!r}"
+    async def _load(self, spec: SpecT) -> None:
+        """Loads ``spec`` (beside the serving model, if any) and makes it the serving one; raises the failure."""
         started = self._clock()
         try:
             # Checked first: a name that is not there would otherwise spend a while in hub lookups before failing.
-            problem = self._check(self._spec)
+            problem = self._check(spec)
             if problem is not None:
                 raise _NotAvailable(problem)
-            model, device, precision = await asyncio.to_thread(self._fetch_and_load, self._spec)
+            model, device, precision = await asyncio.to_thread(self._fetch_and_load, spec)
         except Exception as error:
-            self._state = ModelState.FAILED
-            self._message = (
-                str(error) if isinstance(error, _NotAvailable) else self._describe_failure(self._spec, error)
-            )
+            message = str(error) if isinstance(error, _NotAvailable) else self._describe_failure(spec, error)
             if self._metrics is not None:
                 self._metrics.loads.labels(result="failed").inc()
-            log.warning(
-                f"{self._label} model failed to load",
-                extra={"model": self._spec.model, "reason": self._message},
-            )
+            if self._serving is None:
+                self._state = ModelState.FAILED
+                self._message = message
+                log.warning(
+                    f"{self._label} model failed to load", extra={"model": spec.model, "reason": message}
+                )
+            else:
+                self._replacement_note = f"loading {spec.model!r} to replace it failed: {message}"
+                log.warning(
+                    f"{self._label} model failed to load; the one loaded before keeps serving",
+                    extra={"model": spec.model, "serving": self._serving.spec.model, "reason": message},
+                )
+            raise load_error(spec, error, message) from None
         else:
-            self._model, self._device, self._precision = model, device, precision
-            self._load_seconds = self._clock() - started
+            loaded = _Loaded(spec, model, device, precision, self._clock() - started)
             if self._metrics is not None:
-                self._metrics.seconds.set(self._load_seconds)
+                self._metrics.seconds.set(loaded.load_seconds)
                 self._metrics.loads.labels(result="ready").inc()
-            self._state = ModelState.READY
-            self._message = f"{self._spec.model} on {device} ({precision})"
+            replaced = self._serving
+            self._serving, self._spec, self._state = loaded, spec, ModelState.READY
+            self._replacement_note = ""
             self._last_used = self._clock()
             log.info(
                 f"{self._label} model loaded",
-                extra={"model": self._spec.model, "device": device, "seconds": round(self._load_seconds, 3)},
+                extra={
+                    "model": spec.model,
+                    "device": device,
+                    "seconds": round(loaded.load_seconds, 3),
+                    **({"replaces": replaced.spec.model} if replaced is not None else {}),
+                },
             )
+            if replaced is not None:
+                self._retire(replaced)
         finally:
             self._loading = None
+            self._loading_spec = None
 
     def _fetch_and_load(self, spec: SpecT) -> tuple[ModelT, str, str]:
         """In the worker thread: the download (when needed), then the loader."""
@@ -423,15 +539,15 @@ class ModelManager(Generic[SpecT, ModelT]):
                 self._fetch(spec, self._report_download)
             finally:
                 self._download = None
-            self._message = f"loading {spec.model!r}"
         return self._loader(spec)
+
+    @staticmethod
+    def _download_text(progress: DownloadProgress) -> str:
+        return f"downloading {progress.repo_id}: {progress.percent}% of {size_text(progress.total_bytes)}"
 
     def _report_download(self, progress: DownloadProgress) -> None:
         """From the download's progress thread: for readiness and the status now, for the log now and then."""
         self._download = progress
-        self._message = (
-            f"downloading {progress.repo_id}: {progress.percent}% of {size_text(progress.total_bytes)}"
-        )
         now, last = self._clock(), self._download_logged
         finished = progress.done_bytes >= progress.total_bytes
         if (
@@ -452,40 +568,65 @@ class ModelManager(Generic[SpecT, ModelT]):
             )
 
     async def unload(self) -> ModelStatus:
+        """Stop serving the model (after a load that is running ends); it is released once its requests end."""
         if self._loading is not None:
-            await asyncio.shield(self._loading)
-        if self._model is not None:
-            device = self._device
-            self._model = None
-            gc.collect()
-            if self._release is not None:
-                self._release(device)
-            log.info(f"{self._label} model unloaded", extra={"model": self._spec.model})
+            with contextlib.suppress(DomainError):  # a failed load: nothing more to unload for it
+                await asyncio.shield(self._loading)
+        serving = self._serving
+        if serving is not None:
+            self._serving = None
+            self._retire(serving)
         self._state = ModelState.NOT_LOADED
-        self._device = self._precision = ""
+        self._replacement_note = ""
         self._message = f"unloaded; the next request loads {self._spec.model!r} again"
         return self.status()
 
+    def _retire(self, loaded: _Loaded[SpecT, ModelT]) -> None:
+        loaded.retired = True
+        if loaded.users == 0:
+            self._drop(loaded)
+
+    def _drop(self, loaded: _Loaded[SpecT, ModelT]) -> None:
+        """Release a retired model nobody uses any more (its memory, then the service's ``release`` hook)."""
+        loaded.model = None
+        gc.collect()
+        if self._release is not None:
+            self._release(loaded.device)
+        log.info(f"{self._label} model unloaded", extra={"model": loaded.spec.model})
+
     @asynccontextmanager
     async def use(self) -> AsyncIterator[ModelT]:
-        """The loaded model for the duration of a request (loading it first if needed)."""
-        if self._state is not ModelState.READY:
-            await self.load()
-        if self._state is not ModelState.READY or self._model is None:
+        """The serving model for the duration of a request (loading it first if needed). The request keeps this
+        model to its end, even if a LoadModel replaces it meanwhile."""
+        async with self.lease() as loaded:
+            yield loaded.model
+
+    @asynccontextmanager
+    async def lease(self) -> AsyncIterator[LoadedModel[SpecT, ModelT]]:
+        """:meth:`use`, with the spec the model was loaded from (what is tied to one model, like voice prompts)."""
+        if self._serving is None:
+            with contextlib.suppress(DomainError):  # the reason is in the status: Unavailable below says it
+                await self.load()
+        serving = self._serving
+        if serving is None or serving.model is None:
             raise Unavailable(f"the {self._label} model is not available: {self._message}")
-        self._in_use += 1
+        serving.users += 1
         try:
-            yield self._model
+            yield LoadedModel(serving.spec, serving.model)
         finally:
-            self._in_use -= 1
+            serving.users -= 1
             self._last_used = self._clock()
+            if serving.retired and serving.users == 0:
+                self._drop(serving)
 
     async def unload_if_idle(self) -> bool:
         """Unload when idle for ``idle_unload_seconds`` (0: never); returns whether it did."""
+        serving = self._serving
         if (
             self._idle_unload <= 0
-            or self._state is not ModelState.READY
-            or self._in_use
+            or serving is None
+            or serving.users
+            or self._loading is not None
             or self._clock() - self._last_used < self._idle_unload
         ):
             return False
@@ -496,3 +637,8 @@ class ModelManager(Generic[SpecT, ModelT]):
         while True:
             await asyncio.sleep(interval_seconds)
             await self.unload_if_idle()
+
+
+def _retrieve_exception(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2
 from voice.tts.v1 import tts_service_pb2 as pb
 from voice.tts.v1 import tts_service_pb2_grpc as pb_grpc
 from voice_common.config import CommonSettings
-from voice_common.errors import Unavailable
+from voice_common.errors import FailedPrecondition, Unavailable
 from voice_common.model_download import ModelDownloader
 from voice_common.testing.hub_server import LocalHub
 from voice_common.testing.served import served
@@ -143,8 +143,11 @@ async def test_with_downloads_off_a_missing_model_is_not_serving_and_the_hub_is_
         reason = await _readiness_problem(app) or ""
         assert DEFAULT_MODEL in reason and "TTS_ALLOW_DOWNLOAD=false" in reason and "`make models`" in reason
         assert "TTS_MODEL=models/tiny-qwen3-tts" in reason and "make tiny-model" in reason
-        status = await app.models.load()
+        with pytest.raises(FailedPrecondition) as info:
+            await app.models.load()
+        status = app.models.status()
         assert status.state is ModelState.FAILED and "TTS_ALLOW_DOWNLOAD=false" in status.message
+        assert info.value.message == status.message
     finally:
         await app.close()
     assert hub.requests == []

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from voice_common.errors import Unavailable
+from voice_common.errors import FailedPrecondition, NotFound, Unavailable
 from voice_common.model_download import hub_cache_dir
+from voice_common.model_manager import ModelProblem
 from voice_tts.model_manager import (
     DEFAULT_MODEL,
     ModelManager,
@@ -23,7 +24,7 @@ from voice_tts.model_manager import (
 from voice_tts.tiny_model import build_tiny_model
 
 
-def _no_files_needed(spec: ModelSpec) -> str | None:
+def _no_files_needed(spec: ModelSpec) -> ModelProblem | None:
     """The availability check that goes with a test loader, which reads no files."""
     return None
 
@@ -74,9 +75,11 @@ async def test_missing_hub_model_fails_with_a_way_out(
 
 async def test_bad_device_fails_with_the_reason(tiny_dir: Path) -> None:
     manager = ModelManager(ModelSpec(model=str(tiny_dir), device="cuda:3"))
-    status = await manager.load()
+    with pytest.raises(FailedPrecondition) as info:
+        await manager.load()
+    status = manager.status()
     assert status.state is ModelState.FAILED
-    assert "cuda:3" in status.message
+    assert "cuda:3" in status.message and info.value.message == status.message
 
 
 async def test_concurrent_users_share_one_load() -> None:
@@ -129,9 +132,11 @@ async def test_loading_another_model_replaces_the_first() -> None:
     assert loaded == ["a", "b"] and status.model == "b" and status.state is ModelState.READY
 
 
-def _way_out(message: str | None) -> None:
-    assert message is not None
+def _way_out(problem: ModelProblem | str | None) -> str:
+    assert problem is not None
+    message = problem if isinstance(problem, str) else problem.message
     assert "TTS_MODEL" in message and "make tiny-model" in message and "models/tiny-qwen3-tts" in message
+    return message
 
 
 def _cache_hub_model(cache: Path, repo_id: str, files: tuple[str, ...]) -> None:
@@ -149,13 +154,13 @@ def _cache_hub_model(cache: Path, repo_id: str, files: tuple[str, ...]) -> None:
 def test_a_model_directory_is_available_when_it_holds_a_checkpoint(tiny_dir: Path, tmp_path: Path) -> None:
     assert check_available(ModelSpec(model=str(tiny_dir))) is None
     missing = check_available(ModelSpec(model=str(tmp_path / "nowhere")))
-    _way_out(missing)
-    assert "does not exist" in (missing or "")
+    assert "does not exist" in _way_out(missing)
+    assert missing is not None and missing.nothing_there
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "config.json").write_text("{}")
     half = check_available(ModelSpec(model=str(tmp_path / "half")))
-    _way_out(half)
-    assert "speech_tokenizer/config.json" in (half or "")
+    assert "speech_tokenizer/config.json" in _way_out(half)
+    assert half is not None and not half.nothing_there  # something is there: not a model
     _way_out(check_available(ModelSpec(model=str(tmp_path / "half" / "config.json"))))
 
 
@@ -163,9 +168,8 @@ def test_a_hub_id_is_available_only_from_the_local_cache(tmp_path: Path) -> None
     cache = tmp_path / "hub"
     cache.mkdir()
     spec = ModelSpec(model="0.6B")  # a size names the hub id
-    message = check_available(spec, cache_dir=cache)
-    _way_out(message)
-    assert DEFAULT_MODEL in (message or "") and str(cache) in (message or "")
+    message = _way_out(check_available(spec, cache_dir=cache))
+    assert DEFAULT_MODEL in message and str(cache) in message
     assert check_available(ModelSpec(model="0.6B", allow_download=True), cache_dir=cache) is None
 
     _cache_hub_model(cache, DEFAULT_MODEL, ("config.json",))
@@ -196,8 +200,11 @@ async def test_an_unavailable_model_fails_without_trying_to_load(tmp_path: Path)
     problem = manager.problem()
     _way_out(problem)
     assert manager.state is ModelState.NOT_LOADED  # asking loads nothing
-    status = await manager.load()
-    assert status.state is ModelState.FAILED and status.message == problem and calls == []
+    with pytest.raises(NotFound) as info:
+        await manager.load()
+    status = manager.status()
+    assert status.state is ModelState.FAILED and status.message == problem == info.value.message
+    assert calls == []
     assert manager.problem() == problem
 
 

@@ -10,7 +10,8 @@ object store (which holds the voice prompts) answers and the model can serve. NO
 * the configured model cannot load at all (:func:`~voice_tts.model_manager.check_available`: no such directory,
   or a hub id missing from the local cache with ``TTS_ALLOW_DOWNLOAD=false``; a few file lookups, nothing is
   loaded), so a replica without a model gets no traffic; the reason says how to set ``TTS_MODEL``;
-* the last load FAILED (a damaged checkpoint, a missing GPU), for the same reason.
+* the last load FAILED (a damaged checkpoint, a missing GPU), for the same reason. A ``LoadModel`` that fails while
+  a model is READY does not count: that model serves on (:mod:`voice_common.model_manager`).
 
 NOT_SERVING is not "stopped": the process keeps running (``make run`` keeps the other services up), the RPCs still
 answer (synthesis with UNAVAILABLE and the same message), ``GetModelStatus`` tells an operator why, and a

@@ -509,4 +509,8 @@ class BatchScheduler:
     def _leave(self, job: Job) -> None:
         if job in self._active:
             self._active.remove(job)
+        if not self._active:
+            # An empty batch belongs to no model: holding this one would keep a model that LoadModel replaced (or
+            # UnloadModel dropped) in memory after its last request.
+            self._model = None
         job.push(DONE)

@@ -97,7 +97,7 @@ HOW_TO_SET_MODEL = (
 # What from_pretrained reads first from a Qwen3-TTS checkpoint: the model's config and the speech tokenizer's.
 REQUIRED_FILES = ("config.json", "speech_tokenizer/config.json")
 
-AvailabilityCheck = Callable[[ModelSpec], str | None]
+AvailabilityCheck = Callable[[ModelSpec], generic.ModelProblem | None]
 
 
 def how_to_get(model: str) -> str:
@@ -115,7 +115,7 @@ QWEN3_TTS_FILES = generic.ModelFiles(
 )
 
 
-def check_available(spec: ModelSpec, *, cache_dir: Path | None = None) -> str | None:
+def check_available(spec: ModelSpec, *, cache_dir: Path | None = None) -> generic.ModelProblem | None:
     """Why ``spec`` cannot load, or None when it might: a cheap look at files, nothing is loaded or downloaded.
 
     A directory must hold ``config.json`` and ``speech_tokenizer/``; a hub id must be in the local hub cache
