@@ -21,11 +21,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from voice_common.config import CommonSettings
-from voice_common.server.interceptor import ServerInterceptor
+from voice_common.server.interceptor import ServerInterceptor, StreamCutoff
 from voice_common.tenancy import TenantResolver
 
 log = logging.getLogger(__name__)
 
+# VoiceServer.stop runs the grace period itself (so that it can mark the cut before it cancels the calls); grpc's own
+# timer only needs to outlast it.
+_GRPC_GRACE_SECONDS = 24 * 3600.0
 # A not-ready reason that changes only in its numbers (a download's progress) is not news for the log.
 _NUMBERS = re.compile(r"\d+(\.\d+)?")
 
@@ -50,8 +53,10 @@ class VoiceServer:
         port: int,
         grace_seconds: float,
         recheck_seconds: float,
+        cutoff: StreamCutoff | None = None,
     ) -> None:
         self.server = server
+        self._cutoff = cutoff or StreamCutoff()
         self.health = health_servicer
         self.service_names = list(service_names)
         self.port = port
@@ -125,7 +130,18 @@ class VoiceServer:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
-        await self.server.stop(self._grace if grace is None else grace)
+        await self._drain(self._grace if grace is None else grace)
+
+    async def _drain(self, grace: float) -> None:
+        # Refuse new calls and wait for the running ones; at the end of the grace period, mark the request streams
+        # as cut off (StreamCutoff) and only then cancel the calls, so that no handler takes a stream that the
+        # cancellation ended for a complete one.
+        graceful = asyncio.ensure_future(self.server.stop(_GRPC_GRACE_SECONDS))
+        finished, _ = await asyncio.wait({graceful}, timeout=grace)
+        if not finished:
+            self._cutoff.reached = True
+            await self.server.stop(None)
+        await graceful
 
     async def serve_until_signal(self) -> None:
         """Block until SIGTERM or SIGINT, then drain."""
@@ -159,9 +175,10 @@ def build_server(
 ) -> VoiceServer:
     """Build (not start) a server; ``port`` 0 picks a free port, read back from ``VoiceServer.port``."""
     limit = settings.grpc_max_message_bytes
+    cutoff = StreamCutoff()
     server = aio.server(
         interceptors=[
-            ServerInterceptor(TenantResolver(settings.default_tenant, settings.require_tenant)),
+            ServerInterceptor(TenantResolver(settings.default_tenant, settings.require_tenant), cutoff),
             *extra_interceptors,
         ],
         options=[
@@ -187,4 +204,5 @@ def build_server(
         bound,
         settings.shutdown_grace_seconds,
         readiness_recheck_seconds,
+        cutoff,
     )
