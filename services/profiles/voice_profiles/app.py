@@ -34,6 +34,8 @@ from voice_profiles.repositories.unit_of_work import Database
 from voice_profiles.servicer import ProfileServicer
 from voice_profiles.settings import ProfilesSettings
 
+# How long closing waits for creates still finishing; the sweeper deletes what one leaves after its upload lease.
+SETTLE_SECONDS = 30.0
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ProfileService"].full_name
 
 
@@ -82,7 +84,7 @@ class ProfilesApp:
     def build(
         cls, url: str, database: Database, store: ObjectStore, limits: Limits, clock: Callable[[], datetime]
     ) -> ProfilesApp:
-        cleanup = ObjectCleanup(database, store, clock)
+        cleanup = ObjectCleanup(database, store, clock, limits.upload_lease)
         cache = ProfileCache(limits.read_cache_seconds, limits.read_cache_entries)
         storage = Storage(database, store, cleanup, limits, clock, cache)
         profiles = ProfileManager(storage)
@@ -95,7 +97,7 @@ class ProfilesApp:
             samples=SampleManager(storage),
             generations=GenerationHistory(storage),
             archiver=ProfileArchiver(storage),
-            sweeper=ExpirySweeper(database, profiles, cleanup, clock),
+            sweeper=ExpirySweeper(database, profiles, cleanup, clock, limits.request_id_retention),
             doctor=ConsistencyDoctor(database, store),
             limits=limits,
             clock=clock,
@@ -176,6 +178,9 @@ class ProfilesApp:
         await self.store.check()
 
     async def close(self) -> None:
+        # First the creates that outlived their calls (a commit under way, the undo of a cancelled upload): the
+        # store and the database must still be open for them, or their objects would stay behind.
+        await self.cleanup.settle(SETTLE_SECONDS)
         await self.stop_background()
         await self.store.close()
         await self.database.close()

@@ -53,6 +53,19 @@ class ProfilesSettings(BaseSettings):
         "other replicas' within this time. 0 turns the cache off.",
     )
     read_cache_entries: int = Field(10_000, ge=1, description="Profiles the read cache holds at most.")
+    upload_lease_seconds: float = Field(
+        3600,
+        gt=0,
+        description="How long the objects of an upload being stored are protected from the sweeper; an upload "
+        "that takes longer to store (from its last byte to its commit) fails, and the objects of one whose "
+        "process died are deleted by the sweeper this long after they were written.",
+    )
+    request_id_retention_seconds: float = Field(
+        24 * 3600,
+        gt=0,
+        description="How long the request id of an upload (AddSample, CreateGeneration, ImportProfile) is "
+        "remembered: a retry with the same id within this time returns the first result instead of a copy.",
+    )
     asr_address: str = Field(
         "127.0.0.1:50054",
         description="host:port of the ASR service, which transcribes samples added without a reference text; "
@@ -99,6 +112,8 @@ class ProfilesSettings(BaseSettings):
             preview_ttl=timedelta(seconds=self.preview_ttl_seconds),
             read_cache_seconds=self.read_cache_seconds,
             read_cache_entries=self.read_cache_entries,
+            upload_lease=timedelta(seconds=self.upload_lease_seconds),
+            request_id_retention=timedelta(seconds=self.request_id_retention_seconds),
         )
 
     def transcript_policy(self) -> TranscriptPolicy:

@@ -18,15 +18,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from voice_common.errors import AlreadyExists, InvalidArgument
+from voice_common.errors import AlreadyExists, InvalidArgument, NotFound
 from voice_profiles.domain.entities import Profile, Sample, TranscriptState
+from voice_profiles.domain.idempotency import (
+    RequestIdTaken,
+    UploadOperation,
+    UploadRequest,
+    check_request_id,
+    created_then_deleted,
+    earlier_resource,
+    upload_request,
+)
 from voice_profiles.domain.limits import Limits
+from voice_profiles.domain.object_cleanup import ObjectCreate
 from voice_profiles.domain.object_keys import sample_audio_key, sample_original_key
 from voice_profiles.domain.profiles import MAX_DESCRIPTION_CHARS
 from voice_profiles.domain.samples import check_reference_text, chunked, prepare_sample
 from voice_profiles.domain.storage import StorageUser
 from voice_profiles.domain.uploads import read_upload
 from voice_profiles.domain.validation import check_id, check_language, check_name, check_text
+from voice_profiles.repositories.unit_of_work import Transaction
 
 FORMAT = "voice-profile-archive"
 FORMAT_VERSION = 1
@@ -58,6 +69,10 @@ def _archive_bytes(manifest: dict[str, Any], files: dict[str, bytes]) -> bytes:
 
 def _safe_file_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:60] or "profile"
+
+
+def _sample_keys(tenant_id: str, sample_id: str) -> tuple[str, str]:
+    return sample_original_key(tenant_id, sample_id), sample_audio_key(tenant_id, sample_id)
 
 
 def _bad_archive(reason: str) -> InvalidArgument:
@@ -137,10 +152,22 @@ class ProfileArchiver(StorageUser):
         data = await asyncio.to_thread(_archive_bytes, manifest, files)
         return ExportedArchive(f"{_safe_file_stem(profile.name)}.voice.tar", MIME_TYPE, chunked(data))
 
-    async def import_(self, tenant_id: str, name_override: str, chunks: AsyncIterator[bytes]) -> Profile:
+    async def import_(
+        self, tenant_id: str, name_override: str, chunks: AsyncIterator[bytes], request_id: str = ""
+    ) -> Profile:
         if name_override:
             check_name(name_override)
+        check_request_id(request_id)
         data = await read_upload(chunks, self._limits.max_import_bytes, "the archive")
+        request = await upload_request(
+            tenant_id, UploadOperation.IMPORT_PROFILE, request_id, {"name": name_override}, data
+        )
+        if request is not None:
+            # Before the name check: a retry's first attempt made the profile that now holds the name.
+            async with self._database.transaction() as tx:
+                earlier = await self._earlier_import(tx, request)
+            if earlier is not None:
+                return earlier
         manifest, files = await asyncio.to_thread(_read_archive, data, self._limits)
         profile_info = manifest.get("profile")
         entries = manifest.get("samples")
@@ -169,36 +196,59 @@ class ProfileArchiver(StorageUser):
             uploads.append((entry, files[entry["original"]]))
         profile_id = str(uuid.uuid4())
         now = self._clock()
-        written: list[str] = []
+        sample_ids = [str(uuid.uuid4()) for _ in uploads]
+        keys = [key for sample_id in sample_ids for key in _sample_keys(tenant_id, sample_id)]
         try:
-            samples = []
-            for entry, original in uploads:
-                samples.append(await self._store_sample(tenant_id, profile_id, entry, original, now, written))
+            async with self._cleanup.creating(keys) as create:
+                samples = [
+                    await self._store_sample(create, tenant_id, profile_id, sample_id, entry, original, now)
+                    for sample_id, (entry, original) in zip(sample_ids, uploads, strict=True)
+                ]
+
+                async def write_rows(tx: Transaction) -> Profile:
+                    if request is not None:
+                        await tx.upload_requests.add(request, profile_id, now)
+                    profile = await tx.profiles.add(
+                        tenant_id,
+                        profile_id=profile_id,
+                        name=name,
+                        description=description,
+                        language=language,
+                        now=now,
+                        expires_at=None,
+                    )
+                    for sample in samples:
+                        await tx.samples.add(tenant_id, sample)
+                    return await tx.profiles.get(tenant_id, profile.id)
+
+                return await create.commit(write_rows)
+        except RequestIdTaken:
+            assert request is not None
             async with self._database.transaction() as tx:
-                profile = await tx.profiles.add(
-                    tenant_id,
-                    profile_id=profile_id,
-                    name=name,
-                    description=description,
-                    language=language,
-                    now=now,
-                    expires_at=None,
-                )
-                for sample in samples:
-                    await tx.samples.add(tenant_id, sample)
-                return await tx.profiles.get(tenant_id, profile.id)
-        except BaseException:
-            await asyncio.shield(self._cleanup.discard(written))
-            raise
+                winner = await self._earlier_import(tx, request)
+            assert winner is not None  # the record that beat ours is committed
+            return winner
+
+    async def _earlier_import(self, tx: Transaction, request: UploadRequest) -> Profile | None:
+        """The profile an earlier ImportProfile with this request id made (None: there was none)."""
+        recorded = await tx.upload_requests.find(request.tenant_id, request.operation, request.request_id)
+        profile_id = earlier_resource(request, recorded)
+        if profile_id is None:
+            return None
+        try:
+            return await tx.profiles.get(request.tenant_id, profile_id)
+        except NotFound:
+            raise created_then_deleted(request, "profile", profile_id) from None
 
     async def _store_sample(
         self,
+        create: ObjectCreate,
         tenant_id: str,
         profile_id: str,
+        sample_id: str,
         entry: dict[str, Any],
         original: bytes,
         now: datetime,
-        written: list[str],
     ) -> Sample:
         prepared = await asyncio.to_thread(prepare_sample, original, self._limits)
         raw_text = entry.get("reference_text")
@@ -207,13 +257,10 @@ class ProfileArchiver(StorageUser):
         if reference_text:
             machine = entry.get("transcript_state") == TranscriptState.MACHINE.value
             state = TranscriptState.MACHINE if machine else TranscriptState.PROVIDED
-        sample_id = str(uuid.uuid4())
-        original_key = sample_original_key(tenant_id, sample_id)
-        audio_key = sample_audio_key(tenant_id, sample_id)
-        written.extend([original_key, audio_key])
+        original_key, audio_key = _sample_keys(tenant_id, sample_id)
         await asyncio.gather(
-            self._store.put(original_key, original, "application/octet-stream"),
-            self._store.put(audio_key, prepared.normalized_wav, "audio/wav"),
+            create.put(original_key, original, "application/octet-stream"),
+            create.put(audio_key, prepared.normalized_wav, "audio/wav"),
         )
         return prepared.to_sample(
             tenant_id,

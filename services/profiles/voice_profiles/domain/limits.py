@@ -26,3 +26,8 @@ class Limits:
     sample_rate: int = 24000
     read_cache_seconds: float = 1.0
     read_cache_entries: int = 10_000
+    # How long the objects of a create in progress are protected from the sweeper: far above the longest create
+    # (from the last byte received to the commit), so only a create whose process died loses them.
+    upload_lease: timedelta = timedelta(hours=1)
+    # How long an upload's request id is remembered (domain.idempotency).
+    request_id_retention: timedelta = timedelta(hours=24)

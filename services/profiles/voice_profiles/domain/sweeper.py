@@ -1,4 +1,5 @@
-"""Deletes what expired (temporary profiles, previews) and retries object deletions that failed."""
+"""Deletes what expired (temporary profiles, previews), retries object deletions that failed (and deletes the
+objects of creates that died, when their upload lease ends), and forgets old upload request ids."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from voice_common.errors import NotFound
 from voice_profiles.domain.object_cleanup import ObjectCleanup
@@ -23,6 +24,7 @@ class SweepReport:
     generations_deleted: int
     objects_deleted: int
     objects_still_failing: int
+    request_ids_forgotten: int = 0
 
 
 class ExpirySweeper:
@@ -34,11 +36,13 @@ class ExpirySweeper:
         profiles: ProfileManager,
         cleanup: ObjectCleanup,
         clock: Callable[[], datetime],
+        request_id_retention: timedelta,
     ) -> None:
         self._database = database
         self._profiles = profiles
         self._cleanup = cleanup
         self._clock = clock
+        self._request_id_retention = request_id_retention
 
     async def sweep_once(self) -> SweepReport:
         now = self._clock()
@@ -65,8 +69,10 @@ class ExpirySweeper:
                     pending.append((ids[0], generation.audio_key))
             await self._cleanup.delete_committed(pending)
         deleted, failing = await self._cleanup.drain()
-        report = SweepReport(profiles_deleted, len(pending), deleted, failing)
-        if profiles_deleted or pending or deleted or failing:
+        async with self._database.transaction() as tx:
+            forgotten = await tx.upload_requests.forget_older_than(now - self._request_id_retention)
+        report = SweepReport(profiles_deleted, len(pending), deleted, failing, forgotten)
+        if profiles_deleted or pending or deleted or failing or forgotten:
             log.info("sweep", extra={"report": report.__dict__})
         return report
 

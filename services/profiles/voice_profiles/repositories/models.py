@@ -103,3 +103,21 @@ class PendingObjectDeletionRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+
+
+class UploadRequestRow(Base):
+    """What an upload with a client-chosen request id created (domain.idempotency): a retry with the same id gets
+    that resource back instead of a second copy. Written in the transaction that creates the resource; the
+    sweeper forgets rows past the retention (PROFILES_REQUEST_ID_RETENTION_SECONDS)."""
+
+    __tablename__ = "upload_requests"
+
+    # The key is the uniqueness rule: one resource per (tenant, operation, request id), so of two concurrent
+    # uploads with one id exactly one commits.
+    tenant_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    operation: Mapped[str] = mapped_column(String(32), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    # sha256 of the request's metadata and bytes: the same id with other content is refused, not answered.
+    fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)

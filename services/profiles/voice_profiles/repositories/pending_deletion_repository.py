@@ -20,6 +20,26 @@ class PendingDeletionRepository:
         await self._session.flush()
         return [row.id for row in rows]
 
+    async def lease(self, keys: list[str], now: datetime, until: datetime) -> list[int]:
+        """Entries for objects a create is about to write, due only at ``until`` (the upload lease): if the create
+        never commits (a crash), the sweeper deletes its objects then; its commit removes them (``release``)."""
+        rows = [PendingObjectDeletionRow(object_key=k, created_at=now, next_attempt_at=until) for k in keys]
+        self._session.add_all(rows)
+        await self._session.flush()
+        return [row.id for row in rows]
+
+    async def release(self, ids: list[int], now: datetime) -> bool:
+        """Remove a create's lease entries; False when any is gone or already due (the lease ran out, so the
+        sweeper may be deleting the objects): the create must not commit then."""
+        if not ids:
+            return True
+        result = await self._session.execute(
+            delete(PendingObjectDeletionRow).where(
+                PendingObjectDeletionRow.id.in_(ids), PendingObjectDeletionRow.next_attempt_at > now
+            )
+        )
+        return int(result.rowcount or 0) == len(ids)  # type: ignore[attr-defined]
+
     async def due(self, now: datetime, limit: int) -> list[tuple[int, str]]:
         query = (
             select(PendingObjectDeletionRow.id, PendingObjectDeletionRow.object_key)

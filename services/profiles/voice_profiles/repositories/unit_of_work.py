@@ -12,6 +12,7 @@ from voice_common.db import check_database, create_session_factory
 from voice_profiles.repositories.generation_repository import GenerationRepository
 from voice_profiles.repositories.pending_deletion_repository import PendingDeletionRepository
 from voice_profiles.repositories.sample_repository import SampleRepository
+from voice_profiles.repositories.upload_request_repository import UploadRequestRepository
 from voice_profiles.repositories.voice_profile_repository import ProfileReads, ProfileRepository
 
 
@@ -22,6 +23,7 @@ class Transaction:
     samples: SampleRepository
     generations: GenerationRepository
     pending_deletions: PendingDeletionRepository
+    upload_requests: UploadRequestRepository
 
 
 class Database:
@@ -39,6 +41,7 @@ class Database:
                 samples=SampleRepository(session),
                 generations=GenerationRepository(session),
                 pending_deletions=PendingDeletionRepository(session),
+                upload_requests=UploadRequestRepository(session),
             )
 
     @asynccontextmanager
