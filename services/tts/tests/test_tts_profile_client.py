@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from grpc import aio
+from sqlalchemy import select
 
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
@@ -22,6 +23,7 @@ from voice_common.errors import FailedPrecondition, InvalidArgument, NotFound, U
 from voice_common.server.bootstrap import VoiceServer, build_server
 from voice_common.testing.media_files import encode_file, speechlike
 from voice_profiles.app import ProfilesApp
+from voice_profiles.repositories.models import UploadRequestRow
 from voice_profiles.settings import ProfilesSettings
 from voice_tts import profile_client
 from voice_tts.profile_client import ProfileClient
@@ -190,6 +192,27 @@ async def test_store_generation_is_readable_from_the_history(
     assert generation.model_id == "tiny-qwen3-tts@test"
     assert generation.duration_seconds == pytest.approx(len(pcm) / RATE, abs=0.01)
     assert not generation.HasField("expire_time")
+
+
+async def test_store_generation_names_its_upload_with_a_request_id(
+    server: Server, client: ProfileClient, tenant: str
+) -> None:
+    """The profile service remembers what the upload's request id created, so a resend cannot store a copy."""
+    generation_id = await client.store_generation(
+        tenant,
+        profile_id=None,
+        text="Once only.",
+        language="en",
+        seed=1,
+        parameters={},
+        model_id="tiny-qwen3-tts@test",
+        pcm=speechlike(1.0, RATE, seed=5),
+        preview=False,
+    )
+    async with server.app.database.transaction() as tx:
+        rows = await tx.session.execute(select(UploadRequestRow).where(UploadRequestRow.tenant_id == tenant))
+        recorded = rows.scalars().all()
+    assert [(row.operation, row.resource_id) for row in recorded] == [("CreateGeneration", generation_id)]
 
 
 async def test_store_preview_without_a_profile_expires(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -187,7 +188,8 @@ class ProfileClient:
     ) -> str:
         """Store float32 24 kHz mono speech in the tenant's generation history; returns the generation's id.
 
-        ``profile_id`` None (or empty) stores a generation made from an inline reference.
+        ``profile_id`` None (or empty) stores a generation made from an inline reference. The upload carries a
+        request id of its own, so that sending it again (a retry after a lost answer) cannot store a copy.
         """
         data = to_s16(pcm).tobytes()
         samples = len(data) // 2
@@ -201,6 +203,7 @@ class ProfileClient:
             format=_LINEAR16_24K,
             duration_seconds=samples / SAMPLE_RATE,
             preview=preview,
+            request_id=uuid.uuid4().hex,
         )
 
         def requests() -> Iterator[pb.CreateGenerationRequest]:
