@@ -703,6 +703,68 @@ async def test_stop_with_zero_grace_cancels_running_rpcs() -> None:
         await client.channel.close(None)
 
 
+async def test_a_request_stream_the_drain_cuts_off_never_ends_normally() -> None:
+    """grpc.aio ends the request stream of a call it cancels as if the client had finished it; a handler must not
+    see that end (it would store half an upload): the stream raises UNAVAILABLE instead, or the handler is
+    cancelled first."""
+    outcomes: list[str] = []
+    finished = asyncio.Event()
+
+    async def receive(requests: AsyncIterator[bytes], context: Any) -> bytes:
+        count = 0
+        try:
+            async for _ in requests:
+                count += 1
+        except errors.Unavailable:
+            outcomes.append("cut off")
+            raise
+        except asyncio.CancelledError:
+            outcomes.append("cancelled")
+            raise
+        else:
+            outcomes.append(f"ended normally after {count} messages")
+        finally:
+            finished.set()
+        await asyncio.sleep(1)  # where a handler would store what it received
+        return b"stored"
+
+    def add(server: aio.Server) -> None:
+        handler = grpc.stream_unary_rpc_method_handler(
+            receive, request_deserializer=_identity, response_serializer=_identity
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("test.v1.Upload", {"Send": handler}),)
+        )
+
+    server = build_server(
+        settings=CommonSettings(),
+        services=[ServiceRegistration("test.v1.Upload", add)],
+        host="127.0.0.1",
+        port=0,
+    )
+    await server.start()
+    channel = aio.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+
+        async def slow_upload() -> AsyncIterator[bytes]:
+            for _ in range(200):
+                yield b"chunk"
+                await asyncio.sleep(0.02)
+
+        upload = asyncio.ensure_future(
+            channel.stream_unary("/test.v1.Upload/Send", _identity, _identity)(slow_upload())
+        )
+        await asyncio.sleep(0.3)  # streaming
+        await server.stop(grace=0.2)
+        error = await fails(upload)
+        assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+        await asyncio.wait_for(finished.wait(), 5)
+        assert outcomes in (["cut off"], ["cancelled"]), outcomes
+    finally:
+        await channel.close(None)
+        await server.stop(0)
+
+
 # -- metrics ---------------------------------------------------------------------------------------
 
 
