@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -100,11 +101,11 @@ async def tenant_outbox(harness: Harness, tenant: str) -> list[str]:
 
 def sample_call(
     harness: Harness, tenant: str, profile_id: str, data: bytes, request_id: str = "", **metadata: str
-) -> Callable[[], object]:
+) -> Callable[[], Any]:
     """A function that starts AddSample (expect_error retries a call whose answer the client lost)."""
 
-    def start() -> object:
-        messages = sample_requests(profile_id, data, **metadata)  # type: ignore[arg-type]
+    def start() -> Any:
+        messages = sample_requests(profile_id, data, **metadata)
         messages[0].metadata.request_id = request_id
         return harness.stub.AddSample(iter(messages), metadata=tenant_metadata(tenant))
 
@@ -114,7 +115,7 @@ def sample_call(
 async def add(
     harness: Harness, tenant: str, profile_id: str, data: bytes, request_id: str = "", **md: str
 ) -> pb.Sample:
-    response: pb.AddSampleResponse = await sample_call(harness, tenant, profile_id, data, request_id, **md)()  # type: ignore[misc]
+    response: pb.AddSampleResponse = await sample_call(harness, tenant, profile_id, data, request_id, **md)()
     return response.sample
 
 
