@@ -117,8 +117,8 @@ class ObjectCleanup:
             async with self._database.transaction() as tx:
                 if not await tx.pending_deletions.release([row_id for row_id, _ in lease], self._clock()):
                     raise Aborted(
-                        "the upload took longer than its lease (PROFILES_UPLOAD_LEASE_SECONDS) to store; its "
-                        "objects are left to the sweeper: send it again"
+                        "the upload took longer than its lease (PROFILES_UPLOAD_LEASE_SECONDS) to store, so it "
+                        "was not kept: send it again"
                     )
                 result = await write_rows(tx)
                 statements_done = True
