@@ -173,6 +173,25 @@ async def test_a_drain_that_cancels_an_upload_waits_for_its_undo(
     assert (await harness.rows(tenant))["samples"] == 0
 
 
+async def test_an_upload_that_outlasts_its_lease_is_not_kept(
+    harness: Harness, make_harness: MakeHarness, hold_puts: Callable[[str], HeldStore], tenant: str
+) -> None:
+    """Past its lease the sweeper may be deleting a create's objects, so the create must not commit them."""
+    held = hold_puts("normalized")
+    clock = FakeClock()
+    slow = await make_harness(store=held, clock=clock)
+    profile = await new_profile(slow, tenant)
+    call = sample_call(slow, tenant, profile.id, clip())()
+    await held.until(lambda: held.held == 1)
+    clock.advance(timedelta(hours=1, seconds=1))  # PROFILES_UPLOAD_LEASE_SECONDS: 1 h
+    held.release.set()
+    error = await expect_error(call, grpc.StatusCode.ABORTED)
+    assert "longer than its lease" in error.details()
+    assert await harness.objects(tenant) == []
+    assert await tenant_outbox(harness, tenant) == []
+    assert (await harness.rows(tenant))["samples"] == 0
+
+
 # -- request ids -----------------------------------------------------------------------------------
 
 
