@@ -418,7 +418,9 @@ async def test_model_control(servers: Servers, tenant: str) -> None:
     # No model READY: the failed load leaves none (FAILED), and the call answers why (tests run offline: no hub).
     with pytest.raises(aio.AioRpcError) as caught:
         await servers.tts.LoadModel(pb.LoadModelRequest(model="Qwen/No-Such-TTS-Model"))
-    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and "TTS_MODEL" in (caught.value.details() or "")
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and "TTS_MODEL" in (
+        caught.value.details() or ""
+    )
     status = (await servers.tts.GetModelStatus(pb.GetModelStatusRequest())).status
     assert status.state == pb.MODEL_STATE_FAILED and "TTS_MODEL" in status.message
     with pytest.raises(aio.AioRpcError) as caught:
