@@ -8,6 +8,7 @@ written leaves them under an upload lease, so `voice-admin doctor` reports them 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -133,8 +134,18 @@ def test_kill_9_while_objects_are_written_leaves_them_to_the_sweeper(tmp_path: P
     assert report["objects_without_rows"] == [], "a killed upload's objects must be pending, not orphans"
     assert report["pending_deletions"] == 2, report  # the original and the normalised audio, leased
 
+    # What a kill in the middle of a filesystem write leaves: a temporary file never renamed into place. One older
+    # than the lease cannot belong to a write still running, and the sweeper removes it.
+    original = next(samples.glob("*/original"))
+    abandoned = original.with_name(".tmp-0badc0de-normalized.wav")
+    abandoned.write_bytes(b"half a file")
+    long_ago = time.time() - lease_seconds - 60
+    os.utime(abandoned, (long_ago, long_ago))
+
     early = admin(env, "sweep")
     assert early.returncode == 0, explain(early)
+    assert "1 abandoned write(s)" in early.stdout, explain(early)
+    assert not abandoned.exists()
     assert stored_keys(data_dir) == left, (
         "the sweeper must not touch a create's objects before its lease ends"
     )

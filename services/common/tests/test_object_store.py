@@ -352,6 +352,22 @@ async def test_filesystem_ignores_stray_dot_files(tmp_path: Path) -> None:
     assert await all_keys(store) == {"x/y"}
 
 
+async def test_filesystem_removes_writes_a_killed_process_abandoned(tmp_path: Path) -> None:
+    store = FilesystemObjectStore(tmp_path)
+    await store.put("kept/object", b"whole")
+    abandoned = tmp_path / "tenants" / "t" / "samples" / "s" / ".tmp-0123abcd-original"
+    abandoned.parent.mkdir(parents=True)
+    abandoned.write_bytes(b"half an upload")
+    hour_ago = time.time() - 3600
+    os.utime(abandoned, (hour_ago, hour_ago))
+    in_progress = tmp_path / "kept" / ".tmp-4567cdef-other"
+    in_progress.write_bytes(b"being written now")
+    assert await store.remove_abandoned_writes(timedelta(minutes=30)) == 1
+    assert not abandoned.exists() and not (tmp_path / "tenants").exists()  # with its empty folders
+    assert in_progress.exists()  # a write still running keeps its file fresh
+    assert await store.get("kept/object") == b"whole"
+
+
 async def test_filesystem_check(tmp_path: Path) -> None:
     await FilesystemObjectStore(tmp_path / "new" / "dir").check()
     assert (tmp_path / "new" / "dir").is_dir()

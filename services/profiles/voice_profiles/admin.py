@@ -91,7 +91,9 @@ async def _sweep() -> int:
         await app.close()
     print(
         f"deleted {report.profiles_deleted} expired profile(s), {report.generations_deleted} expired "
-        f"generation(s), {report.objects_deleted} pending object(s); {report.objects_still_failing} still failing"
+        f"generation(s), {report.objects_deleted} pending object(s); {report.objects_still_failing} still failing; "
+        f"forgot {report.request_ids_forgotten} upload request id(s); removed {report.abandoned_writes_removed} "
+        "abandoned write(s)"
     )
     return 0
 

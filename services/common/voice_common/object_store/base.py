@@ -89,6 +89,15 @@ class ObjectStore(ABC):
 
         Marks an object as still in use for sweeps that delete by age (see :meth:`list_objects`)."""
 
+    async def remove_abandoned_writes(self, older_than: timedelta) -> int:
+        """Remove what writes that never finished left behind (a process killed in the middle of one), if
+        they are older than ``older_than``; returns how many were removed. Never touches an object.
+
+        The default removes nothing: an S3 put of up to ``voice_common.object_store.s3.PART_SIZE`` is one request
+        that lands whole or not at all, and the services write nothing larger (a bucket's
+        AbortIncompleteMultipartUpload lifecycle rule covers anything else)."""
+        return 0
+
     @abstractmethod
     async def presigned_get_url(self, key: str, expires: timedelta) -> str:
         """A URL that downloads the object without credentials until it expires."""

@@ -134,8 +134,11 @@ class FilesystemObjectStore(ObjectStore):
                 if victim.is_dir():  # macOS reports unlink() on a directory as EPERM
                     continue
                 raise
-        # Remove the now-empty parent directories, up to (not including) the root. rmdir refuses a directory
-        # that still holds anything (another object, a write in progress): exactly the stop condition.
+        self._remove_empty_parents(path)
+
+    def _remove_empty_parents(self, path: Path) -> None:
+        """Remove the now-empty parent directories of ``path``, up to (not including) the root. rmdir refuses a
+        directory that still holds anything (another object, a write in progress): exactly the stop condition."""
         parent = path.parent
         while parent != self._root and self._root in parent.parents:
             try:
@@ -143,6 +146,29 @@ class FilesystemObjectStore(ObjectStore):
             except OSError:
                 break
             parent = parent.parent
+
+    async def remove_abandoned_writes(self, older_than: timedelta) -> int:
+        """Delete the temporary files of writes that were never renamed into place (a process killed mid-write)
+        and were last written more than ``older_than`` ago: a write in progress keeps its file fresh."""
+        try:
+            return await asyncio.to_thread(self._remove_abandoned_sync, older_than)
+        except OSError as exc:
+            raise self._error("sweep", "", exc) from exc
+
+    def _remove_abandoned_sync(self, older_than: timedelta) -> int:
+        cutoff = datetime.now(UTC).timestamp() - older_than.total_seconds()
+        removed = 0
+        for directory, _folders, files in os.walk(self._root):
+            for name in files:
+                if not name.startswith(_TMP_PREFIX):
+                    continue
+                path = Path(directory) / name
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                        self._remove_empty_parents(path)
+        return removed
 
     # -- reads -------------------------------------------------------------------------------------
 

@@ -77,6 +77,9 @@ class FaultyObjectStore(ObjectStore):
     async def touch(self, key: str) -> None:
         await self.inner.touch(key)
 
+    async def remove_abandoned_writes(self, older_than: timedelta) -> int:
+        return await self.inner.remove_abandoned_writes(older_than)
+
     async def presigned_get_url(self, key: str, expires: timedelta) -> str:
         return await self.inner.presigned_get_url(key, expires)
 

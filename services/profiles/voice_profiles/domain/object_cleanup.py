@@ -166,6 +166,11 @@ class ObjectCleanup:
         for listed in [listed async for listed in self._store.list_keys(key)]:
             await self._store.delete(listed)
 
+    async def remove_abandoned_writes(self) -> int:
+        """Remove the half-written temporary files of writes a killed process never finished (the filesystem
+        store's; never an object), once older than the upload lease: no write still running is that old."""
+        return await self._store.remove_abandoned_writes(self._upload_lease)
+
     async def drain(self, limit: int = 500) -> tuple[int, int]:
         """Retry due outbox entries; returns (deleted, still failing)."""
         async with self._database.transaction() as tx:

@@ -16,6 +16,7 @@ from voice_profiles.repositories.unit_of_work import Database
 
 log = logging.getLogger(__name__)
 BATCH = 200
+ABANDONED_WRITES_INTERVAL = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class SweepReport:
     objects_deleted: int
     objects_still_failing: int
     request_ids_forgotten: int = 0
+    abandoned_writes_removed: int = 0
 
 
 class ExpirySweeper:
@@ -43,6 +45,8 @@ class ExpirySweeper:
         self._cleanup = cleanup
         self._clock = clock
         self._request_id_retention = request_id_retention
+        # Abandoned writes are rare (a process killed mid-write) and finding them walks the store: once an hour.
+        self._abandoned_writes_due: datetime | None = None
 
     async def sweep_once(self) -> SweepReport:
         now = self._clock()
@@ -71,8 +75,12 @@ class ExpirySweeper:
         deleted, failing = await self._cleanup.drain()
         async with self._database.transaction() as tx:
             forgotten = await tx.upload_requests.forget_older_than(now - self._request_id_retention)
-        report = SweepReport(profiles_deleted, len(pending), deleted, failing, forgotten)
-        if profiles_deleted or pending or deleted or failing or forgotten:
+        abandoned = 0
+        if self._abandoned_writes_due is None or now >= self._abandoned_writes_due:
+            abandoned = await self._cleanup.remove_abandoned_writes()
+            self._abandoned_writes_due = now + ABANDONED_WRITES_INTERVAL
+        report = SweepReport(profiles_deleted, len(pending), deleted, failing, forgotten, abandoned)
+        if profiles_deleted or pending or deleted or failing or forgotten or abandoned:
             log.info("sweep", extra={"report": report.__dict__})
         return report
 
