@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from e2e_support import SERVING, ServiceProcess, free_port, service, service_env, stop
+from e2e_support import SERVING, ServiceProcess, admin, explain, free_port, service, service_env, stop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 pytestmark = pytest.mark.slow
@@ -93,3 +93,5 @@ def test_the_launcher_restarts_a_service_that_dies_and_keeps_the_others(tmp_path
         assert stop(launcher, signal.SIGINT, timeout=60) == 0, launcher.describe()
         assert "[launcher] all services stopped" in launcher.stderr()
         assert launcher.health_status() is None and health(tts_port) is None and health(asr_port) is None
+    doctor = admin(env, "doctor")
+    assert doctor.returncode == 0, explain(doctor)
