@@ -18,15 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from voice_common.errors import AlreadyExists, InvalidArgument, NotFound
+from voice_common.errors import AlreadyExists, InvalidArgument
 from voice_profiles.domain.entities import Profile, Sample, TranscriptState
 from voice_profiles.domain.idempotency import (
     RequestIdTaken,
     UploadOperation,
-    UploadRequest,
     check_request_id,
-    created_then_deleted,
-    earlier_resource,
+    earlier_result,
     upload_request,
 )
 from voice_profiles.domain.limits import Limits
@@ -165,7 +163,7 @@ class ProfileArchiver(StorageUser):
         if request is not None:
             # Before the name check: a retry's first attempt made the profile that now holds the name.
             async with self._database.transaction() as tx:
-                earlier = await self._earlier_import(tx, request)
+                earlier = await earlier_result(tx.upload_requests, request, "profile", tx.profiles.get)
             if earlier is not None:
                 return earlier
         manifest, files = await asyncio.to_thread(_read_archive, data, self._limits)
@@ -225,20 +223,9 @@ class ProfileArchiver(StorageUser):
         except RequestIdTaken:
             assert request is not None
             async with self._database.transaction() as tx:
-                winner = await self._earlier_import(tx, request)
+                winner = await earlier_result(tx.upload_requests, request, "profile", tx.profiles.get)
             assert winner is not None  # the record that beat ours is committed
             return winner
-
-    async def _earlier_import(self, tx: Transaction, request: UploadRequest) -> Profile | None:
-        """The profile an earlier ImportProfile with this request id made (None: there was none)."""
-        recorded = await tx.upload_requests.find(request.tenant_id, request.operation, request.request_id)
-        profile_id = earlier_resource(request, recorded)
-        if profile_id is None:
-            return None
-        try:
-            return await tx.profiles.get(request.tenant_id, profile_id)
-        except NotFound:
-            raise created_then_deleted(request, "profile", profile_id) from None
 
     async def _store_sample(
         self,

@@ -10,15 +10,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from voice_common.audio import AudioEncoding, decode_audio, decode_linear16, encode_audio
-from voice_common.errors import ErrorList, InvalidArgument, NotFound, quoted
+from voice_common.errors import ErrorList, InvalidArgument, quoted
 from voice_profiles.domain.entities import Generation, GenerationFilter, GenerationStats, Page
 from voice_profiles.domain.idempotency import (
     RequestIdTaken,
     UploadOperation,
-    UploadRequest,
     check_request_id,
-    created_then_deleted,
-    earlier_resource,
+    earlier_result,
     upload_request,
 )
 from voice_profiles.domain.limits import Limits
@@ -177,7 +175,7 @@ class GenerationHistory(StorageUser):
         )
         if request is not None:
             async with self._database.transaction() as tx:
-                earlier = await self._earlier_generation(tx, request)
+                earlier = await earlier_result(tx.upload_requests, request, "generation", tx.generations.get)
             if earlier is not None:
                 return earlier
         wav, duration = await asyncio.to_thread(_decode_generation, data, upload, self._limits)
@@ -212,21 +210,10 @@ class GenerationHistory(StorageUser):
         except RequestIdTaken:
             assert request is not None
             async with self._database.transaction() as tx:
-                winner = await self._earlier_generation(tx, request)
+                winner = await earlier_result(tx.upload_requests, request, "generation", tx.generations.get)
             assert winner is not None  # the record that beat ours is committed
             return winner
         return generation
-
-    async def _earlier_generation(self, tx: Transaction, request: UploadRequest) -> Generation | None:
-        """The generation an earlier CreateGeneration with this request id stored (None: there was none)."""
-        recorded = await tx.upload_requests.find(request.tenant_id, request.operation, request.request_id)
-        generation_id = earlier_resource(request, recorded)
-        if generation_id is None:
-            return None
-        try:
-            return await tx.generations.get(request.tenant_id, generation_id)
-        except NotFound:
-            raise created_then_deleted(request, "generation", generation_id) from None
 
     async def get(self, tenant_id: str, generation_id: str) -> Generation:
         generation_id = check_id("generation", generation_id)

@@ -15,12 +15,15 @@ import asyncio
 import hashlib
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from voice_common.errors import FailedPrecondition, InvalidArgument
+from voice_common.errors import FailedPrecondition, InvalidArgument, NotFound
+
+T = TypeVar("T")
 
 MAX_REQUEST_ID_CHARS = 128
 # Visible ASCII, no spaces: a UUID, a hash, an order number. The same shape as the x-request-id the interceptor
@@ -115,3 +118,30 @@ def created_then_deleted(request: UploadRequest, kind: str, resource_id: str) ->
         f"request_id {request.request_id!r} already created {kind} {resource_id!r}, which has since been "
         f"deleted; send a new request id to create it again"
     )
+
+
+class RecordedUploads(Protocol):
+    """The repository of recorded request ids, as the lookup below needs it."""
+
+    async def find(
+        self, tenant_id: str, operation: UploadOperation, request_id: str
+    ) -> RecordedUpload | None: ...
+
+
+async def earlier_result(
+    recorded_uploads: RecordedUploads,
+    request: UploadRequest,
+    kind: str,
+    get: Callable[[str, str], Awaitable[T]],
+) -> T | None:
+    """What an earlier upload with this request id created (``get(tenant, id)`` reads it; ``kind`` names it in
+    messages), None if there was none; FAILED_PRECONDITION when that upload sent something else, or when what it
+    created has been deleted since."""
+    recorded = await recorded_uploads.find(request.tenant_id, request.operation, request.request_id)
+    resource_id = earlier_resource(request, recorded)
+    if resource_id is None:
+        return None
+    try:
+        return await get(request.tenant_id, resource_id)
+    except NotFound:
+        raise created_then_deleted(request, kind, resource_id) from None

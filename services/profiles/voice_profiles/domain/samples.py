@@ -19,16 +19,14 @@ from voice_common.audio import (
     mime_type_for,
 )
 from voice_common.audio.encoding import check_output_rate
-from voice_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from voice_common.errors import FailedPrecondition, InvalidArgument
 from voice_common.object_store import ObjectStore
 from voice_profiles.domain.entities import Page, Sample, SampleWarningInfo, TranscriptState
 from voice_profiles.domain.idempotency import (
     RequestIdTaken,
     UploadOperation,
-    UploadRequest,
     check_request_id,
-    created_then_deleted,
-    earlier_resource,
+    earlier_result,
     upload_request,
 )
 from voice_profiles.domain.limits import Limits
@@ -215,7 +213,7 @@ class SampleManager(StorageUser):
         )
         if request is not None:
             async with self._database.transaction() as tx:
-                earlier = await self._earlier_sample(tx, request)
+                earlier = await earlier_result(tx.upload_requests, request, "sample", tx.samples.get)
             if earlier is not None:
                 return earlier
         sample_id = str(uuid.uuid4())
@@ -254,22 +252,11 @@ class SampleManager(StorageUser):
         except RequestIdTaken:
             assert request is not None
             async with self._database.transaction() as tx:
-                winner = await self._earlier_sample(tx, request)
+                winner = await earlier_result(tx.upload_requests, request, "sample", tx.samples.get)
             assert winner is not None  # the record that beat ours is committed
             return winner
         self._profile_cache.invalidate(tenant_id, profile_id)  # its sample count and length changed
         return sample
-
-    async def _earlier_sample(self, tx: Transaction, request: UploadRequest) -> Sample | None:
-        """The sample an earlier AddSample with this request id added (None: there was none)."""
-        recorded = await tx.upload_requests.find(request.tenant_id, request.operation, request.request_id)
-        sample_id = earlier_resource(request, recorded)
-        if sample_id is None:
-            return None
-        try:
-            return await tx.samples.get(request.tenant_id, sample_id)
-        except NotFound:
-            raise created_then_deleted(request, "sample", sample_id) from None
 
     async def _check_room(self, tenant_id: str, profile_id: str, request_id: str) -> None:
         async with self._database.transaction() as tx:
