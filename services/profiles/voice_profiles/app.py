@@ -17,6 +17,7 @@ from voice_common.db import create_engine, utc_now
 from voice_common.errors import Unavailable
 from voice_common.object_store import ObjectStore, create_object_store
 from voice_common.server.bootstrap import ServiceRegistration
+from voice_common.server.database_errors import database_unavailable
 from voice_profiles.asr_client import AsrTranscriber
 from voice_profiles.domain.archive import ProfileArchiver
 from voice_profiles.domain.doctor import ConsistencyDoctor
@@ -115,7 +116,7 @@ class ProfilesApp:
         def add(server: aio.Server) -> None:
             pb_grpc.add_ProfileServiceServicer_to_server(servicer, server)
 
-        return ServiceRegistration(SERVICE_NAME, add)
+        return ServiceRegistration(SERVICE_NAME, add, error_mappers=(database_unavailable,))
 
     def start_background(
         self,

@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from voice_common.config import CommonSettings
 from voice_common.server.interceptor import ServerInterceptor, StreamCutoff
+from voice_common.server.status_mapping import ErrorMapper
 from voice_common.tenancy import TenantResolver
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,12 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 
 @dataclass(frozen=True)
 class ServiceRegistration:
-    """A servicer to add: ``add(server)`` registers it; ``full_name`` is its proto service name."""
+    """A servicer to add: ``add(server)`` registers it; ``full_name`` is its proto service name; ``error_mappers``
+    turn the errors of its own infrastructure (a database's) into a status (status_mapping.ErrorMapper)."""
 
     full_name: str
     add: Callable[[aio.Server], None]
+    error_mappers: Sequence[ErrorMapper] = ()
 
 
 class VoiceServer:
@@ -178,7 +181,11 @@ def build_server(
     cutoff = StreamCutoff()
     server = aio.server(
         interceptors=[
-            ServerInterceptor(TenantResolver(settings.default_tenant, settings.require_tenant), cutoff),
+            ServerInterceptor(
+                TenantResolver(settings.default_tenant, settings.require_tenant),
+                cutoff,
+                [mapper for service in services for mapper in service.error_mappers],
+            ),
             *extra_interceptors,
         ],
         options=[

@@ -23,7 +23,7 @@ from voice_common.observability import (
     request_id_var,
     tenant_var,
 )
-from voice_common.server.status_mapping import status_for
+from voice_common.server.status_mapping import ErrorMapper, status_for
 from voice_common.tenancy import TENANT_METADATA_KEY, TenantResolver
 
 log = logging.getLogger("voice.access")
@@ -41,11 +41,18 @@ _CLIENT_REQUEST_ID = re.compile(r"[!-~]{1,128}")
 class _RpcScope:
     """Everything done around one RPC, whatever its shape."""
 
-    def __init__(self, method: str, metadata: Sequence[tuple[str, str]], tenants: TenantResolver) -> None:
+    def __init__(
+        self,
+        method: str,
+        metadata: Sequence[tuple[str, str]],
+        tenants: TenantResolver,
+        error_mappers: Sequence[ErrorMapper],
+    ) -> None:
         self.method = method
         self.service, _, self.short_method = method.lstrip("/").rpartition("/")
         self.tenant_values = [value for key, value in metadata if key == TENANT_METADATA_KEY]
         self.tenants = tenants
+        self.error_mappers = error_mappers
         client_id = next((value for key, value in metadata if key == REQUEST_ID_KEY), "")
         self.request_id = client_id if _CLIENT_REQUEST_ID.fullmatch(client_id) else uuid.uuid4().hex
         self.started = time.perf_counter()
@@ -60,7 +67,7 @@ class _RpcScope:
             tenant_var.set(self.tenants.resolve(self.tenant_values))
 
     async def fail(self, context: aio.ServicerContext[Any, Any], error: BaseException) -> None:
-        mapped = status_for(error, self.request_id)
+        mapped = status_for(error, self.request_id, self.error_mappers)
         if mapped is None:
             self.code = grpc.StatusCode.INTERNAL
             # The traceback goes to the log, never to the client.
@@ -131,9 +138,16 @@ def _is_abort(error: BaseException) -> bool:
 
 
 class ServerInterceptor(aio.ServerInterceptor):
-    def __init__(self, tenants: TenantResolver, cutoff: StreamCutoff | None = None) -> None:
+    def __init__(
+        self,
+        tenants: TenantResolver,
+        cutoff: StreamCutoff | None = None,
+        error_mappers: Sequence[ErrorMapper] = (),
+    ) -> None:
         self._tenants = tenants
         self._cutoff = cutoff or StreamCutoff()
+        # The services' own errors beyond voice_common's (a database's): see status_mapping.ErrorMapper.
+        self._error_mappers = tuple(error_mappers)
 
     async def intercept_service(
         self,
@@ -151,6 +165,7 @@ class ServerInterceptor(aio.ServerInterceptor):
         ]
         tenants = self._tenants
         cutoff = self._cutoff
+        error_mappers = self._error_mappers
         # grpc's stubs type handlers for the sync server; under grpc.aio they are coroutine/async-generator functions.
         behavior: Any = (
             handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
@@ -158,7 +173,7 @@ class ServerInterceptor(aio.ServerInterceptor):
 
         @contextlib.asynccontextmanager
         async def guarded(context: aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
-            scope = _RpcScope(method, metadata, tenants)
+            scope = _RpcScope(method, metadata, tenants, error_mappers)
             try:
                 scope.enter(context)
                 yield

@@ -1,11 +1,16 @@
-"""The one place where errors become gRPC status codes, messages and rich details (google.rpc)."""
+"""The one place where errors become gRPC status codes, messages and rich details (google.rpc).
+
+A service whose errors voice_common cannot know of (a database driver's) hands in an :data:`ErrorMapper` through its
+``ServiceRegistration``, so that a process without a database never imports one (see ``database_errors``).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from voice_common import errors
 from voice_common.errors import shortened
@@ -21,6 +26,10 @@ MAX_DESCRIPTION_CHARS = 300
 MAX_FIELD_CHARS = 100
 MAX_VIOLATIONS = 10
 MAX_RESOURCE_NAME_CHARS = 100
+
+ErrorMapper = Callable[[BaseException], tuple[grpc.StatusCode, str] | None]
+"""Code and client message for an error of one service's own infrastructure (its database), or None when the error
+is not one of them. The message must not quote the error: it goes to the client."""
 
 _CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
@@ -41,9 +50,10 @@ def _pack(message: object) -> any_pb2.Any:
 
 
 def status_for(
-    error: BaseException, request_id: str
+    error: BaseException, request_id: str, mappers: Sequence[ErrorMapper] = ()
 ) -> tuple[grpc.StatusCode, str, status_pb2.Status] | None:
-    """Code, message and details for a known error; None for an unknown one (which becomes INTERNAL)."""
+    """Code, message and details for a known error (``mappers`` add the service's own); None for an unknown one
+    (which becomes INTERNAL)."""
     code: grpc.StatusCode | None = None
     message = str(error)
     details: list[any_pb2.Any] = []
@@ -88,11 +98,12 @@ def status_for(
     elif isinstance(error, ObjectStoreError):
         code = grpc.StatusCode.UNAVAILABLE
         message = "the object store is not answering; retry later"
-    elif isinstance(error, OperationalError) or (
-        isinstance(error, DBAPIError) and error.connection_invalidated
-    ):
-        code = grpc.StatusCode.UNAVAILABLE
-        message = "the database is not answering; retry later"
+    else:
+        for mapper in mappers:
+            mapped = mapper(error)
+            if mapped is not None:
+                code, message = mapped
+                break
     if code is None:
         return None
     reason = type(error).__name__
