@@ -27,6 +27,8 @@ from voice_asr.engine import (
     load_whisper,
     new_model_manager,
 )
+from voice_asr.live_session import LiveStreams, LiveTranscriber
+from voice_asr.servicer import AsrServicer
 from voice_asr.settings import AsrSettings
 from voice_asr.stored_audio import StoredAudioClient
 from voice_asr.transcriber import Transcriber
@@ -40,14 +42,6 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AsrService"].full_name
 
 
 @dataclass
-class LiveStreams:
-    """Live streams running now, against the replica's limit (each holds a decoder and a buffer of audio)."""
-
-    limit: int
-    active: int = 0
-
-
-@dataclass
 class AsrApp:
     settings: AsrSettings
     models: AsrModelManager
@@ -55,6 +49,7 @@ class AsrApp:
     channel: aio.Channel
     stored_audio: StoredAudioClient
     live_streams: LiveStreams
+    live: LiveTranscriber
 
     @classmethod
     def open(
@@ -73,8 +68,6 @@ class AsrApp:
         if problem is not None:
             # Once, at start: readiness repeats it only in the health status and when the reason changes.
             log.warning("the ASR model is not available; NOT_SERVING until it is", extra={"reason": problem})
-        transcriber = Transcriber(models, settings.limits(), observe=metrics.observe)
-        metrics.track_queue_depth(transcriber)
         channel = aio.insecure_channel(
             settings.profiles_address,
             options=[
@@ -82,13 +75,26 @@ class AsrApp:
                 ("grpc.max_send_message_length", common.grpc_max_message_bytes),
             ],
         )
+        return cls.build(settings, models, channel)
+
+    @classmethod
+    def build(cls, settings: AsrSettings, models: AsrModelManager, channel: aio.Channel) -> AsrApp:
+        """The domain objects over the model manager and the channel to the profile service."""
+        transcriber = Transcriber(models, settings.limits(), observe=metrics.observe)
+        metrics.track_queue_depth(transcriber)
+        live_streams = LiveStreams(settings.max_streams)
         return cls(
             settings=settings,
             models=models,
             transcriber=transcriber,
             channel=channel,
             stored_audio=StoredAudioClient(channel),
-            live_streams=LiveStreams(settings.max_streams),
+            live_streams=live_streams,
+            live=LiveTranscriber(
+                transcriber,
+                live_streams,
+                lambda interim_results: settings.live_settings(interim_results=interim_results),
+            ),
         )
 
     async def preload(self) -> None:
@@ -96,9 +102,9 @@ class AsrApp:
         await self.models.preload()
 
     def registration(self) -> ServiceRegistration:
-        from voice_asr.servicer import AsrServicer
-
-        servicer = AsrServicer(self)
+        servicer = AsrServicer(
+            self.transcriber, self.live, self.stored_audio, self.models, configured_spec=self.settings.spec
+        )
 
         def add(server: aio.Server) -> None:
             pb_grpc.add_AsrServiceServicer_to_server(servicer, server)

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
-from typing import Any, TypeVar
-
-from google.protobuf.message import Message
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from voice_common.errors import InvalidArgument
 
-MessageT = TypeVar("MessageT", bound=Message)
+if TYPE_CHECKING:
+    # Only for the types: a live session or a duplex synthesis (domain code, no protobuf) uses next_item.
+    from google.protobuf.message import Message
+
+MessageT = TypeVar("MessageT", bound="Message")
 ItemT = TypeVar("ItemT")
 
 
