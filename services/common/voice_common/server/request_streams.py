@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from voice_common.errors import InvalidArgument
 
-if TYPE_CHECKING:
-    # Only for the types: a live session or a duplex synthesis (domain code, no protobuf) uses next_item.
-    from google.protobuf.message import Message
 
-MessageT = TypeVar("MessageT", bound="Message")
+class OneofMessage(Protocol):
+    """A request message with a oneof. A protocol, not protobuf's Message: a live session or a duplex synthesis
+    (domain code, which must not import protobuf, not even for types) uses :func:`next_item` from here."""
+
+    def WhichOneof(self, oneof_group: Any) -> str | None: ...
+
+
+MessageT = TypeVar("MessageT", bound=OneofMessage)
 ItemT = TypeVar("ItemT")
 
 
@@ -50,7 +54,7 @@ async def first_message(
 
 
 async def payloads(
-    messages: AsyncIterable[Message], case: str, *, field: str, if_other: str, oneof: str = "payload"
+    messages: AsyncIterable[OneofMessage], case: str, *, field: str, if_other: str, oneof: str = "payload"
 ) -> AsyncIterator[Any]:
     """The ``case`` field of each message, in order; a message of another case is refused with ``if_other``,
     naming ``field`` (the first message's case, sent again)."""
