@@ -85,6 +85,8 @@ class ProfilesApp:
     def build(
         cls, url: str, database: Database, store: ObjectStore, limits: Limits, clock: Callable[[], datetime]
     ) -> ProfilesApp:
+        # The domain types its database as domain.database_ports' protocols; handing the SQLAlchemy one in here is
+        # where mypy checks that it fits them.
         cleanup = ObjectCleanup(database, store, clock, limits.upload_lease)
         cache = ProfileCache(limits.read_cache_seconds, limits.read_cache_entries)
         storage = Storage(database, store, cleanup, limits, clock, cache)

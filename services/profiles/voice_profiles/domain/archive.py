@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from voice_common.errors import AlreadyExists, InvalidArgument
+from voice_profiles.domain.database_ports import Transaction
 from voice_profiles.domain.entities import Profile, Sample, TranscriptState
 from voice_profiles.domain.idempotency import (
     RequestIdTaken,
@@ -35,7 +36,6 @@ from voice_profiles.domain.samples import check_reference_text, chunked, prepare
 from voice_profiles.domain.storage import StorageUser
 from voice_profiles.domain.uploads import read_upload
 from voice_profiles.domain.validation import check_id, check_language, check_name, check_text
-from voice_profiles.repositories.unit_of_work import Transaction
 
 FORMAT = "voice-profile-archive"
 FORMAT_VERSION = 1

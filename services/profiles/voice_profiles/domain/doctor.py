@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from voice_common.object_store import ObjectNotFound, ObjectStore
 from voice_common.prompt_keys import LEGACY_PROMPTS_PREFIX, is_prompt_key, prompt_owner
+from voice_profiles.domain.database_ports import Database
 from voice_profiles.domain.object_keys import TENANTS_PREFIX
-from voice_profiles.repositories.unit_of_work import Database
 
 
 @dataclass

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from voice_common.audio import AudioEncoding, decode_audio, decode_linear16, encode_audio
 from voice_common.errors import ErrorList, InvalidArgument, quoted
+from voice_profiles.domain.database_ports import Transaction
 from voice_profiles.domain.entities import Generation, GenerationFilter, GenerationStats, Page
 from voice_profiles.domain.idempotency import (
     RequestIdTaken,
@@ -32,7 +33,6 @@ from voice_profiles.domain.samples import (
 from voice_profiles.domain.storage import StorageUser
 from voice_profiles.domain.uploads import read_upload
 from voice_profiles.domain.validation import check_id, check_language, check_text, check_ttl
-from voice_profiles.repositories.unit_of_work import Transaction
 
 # How far the producer's own duration may differ from the decoded audio before the upload is called truncated.
 DURATION_TOLERANCE_SECONDS = 0.05

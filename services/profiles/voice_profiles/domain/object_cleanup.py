@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from voice_common.errors import Aborted
 from voice_common.object_store import ObjectStore
-from voice_profiles.repositories.unit_of_work import Database, Transaction
+from voice_profiles.domain.database_ports import Database, Transaction
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from typing import Any
 
 from voice_common.errors import InvalidArgument
 from voice_common.prompt_keys import profile_prompts_prefix
+from voice_profiles.domain.database_ports import Transaction
 from voice_profiles.domain.entities import Page, Profile, ProfileFilter
 from voice_profiles.domain.paging import decode_token, page_of, page_size
 from voice_profiles.domain.storage import Storage, StorageUser
 from voice_profiles.domain.validation import check_id, check_language, check_name, check_text, check_ttl
-from voice_profiles.repositories.unit_of_work import Transaction
 
 UPDATABLE_PROFILE_FIELDS = ("name", "description", "language", "expire_time")
 MAX_DESCRIPTION_CHARS = 2000

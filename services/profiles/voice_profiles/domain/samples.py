@@ -21,6 +21,7 @@ from voice_common.audio import (
 from voice_common.audio.encoding import check_output_rate
 from voice_common.errors import FailedPrecondition, InvalidArgument
 from voice_common.object_store import ObjectStore
+from voice_profiles.domain.database_ports import Transaction
 from voice_profiles.domain.entities import Page, Sample, SampleWarningInfo, TranscriptState
 from voice_profiles.domain.idempotency import (
     RequestIdTaken,
@@ -35,7 +36,6 @@ from voice_profiles.domain.paging import decode_token, page_of, page_size
 from voice_profiles.domain.storage import StorageUser
 from voice_profiles.domain.uploads import read_upload
 from voice_profiles.domain.validation import check_id, check_text, check_ttl
-from voice_profiles.repositories.unit_of_work import Transaction
 
 STREAM_CHUNK_BYTES = 64 * 1024
 

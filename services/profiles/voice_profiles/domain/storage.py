@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from voice_common.object_store import ObjectStore
+from voice_profiles.domain.database_ports import Database
 from voice_profiles.domain.limits import Limits
 from voice_profiles.domain.object_cleanup import ObjectCleanup
 from voice_profiles.domain.profile_cache import ProfileCache
-from voice_profiles.repositories.unit_of_work import Database
 
 
 @dataclass(frozen=True)

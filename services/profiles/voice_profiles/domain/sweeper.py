@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from voice_common.errors import NotFound
+from voice_profiles.domain.database_ports import Database
 from voice_profiles.domain.object_cleanup import ObjectCleanup
 from voice_profiles.domain.profiles import ProfileManager
-from voice_profiles.repositories.unit_of_work import Database
 
 log = logging.getLogger(__name__)
 BATCH = 200

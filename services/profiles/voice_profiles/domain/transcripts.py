@@ -26,9 +26,9 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from voice_common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
+from voice_profiles.domain.database_ports import Database
 from voice_profiles.domain.limits import Limits
 from voice_profiles.domain.samples import check_reference_text
-from voice_profiles.repositories.unit_of_work import Database
 
 log = logging.getLogger(__name__)
 

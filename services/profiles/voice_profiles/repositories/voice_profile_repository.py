@@ -130,17 +130,16 @@ class ProfileRepository:
     async def get(self, tenant_id: str, profile_id: str) -> Profile:
         return await ProfileReads(self._session).get(tenant_id, profile_id)
 
-    async def lock(self, tenant_id: str, profile_id: str) -> ProfileRow:
-        """The row itself, locked for update where the database supports it (Postgres)."""
+    async def lock(self, tenant_id: str, profile_id: str) -> None:
+        """Lock the profile's row for update where the database supports it (Postgres), until the transaction
+        ends."""
         query = (
             select(ProfileRow)
             .where(ProfileRow.tenant_id == tenant_id, ProfileRow.id == profile_id)
             .with_for_update()
         )
-        row = (await self._session.execute(query)).scalar_one_or_none()
-        if row is None:
+        if (await self._session.execute(query)).scalar_one_or_none() is None:
             raise NotFound("profile", profile_id)
-        return row
 
     async def find_by_name(self, tenant_id: str, name: str) -> Profile | None:
         query = _profile_query().where(
