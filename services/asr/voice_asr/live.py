@@ -51,10 +51,10 @@ class LiveSettings:
     pause_seconds: float = 0.1
     # The buffer never grows past this; Whisper's window is 30 s and shorter buffers decode faster.
     max_buffer_seconds: float = 15.0
-    # Characters of committed text given to Whisper as the prompt (context and spelling) for the audio after it.
-    # Off by default: with tiny.en on a CPU a 200-character prompt made passes up to twice as slow and made
-    # Whisper end cut-off sentences with "...", and the buffer starts afresh at every endpoint anyway.
-    prompt_chars: int = 0
+    # Characters of committed text given to Whisper as the prompt (context and spelling) for the pass that makes an
+    # utterance final; 0: none. Only that pass gets it (see _run_pass): a prompt on every pass made interim passes
+    # up to twice as slow with tiny.en on a CPU and made Whisper end cut-off sentences with "...".
+    prompt_chars: int = 200
     # Interim passes encode a short window (about twice the buffer instead of Whisper's 30 s; see
     # voice_asr.engine): four times cheaper on a CPU, so the step can be short. Final passes keep the full window.
     short_window: bool = True

@@ -16,6 +16,8 @@ from voice_asr.transcriber import TranscriptionLimits
 from voice_common.model_manager import ALLOW_DOWNLOAD_DESCRIPTION
 
 _LIMITS = TranscriptionLimits()
+# The live recognizer's defaults are its own (tests and tools build it without settings); the service's match them.
+_LIVE = LiveSettings()
 
 
 class AsrSettings(BaseSettings):
@@ -100,29 +102,29 @@ class AsrSettings(BaseSettings):
         8, ge=1, description="Live StreamingTranscribe calls at once; one more gets RESOURCE_EXHAUSTED."
     )
     live_step_seconds: float = Field(
-        0.5,
+        _LIVE.step_seconds,
         gt=0,
         description="Live: seconds of new audio between two recognition passes (the interim result cadence).",
     )
     live_short_window: bool = Field(
-        True,
+        _LIVE.short_window,
         description="Live: interim passes encode about twice the buffer instead of Whisper's 30 s window "
         "(several times cheaper on a CPU; a pass that repeats itself is redone with the full window); final "
         "passes always use the full window. false: every pass uses the full window.",
     )
     live_endpoint_silence_seconds: float = Field(
-        0.5,
+        _LIVE.endpoint_silence_seconds,
         gt=0,
         description="Live: seconds of silence after speech that make the utterance final.",
     )
     live_context_chars: int = Field(
-        200,
+        _LIVE.prompt_chars,
         ge=0,
         description="Live: characters of committed text given to Whisper as context for the pass that makes an "
         "utterance final; 0: none.",
     )
     live_max_buffer_seconds: float = Field(
-        15.0,
+        _LIVE.max_buffer_seconds,
         gt=0,
         description="Live: the most uncommitted audio kept, in seconds (older words are then committed).",
     )
