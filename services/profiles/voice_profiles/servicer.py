@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 from grpc import aio
 
 from voice.audio.v1 import audio_pb2
@@ -15,6 +15,8 @@ from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
 from voice_common.audio import AudioWarningCode
 from voice_common.audio_messages import encoding_from_proto, encoding_to_proto
 from voice_common.errors import ErrorList, InvalidArgument
+from voice_common.server.durations import optional_timedelta
+from voice_common.server.request_streams import first_message, payloads
 from voice_common.tenancy import current_tenant
 from voice_profiles.domain.archive import ProfileArchiver
 from voice_profiles.domain.entities import (
@@ -57,13 +59,6 @@ def _datetime(message: Any, field: str) -> datetime | None:
         return None
     value: datetime = getattr(message, field).ToDatetime(tzinfo=UTC)
     return value
-
-
-def _duration(message: Any, field: str) -> timedelta | None:
-    if not message.HasField(field):
-        return None
-    value: duration_pb2.Duration = getattr(message, field)
-    return timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
 
 
 def _refuse_with_the_rest(errors: ErrorList, *checks: Callable[[], object]) -> None:
@@ -133,25 +128,17 @@ def generation_to_proto(generation: Generation) -> pb.Generation:
 
 async def _split_upload(requests: AsyncIterator[Any], metadata_type: str) -> tuple[Any, AsyncIterator[bytes]]:
     """First message must carry metadata; the chunks that follow are handed on lazily."""
-    iterator = requests.__aiter__()
-    try:
-        first = await iterator.__anext__()
-    except StopAsyncIteration:
-        raise InvalidArgument(
-            f"the stream was empty: send a {metadata_type} message first, then the bytes", field="metadata"
-        ) from None
-    if first.WhichOneof("payload") != "metadata":
-        raise InvalidArgument(f"the first message must carry metadata ({metadata_type})", field="metadata")
-
-    async def chunks() -> AsyncIterator[bytes]:
-        async for message in iterator:
-            if message.WhichOneof("payload") != "chunk":
-                raise InvalidArgument(
-                    "metadata may only be sent once, in the first message", field="metadata"
-                )
-            yield message.chunk
-
-    return first.metadata, chunks()
+    first, rest = await first_message(
+        requests,
+        "metadata",
+        field="metadata",
+        if_empty=f"the stream was empty: send a {metadata_type} message first, then the bytes",
+        if_other=f"the first message must carry metadata ({metadata_type})",
+    )
+    chunks = payloads(
+        rest, "chunk", field="metadata", if_other="metadata may only be sent once, in the first message"
+    )
+    return first.metadata, chunks
 
 
 async def _audio_messages(stream: AudioStream, response_type: Any) -> AsyncIterator[Any]:
@@ -198,7 +185,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             description=request.description,
             language=request.language,
             temporary=request.temporary,
-            ttl=_duration(request, "ttl"),
+            ttl=optional_timedelta(request, "ttl"),
         )
         return pb.CreateProfileResponse(profile=profile_to_proto(profile))
 
@@ -327,7 +314,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             sample_rate=metadata.format.sample_rate_hertz,
             claimed_duration_seconds=metadata.duration_seconds,
             preview=metadata.preview,
-            ttl=_duration(metadata, "ttl"),
+            ttl=optional_timedelta(metadata, "ttl"),
             request_id=metadata.request_id,
         )
         _refuse_with_the_rest(errors, lambda: self._generations.check_upload(upload))
@@ -403,7 +390,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
     async def GetDownloadUrl(
         self, request: pb.GetDownloadUrlRequest, context: Context
     ) -> pb.GetDownloadUrlResponse:
-        ttl = _duration(request, "ttl")
+        ttl = optional_timedelta(request, "ttl")
         target = request.WhichOneof("target")
         if target == "sample_id":
             link = await self._samples.download_link(
