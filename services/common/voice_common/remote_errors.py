@@ -32,6 +32,7 @@ from voice_common.errors import (
     Unavailable,
     quoted,
 )
+from voice_common.server.durations import seconds_of
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 T = TypeVar("T", error_details_pb2.ResourceInfo, error_details_pb2.RetryInfo)
@@ -91,7 +92,7 @@ def translate_error(
             if retry is not None:
                 return ResourceExhausted(
                     details or f"{service} is too busy to {action}; retry later",
-                    retry_after_seconds=retry.retry_delay.ToNanoseconds() / 1e9,
+                    retry_after_seconds=seconds_of(retry.retry_delay),
                 )
             return ResourceExhausted(
                 f"{service} refused the request to {action} as too large ({details or code.name}); the same "
