@@ -45,7 +45,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	# One mypy run per tree: test folders share module names (conftest), which one run cannot hold.
-	$(VENV)/bin/mypy services/common/voice_common services/profiles/voice_profiles services/tts/voice_tts services/asr/voice_asr cli bench tools
+	$(VENV)/bin/mypy services/common/voice_common services/profiles/voice_profiles services/tts/voice_tts services/asr/voice_asr cli bench tools voice_testing
 	$(VENV)/bin/mypy services/common/tests
 	$(VENV)/bin/mypy services/profiles/tests
 	$(VENV)/bin/mypy services/tts/tests
@@ -61,7 +61,7 @@ bench: setup
 
 # A tiny random-weight Qwen3-TTS built with qwen_tts's own classes, for machines without a network (and the tests).
 tiny-model: setup
-	$(PY) -m voice_tts.tiny_model --output models/tiny-qwen3-tts
+	$(PY) -m tools.tiny_model --output models/tiny-qwen3-tts
 
 # The TTS model into the Hugging Face cache (HF_HUB_CACHE, else HF_HOME/hub), verified, resumable, for `make run`:
 # TTS_MODEL=1.7B (or any hub id) picks another; ASR_MODEL=small (a faster-whisper size or a hub id) adds a Whisper model.

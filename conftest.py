@@ -14,8 +14,8 @@ import pytest
 # and inherited by the service processes the end-to-end tests start. Deployments keep MKL's own choice.
 os.environ.setdefault("MKL_ENABLE_INSTRUCTIONS", "AVX512")
 
-from voice_common.testing.postgres import postgres_server
-from voice_common.testing.s3_server import MotoServer
+from voice_testing.postgres import postgres_server
+from voice_testing.s3_server import MotoServer
 
 
 @pytest.fixture(scope="session")

@@ -50,7 +50,7 @@ from voice.asr.v1 import asr_service_pb2_grpc as pb_grpc
 from voice.audio.v1 import audio_pb2 as audio_pb
 from voice_common.audio import decode_audio
 from voice_common.audio.encoding import to_s16, wav_header
-from voice_common.testing.speech import SENTENCES, VOICES, speak, wer
+from voice_testing.speech import SENTENCES, VOICES, speak, wer
 
 TENANT = "bench-asr"
 SAMPLE_RATE = 16_000

@@ -20,7 +20,7 @@ from bench.loadgen import LoadResult, run_load
 from bench.services import CONFIG_TITLES, FILESYSTEM, EchoServer, ProfileService, tenant_metadata
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
-from voice_common.testing.media_files import encode_file, speechlike
+from voice_testing.media_files import encode_file, speechlike
 
 GET_PROFILE_METHOD = "/voice.profiles.v1.ProfileService/GetProfile"
 LOAD_TENANT = "bench-load"

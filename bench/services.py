@@ -5,8 +5,8 @@ The profile service is started exactly as deployed, ``python -m voice_profiles``
 environment, in one of two configurations:
 
 * ``filesystem``: the embedded default, SQLite and objects under ``VOICE_DATA_DIR``;
-* ``postgres_s3``: PostgreSQL (a fresh database on :func:`voice_common.testing.postgres.postgres_server`) and S3
-  (a moto server subprocess, :class:`voice_common.testing.s3_server.MotoServer`), migrated at start.
+* ``postgres_s3``: PostgreSQL (a fresh database on :func:`voice_testing.postgres.postgres_server`) and S3
+  (a moto server subprocess, :class:`voice_testing.s3_server.MotoServer`), migrated at start.
 
 The TTS service is ``python -m voice_tts`` beside a profile service (:func:`tts_service`), embedded store, on the
 CPU, with the model loaded at start (``TTS_PRELOAD``), so it answers SERVING only once the model is in memory.
@@ -42,8 +42,8 @@ from bench.common import (
 from bench.echo_server import ECHO_METHOD
 from voice_common.config import CommonSettings
 from voice_common.object_store import FilesystemObjectStore, ObjectStore, S3ObjectStore
-from voice_common.testing.postgres import fresh_database, postgres_server
-from voice_common.testing.s3_server import MotoServer, unique_bucket_name
+from voice_testing.postgres import fresh_database, postgres_server
+from voice_testing.s3_server import MotoServer, unique_bucket_name
 
 FILESYSTEM = "filesystem"
 POSTGRES_S3 = "postgres_s3"

@@ -1,6 +1,6 @@
 """The TTS service against its own engine: time to first audio, long text, the prompt cache, concurrent requests.
 
-Everything runs on the tiny random-weight model built with ``never_eos=True`` (:mod:`voice_tts.tiny_model`) into
+Everything runs on the tiny random-weight model built with ``never_eos=True`` (:mod:`tools.tiny_model`) into
 the run's scratch directory: its talker never picks EOS, so every piece runs to ``max_new_tokens`` and each figure
 compares generations of a known length (:data:`FRAMES_PER_PIECE` frames, 4.8 s of audio, per piece; the
 time-to-first-audio runs :data:`TTFA_FRAMES`).
@@ -51,7 +51,7 @@ from voice.profiles.v1 import profiles_service_pb2_grpc as profiles_grpc
 from voice.tts.v1 import tts_service_pb2 as tts_pb
 from voice.tts.v1 import tts_service_pb2_grpc as tts_grpc
 from voice_common.audio.encoding import to_s16
-from voice_common.testing.media_files import encode_file, speechlike
+from voice_testing.media_files import encode_file, speechlike
 
 T = TypeVar("T")
 
@@ -480,12 +480,12 @@ async def run_tts(
     profiles: ProfileService, workdir: Path, plan: Plan, progress: Callable[[str], None]
 ) -> TtsResult:
     """Every TTS measurement (see the module docstring) against a TTS service started here beside ``profiles``."""
+    from tools.tiny_model import build_tiny_model
     from voice_tts.model_manager import ModelSpec, load_qwen3_tts
     from voice_tts.profile_client import ProfileClient
     from voice_tts.prompts import combine_references, create_prompt
     from voice_tts.synthesizer import SynthesisLimits
     from voice_tts.text_segments import split_text
-    from voice_tts.tiny_model import build_tiny_model
 
     result = TtsResult(plan, THREADS)
     text_long = long_text()

@@ -29,10 +29,10 @@ from bench.services import CONFIG_TITLES, EchoServer, ProfileService, describe_r
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
 from voice_common.object_store import ObjectStore
-from voice_common.testing.media_files import encode_file, speechlike
 from voice_profiles.app import ProfilesApp
 from voice_profiles.domain.samples import SampleUpload, chunked, prepare_sample
 from voice_profiles.settings import ProfilesSettings
+from voice_testing.media_files import encode_file, speechlike
 
 CHUNK_BYTES = 64 * 1024
 RATE = 48000

@@ -10,7 +10,7 @@ from e2e_support import SERVING, free_port, service, service_env, stop
 
 from voice.asr.v1 import asr_service_pb2 as pb
 from voice.asr.v1 import asr_service_pb2_grpc as pb_grpc
-from voice_common.testing.speech import SENTENCE_WER_BAR, SENTENCES, speech_wav, wer
+from voice_testing.speech import SENTENCE_WER_BAR, SENTENCES, speech_wav, wer
 
 pytestmark = pytest.mark.slow
 SERVICE_NAME = "voice.asr.v1.AsrService"

@@ -14,7 +14,7 @@ from e2e_support import ServiceProcess, service, service_env
 from grpc_health.v1 import health_pb2
 
 from voice_common.audio import decode_audio
-from voice_common.testing.media_files import encode_file, speechlike
+from voice_testing.media_files import encode_file, speechlike
 
 pytestmark = pytest.mark.slow
 

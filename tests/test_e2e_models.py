@@ -1,5 +1,5 @@
 """End to end: ``voice-admin models pull`` (what ``make models`` runs) against a hub on loopback
-(voice_common.testing.hub_server), then ``python -m voice_tts`` serving what it pulled with no other setting, the
+(voice_testing.hub_server), then ``python -m voice_tts`` serving what it pulled with no other setting, the
 way ``make models`` and then ``make run`` go on a machine with a network."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from e2e_support import SERVING, admin, explain, free_port, service, service_env, stop
 
+from tools.tiny_model import build_tiny_model
 from voice_asr.engine import default_model
-from voice_common.testing.hub_server import LocalHub
+from voice_testing.hub_server import LocalHub
 from voice_tts.model_manager import DEFAULT_MODEL
-from voice_tts.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.slow
 # Importing torch and qwen_tts takes a while on a small machine.

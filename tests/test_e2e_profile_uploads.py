@@ -22,7 +22,7 @@ from e2e_support import SERVING, ServiceProcess, admin, explain, service, servic
 
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
-from voice_common.testing.media_files import encode_file, speechlike
+from voice_testing.media_files import encode_file, speechlike
 
 pytestmark = pytest.mark.slow
 TENANT = "default"

@@ -40,9 +40,9 @@ from voice.audio.v1 import audio_pb2
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
 from voice_common.object_store import FilesystemObjectStore
-from voice_common.testing.media_files import encode_file, speechlike
-from voice_common.testing.postgres import fresh_database
-from voice_common.testing.s3_server import MotoServer, unique_bucket_name
+from voice_testing.media_files import encode_file, speechlike
+from voice_testing.postgres import fresh_database
+from voice_testing.s3_server import MotoServer, unique_bucket_name
 
 pytestmark = pytest.mark.slow
 SERVICE_NAME = "voice.profiles.v1.ProfileService"

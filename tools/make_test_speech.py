@@ -27,8 +27,8 @@ import numpy as np
 import soundfile
 
 from voice_common.audio import decode_audio
-from voice_common.testing import speech
-from voice_common.testing.speech import Recording
+from voice_testing import speech
+from voice_testing.speech import Recording
 
 FLITE_VOICES = speech.VOICES
 ESPEAK_LANGUAGES = {speech.GERMAN: "de", speech.SPANISH: "es"}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from voice_asr.engine import AsrModelSpec, WhisperEngine, load_whisper
-from voice_common.testing.speech import GAP_SECONDS, SENTENCES, VOICES, silence, speak
+from voice_testing.speech import GAP_SECONDS, SENTENCES, VOICES, silence, speak
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ from voice_asr.short_window import short_window_frames
 from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Word, repeats_itself
 from voice_common.errors import FailedPrecondition, InvalidArgument
 from voice_common.model_manager import ModelProblem, ModelState
-from voice_common.testing.speech import (
+from voice_testing.speech import (
     GERMAN,
     POOLED_WER_BAR,
     REPEATED,

@@ -22,7 +22,7 @@ import pytest
 from voice_asr.engine import WhisperEngine
 from voice_asr.live import LiveResult, LiveSettings, StreamingRecognizer, pass_options, words_of
 from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Word
-from voice_common.testing.speech import (
+from voice_testing.speech import (
     LIVE_LAST_WORDS,
     LIVE_LONG,
     LIVE_SHORT,

@@ -1,4 +1,4 @@
-"""The ASR service's first use of a hub model, against a real HTTP hub on loopback (voice_common.testing.hub_server)
+"""The ASR service's first use of a hub model, against a real HTTP hub on loopback (voice_testing.hub_server)
 serving the shipped tiny.en model (CTranslate2) as "Systran/faster-whisper-tiny.en": ASR_MODEL=tiny.en is
 downloaded at start (only the files faster-whisper reads) and transcribes; with ASR_ALLOW_DOWNLOAD=false the
 service is NOT_SERVING with the way out and the hub is not asked."""
@@ -19,8 +19,8 @@ from voice_asr.transcript import RecognitionOptions
 from voice_common.config import CommonSettings
 from voice_common.errors import FailedPrecondition, Unavailable
 from voice_common.model_manager import ModelState
-from voice_common.testing.hub_server import LocalHub
-from voice_common.testing.speech import silence
+from voice_testing.hub_server import LocalHub
+from voice_testing.speech import silence
 
 REPO = "Systran/faster-whisper-tiny.en"  # what faster-whisper's size name "tiny.en" stands for
 

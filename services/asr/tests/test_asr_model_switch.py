@@ -17,9 +17,9 @@ from voice_asr.engine import default_model
 from voice_asr.settings import AsrSettings
 from voice_asr.transcript import SAMPLE_RATE
 from voice_common.config import CommonSettings
-from voice_common.testing.media_files import encode_file
-from voice_common.testing.served import served
-from voice_common.testing.speech import SENTENCE_WER_BAR, SENTENCES, speak, wer
+from voice_testing.media_files import encode_file
+from voice_testing.served import served
+from voice_testing.speech import SENTENCE_WER_BAR, SENTENCES, speak, wer
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 TEXT = SENTENCES[0]

@@ -26,9 +26,11 @@ from voice_asr.settings import AsrSettings
 from voice_asr.transcript import SAMPLE_RATE
 from voice_common.config import CommonSettings
 from voice_common.server.bootstrap import VoiceServer, build_server
-from voice_common.testing.media_files import encode_file
-from voice_common.testing.served import Served, served
-from voice_common.testing.speech import (
+from voice_profiles.app import ProfilesApp
+from voice_profiles.settings import ProfilesSettings
+from voice_testing.media_files import encode_file
+from voice_testing.served import Served, served
+from voice_testing.speech import (
     GERMAN,
     NAMED,
     POOLED_WER_BAR,
@@ -39,9 +41,7 @@ from voice_common.testing.speech import (
     speak,
     wer,
 )
-from voice_common.testing.status_details import field_violations, trailing_metadata_bytes
-from voice_profiles.app import ProfilesApp
-from voice_profiles.settings import ProfilesSettings
+from voice_testing.status_details import field_violations, trailing_metadata_bytes
 
 TEXT = SENTENCES[0]
 

@@ -9,7 +9,7 @@ import pytest
 from voice_asr.stream_decoder import StreamDecodeError, open_stream_decoder
 from voice_common.audio import AudioEncoding, decode_audio, encode_audio
 from voice_common.errors import InvalidArgument
-from voice_common.testing.speech import SENTENCES, speak
+from voice_testing.speech import SENTENCES, speak
 
 
 @pytest.fixture(scope="module")

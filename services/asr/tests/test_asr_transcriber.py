@@ -19,7 +19,7 @@ from voice_asr.transcriber import Transcriber, TranscriptionLimits, validate
 from voice_asr.transcript import RecognitionOptions
 from voice_common.errors import InvalidArgument, ResourceExhausted, Unavailable
 from voice_common.model_manager import ModelManager, ModelProblem
-from voice_common.testing.speech import SENTENCE_WER_BAR, SENTENCES, silence, speak, wer
+from voice_testing.speech import SENTENCE_WER_BAR, SENTENCES, silence, speak, wer
 
 ENGLISH = RecognitionOptions(language="en")
 # Plain decoding of the long file yields a segment every few seconds of audio: stop points for cancellation.

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from voice_common.object_store import FilesystemObjectStore, ObjectStore, S3ObjectStore
-from voice_common.testing.s3_server import MotoServer, unique_bucket_name
+from voice_testing.s3_server import MotoServer, unique_bucket_name
 
 # -- object stores ---------------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from voice_common.audio import (
 )
 from voice_common.audio.encoding import to_s16
 from voice_common.errors import InvalidArgument
-from voice_common.testing.media_files import (
+from voice_testing.media_files import (
     KINDS,
     encode_file,
     speechlike,

@@ -1,4 +1,4 @@
-"""The model downloader against a real HTTP hub on loopback (voice_common.testing.hub_server): files land in the
+"""The model downloader against a real HTTP hub on loopback (voice_testing.hub_server): files land in the
 Hugging Face cache layout verified, a cut transfer resumes with a Range request, corrupted bytes are refused or
 repaired, and an unreachable hub fails within seconds."""
 
@@ -22,7 +22,7 @@ from voice_common.model_download import (
     cached_snapshot,
     size_text,
 )
-from voice_common.testing.hub_server import LocalHub
+from voice_testing.hub_server import LocalHub
 
 REPO = "Org/Little-Model"
 # Bigger than huggingface_hub's 10 MB download chunk: a transfer cut after the first chunk leaves bytes to resume.

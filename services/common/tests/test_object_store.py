@@ -26,8 +26,8 @@ from voice_common.object_store import (
     S3ObjectStore,
     create_object_store,
 )
-from voice_common.testing.faulty_store import FaultyObjectStore
-from voice_common.testing.s3_server import MotoServer, unique_bucket_name
+from voice_testing.faulty_store import FaultyObjectStore
+from voice_testing.s3_server import MotoServer, unique_bucket_name
 
 MB = 1024 * 1024
 INVALID_KEYS = ["../x", "/abs", "a//b", "", "has space", "a/../b", "a/", ".hidden", "a/.b", "x" * 600]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tools.make_test_speech import recording_for, wanted
-from voice_common.testing.speech import (
+from voice_testing.speech import (
     CORPUS_DIR,
     GERMAN,
     MANIFEST,

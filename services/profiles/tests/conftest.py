@@ -15,8 +15,8 @@ import pytest
 from profiles_harness import Harness, start_harness
 
 from voice_common.config import CommonSettings
-from voice_common.testing.postgres import fresh_database
-from voice_common.testing.s3_server import MotoServer, unique_bucket_name
+from voice_testing.postgres import fresh_database
+from voice_testing.s3_server import MotoServer, unique_bucket_name
 
 BACKENDS = ["sqlite-fs", "postgres-s3"]
 

@@ -11,7 +11,7 @@ from field_helpers import add_sample, new_profile
 from profiles_harness import Harness, expect_error, tenant_metadata
 
 from voice.profiles.v1 import profiles_service_pb2 as pb
-from voice_common.testing.media_files import encode_file, speechlike
+from voice_testing.media_files import encode_file, speechlike
 
 
 async def export(harness: Harness, tenant: str, profile_id: str) -> tuple[pb.ExportHeader, bytes]:

@@ -20,8 +20,8 @@ from profiles_harness import Harness, expect_error, sample_requests, tenant_meta
 
 from voice.audio.v1 import audio_pb2
 from voice.profiles.v1 import profiles_service_pb2 as pb
-from voice_common.testing.media_files import encode_file, speechlike, wav_data_size, with_wav_data_size
-from voice_common.testing.status_details import field_violations, trailing_metadata_bytes
+from voice_testing.media_files import encode_file, speechlike, wav_data_size, with_wav_data_size
+from voice_testing.status_details import field_violations, trailing_metadata_bytes
 
 MISSING_ID = "00000000-0000-4000-8000-000000000000"
 

@@ -12,8 +12,8 @@ from profiles_harness import FakeClock, Harness, expect_error, sample_requests, 
 from test_profile_generations import store_generation
 
 from voice.profiles.v1 import profiles_service_pb2 as pb
-from voice_common.testing.faulty_store import FaultyObjectStore
-from voice_common.testing.media_files import encode_file, speechlike
+from voice_testing.faulty_store import FaultyObjectStore
+from voice_testing.media_files import encode_file, speechlike
 
 MakeHarness = Callable[..., Awaitable[Harness]]
 

@@ -13,7 +13,7 @@ from profiles_harness import Harness, expect_error, tenant_metadata
 from test_profile_generations import store_generation
 
 from voice.profiles.v1 import profiles_service_pb2 as pb
-from voice_common.testing.media_files import encode_file, speechlike
+from voice_testing.media_files import encode_file, speechlike
 
 
 def download(url: str) -> bytes:

@@ -15,7 +15,7 @@ from voice.audio.v1 import audio_pb2
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice_common.audio import decode_audio
 from voice_common.audio.encoding import to_s16
-from voice_common.testing.media_files import encode_file, speechlike
+from voice_testing.media_files import encode_file, speechlike
 
 
 async def store_generation(harness: Harness, tenant: str, data: bytes, **metadata: object) -> pb.Generation:

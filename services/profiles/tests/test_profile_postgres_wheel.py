@@ -12,9 +12,9 @@ import pytest
 
 from voice_common.db import create_engine
 from voice_common.errors import AlreadyExists
-from voice_common.testing.postgres import fresh_database, system_bindir, throwaway_cluster, wheel_bindir
 from voice_profiles.repositories.schema import pending_revisions, upgrade_to_head_async
 from voice_profiles.repositories.unit_of_work import Database
+from voice_testing.postgres import fresh_database, system_bindir, throwaway_cluster, wheel_bindir
 
 
 async def test_the_wheels_server_holds_the_profile_schema_and_serves_the_repositories() -> None:

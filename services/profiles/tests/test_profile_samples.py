@@ -14,7 +14,7 @@ from profiles_harness import Harness, expect_error, tenant_metadata
 from voice.audio.v1 import audio_pb2
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice_common.audio import decode_audio, decode_linear16
-from voice_common.testing.media_files import encode_file, speechlike, wav_data_size, with_wav_data_size
+from voice_testing.media_files import encode_file, speechlike, wav_data_size, with_wav_data_size
 
 ACCEPTED = ["wav", "mp3", "m4a", "aac", "ogg_opus", "ogg_vorbis", "flac", "mp4", "mov", "webm", "mkv"]
 

@@ -10,7 +10,7 @@ from google.protobuf import field_mask_pb2
 from profiles_harness import Harness, tenant_metadata
 
 from voice.profiles.v1 import profiles_service_pb2 as pb
-from voice_common.testing.media_files import encode_file, speechlike
+from voice_testing.media_files import encode_file, speechlike
 
 WAV = encode_file(speechlike(2.5), 24000, "wav")
 MAX_ATTEMPTS = 3

@@ -27,12 +27,12 @@ from voice_asr.app import AsrApp
 from voice_asr.settings import AsrSettings
 from voice_common.config import CommonSettings
 from voice_common.server.bootstrap import VoiceServer, build_server
-from voice_common.testing.media_files import encode_file
-from voice_common.testing.speech import SENTENCE_WER_BAR, SENTENCES, speech_wav, wer
 from voice_profiles.app import ProfilesApp
 from voice_profiles.asr_client import AsrTranscriber
 from voice_profiles.domain.transcripts import TranscriptFiller, TranscriptPolicy
 from voice_profiles.settings import ProfilesSettings
+from voice_testing.media_files import encode_file
+from voice_testing.speech import SENTENCE_WER_BAR, SENTENCES, speech_wav, wer
 
 TEXT = SENTENCES[0]
 TENANT = "t-transcripts"

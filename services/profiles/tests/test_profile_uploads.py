@@ -21,10 +21,10 @@ from test_profile_generations import store_generation
 
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice_common.object_store import ObjectStore
-from voice_common.testing.faulty_store import FaultyObjectStore
-from voice_common.testing.media_files import encode_file, speechlike
 from voice_profiles.repositories.models import UploadRequestRow
 from voice_profiles.settings import ProfilesSettings
+from voice_testing.faulty_store import FaultyObjectStore
+from voice_testing.media_files import encode_file, speechlike
 
 MakeHarness = Callable[..., Awaitable[Harness]]
 

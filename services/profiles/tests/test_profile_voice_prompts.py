@@ -12,7 +12,7 @@ from profiles_harness import FakeClock, Harness, tenant_metadata
 
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice_common.prompt_keys import PromptOwner, profile_prompts_prefix
-from voice_common.testing.faulty_store import FaultyObjectStore
+from voice_testing.faulty_store import FaultyObjectStore
 
 MakeHarness = Callable[..., Awaitable[Harness]]
 MODEL_FOLDER = "0123456789abcdef" * 2  # what voice_tts.prompts.model_hash makes: 32 hex digits

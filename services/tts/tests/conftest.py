@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from voice_tts.tiny_model import build_tiny_model
+from tools.tiny_model import build_tiny_model
 
 
 def _no_network(*_args: object, **_kwargs: object) -> None:

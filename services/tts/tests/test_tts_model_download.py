@@ -1,4 +1,4 @@
-"""The TTS service's first use of a hub model, against a real HTTP hub on loopback (voice_common.testing.hub_server)
+"""The TTS service's first use of a hub model, against a real HTTP hub on loopback (voice_testing.hub_server)
 serving the tiny model under the default model's id: downloaded at start with progress in readiness and the log,
 then READY; no hub contact with TTS_ALLOW_DOWNLOAD=false or a cache filled beforehand; a quick failure with the
 ways out when the hub cannot be reached."""
@@ -17,17 +17,17 @@ from typing import Any
 import pytest
 from grpc_health.v1 import health_pb2
 
+from tools.tiny_model import build_tiny_model
 from voice.tts.v1 import tts_service_pb2 as pb
 from voice.tts.v1 import tts_service_pb2_grpc as pb_grpc
 from voice_common.config import CommonSettings
 from voice_common.errors import FailedPrecondition, Unavailable
 from voice_common.model_download import ModelDownloader
-from voice_common.testing.hub_server import LocalHub
-from voice_common.testing.served import served
+from voice_testing.hub_server import LocalHub
+from voice_testing.served import served
 from voice_tts.app import TtsApp
 from voice_tts.model_manager import DEFAULT_MODEL, ModelState
 from voice_tts.settings import TtsSettings
-from voice_tts.tiny_model import build_tiny_model
 
 
 @pytest.fixture(scope="module")

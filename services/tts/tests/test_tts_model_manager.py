@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from tools.tiny_model import build_tiny_model
 from voice_common.errors import FailedPrecondition, NotFound, Unavailable
 from voice_common.model_download import hub_cache_dir
 from voice_common.model_manager import ModelProblem
@@ -21,7 +22,6 @@ from voice_tts.model_manager import (
     check_available,
     resolve_model,
 )
-from voice_tts.tiny_model import build_tiny_model
 
 
 def _no_files_needed(spec: ModelSpec) -> ModelProblem | None:

@@ -18,13 +18,13 @@ from grpc import aio
 from grpc_health.v1 import health_pb2
 from test_tts_service import TEXT, config, meta
 
+from tools.tiny_model import build_tiny_model
 from voice.tts.v1 import tts_service_pb2 as pb
 from voice.tts.v1 import tts_service_pb2_grpc as pb_grpc
 from voice_common.config import CommonSettings
-from voice_common.testing.served import Served, served
+from voice_testing.served import Served, served
 from voice_tts.app import TtsApp
 from voice_tts.settings import TtsSettings
-from voice_tts.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

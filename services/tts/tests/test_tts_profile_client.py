@@ -21,10 +21,10 @@ from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
 from voice_common.config import CommonSettings
 from voice_common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from voice_common.server.bootstrap import VoiceServer, build_server
-from voice_common.testing.media_files import encode_file, speechlike
 from voice_profiles.app import ProfilesApp
 from voice_profiles.repositories.models import UploadRequestRow
 from voice_profiles.settings import ProfilesSettings
+from voice_testing.media_files import encode_file, speechlike
 from voice_tts import profile_client
 from voice_tts.profile_client import ProfileClient
 

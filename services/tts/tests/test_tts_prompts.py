@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY
 from qwen_tts import Qwen3TTSModel, VoiceClonePromptItem
 from safetensors.torch import save
 
+from tools.tiny_model import build_tiny_model
 from voice_common.object_store import (
     FilesystemObjectStore,
     ObjectStore,
@@ -30,9 +31,9 @@ from voice_common.object_store import (
     validate_key,
 )
 from voice_common.prompt_keys import PromptOwner
-from voice_common.testing.faulty_store import FaultyObjectStore
-from voice_common.testing.media_files import speechlike
-from voice_common.testing.s3_server import MotoServer, unique_bucket_name
+from voice_testing.faulty_store import FaultyObjectStore
+from voice_testing.media_files import speechlike
+from voice_testing.s3_server import MotoServer, unique_bucket_name
 from voice_tts.prompts import (
     SAMPLE_RATE,
     ClipIdentity,
@@ -46,7 +47,6 @@ from voice_tts.prompts import (
     prompt_cache_key,
     serialize_prompt,
 )
-from voice_tts.tiny_model import build_tiny_model
 
 GAP = round(0.3 * SAMPLE_RATE)
 TEXT = "Good morning! How are you today?"

@@ -30,7 +30,7 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_importing_the_tts_service_prints_nothing() -> None:
-    result = _python("import voice_tts.app, voice_tts.tiny_model")
+    result = _python("import voice_tts.app, tools.tiny_model")
     assert result.returncode == 0, result.stderr
     assert (result.stdout, result.stderr) == ("", "")
 

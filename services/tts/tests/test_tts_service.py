@@ -32,11 +32,11 @@ from voice_common.audio_messages import encoding_to_proto
 from voice_common.config import CommonSettings
 from voice_common.errors import Unavailable
 from voice_common.server.bootstrap import VoiceServer, build_server
-from voice_common.testing.media_files import encode_file, speechlike, wav_data_size, with_wav_data_size
-from voice_common.testing.served import Served, served
-from voice_common.testing.status_details import field_violations, trailing_metadata_bytes
 from voice_profiles.app import ProfilesApp
 from voice_profiles.settings import ProfilesSettings
+from voice_testing.media_files import encode_file, speechlike, wav_data_size, with_wav_data_size
+from voice_testing.served import Served, served
+from voice_testing.status_details import field_violations, trailing_metadata_bytes
 from voice_tts.app import TtsApp
 from voice_tts.model_manager import ModelSpec, ModelState, check_available
 from voice_tts.settings import TtsSettings

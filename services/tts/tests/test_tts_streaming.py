@@ -19,8 +19,8 @@ import pytest
 import torch
 from qwen_tts import Qwen3TTSModel, VoiceClonePromptItem
 
+from tools.tiny_model import SAMPLE_RATE, SAMPLES_PER_FRAME, build_tiny_model
 from voice_tts.streaming import StreamingSynthesizer, decode_codes
-from voice_tts.tiny_model import SAMPLE_RATE, SAMPLES_PER_FRAME, build_tiny_model
 
 
 def generate_codes(

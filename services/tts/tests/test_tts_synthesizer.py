@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from qwen_tts import VoiceClonePromptItem
 
+from tools.tiny_model import SAMPLE_RATE, SAMPLES_PER_FRAME
 from voice_common.audio import decode_audio, decode_linear16
 from voice_common.audio.encoding import AudioEncoding, to_s16
 from voice_common.errors import InvalidArgument, ResourceExhausted
@@ -31,7 +32,6 @@ from voice_tts.synthesizer import (
     validate,
 )
 from voice_tts.text_segments import split_text
-from voice_tts.tiny_model import SAMPLE_RATE, SAMPLES_PER_FRAME
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 

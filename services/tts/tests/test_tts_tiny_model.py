@@ -20,7 +20,7 @@ from qwen_tts import Qwen3TTSModel, VoiceClonePromptItem
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from voice_tts.tiny_model import (
+from tools.tiny_model import (
     CODEBOOK_SIZE,
     CODEC_EOS_ID,
     NUM_CODE_GROUPS,

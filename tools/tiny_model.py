@@ -20,7 +20,7 @@ best code beats EOS by tens of logits (measured on seed 0: at least 36 over 1000
 so EOS's probability after temperature is below e^-35. Only the first code of each frame becomes nearly greedy; the
 code predictor, decoder and everything else are the same weights as the plain model of that seed.
 
-``python -m voice_tts.tiny_model [--output models/tiny-qwen3-tts] [--seed 0] [--never-eos]`` builds it and prints
+``python -m tools.tiny_model [--output models/tiny-qwen3-tts] [--seed 0] [--never-eos]`` builds it and prints
 its size and load time.
 """
 
@@ -397,7 +397,7 @@ BUILD_HELP = "Build the tiny random-weight Qwen3-TTS Base model and check that q
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m voice_tts.tiny_model", description=BUILD_HELP)
+    parser = argparse.ArgumentParser(prog="python -m tools.tiny_model", description=BUILD_HELP)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default: {DEFAULT_OUTPUT}")
     parser.add_argument("--seed", type=int, default=0, help="torch seed for the random weights (default: 0)")
     parser.add_argument(

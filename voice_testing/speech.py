@@ -27,7 +27,7 @@ from voice_common.audio.encoding import wav_header
 SAMPLE_RATE = 16_000
 
 # The repository's tests/speech folder (voice_common is installed in editable mode by `make setup`).
-CORPUS_DIR = Path(__file__).resolve().parents[4] / "tests" / "speech"
+CORPUS_DIR = Path(__file__).resolve().parents[1] / "tests" / "speech"
 MANIFEST = CORPUS_DIR / "manifest.json"
 GENERATOR = "tools/make_test_speech.py"
 

@@ -2,7 +2,7 @@
 
 Used by the test suites of several services::
 
-    from voice_common.testing.media_files import encode_file, speechlike
+    from voice_testing.media_files import encode_file, speechlike
 
     upload = encode_file(speechlike(3.0, 44100), 44100, "m4a", channels=2)
 
