@@ -8,7 +8,7 @@ time-to-first-audio runs :data:`TTFA_FRAMES`).
 The service is ``python -m voice_tts`` (:func:`bench.services.tts_service`) beside the profile service of the
 ``filesystem`` configuration; the voice is a profile with one 4 s sample and its transcript, so every request goes
 the production way (profile and sample read from the profile service, prompt from the prompt cache). The engine is
-:class:`voice_tts.streaming.StreamingSynthesizer` in this process, on the same model files, with the same prompt
+:class:`voice_tts.frame_generation.Utterance` in this process, on the same model files, with the same prompt
 (built from the same clips the profile service hands out), text, seed and chunk settings. Both use
 :data:`THREADS` math threads (``OMP_NUM_THREADS`` for the service, ``torch.set_num_threads`` in the engine's
 thread), one by default: on two cores, two OpenMP threads per process made single runs up to ten times slower.
@@ -16,7 +16,7 @@ thread), one by default: on two cores, two OpenMP threads per process made singl
 Figures (medians over several runs, after unmeasured warm-ups of both sides):
 
 * ``tts_stream_ttfa_vs_engine_ratio``: SynthesizeStream's time to the first audio chunk as the client sees it,
-  over the engine's first ``stream()`` yield counted from constructing the synthesizer. Service and engine runs
+  over the engine's first ``stream()`` yield counted from constructing the utterance. Service and engine runs
   alternate.
 * ``tts_long_text_first_chunk_vs_total_ratio``: a 300-character text (two pieces for the service's 200-character
   split): time to the first audio chunk over the time to the end of the stream.
@@ -323,16 +323,16 @@ class _EngineThread:
 
 
 def _engine_stream(model: Any, prompt: Any, text: str, seed: int, frames: int) -> StreamRun:
-    """The engine alone: construct the synthesizer, stream to the end; first yield timed from the constructor."""
-    from voice_tts.streaming import StreamingSynthesizer
-    from voice_tts.synthesizer import SynthesisLimits, model_language
+    """The engine alone: construct the utterance, stream to the end; first yield timed from the constructor."""
+    from voice_tts.frame_generation import Utterance
+    from voice_tts.synthesis_types import SynthesisLimits, model_language
 
     limits = SynthesisLimits()
     language = model_language(LANGUAGE)
     assert language is not None
     started = time.perf_counter()
-    synthesizer = StreamingSynthesizer(model, text, language, prompt, seed=seed, max_new_tokens=frames)
-    pieces = synthesizer.stream(
+    utterance = Utterance(model, text, language, prompt, seed=seed, max_new_tokens=frames)
+    pieces = utterance.stream(
         first_chunk_frames=limits.first_chunk_frames,
         chunk_frames=limits.chunk_frames,
         left_context_frames=limits.left_context_frames,
@@ -484,7 +484,7 @@ async def run_tts(
     from voice_tts.model_manager import ModelSpec, load_qwen3_tts
     from voice_tts.profile_client import ProfileClient
     from voice_tts.prompts import combine_references, create_prompt
-    from voice_tts.synthesizer import SynthesisLimits
+    from voice_tts.synthesis_types import SynthesisLimits
     from voice_tts.text_segments import split_text
 
     result = TtsResult(plan, THREADS)

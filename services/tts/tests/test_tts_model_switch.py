@@ -138,6 +138,7 @@ async def test_a_call_running_when_the_model_is_switched_finishes_on_the_model_i
         queue.put_nowait(None)
         assert first_audio.audio.data + await audio_of(call) == expected
 
+        assert await call.code() == grpc.StatusCode.OK  # the call has ended, on the server too
         # The call has ended: nothing holds the first model any more.
         gc.collect()
         assert first_model() is None

@@ -76,7 +76,7 @@ async def test_inline_reference_prompts_are_kept_under_the_tenant(servers: Serve
     # Identical audio for another tenant: its own prompt, built from its own request, never the first tenant's.
     await synthesize(servers, second)
     assert misses() - before == 2
-    folder = model_hash(servers.app.prompt_cache().model_id)
+    folder = model_hash(servers.app.voices.prompt_cache().model_id)
     for tenant in (first, second):
         keys = await keys_under(servers, f"tenants/{tenant}/")
         assert len(keys) == 1, keys

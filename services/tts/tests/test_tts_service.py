@@ -261,10 +261,10 @@ async def test_cancelled_stream_stores_nothing(servers: Servers, tenant: str) ->
     call.cancel()
     cancelled_at = time.monotonic()
     for _ in range(250):
-        if servers.app.synthesizer.queue_depth == 0:
+        if servers.app.engine.queue_depth == 0:
             break
         await asyncio.sleep(0.02)
-    assert servers.app.synthesizer.queue_depth == 0
+    assert servers.app.engine.queue_depth == 0
     assert time.monotonic() - cancelled_at < 1.5  # stopped, not run to the end
     await asyncio.sleep(0.3)
     assert await generations(servers, tenant) == []
@@ -597,7 +597,7 @@ async def test_a_full_queue_refuses_with_a_retry_hint_and_stores_nothing(
         try:
             assert (await call.read()).WhichOneof("payload") == "start"
             assert (await call.read()).WhichOneof("payload") == "audio"
-            assert other.app.synthesizer.queue_depth == 1
+            assert other.app.engine.queue_depth == 1
             assert sample_value("voice_tts_queue_depth") == 1  # the gauge reads the newest app's synthesizer
             with pytest.raises(aio.AioRpcError) as caught:
                 await other.tts.Synthesize(
@@ -608,10 +608,10 @@ async def test_a_full_queue_refuses_with_a_retry_hint_and_stores_nothing(
         finally:
             call.cancel()
         for _ in range(250):
-            if other.app.synthesizer.queue_depth == 0:
+            if other.app.engine.queue_depth == 0:
                 break
             await asyncio.sleep(0.02)
-        assert other.app.synthesizer.queue_depth == 0
+        assert other.app.engine.queue_depth == 0
     assert await generations(servers, tenant) == []
 
 

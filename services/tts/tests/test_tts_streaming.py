@@ -1,4 +1,4 @@
-"""The frame-by-frame voice-clone loop (voice_tts.streaming) against qwen_tts's own generate, on the tiny model.
+"""The frame-by-frame voice-clone loop (voice_tts.frame_generation) against qwen_tts's own generate, on the tiny model.
 
 What is checked: the loop's codes and one-shot audio equal the package's bit for bit (greedy, and sampling with
 ``torch.manual_seed`` on the package side against a private generator here); the streamed audio's codes equal the
@@ -20,19 +20,19 @@ import torch
 from qwen_tts import Qwen3TTSModel, VoiceClonePromptItem
 
 from tools.tiny_model import SAMPLE_RATE, SAMPLES_PER_FRAME, build_tiny_model
-from voice_tts.streaming import StreamingSynthesizer, decode_codes
+from voice_tts.frame_generation import Utterance, decode_codes
 
 
 def generate_codes(
     model: Qwen3TTSModel, text: str, language: str, prompt: VoiceClonePromptItem, **options: Any
 ) -> torch.Tensor:
-    return StreamingSynthesizer(model, text, language, prompt, **options).generate_codes()
+    return Utterance(model, text, language, prompt, **options).generate_codes()
 
 
 def synthesize_whole(
     model: Qwen3TTSModel, text: str, language: str, prompt: VoiceClonePromptItem, **options: Any
 ) -> np.ndarray:
-    return StreamingSynthesizer(model, text, language, prompt, **options).synthesize_whole()
+    return Utterance(model, text, language, prompt, **options).synthesize_whole()
 
 
 pytestmark = pytest.mark.slow
@@ -77,11 +77,9 @@ def prompts(tts: Qwen3TTSModel) -> dict[str, VoiceClonePromptItem]:
     return {"icl": icl, "xvec": xvec}
 
 
-def fixed_length(tts: Qwen3TTSModel, prompt: VoiceClonePromptItem, seed: int = SEED) -> StreamingSynthesizer:
-    """A synthesizer whose EOS is blocked: exactly FRAMES frames."""
-    return StreamingSynthesizer(
-        tts, TEXT, LANGUAGE, prompt, seed=seed, max_new_tokens=FRAMES, min_new_tokens=FRAMES
-    )
+def fixed_length(tts: Qwen3TTSModel, prompt: VoiceClonePromptItem, seed: int = SEED) -> Utterance:
+    """A utterance whose EOS is blocked: exactly FRAMES frames."""
+    return Utterance(tts, TEXT, LANGUAGE, prompt, seed=seed, max_new_tokens=FRAMES, min_new_tokens=FRAMES)
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +89,10 @@ def one_shot(
     """Codes and one-shot audio of FRAMES frames per prompt kind."""
     result = {}
     for kind, prompt in prompts.items():
-        synthesizer = fixed_length(tts, prompt)
-        audio = synthesizer.synthesize_whole()
-        assert synthesizer.stop_reason == "max_new_tokens"
-        result[kind] = (synthesizer.codes.cpu(), audio)
+        utterance = fixed_length(tts, prompt)
+        audio = utterance.synthesize_whole()
+        assert utterance.stop_reason == "max_new_tokens"
+        result[kind] = (utterance.codes.cpu(), audio)
     return result
 
 
@@ -138,7 +136,7 @@ def test_codes_and_audio_equal_the_package(
     prompt = prompts[kind]
     package_kwargs: dict[str, Any] = {"do_sample": False, "subtalker_dosample": False} if greedy else {}
     expected_codes, expected_audio = package_codes_and_audio(tts, prompt, seed, **package_kwargs)
-    synthesizer = StreamingSynthesizer(
+    utterance = Utterance(
         tts,
         TEXT,
         LANGUAGE,
@@ -147,12 +145,12 @@ def test_codes_and_audio_equal_the_package(
         temperature=0 if greedy else None,
         max_new_tokens=PACKAGE_MAX_NEW_TOKENS - 1,
     )
-    audio = synthesizer.synthesize_whole()
-    codes = synthesizer.codes.cpu()
-    print(f"{kind} greedy={greedy} seed={seed}: {codes.shape[0]} frames, {synthesizer.stop_reason}")
+    audio = utterance.synthesize_whole()
+    codes = utterance.codes.cpu()
+    print(f"{kind} greedy={greedy} seed={seed}: {codes.shape[0]} frames, {utterance.stop_reason}")
     assert codes.shape[0] >= 3
     assert torch.equal(codes, expected_codes)
-    assert synthesizer.stop_reason == (
+    assert utterance.stop_reason == (
         "eos" if codes.shape[0] < PACKAGE_MAX_NEW_TOKENS - 1 else "max_new_tokens"
     )
     assert audio.dtype == np.float32 and audio.size == codes.shape[0] * SAMPLES_PER_FRAME
@@ -161,7 +159,7 @@ def test_codes_and_audio_equal_the_package(
     assert expected_audio.size - audio.size in (0, 1)
     np.testing.assert_array_equal(expected_audio[expected_audio.size - audio.size :], audio)
     # The streamed pieces carry the same codes.
-    streamed = StreamingSynthesizer(
+    streamed = Utterance(
         tts,
         TEXT,
         LANGUAGE,
@@ -261,11 +259,9 @@ def test_streamed_audio_matches_one_shot_decode(
     bound: float,
 ) -> None:
     codes, whole = one_shot[kind]
-    synthesizer = fixed_length(tts, prompts[kind])
-    pieces = list(
-        synthesizer.stream(first_chunk_frames=first, chunk_frames=chunk, left_context_frames=context)
-    )
-    assert torch.equal(synthesizer.codes.cpu(), codes)
+    utterance = fixed_length(tts, prompts[kind])
+    pieces = list(utterance.stream(first_chunk_frames=first, chunk_frames=chunk, left_context_frames=context))
+    assert torch.equal(utterance.codes.cpu(), codes)
     assert all(piece.dtype == np.float32 and piece.ndim == 1 for piece in pieces)
     # No ICL trim to explain: in ICL mode the reference codes are only decoder context, never emitted.
     assert [piece.size for piece in pieces] == [
@@ -298,12 +294,12 @@ def test_zero_context_is_far_off(
 def test_chunks_arrive_on_schedule(
     tts: Qwen3TTSModel, prompts: dict[str, VoiceClonePromptItem], first: int
 ) -> None:
-    synthesizer = StreamingSynthesizer(
+    utterance = Utterance(
         tts, TEXT, LANGUAGE, prompts["icl"], seed=SEED, max_new_tokens=40, min_new_tokens=40
     )
     frames_at_yield = []
-    for piece in synthesizer.stream(first_chunk_frames=first, chunk_frames=12):
-        frames_at_yield.append(synthesizer.frames_generated)
+    for piece in utterance.stream(first_chunk_frames=first, chunk_frames=12):
+        frames_at_yield.append(utterance.frames_generated)
         assert piece.size % SAMPLES_PER_FRAME == 0
     assert frames_at_yield[0] == first
     assert frames_at_yield[1:-1] == [first + 12 * (i + 1) for i in range(len(frames_at_yield) - 2)]
@@ -315,15 +311,15 @@ def test_should_stop_stops_within_one_frame(
 ) -> None:
     # Stop requested by the consumer as soon as the first chunk arrives: no further frame is generated.
     stop = threading.Event()
-    synthesizer = StreamingSynthesizer(
+    utterance = Utterance(
         tts, TEXT, LANGUAGE, prompts["icl"], seed=SEED, max_new_tokens=FRAMES, min_new_tokens=FRAMES
     )
     pieces = []
-    for piece in synthesizer.stream(first_chunk_frames=4, chunk_frames=12, should_stop=stop.is_set):
+    for piece in utterance.stream(first_chunk_frames=4, chunk_frames=12, should_stop=stop.is_set):
         pieces.append(piece)
         stop.set()
-    assert synthesizer.stop_reason == "stopped"
-    assert synthesizer.frames_generated == 4
+    assert utterance.stop_reason == "stopped"
+    assert utterance.frames_generated == 4
     assert [piece.size for piece in pieces] == [4 * SAMPLES_PER_FRAME]  # nothing flushed after a stop
 
     # Stop raised from inside the loop (another thread's flag, polled every frame): at most one more frame.
@@ -334,10 +330,10 @@ def test_should_stop_stops_within_one_frame(
         calls += 1
         return calls > 10
 
-    synthesizer = StreamingSynthesizer(
+    utterance = Utterance(
         tts, TEXT, LANGUAGE, prompts["xvec"], seed=SEED, max_new_tokens=FRAMES, min_new_tokens=FRAMES
     )
-    pieces = list(synthesizer.stream(first_chunk_frames=1, chunk_frames=1, should_stop=stop_after_ten_polls))
+    pieces = list(utterance.stream(first_chunk_frames=1, chunk_frames=1, should_stop=stop_after_ten_polls))
     # One poll before the prefill and one before each later frame: polls 1..10 allowed frames 1..10.
     assert len(pieces) == 10
 
@@ -346,29 +342,29 @@ def test_eos_ends_the_stream_and_flushes(
     tts: Qwen3TTSModel, prompts: dict[str, VoiceClonePromptItem]
 ) -> None:
     for seed in range(40):
-        synthesizer = StreamingSynthesizer(tts, TEXT, LANGUAGE, prompts["icl"], seed=seed, max_new_tokens=59)
+        utterance = Utterance(tts, TEXT, LANGUAGE, prompts["icl"], seed=seed, max_new_tokens=59)
         pieces = list(
-            synthesizer.stream(first_chunk_frames=4, chunk_frames=12, left_context_frames=EXACT_CONTEXT)
+            utterance.stream(first_chunk_frames=4, chunk_frames=12, left_context_frames=EXACT_CONTEXT)
         )
-        if synthesizer.stop_reason == "eos" and synthesizer.frames_generated > 5:
+        if utterance.stop_reason == "eos" and utterance.frames_generated > 5:
             break
     else:
         pytest.fail("no seed ended on EOS")
-    assert sum(piece.size for piece in pieces) == synthesizer.frames_generated * SAMPLES_PER_FRAME
-    np.testing.assert_allclose(np.concatenate(pieces), synthesizer.decode_all(), atol=EXACT_BOUND)
+    assert sum(piece.size for piece in pieces) == utterance.frames_generated * SAMPLES_PER_FRAME
+    np.testing.assert_allclose(np.concatenate(pieces), utterance.decode_all(), atol=EXACT_BOUND)
 
 
 def test_bad_arguments_are_refused(tts: Qwen3TTSModel, prompts: dict[str, VoiceClonePromptItem]) -> None:
     with pytest.raises(ValueError, match="Unsupported language"):
-        StreamingSynthesizer(tts, TEXT, "klingon", prompts["icl"], seed=0)
+        Utterance(tts, TEXT, "klingon", prompts["icl"], seed=0)
     with pytest.raises(ValueError, match="temperature"):
-        StreamingSynthesizer(tts, TEXT, LANGUAGE, prompts["icl"], seed=0, temperature=-1)
+        Utterance(tts, TEXT, LANGUAGE, prompts["icl"], seed=0, temperature=-1)
     with pytest.raises(ValueError, match="chunk_frames"):
-        StreamingSynthesizer(tts, TEXT, LANGUAGE, prompts["icl"], seed=0).stream(chunk_frames=0)
-    synthesizer = StreamingSynthesizer(tts, TEXT, LANGUAGE, prompts["icl"], seed=0, max_new_tokens=3)
-    synthesizer.generate_codes()
+        Utterance(tts, TEXT, LANGUAGE, prompts["icl"], seed=0).stream(chunk_frames=0)
+    utterance = Utterance(tts, TEXT, LANGUAGE, prompts["icl"], seed=0, max_new_tokens=3)
+    utterance.generate_codes()
     with pytest.raises(RuntimeError, match="runs once"):
-        synthesizer.generate_codes()
+        utterance.generate_codes()
 
 
 def test_the_decoder_with_a_prebuilt_mask_is_the_packages_decoder(tts: Qwen3TTSModel) -> None:

@@ -1,5 +1,5 @@
-"""The request-level synthesizer (voice_tts.synthesizer) on the tiny random model: streamed bytes against the
-frame-by-frame synthesizer, every output format, long text, validation, admission, cancellation, determinism."""
+"""The synthesis engine (voice_tts.synthesis_engine) on the tiny random model: streamed bytes against the
+frame-by-frame utterance, every output format, long text, validation, admission, cancellation, determinism."""
 
 from __future__ import annotations
 
@@ -17,18 +17,17 @@ from tools.tiny_model import SAMPLE_RATE, SAMPLES_PER_FRAME
 from voice_common.audio import decode_audio, decode_linear16
 from voice_common.audio.encoding import AudioEncoding, to_s16
 from voice_common.errors import InvalidArgument, ResourceExhausted
-from voice_tts.batch_scheduler import piece_seed
+from voice_tts.frame_generation import Utterance
 from voice_tts.model_manager import ModelManager, ModelSpec
-from voice_tts.streaming import StreamingSynthesizer
-from voice_tts.synthesizer import (
+from voice_tts.synthesis_engine import SynthesisEngine, SynthesisStream
+from voice_tts.synthesis_types import (
     SAMPLE_RATE_FIELD,
     SynthesisEvent,
     SynthesisLimits,
     SynthesisRequest,
     SynthesisResult,
-    SynthesisStream,
-    Synthesizer,
     model_language,
+    piece_seed,
     validate,
 )
 from voice_tts.text_segments import split_text
@@ -63,19 +62,17 @@ def prompt(model: Any) -> VoiceClonePromptItem:
 
 
 class Recorder:
-    """A synthesizer factory that remembers what it made; ``no_eos`` blocks EOS so a request runs its frames."""
+    """An utterance factory that remembers what it made; ``no_eos`` blocks EOS so a request runs its frames."""
 
     def __init__(self, *, no_eos: bool = False) -> None:
-        self.made: list[tuple[str, int, StreamingSynthesizer]] = []
+        self.made: list[tuple[str, int, Utterance]] = []
         self.no_eos = no_eos
 
-    def __call__(
-        self, model: Any, text: str, language: str, prompt: Any, **options: Any
-    ) -> StreamingSynthesizer:
+    def __call__(self, model: Any, text: str, language: str, prompt: Any, **options: Any) -> Utterance:
         extra = {"min_new_tokens": options["max_new_tokens"]} if self.no_eos else {}
-        synthesizer = StreamingSynthesizer(model, text, language, prompt, **options, **extra)
-        self.made.append((text, options["seed"], synthesizer))
-        return synthesizer
+        utterance = Utterance(model, text, language, prompt, **options, **extra)
+        self.made.append((text, options["seed"], utterance))
+        return utterance
 
 
 def request(prompt: VoiceClonePromptItem, **fields: Any) -> SynthesisRequest:
@@ -94,8 +91,8 @@ async def test_linear16_equals_the_frame_by_frame_stream(
     manager: ModelManager, model: Any, prompt: VoiceClonePromptItem
 ) -> None:
     limits = SynthesisLimits()
-    events, result = await collect(Synthesizer(manager, limits).stream(request(prompt)))
-    reference = StreamingSynthesizer(model, TEXT, "english", prompt, seed=5, max_new_tokens=30)
+    events, result = await collect(SynthesisEngine(manager, limits).stream(request(prompt)))
+    reference = Utterance(model, TEXT, "english", prompt, seed=5, max_new_tokens=30)
     pieces = list(
         reference.stream(
             first_chunk_frames=limits.first_chunk_frames,
@@ -111,7 +108,7 @@ async def test_linear16_equals_the_frame_by_frame_stream(
     assert result.stop_reason == reference.stop_reason
     assert result.frames == reference.frames_generated and result.pieces == 1
     # Chunked decoding with 25 frames of context stays close to decoding everything at once.
-    whole = StreamingSynthesizer(model, TEXT, "english", prompt, seed=5, max_new_tokens=30).synthesize_whole()
+    whole = Utterance(model, TEXT, "english", prompt, seed=5, max_new_tokens=30).synthesize_whole()
     assert whole.size == expected.size
     assert np.abs(whole - expected).max() < 0.1
 
@@ -130,7 +127,7 @@ async def test_linear16_equals_the_frame_by_frame_stream(
 async def test_every_format_decodes_back_to_the_right_length(
     manager: ModelManager, prompt: VoiceClonePromptItem, encoding: AudioEncoding, slack_ms: int, rate: int
 ) -> None:
-    stream = Synthesizer(manager).stream(request(prompt, encoding=encoding, sample_rate=rate))
+    stream = SynthesisEngine(manager).stream(request(prompt, encoding=encoding, sample_rate=rate))
     events, result = await collect(stream)
     data = b"".join(event.audio for event in events)
     assert all(event.audio for event in events[:-1])
@@ -150,8 +147,8 @@ async def test_long_text_is_spoken_piece_by_piece_with_a_seed_lineage(
     text = "The first sentence is here. A second one follows it. And this is the third."
     recorder = Recorder()
     limits = SynthesisLimits(max_piece_chars=30)
-    synthesizer = Synthesizer(manager, limits, factory=recorder)
-    events, result = await collect(synthesizer.stream(request(prompt, text=text, seed=7, max_new_tokens=8)))
+    engine = SynthesisEngine(manager, limits, factory=recorder)
+    events, result = await collect(engine.stream(request(prompt, text=text, seed=7, max_new_tokens=8)))
     pieces = split_text(text, 30)
     assert len(pieces) == 3
     assert [(t, seed) for t, seed, _ in recorder.made] == [
@@ -192,10 +189,10 @@ async def test_validation_lists_every_bad_field(manager: ModelManager, prompt: V
         SAMPLE_RATE_FIELD,
     }
     # The stream raises the same on its first step, before taking a queue slot.
-    synthesizer = Synthesizer(manager)
+    engine = SynthesisEngine(manager)
     with pytest.raises(InvalidArgument):
-        await anext(synthesizer.stream(bad))
-    assert synthesizer.queue_depth == 0
+        await anext(engine.stream(bad))
+    assert engine.queue_depth == 0
     with pytest.raises(InvalidArgument) as info:
         validate(request(prompt, text="a" * 11), SynthesisLimits(max_text_chars=10))
     assert [v.field for v in info.value.violations] == ["text"]
@@ -208,29 +205,29 @@ async def test_full_queue_is_refused_at_once_and_the_waiter_runs_next(
 ) -> None:
     # One at a time (max_batch=1): the second request waits for the first to end.
     limits = SynthesisLimits(max_queue=2, max_batch=1)
-    synthesizer = Synthesizer(manager, limits, factory=Recorder(no_eos=True))
-    running = synthesizer.stream(request(prompt, max_new_tokens=LONG))
+    engine = SynthesisEngine(manager, limits, factory=Recorder(no_eos=True))
+    running = engine.stream(request(prompt, max_new_tokens=LONG))
     await anext(running)
-    waiting = synthesizer.stream(request(prompt, max_new_tokens=10))
+    waiting = engine.stream(request(prompt, max_new_tokens=10))
     waiter = asyncio.ensure_future(collect(waiting))
     await asyncio.sleep(0.05)
-    assert synthesizer.queue_depth == 2 and not waiter.done()
+    assert engine.queue_depth == 2 and not waiter.done()
     with pytest.raises(ResourceExhausted) as info:
-        await anext(synthesizer.stream(request(prompt)))
+        await anext(engine.stream(request(prompt)))
     assert "queue is full (2 waiting)" in info.value.message
     assert info.value.retry_after_seconds is not None and info.value.retry_after_seconds >= 1
     await running.aclose()
     _events, result = await asyncio.wait_for(waiter, 20)
     assert result.queue_wait_s >= 0.05
-    assert synthesizer.queue_depth == 0
+    assert engine.queue_depth == 0
 
 
 async def test_closing_the_stream_stops_generation_within_frames_and_frees_the_slot(
     manager: ModelManager, prompt: VoiceClonePromptItem
 ) -> None:
     recorder = Recorder(no_eos=True)
-    synthesizer = Synthesizer(manager, SynthesisLimits(max_queue=1), factory=recorder)
-    stream = synthesizer.stream(request(prompt, max_new_tokens=LONG))
+    engine = SynthesisEngine(manager, SynthesisLimits(max_queue=1), factory=recorder)
+    stream = engine.stream(request(prompt, max_new_tokens=LONG))
     async for _event in stream:
         break
     await stream.aclose()
@@ -239,21 +236,21 @@ async def test_closing_the_stream_stops_generation_within_frames_and_frees_the_s
     ((_, _, made),) = recorder.made
     assert made.stop_reason == "stopped"
     assert stream.result.frames == made.frames_generated < 40  # a 4-frame first chunk, then stopped (5 here)
-    assert synthesizer.queue_depth == 0
+    assert engine.queue_depth == 0
     assert stream.result.pieces == 1
     # A stream dropped without aclose() is closed by asyncio's async-generator finalizer: same outcome.
-    dropped = synthesizer.stream(request(prompt, max_new_tokens=LONG))
+    dropped = engine.stream(request(prompt, max_new_tokens=LONG))
     await anext(dropped)
     del dropped
     gc.collect()
     for _ in range(500):
-        if synthesizer.queue_depth == 0:
+        if engine.queue_depth == 0:
             break
         await asyncio.sleep(0.01)
-    assert synthesizer.queue_depth == 0
+    assert engine.queue_depth == 0
     assert recorder.made[-1][2].stop_reason == "stopped" and recorder.made[-1][2].frames_generated < 40
     # The slot is free: the next request starts at once.
-    _events, result = await collect(synthesizer.stream(request(prompt, max_new_tokens=6)))
+    _events, result = await collect(engine.stream(request(prompt, max_new_tokens=6)))
     assert result.queue_wait_s < 0.1 and result.frames <= 6
 
 
@@ -261,9 +258,9 @@ async def test_cancelled_callback_and_task_cancellation_stop_the_worker(
     manager: ModelManager, prompt: VoiceClonePromptItem
 ) -> None:
     recorder = Recorder(no_eos=True)
-    synthesizer = Synthesizer(manager, SynthesisLimits(max_queue=1), factory=recorder)
+    engine = SynthesisEngine(manager, SynthesisLimits(max_queue=1), factory=recorder)
     flag = False
-    stream = synthesizer.stream(request(prompt, max_new_tokens=LONG), cancelled=lambda: flag)
+    stream = engine.stream(request(prompt, max_new_tokens=LONG), cancelled=lambda: flag)
     events = 0
     async for _event in stream:
         events += 1
@@ -278,29 +275,29 @@ async def test_cancelled_callback_and_task_cancellation_stop_the_worker(
         async for _event in stream:
             first_event.set()
 
-    task = asyncio.ensure_future(consume(synthesizer.stream(request(prompt, max_new_tokens=LONG))))
+    task = asyncio.ensure_future(consume(engine.stream(request(prompt, max_new_tokens=LONG))))
     await asyncio.wait_for(first_event.wait(), 20)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert recorder.made[-1][2].stop_reason == "stopped"
     assert recorder.made[-1][2].frames_generated < 100
-    assert synthesizer.queue_depth == 0
+    assert engine.queue_depth == 0
 
 
 async def test_a_failing_worker_raises_and_frees_the_slot(
     manager: ModelManager, prompt: VoiceClonePromptItem
 ) -> None:
-    def broken(*_args: Any, **_options: Any) -> StreamingSynthesizer:
+    def broken(*_args: Any, **_options: Any) -> Utterance:
         raise RuntimeError("boom")
 
-    synthesizer = Synthesizer(manager, SynthesisLimits(max_queue=1), factory=broken)
-    stream = synthesizer.stream(request(prompt))
+    engine = SynthesisEngine(manager, SynthesisLimits(max_queue=1), factory=broken)
+    stream = engine.stream(request(prompt))
     with pytest.raises(RuntimeError, match="boom"):
         await collect(stream)
-    assert synthesizer.queue_depth == 0 and stream.result is None
+    assert engine.queue_depth == 0 and stream.result is None
     _events, result = await collect(
-        Synthesizer(manager, SynthesisLimits(max_queue=1)).stream(request(prompt))
+        SynthesisEngine(manager, SynthesisLimits(max_queue=1)).stream(request(prompt))
     )
     assert result.pcm.size > 0
 
@@ -308,11 +305,11 @@ async def test_a_failing_worker_raises_and_frees_the_slot(
 async def test_same_seed_gives_the_same_bytes_and_timings_add_up(
     manager: ModelManager, prompt: VoiceClonePromptItem
 ) -> None:
-    synthesizer = Synthesizer(manager)
+    engine = SynthesisEngine(manager)
     wav = request(prompt, encoding=AudioEncoding.WAV, seed=11)
-    first, result = await synthesizer.synthesize(wav)
-    second, _ = await synthesizer.synthesize(wav)
-    other, _ = await synthesizer.synthesize(request(prompt, encoding=AudioEncoding.WAV, seed=12))
+    first, result = await engine.synthesize(wav)
+    second, _ = await engine.synthesize(wav)
+    other, _ = await engine.synthesize(request(prompt, encoding=AudioEncoding.WAV, seed=12))
     assert first == second != other
     assert result.seed == 11
     assert 0 < result.time_to_first_audio_s < result.total_s
@@ -327,10 +324,10 @@ async def test_concurrent_requests_are_batched_and_sound_as_they_would_alone(
 ) -> None:
     texts = ["Hello there, this is a short test.", "A second, somewhat longer sentence for the batch.", "Hi."]
     requests = [request(prompt, text=text, seed=index) for index, text in enumerate(texts)]
-    alone = Synthesizer(manager, SynthesisLimits(max_batch=1))
+    alone = SynthesisEngine(manager, SynthesisLimits(max_batch=1))
     solo = [await alone.synthesize(item) for item in requests]
     sizes: list[int] = []
-    batched = Synthesizer(manager, SynthesisLimits(max_batch=8), on_step=sizes.append)
+    batched = SynthesisEngine(manager, SynthesisLimits(max_batch=8), on_step=sizes.append)
     together = await asyncio.gather(*(batched.synthesize(item) for item in requests))
     assert max(sizes) >= 2  # the requests shared talker steps
     for (_, one), (_, many) in zip(solo, together, strict=True):
@@ -348,15 +345,15 @@ async def test_a_request_joins_a_running_batch_and_a_stopped_one_leaves_it(
 ) -> None:
     recorder = Recorder(no_eos=True)
     sizes: list[int] = []
-    synthesizer = Synthesizer(manager, SynthesisLimits(max_batch=2), factory=recorder, on_step=sizes.append)
-    first = synthesizer.stream(request(prompt, max_new_tokens=LONG, seed=1))
+    engine = SynthesisEngine(manager, SynthesisLimits(max_batch=2), factory=recorder, on_step=sizes.append)
+    first = engine.stream(request(prompt, max_new_tokens=LONG, seed=1))
     await anext(first)
-    second = synthesizer.stream(request(prompt, max_new_tokens=LONG, seed=2))
+    second = engine.stream(request(prompt, max_new_tokens=LONG, seed=2))
     await anext(second)  # it joined while the first kept running
-    third = synthesizer.stream(request(prompt, max_new_tokens=8, seed=3))
+    third = engine.stream(request(prompt, max_new_tokens=8, seed=3))
     waiter = asyncio.ensure_future(collect(third))
     await asyncio.sleep(0.2)
-    assert synthesizer.running == 2 and not waiter.done()  # max_batch=2: the third waits
+    assert engine.running == 2 and not waiter.done()  # max_batch=2: the third waits
     await first.aclose()  # the first leaves; the third takes its place
     _events, result = await asyncio.wait_for(waiter, 20)
     assert result.frames == 8 and result.queue_wait_s >= 0.2
@@ -366,5 +363,5 @@ async def test_a_request_joins_a_running_batch_and_a_stopped_one_leaves_it(
     await second.aclose()
     assert second.result is not None and second.result.stop_reason == "stopped"
     assert max(sizes) == 2
-    assert synthesizer.queue_depth == 0 and synthesizer.running == 0
-    synthesizer.close()
+    assert engine.queue_depth == 0 and engine.running == 0
+    engine.close()

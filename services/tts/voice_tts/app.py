@@ -1,4 +1,5 @@
-"""Wires the TTS service together: model manager, prompt cache, synthesizer and the profile-service client.
+"""Wires the TTS service together: model manager, synthesis engine, voices, the synthesis service, the servicer and the
+profile-service client.
 
 Readiness (the gRPC health status of the service, ``voice.tts.v1.TtsService`` and ``""``): SERVING when the
 object store (which holds the voice prompts) answers and the model can serve. NOT_SERVING, with the reason, when:
@@ -39,15 +40,16 @@ from voice_tts.model_manager import (
     AvailabilityCheck,
     Loader,
     ModelManager,
-    ModelSpec,
     check_available,
     load_qwen3_tts,
 )
 from voice_tts.profile_client import ProfileClient
 from voice_tts.prompt_expiry import PromptExpiry
-from voice_tts.prompts import PromptCache
+from voice_tts.servicer import TtsServicer
 from voice_tts.settings import TtsSettings
-from voice_tts.synthesizer import Synthesizer
+from voice_tts.synthesis_engine import SynthesisEngine
+from voice_tts.synthesis_service import SynthesisService
+from voice_tts.voices import VoiceResolver
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +61,12 @@ class TtsApp:
     settings: TtsSettings
     store: ObjectStore
     models: ModelManager
-    synthesizer: Synthesizer
+    engine: SynthesisEngine
     channel: aio.Channel
     profiles: ProfileClient
+    voices: VoiceResolver
+    synthesis: SynthesisService
     prompt_expiry: PromptExpiry
-    _caches: dict[ModelSpec, PromptCache] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -77,6 +80,26 @@ class TtsApp:
         check: AvailabilityCheck = check_available,
     ) -> TtsApp:
         store = store or await create_object_store(common)
+        channel = aio.insecure_channel(
+            settings.profiles_address,
+            options=[
+                ("grpc.max_receive_message_length", common.grpc_max_message_bytes),
+                ("grpc.max_send_message_length", common.grpc_max_message_bytes),
+            ],
+        )
+        return cls.build(settings, store, channel, loader=loader, check=check)
+
+    @classmethod
+    def build(
+        cls,
+        settings: TtsSettings,
+        store: ObjectStore,
+        channel: aio.Channel,
+        *,
+        loader: Loader = load_qwen3_tts,
+        check: AvailabilityCheck = check_available,
+    ) -> TtsApp:
+        """Every part of the service, each handed what it uses (nothing reaches into the app)."""
         models = ModelManager(
             settings.spec(), idle_unload_seconds=settings.idle_unload_seconds, loader=loader, check=check
         )
@@ -85,44 +108,29 @@ class TtsApp:
         if problem is not None:
             # Once, at start: readiness repeats it only in the health status and when the reason changes.
             log.warning("the TTS model is not available; NOT_SERVING until it is", extra={"reason": problem})
-        channel = aio.insecure_channel(
-            settings.profiles_address,
-            options=[
-                ("grpc.max_receive_message_length", common.grpc_max_message_bytes),
-                ("grpc.max_send_message_length", common.grpc_max_message_bytes),
-            ],
+        engine = SynthesisEngine(models, settings.limits(), on_step=metrics.BATCH_SIZE.observe)
+        metrics.track_queue_depth(engine)
+        profiles = ProfileClient(channel)
+        prompt_expiry = PromptExpiry(store, settings.prompt_ttl_seconds)
+        voices = VoiceResolver(
+            store,
+            models,
+            profiles,
+            settings.reference_limits(),
+            cache_entries=settings.prompt_cache_entries,
+            refresh_seconds=prompt_expiry.refresh_seconds,
         )
-        synthesizer = Synthesizer(models, settings.limits(), on_step=metrics.BATCH_SIZE.observe)
-        metrics.track_queue_depth(synthesizer)
         return cls(
             settings=settings,
             store=store,
             models=models,
-            synthesizer=synthesizer,
+            engine=engine,
             channel=channel,
-            profiles=ProfileClient(channel),
-            prompt_expiry=PromptExpiry(store, settings.prompt_ttl_seconds),
+            profiles=profiles,
+            voices=voices,
+            synthesis=SynthesisService(engine, models, voices, profiles),
+            prompt_expiry=prompt_expiry,
         )
-
-    def prompt_cache(self, spec: ModelSpec | None = None) -> PromptCache:
-        """The prompt cache of the model loaded from ``spec`` (None: the serving one, else the configured one).
-
-        One per model, since prompts differ between models; and per spec, since a prompt in memory is on the model's
-        device and in its dtype. While a LoadModel switch lets the old model's last requests finish, both models'
-        caches exist; a new one drops those of models neither serving nor asked for (their requests keep theirs).
-        """
-        spec = spec or self.models.spec
-        cache = self._caches.get(spec)
-        if cache is None:
-            self._caches = {kept: old for kept, old in self._caches.items() if kept == self.models.spec}
-            cache = PromptCache(
-                self.store,
-                spec.model,
-                max_entries=self.settings.prompt_cache_entries,
-                refresh_seconds=self.prompt_expiry.refresh_seconds,
-            )
-            self._caches[spec] = cache
-        return cache
 
     def start_background(self) -> None:
         """Start the voice-prompt expiry sweep (``TTS_PROMPT_TTL_SECONDS``); ``close`` stops it."""
@@ -134,9 +142,7 @@ class TtsApp:
         await self.models.preload()
 
     def registration(self) -> ServiceRegistration:
-        from voice_tts.servicer import TtsServicer
-
-        servicer = TtsServicer(self)
+        servicer = TtsServicer(self.synthesis, self.models, self.settings.spec())
 
         def add(server: aio.Server) -> None:
             pb_grpc.add_TtsServiceServicer_to_server(servicer, server)
@@ -154,9 +160,8 @@ class TtsApp:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for cache in self._caches.values():
-            await cache.close()
+        await self.voices.close()
         # The engine thread fails what is still inside (a drain has already let running RPCs finish).
-        await asyncio.to_thread(self.synthesizer.close)
+        await asyncio.to_thread(self.engine.close)
         await self.channel.close(None)
         await self.store.close()

@@ -17,7 +17,7 @@ How (the :class:`BatchScheduler` thread loop):
 4. A row whose piece ends (EOS, frame cap) or whose request stopped leaves the batch at once (its cache rows are
    dropped), and its request's next piece, if any, joins as in 2. Columns that only padding uses are trimmed.
 
-Determinism: a request alone in the batch computes exactly what ``StreamingSynthesizer`` computes alone (same
+Determinism: a request alone in the batch computes exactly what ``Utterance`` computes alone (same
 operations, same shapes), so a seed reproduces its audio bit for bit. A request batched with others samples from
 its own generator in the same order; on CPU in float32 its codes came out identical to the solo run (tested),
 and chunks decoded in one pass with other requests' chunks differ from solo decoding by ~1e-5 (rounding of the
@@ -34,30 +34,21 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from transformers import DynamicCache
 
 from voice_common.audio.encoding import StreamingEncoder
-from voice_tts.streaming import ChunkCutter, StopReason, StreamingSynthesizer, decode_spans, residual_codes
+from voice_tts.frame_generation import ChunkCutter, Utterance, decode_spans, residual_codes
+from voice_tts.synthesis_types import StopReason, SynthesisLimits, SynthesisRequest, piece_seed
 from voice_tts.text_segments import split_text
-
-if TYPE_CHECKING:
-    from voice_tts.synthesizer import SynthesisLimits, SynthesisRequest
 
 log = logging.getLogger(__name__)
 
-_SEED_MODULUS = 2**64
 
-
-def piece_seed(seed: int, index: int) -> int:
-    """The seed of piece ``index`` of a request with ``seed``: ``(seed + index) mod 2**64`` (torch's range)."""
-    return (seed + index) % _SEED_MODULUS
-
-
-class SynthesizerFactory(Protocol):
+class UtteranceFactory(Protocol):
     def __call__(
         self,
         model: Any,
@@ -71,7 +62,7 @@ class SynthesizerFactory(Protocol):
         top_p: float | None,
         repetition_penalty: float | None,
         max_new_tokens: int | None,
-    ) -> StreamingSynthesizer: ...
+    ) -> Utterance: ...
 
 
 @dataclass
@@ -110,7 +101,7 @@ class Job:
     outcome: concurrent.futures.Future[JobOutcome] = field(default_factory=concurrent.futures.Future)
     pieces: list[str] = field(default_factory=list)
     next_piece: int = 0
-    synthesizer: StreamingSynthesizer | None = None
+    utterance: Utterance | None = None
     cutter: ChunkCutter | None = None
     encoder: StreamingEncoder | None = None
     audio: list[np.ndarray] = field(default_factory=list)
@@ -124,7 +115,7 @@ class TalkerBatch:
     """The talker's KV cache for several rows of different lengths, left-padded to one length, and their mask."""
 
     def __init__(self) -> None:
-        self.rows: list[StreamingSynthesizer] = []
+        self.rows: list[Utterance] = []
         self._cache: DynamicCache | None = None
         self._mask = torch.zeros((0, 0), dtype=torch.long)
 
@@ -136,7 +127,7 @@ class TalkerBatch:
         return int(self._mask.shape[1])
 
     @torch.inference_mode()
-    def add(self, row: StreamingSynthesizer) -> None:
+    def add(self, row: Utterance) -> None:
         """Take over ``row``'s KV cache (after its ``begin`` and first frame) as a new row of the batch."""
         own = row.take_cache()
         own_length = own.get_seq_length()
@@ -156,7 +147,7 @@ class TalkerBatch:
         self.rows.append(row)
 
     @torch.inference_mode()
-    def remove(self, leaving: set[StreamingSynthesizer]) -> None:
+    def remove(self, leaving: set[Utterance]) -> None:
         keep = [i for i, row in enumerate(self.rows) if row not in leaving]
         if len(keep) == len(self.rows):
             return
@@ -230,7 +221,7 @@ class BatchScheduler:
     def __init__(
         self,
         limits: SynthesisLimits,
-        factory: SynthesizerFactory,
+        factory: UtteranceFactory,
         clock: Callable[[], float] = time.perf_counter,
         on_step: Callable[[int], None] | None = None,
     ) -> None:
@@ -329,7 +320,7 @@ class BatchScheduler:
                 index = job.next_piece
                 job.next_piece += 1
                 request = job.request
-                synthesizer = self._factory(
+                utterance = self._factory(
                     job.model,
                     job.pieces[index],
                     job.language,
@@ -341,22 +332,22 @@ class BatchScheduler:
                     repetition_penalty=request.repetition_penalty,
                     max_new_tokens=request.max_new_tokens,
                 )
-                job.synthesizer = synthesizer
-                job.sample_rate = synthesizer.sample_rate
+                job.utterance = utterance
+                job.sample_rate = utterance.sample_rate
                 if job.encoder is None:
                     job.encoder = StreamingEncoder(
-                        request.encoding, synthesizer.sample_rate, request.sample_rate
+                        request.encoding, utterance.sample_rate, request.sample_rate
                     )
                 job.cutter = ChunkCutter(
-                    synthesizer,
+                    utterance,
                     first_chunk_frames=self._limits.first_chunk_frames,
                     chunk_frames=self._limits.chunk_frames,
                     left_context_frames=self._limits.left_context_frames,
                 )
-                hidden, logits = synthesizer.begin()
+                hidden, logits = utterance.begin()
                 self._frame(job, hidden, logits)
-                if not synthesizer.done:
-                    self._batch.add(synthesizer)
+                if not utterance.done:
+                    self._batch.add(utterance)
                     return
                 self._end_pieces([job])
             self._finish(job)
@@ -365,13 +356,13 @@ class BatchScheduler:
 
     def _frame(self, job: Job, hidden: torch.Tensor, logits: torch.Tensor) -> None:
         """One frame for a job alone (its first): sample, residual codes, and the audio if a chunk is due."""
-        synthesizer, cutter = job.synthesizer, job.cutter
-        assert synthesizer is not None and cutter is not None
-        first = synthesizer.choose_first(logits)
+        utterance, cutter = job.utterance, job.cutter
+        assert utterance is not None and cutter is not None
+        first = utterance.choose_first(logits)
         if first is None:
             return
-        rest, summed = residual_codes([synthesizer], hidden, first)
-        synthesizer.accept(first, rest, summed)
+        rest, summed = residual_codes([utterance], hidden, first)
+        utterance.accept(first, rest, summed)
         span = cutter.due()
         if span is not None:
             self._decode_and_emit([(job, span)])
@@ -382,8 +373,8 @@ class BatchScheduler:
             return
         spans = []
         for job, (start, end) in due:
-            assert job.synthesizer is not None
-            spans.append((job.synthesizer, start, end))
+            assert job.utterance is not None
+            spans.append((job.utterance, start, end))
         audio = decode_spans(spans, self._limits.left_context_frames)
         for (job, span), samples in zip(due, audio, strict=True):
             assert job.cutter is not None and job.encoder is not None
@@ -395,22 +386,22 @@ class BatchScheduler:
         """When pieces end: their last audio (unless stopped, decoded together), frames and stop reasons."""
         due: list[tuple[Job, tuple[int, int]]] = []
         for job in jobs:
-            assert job.synthesizer is not None and job.cutter is not None
+            assert job.utterance is not None and job.cutter is not None
             if job.stop.is_set():
-                job.synthesizer.stop()
+                job.utterance.stop()
             span = job.cutter.rest_due()
             if span is not None:
                 due.append((job, span))
         self._decode_and_emit(due)
         for job in jobs:
-            assert job.synthesizer is not None
-            job.frames += job.synthesizer.frames_generated
-            job.reasons.append(job.synthesizer.stop_reason or "stopped")
-            job.synthesizer = job.cutter = None
+            assert job.utterance is not None
+            job.frames += job.utterance.frames_generated
+            job.reasons.append(job.utterance.stop_reason or "stopped")
+            job.utterance = job.cutter = None
 
     def _step(self) -> None:
         rows = list(self._batch.rows)
-        jobs = {id(job.synthesizer): job for job in self._active if job.synthesizer is not None}
+        jobs = {id(job.utterance): job for job in self._active if job.utterance is not None}
         try:
             if self._on_step is not None:
                 self._on_step(len(rows))
@@ -453,9 +444,9 @@ class BatchScheduler:
         stopped = [job for job in self._active if job.stop.is_set()]
         if not stopped:
             return
-        self._batch.remove({job.synthesizer for job in stopped if job.synthesizer is not None})
+        self._batch.remove({job.utterance for job in stopped if job.utterance is not None})
         try:
-            self._end_pieces([job for job in stopped if job.synthesizer is not None])
+            self._end_pieces([job for job in stopped if job.utterance is not None])
         except Exception as error:
             for job in stopped:
                 self._fail(job, error)
@@ -493,12 +484,12 @@ class BatchScheduler:
         )
 
     def _fail(self, job: Job, error: BaseException) -> None:
-        if job.synthesizer is not None:
-            self._batch.remove({job.synthesizer})
-            job.synthesizer.stop()
-            job.frames += job.synthesizer.frames_generated
-            job.reasons.append(job.synthesizer.stop_reason or "stopped")
-            job.synthesizer = None
+        if job.utterance is not None:
+            self._batch.remove({job.utterance})
+            job.utterance.stop()
+            job.frames += job.utterance.frames_generated
+            job.reasons.append(job.utterance.stop_reason or "stopped")
+            job.utterance = None
         if job.encoder is not None:
             job.encoder.close()
             job.encoder = None

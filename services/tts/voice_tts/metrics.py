@@ -44,9 +44,9 @@ BATCH_SIZE = Histogram(
 )
 
 
-def track_queue_depth(synthesizer: Any) -> None:
-    """Report ``synthesizer.queue_depth`` on voice_tts_queue_depth at every scrape (one per process)."""
-    observability.track_queue_depth(QUEUE_DEPTH, synthesizer)
+def track_queue_depth(engine: Any) -> None:
+    """Report ``engine.queue_depth`` on voice_tts_queue_depth at every scrape (one per process)."""
+    observability.track_queue_depth(QUEUE_DEPTH, engine)
 
 
 # Every label value from the start, so dashboards and rate() see zeros instead of missing series.

@@ -30,6 +30,7 @@ from voice_common.errors import FailedPrecondition, Unavailable
 from voice_common.remote_errors import translate_error
 from voice_common.tenancy import TENANT_METADATA_KEY
 from voice_tts.prompts import ClipIdentity, ReferenceClip
+from voice_tts.voices import VoiceSample
 
 SAMPLE_RATE = 24_000
 UPLOAD_CHUNK_BYTES = 64 * 1024
@@ -100,7 +101,7 @@ class ProfileClient:
         samples = await self.voice_samples(tenant, profile_id)
         return name, await self.download_clips(tenant, samples)
 
-    async def voice_samples(self, tenant: str, profile_id: str) -> list[pb.Sample]:
+    async def voice_samples(self, tenant: str, profile_id: str) -> list[VoiceSample]:
         """The profile's samples (metadata only: enough for the prompt cache key, see :func:`sample_identity`).
 
         Raises NotFound for a profile this tenant does not have and FailedPrecondition for one without samples.
@@ -110,14 +111,14 @@ class ProfileClient:
             raise FailedPrecondition(
                 f"profile {profile_id!r} has no samples yet: add a reference recording with AddSample"
             )
-        return samples
+        return [VoiceSample(sample.profile_id, sample.id, sample_identity(sample)) for sample in samples]
 
-    async def download_clips(self, tenant: str, samples: Sequence[pb.Sample]) -> list[ReferenceClip]:
+    async def download_clips(self, tenant: str, samples: Sequence[VoiceSample]) -> list[ReferenceClip]:
         """Every sample's audio as a 24 kHz mono clip (downloaded a few at a time), in the given order."""
         metadata = self._metadata(tenant)
         semaphore = asyncio.Semaphore(self._max_concurrent)
 
-        async def fetch(sample: pb.Sample) -> ReferenceClip:
+        async def fetch(sample: VoiceSample) -> ReferenceClip:
             async with semaphore:
                 return await self._clip(metadata, sample)
 
@@ -147,26 +148,26 @@ class ProfileClient:
             if not token:
                 return samples
 
-    async def _clip(self, metadata: Sequence[tuple[str, str]], sample: pb.Sample) -> ReferenceClip:
-        request = pb.GetSampleAudioRequest(id=sample.id, format=_LINEAR16_24K)
+    async def _clip(self, metadata: Sequence[tuple[str, str]], sample: VoiceSample) -> ReferenceClip:
+        request = pb.GetSampleAudioRequest(id=sample.sample_id, format=_LINEAR16_24K)
 
         async def download() -> bytes:
             call = self._stub.GetSampleAudio(request, metadata=metadata, timeout=self._timeout)
             try:
-                return await read_linear16_stream(call, SAMPLE_RATE, f"sample {sample.id!r}")
+                return await read_linear16_stream(call, SAMPLE_RATE, f"sample {sample.sample_id!r}")
             finally:
                 call.cancel()  # no-op once the stream ended; stops it when this reader gives up early
 
         data = await self._call(
-            download, action="read a sample's audio", kind="sample", resource_id=sample.id
+            download, action="read a sample's audio", kind="sample", resource_id=sample.sample_id
         )
         try:
             audio = decode_linear16(data, SAMPLE_RATE, target_rate=SAMPLE_RATE).samples
         except AudioDecodeError as error:
             raise Unavailable(
-                f"the profile service sent unusable audio for sample {sample.id!r}: {error}"
+                f"the profile service sent unusable audio for sample {sample.sample_id!r}: {error}"
             ) from None
-        identity = sample_identity(sample)
+        identity = sample.identity
         return ReferenceClip(
             audio=np.asarray(audio, dtype=np.float32), transcript=identity.transcript, sha256=identity.sha256
         )

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voice_common.audio.reference_audio import DEFAULT_MAX_SECONDS, DEFAULT_MIN_SECONDS, ReferenceLimits
 from voice_common.model_manager import ALLOW_DOWNLOAD_DESCRIPTION
 from voice_tts.model_manager import DEFAULT_MODEL, ModelSpec
-
-if TYPE_CHECKING:
-    from voice_tts.synthesizer import SynthesisLimits
+from voice_tts.synthesis_types import SynthesisLimits  # plain types: no torch before the signal handlers
 
 
 class TtsSettings(BaseSettings):
@@ -137,10 +133,6 @@ class TtsSettings(BaseSettings):
         )
 
     def limits(self) -> SynthesisLimits:
-        # Imported here: the synthesizer pulls in torch, which ``python -m voice_tts`` loads only after it has
-        # installed its signal handlers (a SIGTERM during that import must still stop it cleanly).
-        from voice_tts.synthesizer import SynthesisLimits
-
         return SynthesisLimits(
             max_text_chars=self.max_text_chars,
             max_queue=self.max_queue,

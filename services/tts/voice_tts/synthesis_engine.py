@@ -1,9 +1,9 @@
 """One text-to-speech request from validation to encoded audio: admission, one-at-a-time scheduling, long text,
 streaming encoding, cancellation and timings.
 
-How a request runs (:meth:`Synthesizer.stream`):
+How a request runs (:meth:`SynthesisEngine.stream`):
 
-1. :func:`validate` checks every field at once (one ``InvalidArgument`` listing all problems).
+1. :func:`~voice_tts.synthesis_types.validate` checks every field at once (one ``InvalidArgument`` listing all problems).
 2. Admission: at most ``max_queue`` requests are waiting or running; one more gets ``ResourceExhausted`` at once,
    with a retry hint from the recent service times.
 3. Requests are batched: the :class:`~voice_tts.batch_scheduler.BatchScheduler` steps up to ``max_batch``
@@ -11,10 +11,11 @@ How a request runs (:meth:`Synthesizer.stream`):
    and leaves when it ends); the rest wait FIFO. ``queue_wait_s`` is the time until a request joined (including,
    on first use, the model load). ``max_batch=1`` runs requests one at a time.
 4. Long text is cut with :func:`~voice_tts.text_segments.split_text` into pieces of at most ``max_piece_chars``;
-   the pieces are spoken one after another with the same voice prompt. Piece ``i`` is sampled with seed
-   :func:`~voice_tts.batch_scheduler.piece_seed` ``(seed, i) = (seed + i) mod 2**64``, so a request is reproducible from its seed and a
-   single-piece request samples exactly as ``StreamingSynthesizer(seed=seed)``. ``max_new_tokens`` caps each
-   piece's frames.
+   the pieces are spoken one after another with the same voice prompt, each as one
+   :class:`~voice_tts.frame_generation.Utterance`. Piece ``i`` is sampled with seed
+   :func:`~voice_tts.synthesis_types.piece_seed` ``(seed, i) = (seed + i) mod 2**64``, so a request is
+   reproducible from its seed and a single-piece request samples exactly as ``Utterance(seed=seed)``.
+   ``max_new_tokens`` caps each piece's frames.
 5. Generation, decoding and encoding run in the scheduler's engine thread (the event loop never blocks on torch
    or the codec); it hands encoded bytes to the event loop with ``loop.call_soon_threadsafe``. One
    :class:`~voice_common.audio.encoding.StreamingEncoder` per request encodes and resamples the audio, so the
@@ -39,138 +40,28 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
-from voice_common.audio.encoding import AudioEncoding, check_output_rate
 from voice_common.cancellation import wait_through_cancellation
-from voice_common.errors import ErrorList, InvalidArgument, ResourceExhausted, quoted
-from voice_tts.batch_scheduler import (
-    BatchScheduler,
-    Chunk,
-    Done,
-    Job,
-    JobOutcome,
-    SynthesizerFactory,
-)
-from voice_tts.batch_scheduler import piece_seed as piece_seed  # part of this module's documented behaviour
+from voice_common.errors import InvalidArgument, ResourceExhausted
+from voice_tts.batch_scheduler import BatchScheduler, Chunk, Done, Job, JobOutcome, UtteranceFactory
+from voice_tts.frame_generation import Utterance, check_language
 from voice_tts.model_manager import ModelManager
-from voice_tts.qwen import VoiceClonePromptItem
-from voice_tts.streaming import StopReason, StreamingSynthesizer, check_language
+from voice_tts.synthesis_types import (
+    SynthesisEvent,
+    SynthesisLimits,
+    SynthesisRequest,
+    SynthesisResult,
+    model_language,
+    validate,
+)
 
-# API language codes -> the names the Qwen3-TTS models use ("auto" lets the model pick, no language id).
-LANGUAGES: dict[str, str] = {
-    "zh": "chinese",
-    "en": "english",
-    "ja": "japanese",
-    "ko": "korean",
-    "de": "german",
-    "fr": "french",
-    "ru": "russian",
-    "pt": "portuguese",
-    "es": "spanish",
-    "it": "italian",
-    "auto": "auto",
-}
-SAMPLE_RATE_FIELD = "output_format.sample_rate_hertz"
 # How often the consumer side polls ``cancelled()`` while it waits for audio.
 CANCEL_POLL_SECONDS = 0.02
 # Before any request has finished, the retry hint assumes a request takes this long.
 INITIAL_SERVICE_SECONDS = 2.0
-
-
-def model_language(language: str) -> str | None:
-    """The model's name for an API language code (or a model name itself), case-insensitive; None if unknown."""
-    key = language.strip().lower()
-    if key in LANGUAGES:
-        return LANGUAGES[key]
-    return key if key in LANGUAGES.values() else None
-
-
-@dataclass(frozen=True)
-class SynthesisRequest:
-    text: str
-    language: str  # an API code (see LANGUAGES) or "auto"
-    prompt: VoiceClonePromptItem
-    seed: int
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    repetition_penalty: float | None = None
-    max_new_tokens: int | None = None  # most frames per piece (12.5 frames a second)
-    encoding: AudioEncoding = AudioEncoding.LINEAR16
-    sample_rate: int = 24000
-
-
-@dataclass(frozen=True)
-class SynthesisLimits:
-    max_text_chars: int = 5000
-    max_piece_chars: int = 200
-    max_queue: int = 32  # requests waiting or running; one more is refused
-    max_batch: int = 8  # requests stepped through the model together
-    first_chunk_frames: int = 4
-    chunk_frames: int = 12
-    left_context_frames: int = 25
-
-
-def validate(request: SynthesisRequest, limits: SynthesisLimits | None = None) -> None:
-    """Raise one InvalidArgument naming every bad field of ``request``."""
-    limits = limits or SynthesisLimits()
-    errors = ErrorList()
-    if not request.text.strip():
-        errors.add("text", "the text is empty; give the words to speak")
-    elif len(request.text) > limits.max_text_chars:
-        errors.add(
-            "text",
-            f"the text has {len(request.text)} characters; the most is {limits.max_text_chars}, "
-            "so split it over several requests",
-        )
-    if model_language(request.language) is None:
-        errors.add(
-            "language",
-            f"language {quoted(request.language)} is not supported; use one of {', '.join(LANGUAGES)}",
-        )
-    if request.temperature is not None and not 0 <= request.temperature <= 2:
-        errors.add("temperature", f"temperature {request.temperature} must be from 0 (greedy) to 2")
-    if request.top_k is not None and not 0 <= request.top_k <= 1000:
-        errors.add("top_k", f"top_k {request.top_k} must be from 0 (off) to 1000")
-    if request.top_p is not None and not 0 < request.top_p <= 1:
-        errors.add("top_p", f"top_p {request.top_p} must be above 0 and at most 1")
-    if request.repetition_penalty is not None and not 1 <= request.repetition_penalty <= 2:
-        errors.add(
-            "repetition_penalty", f"repetition_penalty {request.repetition_penalty} must be from 1 (off) to 2"
-        )
-    if request.max_new_tokens is not None and not 1 <= request.max_new_tokens <= 4096:
-        errors.add("max_new_tokens", f"max_new_tokens {request.max_new_tokens} must be from 1 to 4096")
-    try:
-        check_output_rate(request.encoding, request.sample_rate, field=SAMPLE_RATE_FIELD)
-    except InvalidArgument as error:
-        errors.add(SAMPLE_RATE_FIELD, error.message)
-    errors.raise_if_any()
-
-
-@dataclass
-class SynthesisEvent:
-    audio: bytes  # encoded bytes ready now (non-empty except, possibly, in the last event)
-    samples: int  # model-rate (24 kHz) samples these bytes cover
-
-
-@dataclass
-class SynthesisResult:
-    seed: int
-    duration_seconds: float  # audio produced
-    time_to_first_audio_s: float  # from stream() to the first non-empty audio handed out (0 if none)
-    total_s: float  # from stream() to the end
-    queue_wait_s: float  # waiting for the model slot
-    real_time_factor: float  # synthesis wall time (after the wait) / audio seconds; 0 if no audio
-    stop_reason: StopReason  # "stopped" if cancelled, else "max_new_tokens" if any piece hit it, else "eos"
-    pcm: np.ndarray  # float32 mono at the model's rate (24 kHz): the whole utterance, for history
-    sample_rate: int = 24000
-    pieces: int = 0  # text pieces synthesized (fully or in part)
-    frames: int = 0  # codec frames generated over all pieces
 
 
 class SynthesisStream:
@@ -201,14 +92,16 @@ class SynthesisStream:
         await self.aclose()
 
 
-class Synthesizer:
+class SynthesisEngine:
+    """Runs requests on the model: admission, batching, streaming encoding and cancellation (module docstring)."""
+
     def __init__(
         self,
         models: ModelManager,
         limits: SynthesisLimits | None = None,
         clock: Callable[[], float] = time.perf_counter,
         *,
-        factory: SynthesizerFactory = StreamingSynthesizer,
+        factory: UtteranceFactory = Utterance,
         on_step: Callable[[int], None] | None = None,
     ) -> None:
         self._models = models

@@ -6,7 +6,7 @@ module drives the same modules by hand, one codec frame (12.5 Hz, 1920 samples a
 1. :func:`build_prefill` builds the talker's input embeddings exactly as
    ``Qwen3TTSForConditionalGeneration.generate`` does before it calls ``talker.generate`` (batch of one, voice
    clone prompt, ``non_streaming_mode=False`` as the wrapper's default; the code is copied from qwen_tts 0.1.1).
-2. :class:`StreamingSynthesizer` steps ``talker.model`` with its own ``DynamicCache``, samples the first code of
+2. :class:`Utterance` steps ``talker.model`` with its own ``DynamicCache``, samples the first code of
    each frame with transformers' logits processors (repetition penalty, EOS blocked for ``min_new_tokens``,
    special ids suppressed, temperature, top-k, top-p), samples the remaining code groups with the code
    predictor step by step (the same processors ``code_predictor.generate`` would use), and builds the next
@@ -29,8 +29,8 @@ Semantics that differ from the package:
 
 Threading: this code never touches ``talker.rope_deltas`` (the package stores it on the module during prefill;
 here position ids are passed explicitly: for a batch of one without padding, the 3-D mrope position is the cache
-position), and all per-request state (KV caches, generator, codes) lives in the :class:`StreamingSynthesizer`.
-The model weights are only read, so several synthesizers may share one model from several threads; they then
+position), and all per-request state (KV caches, generator, codes) lives in the :class:`Utterance`.
+The model weights are only read, so several utterances may share one model from several threads; they then
 compete for the same CPU cores. Each generator must be consumed by one thread at a time; grad mode is
 switched off inside every step, never across a ``yield``.
 """
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -54,6 +54,7 @@ from transformers.generation.logits_process import (
 )
 
 from voice_tts.qwen import Qwen3TTSModel, VoiceClonePromptItem
+from voice_tts.synthesis_types import StopReason
 
 # qwen_tts 0.1.1's hard defaults (Qwen3TTSModel._merge_generate_kwargs), used when generate_config.json lacks a key.
 HARD_DEFAULTS: dict[str, Any] = {
@@ -70,8 +71,6 @@ HARD_DEFAULTS: dict[str, Any] = {
 }
 # Qwen3TTSForConditionalGeneration.generate passes min_new_tokens=2: EOS cannot be the first two tokens.
 DEFAULT_MIN_NEW_TOKENS = 2
-
-StopReason = Literal["eos", "max_new_tokens", "stopped"]
 
 
 def _never() -> bool:
@@ -280,7 +279,7 @@ def build_prefill(model: Qwen3TTSModel, text: str, language: str, prompt: VoiceC
 
 @torch.inference_mode()
 def residual_codes(
-    rows: list[StreamingSynthesizer], past_hidden: torch.Tensor, first: torch.Tensor
+    rows: list[Utterance], past_hidden: torch.Tensor, first: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Code groups 1.. for a batch of frames (``code_predictor.generate`` done by hand) and each frame's
     embeddings' sum: past_hidden (B, 1, H) and first codes (B, 1) -> codes (B, G-1) and sums (B, 1, H).
@@ -338,12 +337,12 @@ class ChunkCutter:
     """When to decode: after ``first_chunk_frames`` frames, then every ``chunk_frames``, the rest at the end.
 
     :meth:`due` and :meth:`rest_due` say which frames to decode next (``(start, end)``) without decoding, so a
-    caller can decode several synthesizers' spans in one pass (:func:`decode_spans`) and then :meth:`mark` them.
+    caller can decode several utterances' spans in one pass (:func:`decode_spans`) and then :meth:`mark` them.
     """
 
     def __init__(
         self,
-        synthesizer: StreamingSynthesizer,
+        utterance: Utterance,
         *,
         first_chunk_frames: int = 4,
         chunk_frames: int = 12,
@@ -351,7 +350,7 @@ class ChunkCutter:
     ) -> None:
         if first_chunk_frames < 1 or chunk_frames < 1 or left_context_frames < 0:
             raise ValueError("first_chunk_frames and chunk_frames must be >= 1, left_context_frames >= 0")
-        self.synthesizer = synthesizer
+        self.utterance = utterance
         self._first = first_chunk_frames
         self._every = chunk_frames
         self.left_context_frames = left_context_frames
@@ -359,17 +358,17 @@ class ChunkCutter:
 
     def due(self) -> tuple[int, int] | None:
         """The frames to decode after the latest frame, if a chunk is complete."""
-        generated = self.synthesizer.frames_generated
+        generated = self.utterance.frames_generated
         if generated - self.emitted < (self._first if self.emitted == 0 else self._every):
             return None
         return self.emitted, generated
 
     def rest_due(self) -> tuple[int, int] | None:
         """At the end: the frames not yet decoded; nothing after a stop (the client has gone)."""
-        synthesizer = self.synthesizer
-        if synthesizer.stop_reason == "stopped" or synthesizer.frames_generated <= self.emitted:
+        utterance = self.utterance
+        if utterance.stop_reason == "stopped" or utterance.frames_generated <= self.emitted:
             return None
-        return self.emitted, synthesizer.frames_generated
+        return self.emitted, utterance.frames_generated
 
     def mark(self, span: tuple[int, int]) -> None:
         self.emitted = span[1]
@@ -385,7 +384,7 @@ class ChunkCutter:
     def _cut(self, span: tuple[int, int] | None) -> np.ndarray | None:
         if span is None:
             return None
-        (piece,) = decode_spans([(self.synthesizer, *span)], self.left_context_frames)
+        (piece,) = decode_spans([(self.utterance, *span)], self.left_context_frames)
         self.mark(span)
         return piece
 
@@ -425,22 +424,20 @@ def decode_codes(decoder: Any, codes: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def decode_spans(
-    spans: Sequence[tuple[StreamingSynthesizer, int, int]], left_context_frames: int
-) -> list[np.ndarray]:
-    """The audio of each ``(synthesizer, start, end)`` span of generated frames, decoded with up to
+def decode_spans(spans: Sequence[tuple[Utterance, int, int]], left_context_frames: int) -> list[np.ndarray]:
+    """The audio of each ``(utterance, start, end)`` span of generated frames, decoded with up to
     ``left_context_frames`` earlier frames (reference codes in ICL mode count as earlier frames).
 
     Spans of equal length (context included) go through the speech decoder together, one pass per length: the
-    decoder's fixed cost per call (its attention masks) is paid once for the whole group. The synthesizers must
+    decoder's fixed cost per call (its attention masks) is paid once for the whole group. The utterances must
     share one model.
     """
     prepared: list[tuple[torch.Tensor, int]] = []
-    for synthesizer, start, end in spans:
-        if not 0 <= start < end <= synthesizer.frames_generated:
-            raise ValueError(f"bad frame span [{start}, {end}) of {synthesizer.frames_generated}")
-        all_codes = synthesizer._context_codes()
-        offset = all_codes.shape[0] - synthesizer.frames_generated  # reference frames in front
+    for utterance, start, end in spans:
+        if not 0 <= start < end <= utterance.frames_generated:
+            raise ValueError(f"bad frame span [{start}, {end}) of {utterance.frames_generated}")
+        all_codes = utterance._context_codes()
+        offset = all_codes.shape[0] - utterance.frames_generated  # reference frames in front
         context = min(left_context_frames, offset + start)
         prepared.append((all_codes[offset + start - context : offset + end], context))
     groups: dict[int, list[int]] = {}
@@ -459,8 +456,9 @@ def decode_spans(
     return audio
 
 
-class StreamingSynthesizer:
-    """One voice-clone request: generates codec frames one at a time and decodes them in chunks.
+class Utterance:
+    """One text piece spoken in a cloned voice: generates its codec frames one at a time and decodes them in
+    chunks. (A request of the service is one or more of these: :mod:`voice_tts.synthesis_engine`.)
 
     Single use: call exactly one of :meth:`frames`, :meth:`stream` or :meth:`synthesize_whole` (or iterate
     :meth:`frames` and then call :meth:`decode_all`). ``frames_generated``, ``codes`` and ``stop_reason`` show
@@ -592,7 +590,7 @@ class StreamingSynthesizer:
         takes effect within one frame's compute. Ends on EOS, after ``max_new_tokens`` frames, or on a stop.
         """
         if self._started:
-            raise RuntimeError("a StreamingSynthesizer runs once; make a new one")
+            raise RuntimeError("an Utterance runs once; make a new one")
         self._started = True
         try:
             yield from self._frames(should_stop)
@@ -623,7 +621,7 @@ class StreamingSynthesizer:
     # -- step primitives (shared by frames() and the batch scheduler) --------------------------------------------
 
     def begin(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the talker over the prompt (this synthesizer's own KV cache): the last hidden state and logits."""
+        """Run the talker over the prompt (this utterance's own KV cache): the last hidden state and logits."""
         if self.position:
             raise RuntimeError("begin() runs once")
         self._started = True
@@ -669,7 +667,7 @@ class StreamingSynthesizer:
         return self._talker
 
     def take_cache(self) -> DynamicCache:
-        """Hand the talker's KV cache over (to a batch); this synthesizer keeps an empty one."""
+        """Hand the talker's KV cache over (to a batch); this utterance keeps an empty one."""
         cache, self._cache = self._cache, DynamicCache()
         return cache
 
