@@ -19,6 +19,7 @@ import numpy as np
 
 from voice_common.audio import AudioEncoding, StreamingEncoder
 from voice_common.errors import InvalidArgument
+from voice_common.server.request_streams import next_item
 from voice_tts.synthesis_service import PreparedSynthesis, SynthesisService
 from voice_tts.synthesis_types import (
     MODEL_SAMPLE_RATE,
@@ -104,7 +105,7 @@ class DuplexSession:
         index = 0
         try:
             while True:
-                piece = await _next_piece(self._pieces, reader)
+                piece = await next_item(self._pieces, reader)
                 if piece is None:
                     break
                 # Each sentence as raw 24 kHz audio: the session's one encoder makes the requested format.
@@ -164,19 +165,3 @@ class DuplexSession:
         return await self._service.record(
             self._prepared, "".join(self._received), self._result, self._first_audio
         )
-
-
-async def _next_piece(pieces: asyncio.Queue[str | None], reader: asyncio.Task[None]) -> str | None:
-    """The next piece of text, or None at the end; raises what reading the requests raised."""
-    if not pieces.empty():
-        return pieces.get_nowait()
-    getter = asyncio.ensure_future(pieces.get())
-    try:
-        await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not getter.done():
-            getter.cancel()
-    if getter.done() and not getter.cancelled():
-        return getter.result()
-    reader.result()  # raises the reader's error
-    return pieces.get_nowait() if not pieces.empty() else None

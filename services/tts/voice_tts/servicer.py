@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from google.protobuf import duration_pb2
 from grpc import aio
 
 from voice.audio.v1 import audio_pb2
@@ -17,30 +16,23 @@ from voice.tts.v1 import tts_service_pb2 as pb
 from voice.tts.v1 import tts_service_pb2_grpc as pb_grpc
 from voice_common.audio import AudioEncoding
 from voice_common.audio_messages import encoding_from_proto, encoding_to_proto
-from voice_common.errors import ErrorList, InvalidArgument
+from voice_common.errors import ErrorList
 from voice_common.resource_ids import check_id
+from voice_common.server.durations import duration_from_seconds
+from voice_common.server.model_control import model_status_message, requested_spec
+from voice_common.server.request_streams import first_message, payloads
 from voice_common.tenancy import current_tenant
 from voice_tts.duplex_session import DuplexSession
-from voice_tts.model_manager import ModelManager, ModelSpec, ModelState
+from voice_tts.model_manager import ModelManager, ModelSpec
 from voice_tts.synthesis_service import SynthesisService
 from voice_tts.synthesis_types import MODEL_SAMPLE_RATE, SynthesisRequest, SynthesisSpec, SynthesisSummary
 from voice_tts.voices import InlineVoice, ProfileVoice, Voice
 
 Context = aio.ServicerContext[Any, Any]
 
-_STATES = {
-    ModelState.NOT_LOADED: pb.MODEL_STATE_NOT_LOADED,
-    ModelState.LOADING: pb.MODEL_STATE_LOADING,
-    ModelState.READY: pb.MODEL_STATE_READY,
-    ModelState.FAILED: pb.MODEL_STATE_FAILED,
-}
 _SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens")
 
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    value = duration_pb2.Duration()
-    value.FromNanoseconds(int(max(seconds, 0.0) * 1e9))
-    return value
+_FIRST_IS_CONFIG = "the first message must carry the config"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +44,7 @@ class _Call:
     store: bool
 
 
-def _call(config: pb.SynthesisConfig, text: str, check: Any) -> _Call:
+def _call(config: pb.SynthesisConfig, text: str, check: Callable[[SynthesisSpec], None]) -> _Call:
     """``config`` and ``text`` as domain values, or one InvalidArgument naming every bad field: those found while
     mapping (an unknown enum number, an id that is not one) and those the domain's ``check`` finds."""
     errors = ErrorList()
@@ -103,9 +95,9 @@ def _summary(summary: SynthesisSummary) -> pb.SynthesisSummary:
         duration_seconds=summary.duration_seconds,
         seed=summary.seed,
         timings=pb.SynthesisTimings(
-            time_to_first_audio=_duration(summary.time_to_first_audio_s),
-            total=_duration(summary.total_s),
-            queue_wait=_duration(summary.queue_wait_s),
+            time_to_first_audio=duration_from_seconds(summary.time_to_first_audio_s),
+            total=duration_from_seconds(summary.total_s),
+            queue_wait=duration_from_seconds(summary.queue_wait_s),
             real_time_factor=summary.real_time_factor,
         ),
     )
@@ -156,12 +148,12 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
         self, request_iterator: AsyncIterator[pb.SynthesizeDuplexRequest], context: Context
     ) -> AsyncIterator[pb.SynthesizeDuplexResponse]:
         session = DuplexSession(self._service, current_tenant(), rpc="SynthesizeDuplex")
-        messages = aiter(request_iterator)
-        first = await anext(messages, None)
-        if first is None or first.WhichOneof("payload") != "config":
-            raise InvalidArgument("the first message must carry the config", field="config")
+        first, rest = await first_message(
+            request_iterator, "config", field="config", if_empty=_FIRST_IS_CONFIG, if_other=_FIRST_IS_CONFIG
+        )
+        texts = payloads(rest, "text", field="config", if_other="only the first message may carry a config")
         call = _call(first.config, "", lambda spec: self._service.check(spec, text_follows=True))
-        async with session.open(call.spec, call.voice, store=call.store, texts=_texts(messages)):
+        async with session.open(call.spec, call.voice, store=call.store, texts=texts):
             yield pb.SynthesizeDuplexResponse(start=pb.StreamStart(format=_format(session.request)))
             offset = 0
             async with contextlib.aclosing(session.audio(context.cancelled)) as audio:
@@ -178,16 +170,14 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
 
     def _model_status(self) -> pb.ModelStatus:
         status = self._models.status()
-        return pb.ModelStatus(
-            state=_STATES[status.state],
-            model=status.model,
-            device=status.device,
-            dtype=status.dtype,
+        return model_status_message(
+            pb.ModelStatus,
+            pb.ModelState,
+            status,
+            precision_field="dtype",
             gpu_memory_bytes=status.gpu_memory_bytes,
             queue_depth=self._service.queue_depth,
             prompt_cache_entries=self._service.cached_prompts(),
-            load_time=_duration(status.load_seconds),
-            message=status.message,
         )
 
     async def GetModelStatus(
@@ -196,12 +186,8 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
         return pb.GetModelStatusResponse(status=self._model_status())
 
     async def LoadModel(self, request: pb.LoadModelRequest, context: Context) -> pb.LoadModelResponse:
-        configured = self._configured_model
-        spec = dataclasses.replace(  # the rest as configured (attention, TTS_ALLOW_DOWNLOAD)
-            configured,
-            model=request.model.strip() or configured.model,
-            device=request.device.strip() or configured.device,
-            dtype=request.dtype.strip() or configured.dtype,
+        spec = requested_spec(  # the rest as configured (attention, TTS_ALLOW_DOWNLOAD)
+            self._configured_model, model=request.model, device=request.device, dtype=request.dtype
         )
         await self._models.load(spec)
         return pb.LoadModelResponse(status=self._model_status())
@@ -209,11 +195,3 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
     async def UnloadModel(self, request: pb.UnloadModelRequest, context: Context) -> pb.UnloadModelResponse:
         await self._models.unload()
         return pb.UnloadModelResponse(status=self._model_status())
-
-
-async def _texts(messages: AsyncIterator[pb.SynthesizeDuplexRequest]) -> AsyncIterator[str]:
-    """The text of each message after the config."""
-    async for message in messages:
-        if message.WhichOneof("payload") != "text":
-            raise InvalidArgument("only the first message may carry a config", field="config")
-        yield message.text
