@@ -1,7 +1,7 @@
 """Cutting text into pieces the model speaks one after another.
 
 Long text is split at sentence ends so every piece stays within what the model handles well, and the voice and
-seed lineage carry across pieces (the synthesizer's job). For duplex synthesis, text arrives in fragments (an LLM's
+seed lineage carry across pieces (the synthesis engine's job). For duplex synthesis, text arrives in fragments (an LLM's
 tokens); ``IncrementalSegmenter`` releases a piece as soon as a sentence is complete, or a clause once the buffer
 grows long, so audio can start before the text is finished.
 """
