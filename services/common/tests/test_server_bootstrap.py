@@ -757,7 +757,15 @@ async def test_a_request_stream_the_drain_cuts_off_never_ends_normally() -> None
         await asyncio.sleep(0.3)  # streaming
         await server.stop(grace=0.2)
         error = await fails(upload)
-        assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+        # What the handler saw (below) is what this test is about. The client may lose the server's answer to its
+        # own next write racing the abort (grpc/grpc#36066): INTERNAL from its core, 2-3 runs in 25 on a busy machine.
+        lost_to_the_client_race = error.code() == grpc.StatusCode.INTERNAL and "SendMessageOperation" in (
+            error.details() or ""
+        )
+        assert (
+            error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+            or lost_to_the_client_race
+        ), error
         await asyncio.wait_for(finished.wait(), 5)
         assert outcomes in (["cut off"], ["cancelled"]), outcomes
     finally:
