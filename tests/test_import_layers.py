@@ -43,10 +43,6 @@ FORBIDDEN_IN_DOMAIN = ("grpc", "google.rpc", "google.protobuf")
 DOMAIN_PACKAGES = ("voice_profiles.domain",)
 SHARED_PACKAGES = ("voice_common",)
 
-# Cycles that are known and being removed right now; each entry is the sorted tuple of the cycle's modules. An
-# entry that no longer is a cycle does no harm, but must go with the change that removes it.
-KNOWN_CYCLES: set[tuple[str, ...]] = set()
-
 
 def _source_roots() -> dict[str, Path]:
     """Top-level voice_* package name -> its directory (services/<svc>/voice_<svc>)."""
@@ -158,7 +154,7 @@ def test_the_graph_sees_the_imports_it_must() -> None:
 
 
 def test_no_import_cycle_under_services() -> None:
-    cycles = [cycle for cycle in _cycles(_import_graph(_modules())) if cycle not in KNOWN_CYCLES]
+    cycles = _cycles(_import_graph(_modules()))
     assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(cycle) for cycle in cycles)
 
 
