@@ -46,6 +46,8 @@ from voice_testing.s3_server import MotoServer, unique_bucket_name
 
 pytestmark = pytest.mark.slow
 SERVICE_NAME = "voice.profiles.v1.ProfileService"
+# Internal (only TTS calls it), served beside ProfileService; its health follows the same readiness.
+INGEST_SERVICE_NAME = "voice.profiles.v1.GenerationIngestService"
 TENANT = "default"
 
 
@@ -139,6 +141,7 @@ def test_embedded_default_serves_and_observes(tmp_path: Path, wav: bytes) -> Non
     with service(service_env(data_dir), tmp_path / "logs") as process:
         process.wait_for(SERVING)
         assert process.health_status(SERVICE_NAME) == SERVING
+        assert process.health_status(INGEST_SERVICE_NAME) == SERVING
 
         profile = create_profile(process, "Narrator", language="en")
         sample = add_sample(process, profile.id, wav)
@@ -248,6 +251,7 @@ def test_unmigrated_database_is_not_serving_until_migrate(
         while time.monotonic() < deadline:
             assert process.health_status() == NOT_SERVING, process.describe()
             assert process.health_status(SERVICE_NAME) == NOT_SERVING
+            assert process.health_status(INGEST_SERVICE_NAME) == NOT_SERVING
             time.sleep(0.2)
         # The operator must be able to learn why from the log (health only says NOT_SERVING).
         reasons = [r for r in process.json_logs() if "voice-admin migrate" in str(r.get("reason", ""))]
@@ -255,6 +259,7 @@ def test_unmigrated_database_is_not_serving_until_migrate(
         assert migrated.returncode == 0, explain(migrated)
         process.wait_for(SERVING, timeout=15)
         process.wait_for(SERVING, timeout=5, service=SERVICE_NAME)
+        process.wait_for(SERVING, timeout=5, service=INGEST_SERVICE_NAME)
         assert create_profile(process, "After migrate").id
         assert stop(process) == 0, process.describe()
     assert reasons, (

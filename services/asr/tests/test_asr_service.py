@@ -90,7 +90,7 @@ async def servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ser
     common = CommonSettings(data_dir=tmp_path_factory.mktemp("data"), log_format="text")
     profiles_app = await ProfilesApp.open(common, ProfilesSettings(port=0, metrics_port=0), migrate=True)
     profiles_server = build_server(
-        settings=common, services=[profiles_app.registration()], host="127.0.0.1", port=0
+        settings=common, services=profiles_app.registrations(), host="127.0.0.1", port=0
     )
     await profiles_server.start()
     profiles_address = f"127.0.0.1:{profiles_server.port}"

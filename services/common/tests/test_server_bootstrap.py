@@ -601,7 +601,7 @@ async def test_reflection_of_a_real_service_resolves_its_descriptors(tmp_path: P
     common = CommonSettings(data_dir=tmp_path)
     app = await ProfilesApp.open(common, ProfilesSettings(port=0, metrics_port=0), migrate=True)
     try:
-        async with running(common, services=[app.registration()], readiness=app.readiness) as client:
+        async with running(common, services=app.registrations(), readiness=app.readiness) as client:
             await client.wait_for_health(SERVING, SERVICE_NAME)
             services = await list_services(client.channel)
             assert SERVICE_NAME == "voice.profiles.v1.ProfileService"

@@ -12,6 +12,7 @@ import grpc
 from grpc import aio
 from sqlalchemy import func, select
 
+from voice.profiles.v1 import generation_ingest_service_pb2_grpc as ingest_pb_grpc
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
 from voice_common.config import CommonSettings
@@ -45,6 +46,8 @@ class Harness:
     server: VoiceServer
     channel: aio.Channel
     stub: pb_grpc.ProfileServiceStub
+    # The internal service beside it, on the same channel: where generations are stored (what TTS calls).
+    ingest: ingest_pb_grpc.GenerationIngestServiceStub
     store: ObjectStore
 
     async def rows(self, tenant: str) -> dict[str, int]:
@@ -85,7 +88,7 @@ async def start_harness(
     kwargs = {"clock": clock} if clock is not None else {}
     app = await ProfilesApp.open(common, settings, store=store, migrate=True, **kwargs)
     server = build_server(
-        settings=common, services=[app.registration()], host="127.0.0.1", port=0, readiness=app.readiness
+        settings=common, services=app.registrations(), host="127.0.0.1", port=0, readiness=app.readiness
     )
     await server.start()
     for _ in range(100):
@@ -97,7 +100,14 @@ async def start_harness(
         f"127.0.0.1:{server.port}",
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
     )
-    return Harness(app, server, channel, pb_grpc.ProfileServiceStub(channel), app.store)
+    return Harness(
+        app,
+        server,
+        channel,
+        pb_grpc.ProfileServiceStub(channel),
+        ingest_pb_grpc.GenerationIngestServiceStub(channel),
+        app.store,
+    )
 
 
 async def expect_error(call: Any, code: grpc.StatusCode) -> aio.AioRpcError:

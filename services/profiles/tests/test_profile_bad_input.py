@@ -19,6 +19,7 @@ from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from profiles_harness import Harness, expect_error, sample_requests, tenant_metadata
 
 from voice.audio.v1 import audio_pb2
+from voice.profiles.v1 import generation_ingest_service_pb2 as ingest_pb
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice_testing.media_files import encode_file, speechlike, wav_data_size, with_wav_data_size
 from voice_testing.status_details import field_violations, trailing_metadata_bytes
@@ -46,11 +47,11 @@ class World:
     def generation(self, data: bytes, **metadata: object) -> object:
         fields: dict[str, object] = {"text": "Hello.", "language": "en", "profile_id": self.profile.id}
         fields.update(metadata)
-        messages = [pb.CreateGenerationRequest(metadata=pb.GenerationMetadata(**fields))]  # type: ignore[arg-type]
+        messages = [ingest_pb.CreateGenerationRequest(metadata=ingest_pb.GenerationMetadata(**fields))]  # type: ignore[arg-type]
         messages += [
-            pb.CreateGenerationRequest(chunk=data[i : i + 65536]) for i in range(0, len(data), 65536)
+            ingest_pb.CreateGenerationRequest(chunk=data[i : i + 65536]) for i in range(0, len(data), 65536)
         ]
-        return self.harness.stub.CreateGeneration(iter(messages), metadata=self.md)
+        return self.harness.ingest.CreateGeneration(iter(messages), metadata=self.md)
 
     def update(self, profile: pb.Profile, paths: list[str]) -> object:
         return self.harness.stub.UpdateProfile(

@@ -12,6 +12,7 @@ from profiles_harness import Harness, expect_error, tenant_metadata
 from test_profile_samples import collect_audio
 
 from voice.audio.v1 import audio_pb2
+from voice.profiles.v1 import generation_ingest_service_pb2 as ingest_pb
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice_common.audio import decode_audio
 from voice_common.audio.encoding import to_s16
@@ -21,9 +22,11 @@ from voice_testing.media_files import encode_file, speechlike
 async def store_generation(harness: Harness, tenant: str, data: bytes, **metadata: object) -> pb.Generation:
     fields: dict[str, object] = {"text": "Good morning.", "language": "en"}
     fields.update(metadata)
-    messages = [pb.CreateGenerationRequest(metadata=pb.GenerationMetadata(**fields))]  # type: ignore[arg-type]
-    messages += [pb.CreateGenerationRequest(chunk=data[i : i + 65536]) for i in range(0, len(data), 65536)]
-    response = await harness.stub.CreateGeneration(iter(messages), metadata=tenant_metadata(tenant))
+    messages = [ingest_pb.CreateGenerationRequest(metadata=ingest_pb.GenerationMetadata(**fields))]  # type: ignore[arg-type]
+    messages += [
+        ingest_pb.CreateGenerationRequest(chunk=data[i : i + 65536]) for i in range(0, len(data), 65536)
+    ]
+    response = await harness.ingest.CreateGeneration(iter(messages), metadata=tenant_metadata(tenant))
     return response.generation
 
 

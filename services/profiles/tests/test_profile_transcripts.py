@@ -21,6 +21,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from profiles_harness import FakeClock, Harness, tenant_metadata
 
+from voice.profiles.v1 import generation_ingest_service_pb2_grpc as ingest_pb_grpc
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
 from voice_asr.app import AsrApp
@@ -128,7 +129,7 @@ async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
     app = await ProfilesApp.open(common, settings, migrate=True, clock=clock)
     server: VoiceServer = build_server(
         settings=common,
-        services=[app.registration()],
+        services=app.registrations(),
         host="127.0.0.1",
         port=0,
         readiness=app.readiness,
@@ -136,7 +137,14 @@ async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
     )
     await server.start()
     channel = aio.insecure_channel(f"127.0.0.1:{server.port}")
-    harness = Harness(app, server, channel, pb_grpc.ProfileServiceStub(channel), app.store)
+    harness = Harness(
+        app,
+        server,
+        channel,
+        pb_grpc.ProfileServiceStub(channel),
+        ingest_pb_grpc.GenerationIngestServiceStub(channel),
+        app.store,
+    )
     try:
         yield Platform(harness, settings, f"127.0.0.1:{server.port}", clock)
     finally:

@@ -22,7 +22,7 @@ async def serve(common: CommonSettings, settings: ProfilesSettings) -> None:
     app = await ProfilesApp.open(common, settings)
     server = build_server(
         settings=common,
-        services=[app.registration()],
+        services=app.registrations(),
         host=settings.host,
         port=settings.port,
         readiness=app.readiness,

@@ -10,6 +10,8 @@ from datetime import datetime
 
 from grpc import aio
 
+from voice.profiles.v1 import generation_ingest_service_pb2 as ingest_pb
+from voice.profiles.v1 import generation_ingest_service_pb2_grpc as ingest_pb_grpc
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
 from voice_common.config import CommonSettings
@@ -32,12 +34,14 @@ from voice_profiles.domain.sweeper import ExpirySweeper
 from voice_profiles.domain.transcripts import SpeechTranscriber, TranscriptFiller
 from voice_profiles.repositories.schema import pending_revisions, upgrade_to_head_async
 from voice_profiles.repositories.unit_of_work import Database
-from voice_profiles.servicer import ProfileServicer
+from voice_profiles.servicer import GenerationIngestServicer, ProfileServicer
 from voice_profiles.settings import ProfilesSettings
 
 # How long closing waits for creates still finishing; the sweeper deletes what one leaves after its upload lease.
 SETTLE_SECONDS = 30.0
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ProfileService"].full_name
+# Internal: for the services only (TTS stores its generations there); never behind the gateway.
+INGEST_SERVICE_NAME = ingest_pb.DESCRIPTOR.services_by_name["GenerationIngestService"].full_name
 
 
 @dataclass
@@ -106,19 +110,29 @@ class ProfilesApp:
             clock=clock,
         )
 
-    def registration(self) -> ServiceRegistration:
-        servicer = ProfileServicer(
+    def registrations(self) -> list[ServiceRegistration]:
+        """The public ProfileService and the internal GenerationIngestService (only the TTS service calls it; the
+        gateway exposes ProfileService alone). Both share the domain objects, the readiness check and so the
+        health status."""
+        profile_servicer = ProfileServicer(
             self.profiles,
             self.samples,
             self.generations,
             self.archiver,
             on_transcript_needed=self.wake_transcripts,
         )
+        ingest_servicer = GenerationIngestServicer(self.generations)
 
-        def add(server: aio.Server) -> None:
-            pb_grpc.add_ProfileServiceServicer_to_server(servicer, server)
+        def add_profiles(server: aio.Server) -> None:
+            pb_grpc.add_ProfileServiceServicer_to_server(profile_servicer, server)
 
-        return ServiceRegistration(SERVICE_NAME, add, error_mappers=(database_unavailable,))
+        def add_ingest(server: aio.Server) -> None:
+            ingest_pb_grpc.add_GenerationIngestServiceServicer_to_server(ingest_servicer, server)
+
+        return [
+            ServiceRegistration(SERVICE_NAME, add_profiles, error_mappers=(database_unavailable,)),
+            ServiceRegistration(INGEST_SERVICE_NAME, add_ingest, error_mappers=(database_unavailable,)),
+        ]
 
     def start_background(
         self,

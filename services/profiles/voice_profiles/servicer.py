@@ -1,4 +1,5 @@
-"""voice.profiles.v1.ProfileService: maps protobuf messages to the domain and back, nothing more."""
+"""voice.profiles.v1.ProfileService and the internal GenerationIngestService: map protobuf messages to the domain and
+back, nothing more."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from google.protobuf import timestamp_pb2
 from grpc import aio
 
 from voice.audio.v1 import audio_pb2
+from voice.profiles.v1 import generation_ingest_service_pb2 as ingest_pb
+from voice.profiles.v1 import generation_ingest_service_pb2_grpc as ingest_pb_grpc
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
 from voice_common.audio import AudioWarningCode
@@ -295,32 +298,6 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
 
     # Generations
 
-    async def CreateGeneration(
-        self, request_iterator: AsyncIterator[pb.CreateGenerationRequest], context: Context
-    ) -> pb.CreateGenerationResponse:
-        metadata, chunks = await _split_upload(request_iterator, "GenerationMetadata")
-        errors = ErrorList()
-        encoding = errors.collect(
-            lambda: encoding_from_proto(metadata.format.encoding, "metadata.format.encoding")
-        )
-        upload = GenerationUpload(
-            profile_id=metadata.profile_id,
-            text=metadata.text,
-            language=metadata.language,
-            seed=metadata.seed,
-            parameters=dict(metadata.parameters),
-            model_id=metadata.model_id,
-            encoding=encoding,
-            sample_rate=metadata.format.sample_rate_hertz,
-            claimed_duration_seconds=metadata.duration_seconds,
-            preview=metadata.preview,
-            ttl=optional_timedelta(metadata, "ttl"),
-            request_id=metadata.request_id,
-        )
-        _refuse_with_the_rest(errors, lambda: self._generations.check_upload(upload))
-        generation = await self._generations.create(current_tenant(), upload, chunks)
-        return pb.CreateGenerationResponse(generation=generation_to_proto(generation))
-
     async def GetGeneration(
         self, request: pb.GetGenerationRequest, context: Context
     ) -> pb.GetGenerationResponse:
@@ -428,3 +405,38 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             current_tenant(), metadata.name, chunks, request_id=metadata.request_id
         )
         return pb.ImportProfileResponse(profile=profile_to_proto(profile), sample_count=profile.sample_count)
+
+
+class GenerationIngestServicer(ingest_pb_grpc.GenerationIngestServiceServicer):
+    """Internal: the TTS service stores what it synthesised here. A service of its own (not a ProfileService RPC) so
+    that the gateway, which exposes only the public services, cannot reach it; clients read generations through
+    ProfileService."""
+
+    def __init__(self, generations: GenerationHistory) -> None:
+        self._generations = generations
+
+    async def CreateGeneration(
+        self, request_iterator: AsyncIterator[ingest_pb.CreateGenerationRequest], context: Context
+    ) -> ingest_pb.CreateGenerationResponse:
+        metadata, chunks = await _split_upload(request_iterator, "GenerationMetadata")
+        errors = ErrorList()
+        encoding = errors.collect(
+            lambda: encoding_from_proto(metadata.format.encoding, "metadata.format.encoding")
+        )
+        upload = GenerationUpload(
+            profile_id=metadata.profile_id,
+            text=metadata.text,
+            language=metadata.language,
+            seed=metadata.seed,
+            parameters=dict(metadata.parameters),
+            model_id=metadata.model_id,
+            encoding=encoding,
+            sample_rate=metadata.format.sample_rate_hertz,
+            claimed_duration_seconds=metadata.duration_seconds,
+            preview=metadata.preview,
+            ttl=optional_timedelta(metadata, "ttl"),
+            request_id=metadata.request_id,
+        )
+        _refuse_with_the_rest(errors, lambda: self._generations.check_upload(upload))
+        generation = await self._generations.create(current_tenant(), upload, chunks)
+        return ingest_pb.CreateGenerationResponse(generation=generation_to_proto(generation))

@@ -46,7 +46,7 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
     common = CommonSettings(data_dir=data_dir, log_format="text")
     app = await ProfilesApp.open(common, ProfilesSettings(port=0, metrics_port=0), migrate=True)
     voice_server = build_server(
-        settings=common, services=[app.registration()], host="127.0.0.1", port=0, readiness=app.readiness
+        settings=common, services=app.registrations(), host="127.0.0.1", port=0, readiness=app.readiness
     )
     await voice_server.start()
     for _ in range(100):

@@ -105,7 +105,7 @@ async def servers(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> A
     profiles_app = await ProfilesApp.open(common, ProfilesSettings(port=0, metrics_port=0), migrate=True)
     profiles_server = build_server(
         settings=common,
-        services=[profiles_app.registration()],
+        services=profiles_app.registrations(),
         host="127.0.0.1",
         port=0,
         readiness=profiles_app.readiness,

@@ -1,7 +1,8 @@
-"""The TTS service's adapter to the profile service (``voice.profiles.v1.ProfileService``) over gRPC.
+"""The TTS service's adapter to the profile service over gRPC.
 
-:class:`ProfileClient` fetches a profile's reference clips (for voice-clone prompts) and stores finished speech
-in the generation history. It is the one place in the TTS service that talks to the profile service, so it is
+:class:`ProfileClient` fetches a profile's reference clips (for voice-clone prompts) through the public
+``voice.profiles.v1.ProfileService`` and stores finished speech in the generation history through the internal
+``voice.profiles.v1.GenerationIngestService`` (which only services reach; the gateway never exposes it). It is the one place in the TTS service that talks to the profile service, so it is
 also where that service's gRPC errors become domain errors (:func:`voice_common.remote_errors.translate_error`:
 NOT_FOUND with the profile service's message and resource, INVALID_ARGUMENT, FAILED_PRECONDITION, and UNAVAILABLE
 for anything else), which the TTS servicer's status mapping then answers precisely.
@@ -21,6 +22,8 @@ import numpy as np
 from grpc import aio
 
 from voice.audio.v1 import audio_pb2
+from voice.profiles.v1 import generation_ingest_service_pb2 as ingest_pb
+from voice.profiles.v1 import generation_ingest_service_pb2_grpc as ingest_pb_grpc
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
 from voice_common.audio import AudioDecodeError, decode_linear16
@@ -68,6 +71,7 @@ class ProfileClient:
         if max_concurrent_downloads < 1:
             raise ValueError(f"max_concurrent_downloads must be at least 1, got {max_concurrent_downloads}")
         self._stub: Any = pb_grpc.ProfileServiceStub(channel)
+        self._ingest_stub: Any = ingest_pb_grpc.GenerationIngestServiceStub(channel)
         self._timeout = timeout_seconds
         self._max_concurrent = max_concurrent_downloads
 
@@ -194,7 +198,7 @@ class ProfileClient:
         """
         data = to_s16(pcm).tobytes()
         samples = len(data) // 2
-        generation_metadata = pb.GenerationMetadata(
+        generation_metadata = ingest_pb.GenerationMetadata(
             profile_id=profile_id or "",
             text=text,
             language=language,
@@ -207,14 +211,14 @@ class ProfileClient:
             request_id=uuid.uuid4().hex,
         )
 
-        def requests() -> Iterator[pb.CreateGenerationRequest]:
-            yield pb.CreateGenerationRequest(metadata=generation_metadata)
+        def requests() -> Iterator[ingest_pb.CreateGenerationRequest]:
+            yield ingest_pb.CreateGenerationRequest(metadata=generation_metadata)
             for start in range(0, len(data), UPLOAD_CHUNK_BYTES):
-                yield pb.CreateGenerationRequest(chunk=data[start : start + UPLOAD_CHUNK_BYTES])
+                yield ingest_pb.CreateGenerationRequest(chunk=data[start : start + UPLOAD_CHUNK_BYTES])
 
         metadata = self._metadata(tenant)
         response = await self._call(
-            lambda: self._stub.CreateGeneration(requests(), metadata=metadata, timeout=self._timeout),
+            lambda: self._ingest_stub.CreateGeneration(requests(), metadata=metadata, timeout=self._timeout),
             action="store the generation",
             kind="profile",
             resource_id=profile_id or "",

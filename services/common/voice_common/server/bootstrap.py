@@ -184,7 +184,8 @@ def build_server(
             ServerInterceptor(
                 TenantResolver(settings.default_tenant, settings.require_tenant),
                 cutoff,
-                [mapper for service in services for mapper in service.error_mappers],
+                # Once each: the services of one process (the profile service's two) often share their mappers.
+                list(dict.fromkeys(mapper for service in services for mapper in service.error_mappers)),
             ),
             *extra_interceptors,
         ],
