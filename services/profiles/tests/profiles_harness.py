@@ -21,6 +21,7 @@ from voice_common.server.bootstrap import VoiceServer, build_server
 from voice_profiles.app import ProfilesApp
 from voice_profiles.repositories.models import GenerationRow, PendingObjectDeletionRow, ProfileRow, SampleRow
 from voice_profiles.settings import ProfilesSettings
+from voice_testing.client_races import lost_to_a_late_write
 
 
 class FakeClock:
@@ -130,18 +131,6 @@ async def expect_error(call: Any, code: grpc.StatusCode) -> aio.AioRpcError:
             return error
         raise AssertionError(f"expected {code.name}, the call succeeded")
     raise AssertionError(f"expected {code.name}; three calls in a row lost the answer to a late write")
-
-
-def lost_to_a_late_write(error: aio.AioRpcError) -> bool:
-    """grpc/grpc#36066 (open in grpcio 1.85): an aio client still writing a request stream when the server has
-    already answered (a bad first message) may fail its write and report INTERNAL "Internal error from Core" in
-    place of the server's status. That INTERNAL comes from the client library, not from the server (a server's
-    INTERNAL carries the request id in its message)."""
-    return (
-        error.code() == grpc.StatusCode.INTERNAL
-        and error.details() == "Internal error from Core"
-        and "SendMessageOperation" in (error.debug_error_string() or "")
-    )
 
 
 def sample_requests(
