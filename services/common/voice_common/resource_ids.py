@@ -11,10 +11,14 @@ answer, not one too large for gRPC's metadata limit.
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from voice_common.errors import InvalidArgument, quoted
 
+MAX_CLIENT_TOKEN_CHARS = 128
+# Visible ASCII, no spaces: a UUID, a hash, an order number.
+_CLIENT_TOKEN = re.compile(rf"[!-~]{{1,{MAX_CLIENT_TOKEN_CHARS}}}")
 # The longest spelling of a UUID that uuid.UUID accepts ("urn:uuid:" + 36); anything longer is not one.
 _MAX_ID_CHARS = 45
 
@@ -33,3 +37,10 @@ def check_id(kind: str, value: str, field: str) -> str:
             f"{field} {quoted(value)} is not a {kind} id: ids are UUIDs, as the server returned them",
             field=field,
         ) from None
+
+
+def is_client_token(value: str) -> bool:
+    """Whether ``value`` is a token a client may choose for itself (its ``x-request-id``, an upload's
+    ``request_id``): 1-128 visible ASCII characters, no spaces. One shape for both, so a client may use one value
+    for both, and short enough to echo in logs, metadata and messages."""
+    return _CLIENT_TOKEN.fullmatch(value) is not None

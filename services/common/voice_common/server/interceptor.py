@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -23,6 +22,7 @@ from voice_common.observability import (
     request_id_var,
     tenant_var,
 )
+from voice_common.resource_ids import is_client_token
 from voice_common.server.status_mapping import ErrorMapper, status_for
 from voice_common.tenancy import TENANT_METADATA_KEY, TenantResolver
 
@@ -31,11 +31,6 @@ REQUEST_ID_KEY = "x-request-id"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 # Infrastructure services (health, reflection) are not tenant-owned.
 _UNTENANTED_PREFIXES = ("/grpc.",)
-
-
-# A client's own request id is echoed in trailing metadata, status details and logs, so only a short token is taken;
-# anything else (too long, spaces, control characters) gets a fresh one, as a request without one does.
-_CLIENT_REQUEST_ID = re.compile(r"[!-~]{1,128}")
 
 
 class _RpcScope:
@@ -54,7 +49,9 @@ class _RpcScope:
         self.tenants = tenants
         self.error_mappers = error_mappers
         client_id = next((value for key, value in metadata if key == REQUEST_ID_KEY), "")
-        self.request_id = client_id if _CLIENT_REQUEST_ID.fullmatch(client_id) else uuid.uuid4().hex
+        # Echoed in trailing metadata, status details and logs, so only a short token is taken; anything else (too
+        # long, spaces, control characters) gets a fresh one, as a request without one does.
+        self.request_id = client_id if is_client_token(client_id) else uuid.uuid4().hex
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.OK
 

@@ -14,21 +14,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
-from voice_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from voice_common.errors import FailedPrecondition, InvalidArgument, NotFound, quoted
+from voice_common.resource_ids import MAX_CLIENT_TOKEN_CHARS, is_client_token
 
 T = TypeVar("T")
 
-MAX_REQUEST_ID_CHARS = 128
-# Visible ASCII, no spaces: a UUID, a hash, an order number. The same shape as the x-request-id the interceptor
-# takes for logs, so a client may use one value for both.
-_REQUEST_ID = re.compile(rf"[!-~]{{1,{MAX_REQUEST_ID_CHARS}}}")
 # Hashing a large upload is worth a worker thread (tens of ms for the largest samples).
 _HASH_IN_THREAD_BYTES = 1024 * 1024
 
@@ -43,10 +39,9 @@ class UploadOperation(StrEnum):
 
 def check_request_id(value: str, field: str = "metadata.request_id") -> str:
     """The id as given ("" for none); INVALID_ARGUMENT unless it is 1-128 visible ASCII characters."""
-    if value and not _REQUEST_ID.fullmatch(value):
-        shown = repr(value[:40]) + ("..." if len(value) > 40 else "")
+    if value and not is_client_token(value):
         raise InvalidArgument(
-            f"{field} {shown} must be 1-{MAX_REQUEST_ID_CHARS} visible ASCII characters (letters, digits, "
+            f"{field} {quoted(value)} must be 1-{MAX_CLIENT_TOKEN_CHARS} visible ASCII characters (letters, digits, "
             "punctuation; no spaces), for example a UUID; leave it empty to make every call create",
             field=field,
         )
