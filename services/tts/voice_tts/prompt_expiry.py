@@ -14,13 +14,13 @@ rebuilds it on a miss. TTL 0 keeps prompts forever (no sweep, no touches).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from voice_common.object_store import ObjectStore, validate_key
+from voice_common.periodic import repeat
 from voice_common.prompt_keys import LEGACY_PROMPTS_PREFIX, TENANTS_PREFIX, tenant_prompts_prefix
 
 log = logging.getLogger(__name__)
@@ -96,11 +96,4 @@ class PromptExpiry:
         """Sweep now, then every :attr:`sweep_interval_seconds`; a failed sweep is logged and retried."""
         if not self.enabled:
             return
-        while True:
-            try:
-                await self.sweep_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("voice prompt sweep failed; retrying next interval")
-            await asyncio.sleep(self.sweep_interval_seconds)
+        await repeat(self.sweep_once, self.sweep_interval_seconds, what="voice prompt sweep", logger=log)

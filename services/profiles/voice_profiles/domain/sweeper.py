@@ -3,13 +3,13 @@ objects of creates that died, when their upload lease ends), and forgets old upl
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from voice_common.errors import NotFound
+from voice_common.periodic import repeat
 from voice_profiles.domain.database_ports import Database
 from voice_profiles.domain.object_cleanup import ObjectCleanup
 from voice_profiles.domain.profiles import ProfileManager
@@ -85,11 +85,4 @@ class ExpirySweeper:
         return report
 
     async def run_forever(self, interval_seconds: float) -> None:
-        while True:
-            try:
-                await self.sweep_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("sweep failed; retrying next interval")
-            await asyncio.sleep(interval_seconds)
+        await repeat(self.sweep_once, interval_seconds, what="sweep", logger=log)

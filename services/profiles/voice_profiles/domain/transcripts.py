@@ -18,7 +18,6 @@ Rules, all enforced by conditional writes in the repository so that several repl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from voice_common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
+from voice_common.periodic import repeat
 from voice_profiles.domain.database_ports import Database
 from voice_profiles.domain.limits import Limits
 from voice_profiles.domain.samples import check_reference_text
@@ -174,13 +174,4 @@ class TranscriptFiller:
         )
 
     async def run_forever(self, interval_seconds: float) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                await self.fill_now()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("transcript round failed; retrying next interval")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval_seconds)
+        await repeat(self.fill_now, interval_seconds, what="transcript round", logger=log, wake=self._wake)
