@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any, Protocol, TypeVar
 
 from grpc import aio
 
@@ -103,6 +103,36 @@ def _summary(summary: SynthesisSummary) -> pb.SynthesisSummary:
     )
 
 
+class _Streaming(Protocol):
+    """What a streamed call's responses are made from: a ``Synthesis`` or a ``DuplexSession``."""
+
+    @property
+    def request(self) -> SynthesisRequest: ...
+
+    def audio(self, cancelled: Callable[[], bool]) -> AsyncGenerator[bytes, None]: ...
+
+    async def finish(self) -> SynthesisSummary | None: ...
+
+
+_StreamResponse = TypeVar("_StreamResponse", pb.SynthesizeStreamResponse, pb.SynthesizeDuplexResponse)
+
+
+async def _streamed(
+    response: type[_StreamResponse], call: _Streaming, context: Context
+) -> AsyncGenerator[_StreamResponse, None]:
+    """A streamed call's responses (SynthesizeStream's and SynthesizeDuplex's have the same fields): the start with
+    the format, the audio chunks with their offsets, the summary."""
+    yield response(start=pb.StreamStart(format=_format(call.request)))
+    offset = 0
+    async with contextlib.aclosing(call.audio(context.cancelled)) as audio:
+        async for data in audio:
+            yield response(audio=audio_pb2.AudioChunk(data=data, offset_bytes=offset))
+            offset += len(data)
+    summary = await call.finish()
+    if summary is not None:  # None: cancelled, nothing stored, and nobody left to tell
+        yield response(summary=_summary(summary))
+
+
 class TtsServicer(pb_grpc.TtsServiceServicer):
     def __init__(self, service: SynthesisService, models: ModelManager, configured_model: ModelSpec) -> None:
         self._service = service
@@ -129,20 +159,14 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
         self, request: pb.SynthesizeStreamRequest, context: Context
     ) -> AsyncIterator[pb.SynthesizeStreamResponse]:
         call = _call(request.config, request.text, self._service.check)
-        async with self._service.synthesis(
-            current_tenant(), call.spec, call.voice, store=call.store, rpc="SynthesizeStream"
-        ) as synthesis:
-            yield pb.SynthesizeStreamResponse(start=pb.StreamStart(format=_format(synthesis.request)))
-            offset = 0
-            async with contextlib.aclosing(synthesis.audio(context.cancelled)) as audio:
-                async for data in audio:
-                    yield pb.SynthesizeStreamResponse(
-                        audio=audio_pb2.AudioChunk(data=data, offset_bytes=offset)
-                    )
-                    offset += len(data)
-            summary = await synthesis.finish()
-            if summary is not None:  # None: cancelled, nothing stored, and nobody left to tell
-                yield pb.SynthesizeStreamResponse(summary=_summary(summary))
+        async with (
+            self._service.synthesis(
+                current_tenant(), call.spec, call.voice, store=call.store, rpc="SynthesizeStream"
+            ) as synthesis,
+            contextlib.aclosing(_streamed(pb.SynthesizeStreamResponse, synthesis, context)) as responses,
+        ):
+            async for response in responses:
+                yield response
 
     async def SynthesizeDuplex(
         self, request_iterator: AsyncIterator[pb.SynthesizeDuplexRequest], context: Context
@@ -153,18 +177,12 @@ class TtsServicer(pb_grpc.TtsServiceServicer):
         )
         texts = payloads(rest, "text", field="config", if_other="only the first message may carry a config")
         call = _call(first.config, "", lambda spec: self._service.check(spec, text_follows=True))
-        async with session.open(call.spec, call.voice, store=call.store, texts=texts):
-            yield pb.SynthesizeDuplexResponse(start=pb.StreamStart(format=_format(session.request)))
-            offset = 0
-            async with contextlib.aclosing(session.audio(context.cancelled)) as audio:
-                async for data in audio:
-                    yield pb.SynthesizeDuplexResponse(
-                        audio=audio_pb2.AudioChunk(data=data, offset_bytes=offset)
-                    )
-                    offset += len(data)
-            summary = await session.finish()
-            if summary is not None:  # None: cancelled, nothing stored, and nobody left to tell
-                yield pb.SynthesizeDuplexResponse(summary=_summary(summary))
+        async with (
+            session.open(call.spec, call.voice, store=call.store, texts=texts),
+            contextlib.aclosing(_streamed(pb.SynthesizeDuplexResponse, session, context)) as responses,
+        ):
+            async for response in responses:
+                yield response
 
     # -- model control -------------------------------------------------------------------------------------------
 
