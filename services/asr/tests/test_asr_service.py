@@ -28,7 +28,7 @@ from voice_common.config import CommonSettings
 from voice_common.server.bootstrap import VoiceServer, build_server
 from voice_profiles.app import ProfilesApp
 from voice_profiles.settings import ProfilesSettings
-from voice_testing.client_races import lost_to_a_late_write
+from voice_testing.client_races import server_answer
 from voice_testing.media_files import encode_file
 from voice_testing.served import Served, served
 from voice_testing.speech import (
@@ -418,14 +418,10 @@ async def test_streaming_bad_input_gets_precise_codes(servers: Servers, tenant: 
     audio = pb.StreamingTranscribeRequest(audio=pcm16(silence(0.2)))
 
     async def code(messages: list[pb.StreamingTranscribeRequest]) -> tuple[grpc.StatusCode, str]:
-        for _attempt in range(3):  # the client may lose the server's answer to its own late write: ask again
-            call = servers.asr.StreamingTranscribe(iter(messages), metadata=meta(tenant))
-            with pytest.raises(aio.AioRpcError) as info:
-                async for _response in call:
-                    pass
-            if not lost_to_a_late_write(info.value):
-                break
-        return info.value.code(), info.value.details() or ""
+        error = await server_answer(
+            lambda: servers.asr.StreamingTranscribe(iter(messages), metadata=meta(tenant))
+        )
+        return error.code(), error.details() or ""
 
     cases = [
         ([], "config message first"),

@@ -21,7 +21,7 @@ from voice_common.server.bootstrap import VoiceServer, build_server
 from voice_profiles.app import ProfilesApp
 from voice_profiles.repositories.models import GenerationRow, PendingObjectDeletionRow, ProfileRow, SampleRow
 from voice_profiles.settings import ProfilesSettings
-from voice_testing.client_races import lost_to_a_late_write
+from voice_testing.client_races import server_answer
 
 
 class FakeClock:
@@ -115,22 +115,10 @@ async def expect_error(call: Any, code: grpc.StatusCode) -> aio.AioRpcError:
     """Await a call (or drain a response stream) and check it failed with ``code``.
 
     ``call`` may also be a function that starts the call: then a call whose answer the aio client lost (see
-    :func:`lost_to_a_late_write`) is made again, up to three times, so the assertion reads the server's answer."""
-    for _ in range(3):
-        try:
-            started = call() if callable(call) else call
-            if hasattr(started, "__aiter__"):
-                async for _ in started:
-                    pass
-            else:
-                await started
-        except aio.AioRpcError as error:
-            if callable(call) and lost_to_a_late_write(error):
-                continue
-            assert error.code() == code, f"expected {code.name}, got {error.code().name}: {error.details()}"
-            return error
-        raise AssertionError(f"expected {code.name}, the call succeeded")
-    raise AssertionError(f"expected {code.name}; three calls in a row lost the answer to a late write")
+    :func:`voice_testing.client_races.server_answer`) is made again, so the assertion reads the server's answer."""
+    error = await server_answer(call if callable(call) else lambda: call)
+    assert error.code() == code, f"expected {code.name}, got {error.code().name}: {error.details()}"
+    return error
 
 
 def sample_requests(
