@@ -65,10 +65,7 @@ class ObjectCleanup:
             create = ObjectCreate(self, self._store, list(zip(ids, keys, strict=True)))
             try:
                 yield create
-            except BaseException:
-                await create.abandon()
-                raise
-            else:
+            finally:
                 await create.abandon()  # nothing when the block committed
         finally:
             self._ended()
