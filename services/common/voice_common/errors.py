@@ -86,7 +86,11 @@ class ResourceExhausted(DomainError):
 
 
 class Unauthenticated(DomainError):
-    pass
+    """The call carries no credential, or one that is unknown, revoked or expired."""
+
+
+class PermissionDenied(DomainError):
+    """The credential is good but does not allow this call (an API key without the method's scope)."""
 
 
 class Unavailable(DomainError):
