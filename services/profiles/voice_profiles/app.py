@@ -17,6 +17,7 @@ from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
 from voice_common.config import CommonSettings
 from voice_common.db import create_engine, utc_now
 from voice_common.errors import Unavailable
+from voice_common.internal_channel import internal_channel
 from voice_common.object_store import ObjectStore, create_object_store
 from voice_common.server.bootstrap import ServiceRegistration
 from voice_common.server.database_errors import database_unavailable
@@ -61,6 +62,8 @@ class ProfilesApp:
     # Started by start_background (after the server listens), stopped by stop_background / close.
     transcripts: TranscriptFiller | None = None
     _asr_channel: aio.Channel | None = None
+    # Set by open: the channel to ASR carries the internal credential of these shared settings.
+    _common: CommonSettings | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -83,7 +86,9 @@ class ProfilesApp:
         if should_migrate:
             await upgrade_to_head_async(url)
         store = store or await create_object_store(common)
-        return cls.build(url, Database(create_engine(url)), store, settings.limits(), clock)
+        app = cls.build(url, Database(create_engine(url)), store, settings.limits(), clock)
+        app._common = common
+        return app
 
     @classmethod
     def build(
@@ -154,8 +159,10 @@ class ProfilesApp:
         if transcriber is None and settings.asr_address:
             # Lazy: nothing connects until the first round, so an ASR that is down delays nothing here.
             # gRPC's reconnect back-off grows to 2 minutes by default; 10 s bounds how late a returning ASR is seen.
-            self._asr_channel = aio.insecure_channel(
-                settings.asr_address, options=[("grpc.max_reconnect_backoff_ms", 10_000)]
+            if self._common is None:
+                raise RuntimeError("the channel to ASR needs an app made by ProfilesApp.open")
+            self._asr_channel = internal_channel(
+                settings.asr_address, self._common, options=[("grpc.max_reconnect_backoff_ms", 10_000)]
             )
             transcriber = AsrTranscriber(self._asr_channel, settings.transcribe_timeout_seconds)
         if transcriber is not None:
