@@ -10,6 +10,10 @@ from datetime import datetime
 
 from grpc import aio
 
+from voice.auth.v1 import api_key_service_pb2 as api_key_pb
+from voice.auth.v1 import api_key_service_pb2_grpc as api_key_pb_grpc
+from voice.auth.v1 import key_verification_service_pb2 as verification_pb
+from voice.auth.v1 import key_verification_service_pb2_grpc as verification_pb_grpc
 from voice.profiles.v1 import generation_ingest_service_pb2 as ingest_pb
 from voice.profiles.v1 import generation_ingest_service_pb2_grpc as ingest_pb_grpc
 from voice.profiles.v1 import profiles_service_pb2 as pb
@@ -21,7 +25,9 @@ from voice_common.internal_channel import internal_channel
 from voice_common.object_store import ObjectStore, create_object_store
 from voice_common.server.bootstrap import ServiceRegistration
 from voice_common.server.database_errors import database_unavailable
+from voice_profiles.api_key_servicer import ApiKeyServicer, KeyVerificationServicer
 from voice_profiles.asr_client import AsrTranscriber
+from voice_profiles.domain.api_keys import ApiKeys
 from voice_profiles.domain.archive import ProfileArchiver
 from voice_profiles.domain.doctor import ConsistencyDoctor
 from voice_profiles.domain.generations import GenerationHistory
@@ -33,6 +39,7 @@ from voice_profiles.domain.samples import SampleManager
 from voice_profiles.domain.storage import Storage
 from voice_profiles.domain.sweeper import ExpirySweeper
 from voice_profiles.domain.transcripts import SpeechTranscriber, TranscriptFiller
+from voice_profiles.repositories.api_key_repository import ApiKeyDatabase
 from voice_profiles.repositories.schema import pending_revisions, upgrade_to_head_async
 from voice_profiles.repositories.unit_of_work import Database
 from voice_profiles.servicer import GenerationIngestServicer, ProfileServicer
@@ -43,6 +50,12 @@ SETTLE_SECONDS = 30.0
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ProfileService"].full_name
 # Internal: for the services only (TTS stores its generations there); never behind the gateway.
 INGEST_SERVICE_NAME = ingest_pb.DESCRIPTOR.services_by_name["GenerationIngestService"].full_name
+# Public (through the gateway, with an admin key): a tenant's API keys.
+API_KEY_SERVICE_NAME = api_key_pb.DESCRIPTOR.services_by_name["ApiKeyService"].full_name
+# Internal: the gateway checks a client's key here; never behind the gateway.
+KEY_VERIFICATION_SERVICE_NAME = verification_pb.DESCRIPTOR.services_by_name[
+    "KeyVerificationService"
+].full_name
 
 
 @dataclass
@@ -59,6 +72,7 @@ class ProfilesApp:
     doctor: ConsistencyDoctor
     limits: Limits
     clock: Callable[[], datetime]
+    api_keys: ApiKeys
     # Started by start_background (after the server listens), stopped by stop_background / close.
     transcripts: TranscriptFiller | None = None
     _asr_channel: aio.Channel | None = None
@@ -113,12 +127,13 @@ class ProfilesApp:
             doctor=ConsistencyDoctor(database, store),
             limits=limits,
             clock=clock,
+            api_keys=ApiKeys(ApiKeyDatabase(database.engine), clock),
         )
 
     def registrations(self) -> list[ServiceRegistration]:
-        """The public ProfileService and the internal GenerationIngestService (only the TTS service calls it; the
-        gateway exposes ProfileService alone). Both share the domain objects, the readiness check and so the
-        health status."""
+        """The public ProfileService and ApiKeyService, and the internal GenerationIngestService (only the TTS
+        service calls it) and KeyVerificationService (only the gateway calls it); the gateway exposes the public
+        ones alone. All share the domain objects, the readiness check and so the health status."""
         profile_servicer = ProfileServicer(
             self.profiles,
             self.samples,
@@ -127,6 +142,8 @@ class ProfilesApp:
             on_transcript_needed=self.wake_transcripts,
         )
         ingest_servicer = GenerationIngestServicer(self.generations)
+        api_key_servicer = ApiKeyServicer(self.api_keys)
+        verification_servicer = KeyVerificationServicer(self.api_keys)
 
         def add_profiles(server: aio.Server) -> None:
             pb_grpc.add_ProfileServiceServicer_to_server(profile_servicer, server)
@@ -134,9 +151,19 @@ class ProfilesApp:
         def add_ingest(server: aio.Server) -> None:
             ingest_pb_grpc.add_GenerationIngestServiceServicer_to_server(ingest_servicer, server)
 
+        def add_api_keys(server: aio.Server) -> None:
+            api_key_pb_grpc.add_ApiKeyServiceServicer_to_server(api_key_servicer, server)
+
+        def add_verification(server: aio.Server) -> None:
+            verification_pb_grpc.add_KeyVerificationServiceServicer_to_server(verification_servicer, server)
+
         return [
             ServiceRegistration(SERVICE_NAME, add_profiles, error_mappers=(database_unavailable,)),
             ServiceRegistration(INGEST_SERVICE_NAME, add_ingest, error_mappers=(database_unavailable,)),
+            ServiceRegistration(API_KEY_SERVICE_NAME, add_api_keys, error_mappers=(database_unavailable,)),
+            ServiceRegistration(
+                KEY_VERIFICATION_SERVICE_NAME, add_verification, error_mappers=(database_unavailable,)
+            ),
         ]
 
     def start_background(

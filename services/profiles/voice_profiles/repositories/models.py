@@ -121,3 +121,33 @@ class UploadRequestRow(Base):
     # sha256 of the request's metadata and bytes: the same id with other content is refused, not answered.
     fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+
+
+class ApiKeyRow(Base):
+    """An API key (domain.api_keys): the gateway finds it by the SHA-256 of the key a client sent; the secret
+    itself is never stored. Not deleted when revoked or expired: lists show them, and a revoked key's answer says
+    when it was revoked."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        UniqueConstraint("key_sha256", name="uq_api_keys_key_sha256"),
+        # The prefix names a key in lists, logs and `voice-admin keys revoke`, so it must name one key.
+        UniqueConstraint("prefix", name="uq_api_keys_prefix"),
+        Index("ix_api_keys_tenant_created", "tenant_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    key_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    tenant_id: Mapped[str] = mapped_column(String(63), nullable=False)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    # Space-separated (scopes hold no spaces): one plain column that reads the same on SQLite and PostgreSQL.
+    scopes: Mapped[str] = mapped_column(String(255), nullable=False)
+    # Zero: the gateway's default.
+    requests_per_second: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    burst: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    max_concurrent_streams: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
