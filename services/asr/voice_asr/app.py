@@ -34,6 +34,7 @@ from voice_asr.stored_audio import StoredAudioClient
 from voice_asr.transcriber import Transcriber
 from voice_common.config import CommonSettings
 from voice_common.errors import Unavailable
+from voice_common.internal_channel import internal_channel
 from voice_common.server.bootstrap import ServiceRegistration
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,9 @@ class AsrApp:
         if problem is not None:
             # Once, at start: readiness repeats it only in the health status and when the reason changes.
             log.warning("the ASR model is not available; NOT_SERVING until it is", extra={"reason": problem})
-        channel = aio.insecure_channel(
+        channel = internal_channel(
             settings.profiles_address,
+            common,
             options=[
                 ("grpc.max_receive_message_length", common.grpc_max_message_bytes),
                 ("grpc.max_send_message_length", common.grpc_max_message_bytes),

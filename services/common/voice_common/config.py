@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -59,6 +59,32 @@ class CommonSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM, how long running RPCs get to finish before they are cancelled."
     )
+    internal_token: SecretStr = Field(
+        SecretStr(""),
+        description="The internal credential as a shared secret: the services accept calls only with it in the "
+        "x-voice-internal-token metadata, and send it on their calls to each other (the gateway sends it too). "
+        "Empty: no token (`make run` generates one per run; a cluster takes it from a Secret).",
+    )
+    internal_tls_cert_file: FilePath | None = Field(
+        None,
+        description="The internal credential as mutual TLS: this service's certificate (PEM), presented both as "
+        "a server and as a client. Set with VOICE_INTERNAL_TLS_KEY_FILE and VOICE_INTERNAL_TLS_CA_FILE; the "
+        "port then speaks TLS only.",
+    )
+    internal_tls_key_file: FilePath | None = Field(
+        None, description="The private key (PEM) of VOICE_INTERNAL_TLS_CERT_FILE."
+    )
+    internal_tls_ca_file: FilePath | None = Field(
+        None,
+        validate_default=True,
+        description="The CA (PEM) that signs the platform's certificates: callers must present a certificate it "
+        "signed, and the services it calls must too.",
+    )
+    internal_tls_server_name: str | None = Field(
+        None,
+        description="The name checked in the certificate of a service this one calls, instead of the host of its "
+        "address (for certificates that name a service, e.g. voice-profiles, when the address is an IP).",
+    )
 
     @field_validator("default_tenant")
     @classmethod
@@ -79,6 +105,26 @@ class CommonSettings(BaseSettings):
             raise ValueError("must look like http://host:port or https://host")
         return value
 
+    @field_validator("internal_tls_ca_file")
+    @classmethod
+    def _tls_files_together(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # The last of the three, so the other two are validated by now; one that failed (a file that is not
+        # there) is absent from info.data and has its own error already.
+        if "internal_tls_cert_file" not in info.data or "internal_tls_key_file" not in info.data:
+            return value
+        files = {
+            "VOICE_INTERNAL_TLS_CERT_FILE": info.data["internal_tls_cert_file"],
+            "VOICE_INTERNAL_TLS_KEY_FILE": info.data["internal_tls_key_file"],
+            "VOICE_INTERNAL_TLS_CA_FILE": value,
+        }
+        missing = [name for name, path in files.items() if path is None]
+        if missing and len(missing) < len(files):
+            raise ValueError(
+                "VOICE_INTERNAL_TLS_CERT_FILE, VOICE_INTERNAL_TLS_KEY_FILE and VOICE_INTERNAL_TLS_CA_FILE go "
+                f"together (mutual TLS needs all three): set {' and '.join(missing)} too, or none of them"
+            )
+        return value
+
     @property
     def embedded(self) -> bool:
         return self.database_url is None and self.s3_endpoint is None
@@ -92,6 +138,11 @@ class CommonSettings(BaseSettings):
     @property
     def objects_dir(self) -> Path:
         return self.data_dir / "objects"
+
+    @property
+    def internal_tls(self) -> bool:
+        """Whether the internal credential is mutual TLS (the three files are set together or not at all)."""
+        return self.internal_tls_ca_file is not None
 
 
 def describe_validation_error(error: ValidationError, prefix: str) -> str:

@@ -33,6 +33,7 @@ from voice.tts.v1 import tts_service_pb2 as pb
 from voice.tts.v1 import tts_service_pb2_grpc as pb_grpc
 from voice_common.config import CommonSettings
 from voice_common.errors import Unavailable
+from voice_common.internal_channel import internal_channel
 from voice_common.object_store import ObjectStore, create_object_store
 from voice_common.server.bootstrap import ServiceRegistration
 from voice_tts import metrics
@@ -80,8 +81,9 @@ class TtsApp:
         check: AvailabilityCheck = check_available,
     ) -> TtsApp:
         store = store or await create_object_store(common)
-        channel = aio.insecure_channel(
+        channel = internal_channel(
             settings.profiles_address,
+            common,
             options=[
                 ("grpc.max_receive_message_length", common.grpc_max_message_bytes),
                 ("grpc.max_send_message_length", common.grpc_max_message_bytes),

@@ -1,6 +1,7 @@
 """``build_server``: the one way every service builds its grpc.aio server.
 
-It wires the interceptor (request id, tenant, errors -> status, metrics), the stock grpc.health.v1 servicer (NOT_SERVING
+It wires the interceptor (internal credential, request id, tenant, errors -> status, metrics), the TLS-only port when
+the internal credential is mutual TLS, the stock grpc.health.v1 servicer (NOT_SERVING
 until the service's readiness check passes, re-checked while running), reflection, message-size limits, and a
 graceful drain on SIGTERM/SIGINT.
 """
@@ -16,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -186,6 +188,7 @@ def build_server(
                 cutoff,
                 # Once each: the services of one process (the profile service's two) often share their mappers.
                 list(dict.fromkeys(mapper for service in services for mapper in service.error_mappers)),
+                settings.internal_token.get_secret_value(),
             ),
             *extra_interceptors,
         ],
@@ -201,7 +204,7 @@ def build_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [service.full_name for service in services]
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = _listen(server, f"{host}:{port}", settings)
     if bound == 0:
         raise OSError(f"could not listen on {host}:{port} (is the port in use?)")
     return VoiceServer(
@@ -214,3 +217,28 @@ def build_server(
         readiness_recheck_seconds,
         cutoff,
     )
+
+
+def _listen(server: aio.Server, address: str, settings: CommonSettings) -> int:
+    """Open the port: TLS only, with a client certificate signed by the platform's CA, when the internal credential
+    is mutual TLS; plaintext otherwise. The port number bound, 0 when it could not be."""
+    if settings.internal_tls:
+        assert (
+            settings.internal_tls_cert_file
+            and settings.internal_tls_key_file
+            and settings.internal_tls_ca_file
+        )
+        credentials = grpc.ssl_server_credentials(
+            [(settings.internal_tls_key_file.read_bytes(), settings.internal_tls_cert_file.read_bytes())],
+            root_certificates=settings.internal_tls_ca_file.read_bytes(),
+            require_client_auth=True,
+        )
+        return server.add_secure_port(address, credentials)
+    if not settings.internal_token.get_secret_value():
+        # Once, at start: the port is fine for one machine (`make run` sets a token), never for a cluster.
+        log.warning(
+            "no internal credential configured (VOICE_INTERNAL_TOKEN or VOICE_INTERNAL_TLS_*): this service "
+            "accepts calls, and the tenant they name in x-voice-tenant, from anyone who can reach its port",
+            extra={"address": address},
+        )
+    return server.add_insecure_port(address)

@@ -1,9 +1,11 @@
-"""One server interceptor for every service: request id, tenant, error mapping, metrics and access logs."""
+"""One server interceptor for every service: the internal credential, request id, tenant, error mapping, metrics and
+access logs."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
 import uuid
@@ -13,7 +15,8 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from voice_common.errors import Unavailable
+from voice_common.errors import Unauthenticated, Unavailable
+from voice_common.internal_channel import INTERNAL_TOKEN_KEY
 from voice_common.observability import (
     GRPC_IN_FLIGHT,
     GRPC_LATENCY,
@@ -31,6 +34,13 @@ REQUEST_ID_KEY = "x-request-id"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 # Infrastructure services (health, reflection) are not tenant-owned.
 _UNTENANTED_PREFIXES = ("/grpc.",)
+# Health answers without the internal credential: Kubernetes' probes send no metadata. Reflection does not: it would
+# tell anyone what the internal services offer.
+_OPEN_PREFIXES = ("/grpc.health.v1.",)
+_NOT_INTERNAL = (
+    "this service accepts calls only from the gateway and the platform's services (the internal credential, "
+    "x-voice-internal-token, is missing or wrong): call through the gateway"
+)
 
 
 class _RpcScope:
@@ -42,12 +52,18 @@ class _RpcScope:
         metadata: Sequence[tuple[str, str]],
         tenants: TenantResolver,
         error_mappers: Sequence[ErrorMapper],
+        internal_token: bytes,
     ) -> None:
         self.method = method
         self.service, _, self.short_method = method.lstrip("/").rpartition("/")
         self.tenant_values = [value for key, value in metadata if key == TENANT_METADATA_KEY]
         self.tenants = tenants
         self.error_mappers = error_mappers
+        # Only whether it matches is kept: the token itself must never reach a log.
+        self.credential_accepted = not internal_token or any(
+            key == INTERNAL_TOKEN_KEY and hmac.compare_digest(value.encode(), internal_token)
+            for key, value in metadata
+        )
         client_id = next((value for key, value in metadata if key == REQUEST_ID_KEY), "")
         # Echoed in trailing metadata, status details and logs, so only a short token is taken; anything else (too
         # long, spaces, control characters) gets a fresh one, as a request without one does.
@@ -60,6 +76,8 @@ class _RpcScope:
         method_var.set(self.method)
         GRPC_IN_FLIGHT.labels(self.service).inc()
         context.set_trailing_metadata(((REQUEST_ID_KEY, self.request_id),))
+        if not self.credential_accepted and not self.method.startswith(_OPEN_PREFIXES):
+            raise Unauthenticated(_NOT_INTERNAL)
         if not self.method.startswith(_UNTENANTED_PREFIXES):
             tenant_var.set(self.tenants.resolve(self.tenant_values))
 
@@ -140,8 +158,11 @@ class ServerInterceptor(aio.ServerInterceptor):
         tenants: TenantResolver,
         cutoff: StreamCutoff | None = None,
         error_mappers: Sequence[ErrorMapper] = (),
+        internal_token: str = "",
     ) -> None:
         self._tenants = tenants
+        # Empty: no token is asked for (mutual TLS, or a service that accepts anyone).
+        self._internal_token = internal_token.encode()
         self._cutoff = cutoff or StreamCutoff()
         # The services' own errors beyond voice_common's (a database's): see status_mapping.ErrorMapper.
         self._error_mappers = tuple(error_mappers)
@@ -163,6 +184,7 @@ class ServerInterceptor(aio.ServerInterceptor):
         tenants = self._tenants
         cutoff = self._cutoff
         error_mappers = self._error_mappers
+        internal_token = self._internal_token
         # grpc's stubs type handlers for the sync server; under grpc.aio they are coroutine/async-generator functions.
         behavior: Any = (
             handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
@@ -170,7 +192,7 @@ class ServerInterceptor(aio.ServerInterceptor):
 
         @contextlib.asynccontextmanager
         async def guarded(context: aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
-            scope = _RpcScope(method, metadata, tenants, error_mappers)
+            scope = _RpcScope(method, metadata, tenants, error_mappers, internal_token)
             try:
                 scope.enter(context)
                 yield

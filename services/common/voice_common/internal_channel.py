@@ -1,0 +1,112 @@
+"""``internal_channel``: the one way a service (or the gateway) builds its channel to another of the platform's
+services, carrying the internal credential (docs/gateway.md).
+
+With ``VOICE_INTERNAL_TLS_*`` set, the channel speaks TLS, presents this service's certificate and trusts only the
+platform's CA; with ``VOICE_INTERNAL_TOKEN`` set, every call carries the token in ``x-voice-internal-token``. Either,
+both or neither, as the server side (``build_server``) expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from voice_common.config import CommonSettings
+
+INTERNAL_TOKEN_KEY = "x-voice-internal-token"
+
+
+def internal_channel(
+    target: str, common: CommonSettings, options: Sequence[tuple[str, Any]] = ()
+) -> aio.Channel:
+    """A channel to ``target`` (host:port) with the internal credential of ``common``; ``options`` are the call
+    site's own channel options (message sizes, back-off), kept as given."""
+    token = common.internal_token.get_secret_value()
+    interceptors: list[Any] = []  # grpc-stubs leaves aio.ClientInterceptor a placeholder type
+    if token:
+        # grpc.aio files each interceptor under the first of the four call shapes it is an instance of, so one
+        # object per shape: a single class deriving from all four would add the token to unary calls only.
+        interceptors = [
+            _UnaryUnaryToken(token),
+            _UnaryStreamToken(token),
+            _StreamUnaryToken(token),
+            _StreamStreamToken(token),
+        ]
+    channel_options = list(options)
+    if not common.internal_tls:
+        return aio.insecure_channel(target, options=channel_options, interceptors=interceptors)
+    assert common.internal_tls_cert_file and common.internal_tls_key_file and common.internal_tls_ca_file
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=common.internal_tls_ca_file.read_bytes(),
+        private_key=common.internal_tls_key_file.read_bytes(),
+        certificate_chain=common.internal_tls_cert_file.read_bytes(),
+    )
+    if common.internal_tls_server_name:
+        channel_options.append(("grpc.ssl_target_name_override", common.internal_tls_server_name))
+    return aio.secure_channel(target, credentials, options=channel_options, interceptors=interceptors)
+
+
+def _with_token(details: aio.ClientCallDetails, token: str) -> aio.ClientCallDetails:
+    # Set, not added: a value the caller passed along (a forwarded client's) must not travel next to ours.
+    metadata = aio.Metadata(
+        *((key, value) for key, value in (details.metadata or ()) if key != INTERNAL_TOKEN_KEY),
+        (INTERNAL_TOKEN_KEY, token),
+    )
+    return aio.ClientCallDetails(
+        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+    )
+
+
+class _UnaryUnaryToken(aio.UnaryUnaryClientInterceptor):
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[aio.ClientCallDetails, Any], Any],
+        client_call_details: aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        return await continuation(_with_token(client_call_details, self._token), request)
+
+
+class _UnaryStreamToken(aio.UnaryStreamClientInterceptor):
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[[aio.ClientCallDetails, Any], Any],
+        client_call_details: aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        return await continuation(_with_token(client_call_details, self._token), request)
+
+
+class _StreamUnaryToken(aio.StreamUnaryClientInterceptor):
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def intercept_stream_unary(
+        self,
+        continuation: Callable[[aio.ClientCallDetails, Any], Any],
+        client_call_details: aio.ClientCallDetails,
+        request_iterator: Iterable[Any] | AsyncIterable[Any] | None,
+    ) -> Any:
+        return await continuation(_with_token(client_call_details, self._token), request_iterator)
+
+
+class _StreamStreamToken(aio.StreamStreamClientInterceptor):
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def intercept_stream_stream(
+        self,
+        continuation: Callable[[aio.ClientCallDetails, Any], Any],
+        client_call_details: aio.ClientCallDetails,
+        request_iterator: Iterable[Any] | AsyncIterable[Any] | None,
+    ) -> Any:
+        return await continuation(_with_token(client_call_details, self._token), request_iterator)
