@@ -221,7 +221,7 @@ class ApiKeys:
     async def revoke(self, tenant: str, key_id: str) -> ApiKeyRecord:
         """Revoke one of the tenant's keys (another tenant's id is NOT_FOUND); revoking again returns the record
         with its first revocation time."""
-        checked_id = resource_ids.check_id("API key", key_id, "id")
+        checked_id = resource_ids.check_id("key", key_id, "id")
         async with self._database.transaction() as keys:
             record = await keys.get(tenant, checked_id)
             if record is None:
@@ -234,7 +234,7 @@ class ApiKeys:
             if id_or_prefix.startswith(key_format.KEY_START):
                 record = await keys.find_by_prefix_any_tenant(key_format.key_prefix(id_or_prefix))
             else:
-                record = await keys.get_any_tenant(resource_ids.check_id("API key", id_or_prefix, "id"))
+                record = await keys.get_any_tenant(resource_ids.check_id("key", id_or_prefix, "id"))
             if record is None:
                 raise NotFound(_KIND, id_or_prefix)
             return await self._revoke(keys, record)
