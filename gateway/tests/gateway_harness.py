@@ -1,0 +1,89 @@
+"""A real profile service and a real gateway in front of it, both on port 0 in this process, with the internal
+credential between them, and ways to make keys (through the profile service's own domain objects)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from grpc import aio
+from pydantic import SecretStr
+
+from voice_common.api_keys import SCOPES
+from voice_common.config import CommonSettings
+from voice_common.server.bootstrap import VoiceServer, build_server
+from voice_gateway.app import GatewayApp
+from voice_gateway.settings import GatewaySettings
+from voice_profiles.app import ProfilesApp
+from voice_profiles.domain.api_keys import RateLimits
+from voice_profiles.settings import ProfilesSettings
+
+INTERNAL_TOKEN = "internal-token-for-tests"
+
+
+def bearer(key: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {key}"),)
+
+
+@dataclass
+class Stack:
+    profiles: ProfilesApp
+    profile_server: VoiceServer
+    gateway: GatewayApp
+    channel: aio.Channel  # a client's channel to the gateway
+    common: CommonSettings
+    keys: dict[str, str] = field(default_factory=dict)
+
+    async def key(
+        self,
+        tenant: str,
+        scopes: tuple[str, ...] = SCOPES,
+        limits: RateLimits | None = None,
+        ttl: timedelta | None = None,
+        name: str = "test",
+    ) -> str:
+        created = await self.profiles.api_keys.create(tenant, name, scopes, limits or RateLimits(), ttl)
+        return created.secret
+
+    async def close(self) -> None:
+        await self.channel.close(None)
+        await self.gateway.stop(0)
+        await self.profile_server.stop(0)
+        await self.profiles.close()
+
+
+async def start_stack(
+    common: CommonSettings,
+    gateway_settings: dict[str, Any] | None = None,
+    tts_target: str = "",
+    asr_target: str = "",
+) -> Stack:
+    common = common.model_copy(update={"internal_token": SecretStr(INTERNAL_TOKEN)})
+    profiles = await ProfilesApp.open(common, ProfilesSettings(port=0, metrics_port=0), migrate=True)
+    profile_server = build_server(
+        settings=common,
+        services=profiles.registrations(),
+        host="127.0.0.1",
+        port=0,
+        readiness=profiles.readiness,
+    )
+    await profile_server.start()
+    settings = GatewaySettings(
+        port=0,
+        metrics_port=0,
+        profiles_target=f"dns:///127.0.0.1:{profile_server.port}",
+        # Nothing listens on port 1: a backend that is down.
+        tts_target=tts_target or "dns:///127.0.0.1:1",
+        asr_target=asr_target or "dns:///127.0.0.1:1",
+        **(gateway_settings or {}),
+    )
+    gateway = GatewayApp.build(common, settings)
+    await gateway.start()
+    for _ in range(200):
+        if profile_server.serving:
+            break
+        await asyncio.sleep(0.05)
+    channel = aio.insecure_channel(f"127.0.0.1:{gateway.port}")
+    return Stack(profiles, profile_server, gateway, channel, common)

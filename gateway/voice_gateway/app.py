@@ -1,0 +1,150 @@
+"""``GatewayApp.build()``: the gateway's parts wired together — a channel per backend, the key authenticator, the
+limiter, the forwarding handler, the health mirror — and the grpc.aio server that holds them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from grpc import aio, ssl_server_credentials
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from voice_common.config import CommonSettings
+from voice_common.internal_channel import internal_channel
+from voice_common.server.bootstrap import VoiceServer
+from voice_common.server.interceptor import StreamCutoff
+from voice_gateway.authentication import AuthenticationOff, Authenticator, KeyAuthenticator
+from voice_gateway.forwarding import Backend, Forwarder
+from voice_gateway.health_mirror import HealthMirror
+from voice_gateway.interceptor import GatewayInterceptor
+from voice_gateway.metrics import TenantLabels
+from voice_gateway.rate_limits import KeyLimiter
+from voice_gateway.routes import ASR, PROFILES, TTS, public_routes, public_services
+from voice_gateway.settings import GatewaySettings
+
+log = logging.getLogger("voice_gateway")
+# gRPC's own client-side balancing: every address the backend's name resolves to (a headless Service's pods) gets
+# calls in turn; kube-proxy would balance connections, and one connection carries all of a gateway's calls.
+_ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+# Services keep gRPC's default ping policy (at most one ping per 5 minutes on an idle connection), so the gateway's
+# pings to them stay within it.
+_BACKEND_KEEPALIVE_MS = 300_000
+
+
+def backend_channel_options(common: CommonSettings, settings: GatewaySettings) -> list[tuple[str, Any]]:
+    limit = common.grpc_max_message_bytes
+    return [
+        ("grpc.service_config", _ROUND_ROBIN),
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.keepalive_time_ms", _BACKEND_KEEPALIVE_MS),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_seconds * 1000)),
+        # A backend that comes back is found within a few seconds, not after gRPC's default back-off of minutes.
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 3000),
+        ("grpc.enable_retries", 0),
+    ]
+
+
+def server_options(common: CommonSettings, settings: GatewaySettings) -> list[tuple[str, Any]]:
+    limit = common.grpc_max_message_bytes
+    keepalive_ms = int(settings.keepalive_seconds * 1000)
+    return [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_seconds * 1000)),
+        # Clients may ping as often as the gateway does without being told off (GOAWAY too_many_pings).
+        ("grpc.http2.min_ping_interval_without_data_ms", keepalive_ms),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", keepalive_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+@dataclass
+class GatewayApp:
+    server: VoiceServer
+    backends: dict[str, Backend]
+    mirror: HealthMirror
+
+    @classmethod
+    def build(
+        cls,
+        common: CommonSettings,
+        settings: GatewaySettings,
+        extra_interceptors: Sequence[aio.ServerInterceptor] = (),
+    ) -> GatewayApp:
+        options = backend_channel_options(common, settings)
+        targets = {PROFILES: settings.profiles_target, TTS: settings.tts_target, ASR: settings.asr_target}
+        backends = {
+            name: Backend(name, target, internal_channel(target, common, options=options))
+            for name, target in targets.items()
+        }
+        defaults = settings.default_limits
+        authenticator: Authenticator = (
+            KeyAuthenticator(backends[PROFILES].channel, defaults, settings.key_cache_seconds)
+            if settings.authentication == "keys"
+            else AuthenticationOff(common.default_tenant, defaults)
+        )
+        routes = public_routes()
+        cutoff = StreamCutoff()
+        server = aio.server(
+            interceptors=[
+                GatewayInterceptor(
+                    authenticator, routes, KeyLimiter(), TenantLabels(settings.metric_tenants)
+                ),
+                *extra_interceptors,
+            ],
+            options=server_options(common, settings),
+        )
+        server.add_generic_rpc_handlers((Forwarder(routes, backends, cutoff),))
+        health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        services = public_services()
+        reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        address = f"{settings.host}:{settings.port}"
+        if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+            credentials = ssl_server_credentials(
+                [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())]
+            )
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+        if port == 0:
+            raise OSError(f"could not listen on {address} (is the port in use?)")
+        mirror = HealthMirror(
+            health_servicer, [(name, backends[backend].channel) for name, backend in services.items()]
+        )
+        voice_server = VoiceServer(
+            server,
+            health_servicer,
+            [],  # the overall status only: each public service's mirrors its backend (HealthMirror)
+            None,
+            port,
+            common.shutdown_grace_seconds,
+            5.0,
+            cutoff,
+        )
+        return cls(voice_server, backends, mirror)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def start(self) -> None:
+        await self.mirror.start()
+        await self.server.start()
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.server.stop(grace)
+        await self.close()
+
+    async def close(self) -> None:
+        await self.mirror.close()
+        for backend in self.backends.values():
+            await backend.channel.close(None)
