@@ -60,9 +60,10 @@ class _RpcScope:
         self.tenants = tenants
         self.error_mappers = error_mappers
         # Only whether it matches is kept: the token itself must never reach a log.
-        self.credential_accepted = not internal_token or any(
-            key == INTERNAL_TOKEN_KEY and hmac.compare_digest(value.encode(), internal_token)
-            for key, value in metadata
+        # Exactly one value: a caller cannot slip a guess in next to a forwarded token, or the other way round.
+        presented = [value for key, value in metadata if key == INTERNAL_TOKEN_KEY]
+        self.credential_accepted = not internal_token or (
+            len(presented) == 1 and hmac.compare_digest(presented[0].encode(), internal_token)
         )
         client_id = next((value for key, value in metadata if key == REQUEST_ID_KEY), "")
         # Echoed in trailing metadata, status details and logs, so only a short token is taken; anything else (too
