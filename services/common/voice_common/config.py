@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import Field, FilePath, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -65,16 +65,16 @@ class CommonSettings(BaseSettings):
         "x-voice-internal-token metadata, and send it on their calls to each other (the gateway sends it too). "
         "Empty: no token (`make run` generates one per run; a cluster takes it from a Secret).",
     )
-    internal_tls_cert_file: FilePath | None = Field(
+    internal_tls_cert_file: Path | None = Field(
         None,
         description="The internal credential as mutual TLS: this service's certificate (PEM), presented both as "
         "a server and as a client. Set with VOICE_INTERNAL_TLS_KEY_FILE and VOICE_INTERNAL_TLS_CA_FILE; the "
         "port then speaks TLS only.",
     )
-    internal_tls_key_file: FilePath | None = Field(
+    internal_tls_key_file: Path | None = Field(
         None, description="The private key (PEM) of VOICE_INTERNAL_TLS_CERT_FILE."
     )
-    internal_tls_ca_file: FilePath | None = Field(
+    internal_tls_ca_file: Path | None = Field(
         None,
         validate_default=True,
         description="The CA (PEM) that signs the platform's certificates: callers must present a certificate it "
@@ -103,6 +103,14 @@ class CommonSettings(BaseSettings):
         parts = urlsplit(value if "://" in value else f"http://{value}")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must look like http://host:port or https://host")
+        return value
+
+    @field_validator("internal_tls_cert_file", "internal_tls_key_file", "internal_tls_ca_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        # At start, not at the first call or handshake: a mounted Secret that is missing must stop the service.
+        if value is not None and not value.is_file():
+            raise ValueError("no such file (a PEM file is expected)")
         return value
 
     @field_validator("internal_tls_ca_file")
