@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -17,10 +18,13 @@ from typing import IO, Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from voice_common.api_keys import SCOPES, well_formed
+from voice_common.internal_channel import INTERNAL_TOKEN_KEY
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Settings of the developer's shell must not leak into the processes under test.
-_OWN_PREFIXES = ("VOICE_", "PROFILES_", "TTS_", "ASR_", "AWS_")
+_OWN_PREFIXES = ("VOICE_", "PROFILES_", "TTS_", "ASR_", "GATEWAY_", "AWS_")
 
 
 def free_port() -> int:
@@ -31,7 +35,9 @@ def free_port() -> int:
 
 
 def service_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    """The environment of a service process: embedded mode under data_dir, free ports, JSON logs."""
+    """The environment of a service process: embedded mode under data_dir, free ports (every service's and the
+    gateway's, so no test binds a default port such as 50051), each service pointed at the others' ports, JSON
+    logs."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -43,6 +49,12 @@ def service_env(data_dir: Path, **extra: str) -> dict[str, str]:
             "VOICE_DATA_DIR": str(data_dir),
             "PROFILES_PORT": str(free_port()),
             "PROFILES_METRICS_PORT": str(free_port()),
+            "TTS_PORT": str(free_port()),
+            "TTS_METRICS_PORT": str(free_port()),
+            "ASR_PORT": str(free_port()),
+            "ASR_METRICS_PORT": str(free_port()),
+            "GATEWAY_PORT": str(free_port()),
+            "GATEWAY_METRICS_PORT": str(free_port()),
             "VOICE_LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
             "NO_PROXY": "*",
@@ -53,6 +65,18 @@ def service_env(data_dir: Path, **extra: str) -> dict[str, str]:
         }
     )
     env.update(extra)
+    # Where each service finds the others follows their ports, unless the test names an address itself.
+    profiles = f"127.0.0.1:{env['PROFILES_PORT']}"
+    addresses = {
+        "TTS_PROFILES_ADDRESS": profiles,
+        "ASR_PROFILES_ADDRESS": profiles,
+        "PROFILES_ASR_ADDRESS": f"127.0.0.1:{env['ASR_PORT']}",
+        "GATEWAY_PROFILES_TARGET": profiles,
+        "GATEWAY_TTS_TARGET": f"127.0.0.1:{env['TTS_PORT']}",
+        "GATEWAY_ASR_TARGET": f"127.0.0.1:{env['ASR_PORT']}",
+    }
+    for name, address in addresses.items():
+        env.setdefault(name, address)
     return env
 
 
@@ -214,3 +238,43 @@ def explain(result: subprocess.CompletedProcess[str]) -> str:
     return (
         f"{result.args!r} exited with {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     )
+
+
+def with_internal_token(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with a fresh internal credential, as ``make run`` gives its services: they then accept calls only
+    from each other and the gateway."""
+    return {**env, "VOICE_INTERNAL_TOKEN": secrets.token_urlsafe(32)}
+
+
+def internal_metadata(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The metadata of a call made as one of the platform's services (straight to a service, past the gateway)."""
+    return ((INTERNAL_TOKEN_KEY, env["VOICE_INTERNAL_TOKEN"]),)
+
+
+def bearer(key: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {key}"),)
+
+
+def create_key(env: Mapping[str, str], tenant: str, *scopes: str, ttl_days: float | None = None) -> str:
+    """A new API key from ``voice-admin keys create`` (the secret it prints on stdout)."""
+    args = ["keys", "create", "--tenant", tenant, "--name", f"e2e {tenant}"]
+    for scope in scopes or SCOPES:
+        args += ["--scope", scope]
+    if ttl_days is not None:
+        args += ["--ttl-days", str(ttl_days)]
+    result = admin(env, *args)
+    assert result.returncode == 0, explain(result)
+    key = result.stdout.strip()
+    assert well_formed(key), explain(result)
+    return key
+
+
+def start_gateway(env: Mapping[str, str], log_dir: Path) -> ServiceProcess:
+    """``python -m voice_gateway`` (close it, or use it as ``with contextlib.closing(...)``), once it serves."""
+    gateway = ServiceProcess(env, log_dir, module="voice_gateway", prefix="GATEWAY")
+    try:
+        gateway.wait_for(SERVING, timeout=60)
+    except BaseException:
+        gateway.close()
+        raise
+    return gateway

@@ -1,17 +1,30 @@
-"""The ``voice`` command-line client against the real profile-service process."""
+"""The ``voice`` command-line client through the real gateway, in front of the real profile-service process."""
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import ServiceProcess, service, service_env
-from grpc_health.v1 import health_pb2
+from e2e_support import (
+    SERVING,
+    ServiceProcess,
+    admin,
+    create_key,
+    explain,
+    service,
+    service_env,
+    start_gateway,
+    with_internal_token,
+)
 
 from voice_common.audio import decode_audio
 from voice_testing.media_files import encode_file, speechlike
@@ -19,23 +32,51 @@ from voice_testing.media_files import encode_file, speechlike
 pytestmark = pytest.mark.slow
 
 
+@dataclass
+class Stack:
+    profiles: ServiceProcess
+    gateway: ServiceProcess
+    env: dict[str, str]
+    keys: dict[str, str]  # tenant -> an API key with every scope
+
+
 @pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("cli")
-    with service(service_env(root / "data"), root) as process:
-        process.wait_for(health_pb2.HealthCheckResponse.SERVING)
-        yield process
+    # A short key cache, so a revoked key is refused within the test's patience.
+    env = with_internal_token(service_env(root / "data", GATEWAY_KEY_CACHE_SECONDS="0.5"))
+    keys = {tenant: create_key(env, tenant) for tenant in ("cli", "cli-elsewhere")}
+    with service(env, root) as profiles:
+        profiles.wait_for(SERVING)
+        gateway = start_gateway(env, root)
+        try:
+            yield Stack(profiles, gateway, env, keys)
+        finally:
+            gateway.close()
 
 
-def voice(process: ServiceProcess, *args: str, tenant: str = "cli") -> subprocess.CompletedProcess[str]:
+def voice(
+    stack: Stack,
+    *args: str,
+    tenant: str | None = "cli",
+    environment: Mapping[str, str] | None = None,
+    target: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """``voice`` with the key of ``tenant`` (None: no --key, so the CLI looks for one itself) at the gateway."""
     script = Path(sys.executable).with_name("voice")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "voice_cli"]
+    if target:
+        command += ["--target", f"127.0.0.1:{stack.gateway.port}"]
+    if tenant is not None:
+        command += ["--key", stack.keys[tenant]]
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("VOICE_")}
     return subprocess.run(
-        [*command, "--target", f"127.0.0.1:{process.port}", "--tenant", tenant, *args],
+        [*command, *args],
         capture_output=True,
         text=True,
         timeout=60,
         stdin=subprocess.DEVNULL,
+        env={**clean, **(environment or {})},
     )
 
 
@@ -44,7 +85,7 @@ def ok(result: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(result.stdout)
 
 
-def test_profile_sample_download_and_archive_round_trip(running: ServiceProcess, tmp_path: Path) -> None:
+def test_profile_sample_download_and_archive_round_trip(running: Stack, tmp_path: Path) -> None:
     profile = ok(voice(running, "profiles", "create", "Shell voice", "--language", "en"))["profile"]
     recording = tmp_path / "me.m4a"
     recording.write_bytes(encode_file(speechlike(4.0, rate=44100), 44100, "m4a"))
@@ -83,7 +124,7 @@ def test_profile_sample_download_and_archive_round_trip(running: ServiceProcess,
     assert [p["name"] for p in listed["profiles"]] == ["Shell voice"]
 
 
-def test_errors_print_code_and_message_and_exit_1(running: ServiceProcess, tmp_path: Path) -> None:
+def test_errors_print_code_and_message_and_exit_1(running: Stack, tmp_path: Path) -> None:
     result = voice(running, "profiles", "get", "00000000-0000-4000-8000-000000000000")
     assert result.returncode == 1
     assert "NOT_FOUND" in result.stderr and "not found" in result.stderr
@@ -94,3 +135,81 @@ def test_errors_print_code_and_message_and_exit_1(running: ServiceProcess, tmp_p
     assert result.returncode == 1 and "INVALID_ARGUMENT" in result.stderr and "silent" in result.stderr
     missing = voice(running, "samples", "add", profile["id"], str(tmp_path / "nope.wav"))
     assert missing.returncode == 2 and "is not a file" in missing.stderr
+
+
+def test_the_key_make_run_saved_is_found_and_decides_the_tenant(running: Stack, tmp_path: Path) -> None:
+    ensured = admin(running.env, "keys", "ensure-local")
+    assert ensured.returncode == 0, explain(ensured)
+    saved = Path(running.env["VOICE_DATA_DIR"]) / "admin-api-key"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    # No --key, no --target: VOICE_DATA_DIR's saved key, and the old VOICE_PROFILES_TARGET name of the address.
+    local = {
+        "VOICE_DATA_DIR": running.env["VOICE_DATA_DIR"],
+        "VOICE_PROFILES_TARGET": f"127.0.0.1:{running.gateway.port}",
+    }
+    made = ok(
+        voice(running, "profiles", "create", "Saved-key voice", tenant=None, environment=local, target=False)
+    )
+    listed = ok(voice(running, "profiles", "list", tenant=None, environment=local, target=False))
+    assert made["profile"]["id"] in [profile["id"] for profile in listed["profiles"]]
+    # The saved key acts for the default tenant: another tenant's key does not see its profile.
+    theirs = ok(voice(running, "profiles", "list", "--name", "Saved-key"))
+    assert theirs.get("profiles", []) == []
+    # VOICE_API_KEY comes before the saved file; VOICE_TARGET before VOICE_PROFILES_TARGET.
+    through_env = {
+        **local,
+        "VOICE_API_KEY": running.keys["cli"],
+        "VOICE_TARGET": f"127.0.0.1:{running.gateway.port}",
+        "VOICE_PROFILES_TARGET": "127.0.0.1:1",
+    }
+    assert (
+        ok(
+            voice(
+                running,
+                "profiles",
+                "list",
+                "--name",
+                "Saved-key",
+                tenant=None,
+                environment=through_env,
+                target=False,
+            )
+        ).get("profiles", [])
+        == []
+    )
+
+
+def test_without_a_key_the_gateway_refuses_and_the_cli_says_where_it_looked(
+    running: Stack, tmp_path: Path
+) -> None:
+    result = voice(running, "profiles", "list", tenant=None, environment={"VOICE_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 1, result.stderr
+    assert "UNAUTHENTICATED" in result.stderr
+    assert f"none in {tmp_path / 'admin-api-key'}" in result.stderr and "make run" in result.stderr
+    wrong = voice(running, "--key", "vk_aaaaaaaa_" + "A" * 43, "profiles", "list", tenant=None)
+    assert wrong.returncode == 1 and "UNAUTHENTICATED" in wrong.stderr and "--key" in wrong.stderr
+
+
+def test_keys_create_list_and_revoke_through_the_gateway(running: Stack) -> None:
+    created = ok(voice(running, "keys", "create", "reader", "--scope", "profiles:read", "--rps", "5"))
+    secret, record = created["secret"], created["apiKey"]
+    assert secret.startswith(record["prefix"]) and record["tenant"] == "cli"
+    assert record["scopes"] == ["profiles:read"] and record["rateLimits"]["requestsPerSecond"] == 5
+    reader = {"VOICE_API_KEY": secret}
+    assert voice(running, "profiles", "list", tenant=None, environment=reader).returncode == 0
+    denied = voice(running, "profiles", "create", "Not allowed", tenant=None, environment=reader)
+    assert denied.returncode == 1 and "PERMISSION_DENIED" in denied.stderr, denied.stderr
+    refused = voice(running, "keys", "list", tenant=None, environment=reader)
+    assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr
+
+    listed = ok(voice(running, "keys", "list"))
+    assert record["id"] in [key["id"] for key in listed["apiKeys"]]
+    assert all(key["tenant"] == "cli" for key in listed["apiKeys"])  # a tenant's admin sees its own keys only
+    assert "secret" not in json.dumps(listed)
+    revoked = ok(voice(running, "keys", "revoke", record["id"]))
+    assert revoked["apiKey"]["revokeTime"]
+    time.sleep(1.0)  # past GATEWAY_KEY_CACHE_SECONDS
+    after = voice(running, "profiles", "list", tenant=None, environment=reader)
+    assert after.returncode == 1 and "UNAUTHENTICATED" in after.stderr, after.stderr
+    assert record["id"] not in [key["id"] for key in ok(voice(running, "keys", "list")).get("apiKeys", [])]
+    assert record["id"] in [key["id"] for key in ok(voice(running, "keys", "list", "--all"))["apiKeys"]]

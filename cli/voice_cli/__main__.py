@@ -4,6 +4,12 @@
     voice samples add <profile-id> recording.m4a --text "What the recording says."
     voice samples audio <sample-id> -o sample.flac --encoding flac
     voice profiles export <profile-id> -o narrator.voice.tar
+    voice keys create ci --scope tts --scope profiles:read
+
+It talks to the gateway (``--target``, env ``VOICE_TARGET``, default 127.0.0.1:50051) with an API key: ``--key``,
+else env ``VOICE_API_KEY``, else the admin key ``make run`` saved in ``<VOICE_DATA_DIR or ./data>/admin-api-key``.
+The key decides the tenant (the gateway overwrites any tenant a client names), so there is no tenant option.
+``--tls`` (with ``--ca FILE`` for a private CA) for a gateway that serves TLS.
 
 Results print as JSON (the API's own field names); errors print the gRPC code and message and exit 1.
 """
@@ -25,8 +31,11 @@ from google.protobuf.message import Message
 from tqdm import tqdm
 
 from voice.audio.v1 import audio_pb2
+from voice.auth.v1 import api_key_service_pb2 as keys_pb
+from voice.auth.v1 import api_key_service_pb2_grpc as keys_grpc
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
+from voice_common.api_keys import SCOPES, local_key_path
 
 CHUNK_BYTES = 64 * 1024
 ENCODINGS = {
@@ -72,10 +81,36 @@ def _download(responses: Iterator[Any], output: Path, label: str, total: int | N
     return header
 
 
+def api_key(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The key to send and where it came from (for messages): --key, VOICE_API_KEY, else the saved local key."""
+    if args.key:
+        return args.key, "--key"
+    if environ_key := os.environ.get("VOICE_API_KEY", "").strip():
+        return environ_key, "VOICE_API_KEY"
+    path = local_key_path(Path(os.environ.get("VOICE_DATA_DIR") or "data"))
+    try:
+        saved = path.read_text().strip()
+    except FileNotFoundError:
+        return None, str(path)
+    except OSError as error:
+        print(f"warning: cannot read the saved API key in {path}: {error.strerror}", file=sys.stderr)
+        return None, str(path)
+    return (saved or None), str(path)
+
+
+def open_channel(args: argparse.Namespace) -> grpc.Channel:
+    if not (args.tls or args.ca):
+        return grpc.insecure_channel(args.target)
+    root = args.ca.read_bytes() if args.ca else None  # None: the system's trusted CAs
+    return grpc.secure_channel(args.target, grpc.ssl_channel_credentials(root_certificates=root))
+
+
 def run(args: argparse.Namespace) -> int:
-    metadata = (("x-voice-tenant", args.tenant),) if args.tenant else ()
-    with grpc.insecure_channel(args.target) as channel:
+    key, key_source = api_key(args)
+    metadata = (("authorization", f"Bearer {key}"),) if key else ()
+    with open_channel(args) as channel:
         stub = pb_grpc.ProfileServiceStub(channel)
+        keys = keys_grpc.ApiKeyServiceStub(channel)
         call: dict[str, Callable[[], None]] = {
             "profiles create": lambda: _print(
                 stub.CreateProfile(
@@ -166,13 +201,41 @@ def run(args: argparse.Namespace) -> int:
                     pb.GetGenerationStatsRequest(profile_id=args.profile or ""), metadata=metadata
                 )
             ),
+            "keys create": lambda: _create_key(keys, args, metadata),
+            "keys list": lambda: _print(
+                keys.ListApiKeys(keys_pb.ListApiKeysRequest(include_inactive=args.all), metadata=metadata)
+            ),
+            "keys revoke": lambda: _print(
+                keys.RevokeApiKey(keys_pb.RevokeApiKeyRequest(id=args.id), metadata=metadata)
+            ),
         }
         try:
             call[f"{args.group} {args.action}"]()
         except grpc.RpcError as error:
             print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+            if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+                where = f"the key from {key_source}" if key else f"no key (none in {key_source})"
+                print(
+                    f"hint: this call sent {where}; pass --key, set VOICE_API_KEY, or run `make run` once "
+                    "to save the local admin key",
+                    file=sys.stderr,
+                )
             return 1
     return 0
+
+
+def _create_key(stub: keys_grpc.ApiKeyServiceStub, args: argparse.Namespace, metadata: Any) -> None:
+    request = keys_pb.CreateApiKeyRequest(
+        name=args.name,
+        scopes=args.scope,
+        rate_limits=keys_pb.RateLimits(
+            requests_per_second=args.rps, burst=args.burst, max_concurrent_streams=args.max_streams
+        ),
+    )
+    if args.ttl_days is not None:
+        request.ttl.FromSeconds(round(args.ttl_days * 86400))
+    # The whole response, secret included: like every result, the API's JSON (the secret is shown only this once).
+    _print(stub.CreateApiKey(request, metadata=metadata))
 
 
 def _sample_metadata(args: argparse.Namespace) -> pb.SampleMetadata:
@@ -204,10 +267,20 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="voice", description="Command-line client of the voice platform.")
     root.add_argument(
         "--target",
-        default=os.environ.get("VOICE_PROFILES_TARGET", "127.0.0.1:50052"),
-        help="profile service address (env VOICE_PROFILES_TARGET)",
+        # VOICE_PROFILES_TARGET: the name this setting had before the gateway, still honoured.
+        default=os.environ.get("VOICE_TARGET")
+        or os.environ.get("VOICE_PROFILES_TARGET")
+        or "127.0.0.1:50051",
+        help="the gateway's address (env VOICE_TARGET; default 127.0.0.1:50051)",
     )
-    root.add_argument("--tenant", default=os.environ.get("VOICE_TENANT"), help="tenant id (env VOICE_TENANT)")
+    root.add_argument(
+        "--key",
+        help="API key (env VOICE_API_KEY; default: the key make run saved in <VOICE_DATA_DIR or data>/admin-api-key)",
+    )
+    root.add_argument("--tls", action="store_true", help="the gateway serves TLS (trusting the system's CAs)")
+    root.add_argument(
+        "--ca", type=Path, help="PEM file of the CA that signed the gateway's certificate (implies --tls)"
+    )
     groups = root.add_subparsers(dest="group", required=True)
 
     profiles = groups.add_parser("profiles").add_subparsers(dest="action", required=True)
@@ -256,12 +329,30 @@ def parser() -> argparse.ArgumentParser:
     gen_list.add_argument("--profile")
     gen_list.add_argument("--text")
     generations.add_parser("stats").add_argument("--profile")
+
+    keys = groups.add_parser("keys", help="API keys of your tenant (needs a key with the admin scope)")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    key_create = key_actions.add_parser("create", help="make a key (its secret is in the output, this once)")
+    key_create.add_argument("name")
+    key_create.add_argument(
+        "--scope", action="append", required=True, choices=SCOPES, help="what the key may do (repeat)"
+    )
+    key_create.add_argument(
+        "--rps", type=float, default=0.0, help="sustained requests per second (0: default)"
+    )
+    key_create.add_argument(
+        "--burst", type=int, default=0, help="requests at once above the rate (0: default)"
+    )
+    key_create.add_argument("--max-streams", type=int, default=0, help="streams open at once (0: default)")
+    key_create.add_argument("--ttl-days", type=float, help="days until the key expires (default: never)")
+    key_actions.add_parser("list").add_argument("--all", action="store_true", help="revoked and expired too")
+    key_actions.add_parser("revoke", help="revoke a key by its id (permanent)").add_argument("id")
     return root
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    for name in ("file",):
+    for name in ("file", "ca"):
         path = getattr(args, name, None)
         if path is not None and not path.is_file():
             print(f"error: {path} is not a file", file=sys.stderr)

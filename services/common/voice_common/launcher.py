@@ -8,12 +8,18 @@ one process) is started again after a back-off, with a log line saying why and w
 back-off doubles while a service keeps dying soon after starting (a bad setting, a port taken), so a crash loop
 costs little and stays visible in the log, and starts again from the shortest wait once the service has stayed up.
 Only Ctrl-C or SIGTERM to the launcher stops everything: each service is sent SIGTERM and drains.
+
+Before the first start it prepares what the services share (docs/gateway.md): the internal credential (a fresh
+``VOICE_INTERNAL_TOKEN`` per run, unless the environment brings a token or mutual-TLS files), so the services accept
+calls only from the gateway and each other; and the local admin API key (``voice-admin keys ensure-local``: created
+and printed once, then kept in ``<data dir>/admin-api-key`` with mode 0600, where the ``voice`` CLI finds it).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -27,6 +33,8 @@ SERVICES: list[tuple[str, str]] = [
     ("profiles", "voice_profiles"),
     ("tts", "voice_tts"),
     ("asr", "voice_asr"),
+    # Last: the public entry opens once the services behind it are starting (it reconnects to any that is late).
+    ("gateway", "voice_gateway"),
 ]
 FIRST_RESTART_DELAY_SECONDS = 1.0
 MAX_RESTART_DELAY_SECONDS = 30.0
@@ -137,9 +145,40 @@ class Supervisor:
         return exit_code
 
 
+def with_internal_credential(env: dict[str, str]) -> None:
+    """A token shared by this run's services, unless the operator configured a credential of their own."""
+    if env.get("VOICE_INTERNAL_TOKEN") or any(name.startswith("VOICE_INTERNAL_TLS_") for name in env):
+        say("using the internal credential from the environment")
+        return
+    # Per run and never written anywhere: it lives exactly as long as the processes that share it.
+    env["VOICE_INTERNAL_TOKEN"] = secrets.token_urlsafe(32)
+
+
+def ensure_local_admin_key(env: Mapping[str, str]) -> bool:
+    """``voice-admin keys ensure-local``: the admin key for the CLI and grpcurl, printed on its first creation only.
+    False when it failed (the services still start: keys can be made later with ``voice-admin keys create``)."""
+    if env.get("GATEWAY_AUTHENTICATION", "").strip().lower() == "off":
+        say("GATEWAY_AUTHENTICATION=off: no API key needed, none created")
+        return True
+    if importlib.util.find_spec("voice_profiles") is None:
+        return True
+    result = subprocess.run(
+        [sys.executable, "-m", "voice_profiles.admin", "keys", "ensure-local"],
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    if result.returncode != 0:
+        say(f"voice-admin keys ensure-local {how_it_ended(result.returncode)}; no local admin key this run")
+        return False
+    return True
+
+
 def main() -> int:
     env = dict(os.environ)
     env.setdefault("VOICE_LOG_FORMAT", "text")
+    with_internal_credential(env)
+    ensure_local_admin_key(env)
     children = []
     for name, module in SERVICES:
         if importlib.util.find_spec(module) is None:
