@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from gateway_harness import Stack, start_stack
+from gateway_harness import BackendRecorder, Stack, start_stack
 
 from voice_common.config import CommonSettings
 
@@ -18,7 +18,12 @@ def gateway_common(tmp_path_factory: pytest.TempPathFactory) -> CommonSettings:
 
 
 @pytest.fixture(scope="session")
-async def stack(gateway_common: CommonSettings) -> AsyncIterator[Stack]:
-    started = await start_stack(gateway_common)
+def recorder() -> BackendRecorder:
+    return BackendRecorder()
+
+
+@pytest.fixture(scope="session")
+async def stack(gateway_common: CommonSettings, recorder: BackendRecorder) -> AsyncIterator[Stack]:
+    started = await start_stack(gateway_common, recorder=recorder)
     yield started
     await started.close()

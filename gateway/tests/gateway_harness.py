@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import grpc
 from grpc import aio
 from pydantic import SecretStr
 
 from voice_common.api_keys import SCOPES
 from voice_common.config import CommonSettings
+from voice_common.internal_channel import internal_channel
 from voice_common.server.bootstrap import VoiceServer, build_server
 from voice_gateway.app import GatewayApp
 from voice_gateway.settings import GatewaySettings
@@ -33,6 +35,7 @@ class Stack:
     profile_server: VoiceServer
     gateway: GatewayApp
     channel: aio.Channel  # a client's channel to the gateway
+    direct: aio.Channel  # a channel straight to the profile service, with the internal credential
     common: CommonSettings
     keys: dict[str, str] = field(default_factory=dict)
 
@@ -49,9 +52,71 @@ class Stack:
 
     async def close(self) -> None:
         await self.channel.close(None)
+        await self.direct.close(None)
         await self.gateway.stop(0)
         await self.profile_server.stop(0)
         await self.profiles.close()
+
+
+class BackendRecorder(aio.ServerInterceptor):
+    """On the profile service: what each call that reached it carried (metadata, deadline) and when it ended."""
+
+    def __init__(self) -> None:
+        self.calls: list[RecordedCall] = []
+
+    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith("/grpc."):
+            return handler
+        recorded = RecordedCall(
+            handler_call_details.method, dict(handler_call_details.invocation_metadata or ())
+        )
+        self.calls.append(recorded)
+        if handler.unary_stream:
+            inner_stream = handler.unary_stream
+
+            async def unary_stream(request: Any, context: Any) -> Any:
+                recorded.time_remaining = context.time_remaining()
+                try:
+                    async for response in inner_stream(request, context):
+                        yield response
+                    recorded.completed = True
+                finally:
+                    recorded.ended.set()
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_unary:
+            inner_unary = handler.unary_unary
+
+            async def unary_unary(request: Any, context: Any) -> Any:
+                recorded.time_remaining = context.time_remaining()
+                try:
+                    return await inner_unary(request, context)
+                finally:
+                    recorded.ended.set()
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def last(self, method_name: str) -> RecordedCall:
+        return next(call for call in reversed(self.calls) if call.method.endswith("/" + method_name))
+
+
+@dataclass
+class RecordedCall:
+    method: str
+    metadata: dict[str, Any]
+    time_remaining: float | None = None
+    completed: bool = False  # a response stream that ran to its end
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def start_stack(
@@ -59,6 +124,7 @@ async def start_stack(
     gateway_settings: dict[str, Any] | None = None,
     tts_target: str = "",
     asr_target: str = "",
+    recorder: BackendRecorder | None = None,
 ) -> Stack:
     common = common.model_copy(update={"internal_token": SecretStr(INTERNAL_TOKEN)})
     profiles = await ProfilesApp.open(common, ProfilesSettings(port=0, metrics_port=0), migrate=True)
@@ -68,6 +134,7 @@ async def start_stack(
         host="127.0.0.1",
         port=0,
         readiness=profiles.readiness,
+        extra_interceptors=[recorder] if recorder is not None else [],
     )
     await profile_server.start()
     settings = GatewaySettings(
@@ -86,4 +153,5 @@ async def start_stack(
             break
         await asyncio.sleep(0.05)
     channel = aio.insecure_channel(f"127.0.0.1:{gateway.port}")
-    return Stack(profiles, profile_server, gateway, channel, common)
+    direct = internal_channel(f"127.0.0.1:{profile_server.port}", common)
+    return Stack(profiles, profile_server, gateway, channel, direct, common)

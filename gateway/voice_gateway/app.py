@@ -47,6 +47,11 @@ def backend_channel_options(common: CommonSettings, settings: GatewaySettings) -
         ("grpc.initial_reconnect_backoff_ms", 250),
         ("grpc.max_reconnect_backoff_ms", 3000),
         ("grpc.enable_retries", 0),
+        # The gateway's receive window per backend stream stays at HTTP/2's 64 KiB instead of growing by BDP
+        # probing to megabytes: what a slow client has not read yet waits in the backend, not in the gateway's
+        # memory (32 slow readers would otherwise hold tens of MB here). On a cluster's network 64 KiB per
+        # round trip is still tens of MB/s per stream.
+        ("grpc.http2.bdp_probe", 0),
     ]
 
 
