@@ -126,7 +126,8 @@ async def start_stack(
     asr_target: str = "",
     recorder: BackendRecorder | None = None,
 ) -> Stack:
-    common = common.model_copy(update={"internal_token": SecretStr(INTERNAL_TOKEN)})
+    # As in a cluster: the services want a tenant on every call (the gateway always sends the key's).
+    common = common.model_copy(update={"internal_token": SecretStr(INTERNAL_TOKEN), "require_tenant": True})
     profiles = await ProfilesApp.open(common, ProfilesSettings(port=0, metrics_port=0), migrate=True)
     profile_server = build_server(
         settings=common,

@@ -514,7 +514,9 @@ async def test_why_not_ready_is_logged(caplog: pytest.LogCaptureFixture) -> None
         return [
             str(getattr(r, "reason", ""))
             for r in caplog.records
-            if r.name == "voice_common.server.bootstrap" and r.levelno == logging.WARNING
+            if r.name == "voice_common.server.bootstrap"
+            and r.levelno == logging.WARNING
+            and hasattr(r, "reason")
         ]
 
     with caplog.at_level(logging.INFO, logger="voice_common.server.bootstrap"):
@@ -552,7 +554,11 @@ async def test_a_reason_that_only_counts_up_is_not_logged_at_every_check(
             )  # health's reason is current
             reason = "the TTS model is not available: the hub cannot be reached"
             await client.server.check_ready()
-    logged = [str(getattr(r, "reason", "")) for r in caplog.records if r.levelno == logging.WARNING]
+    logged = [
+        str(getattr(r, "reason", ""))
+        for r in caplog.records
+        if r.levelno == logging.WARNING and hasattr(r, "reason")
+    ]
     assert len(logged) == 2 and logged[0].startswith("Unavailable: downloading Org/Model: "), logged
     assert logged[1] == f"Unavailable: {reason}"  # a new kind of reason is logged at once
 

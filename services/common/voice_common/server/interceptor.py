@@ -32,8 +32,9 @@ from voice_common.tenancy import TENANT_METADATA_KEY, TenantResolver
 log = logging.getLogger("voice.access")
 REQUEST_ID_KEY = "x-request-id"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
-# Infrastructure services (health, reflection) are not tenant-owned.
-_UNTENANTED_PREFIXES = ("/grpc.",)
+# Infrastructure services (health, reflection) are not tenant-owned, nor is checking an API key: the key names its
+# tenant, and the gateway asks before it knows it.
+_UNTENANTED_PREFIXES = ("/grpc.", "/voice.auth.v1.KeyVerificationService/")
 # Health answers without the internal credential: Kubernetes' probes send no metadata. Reflection does not: it would
 # tell anyone what the internal services offer.
 _OPEN_PREFIXES = ("/grpc.health.v1.",)
