@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import asr, get_profile_load, tts, upload
+from bench import asr, gateway, get_profile_load, tts, upload
 from bench.common import BenchError, Figure, format_value
 from bench.get_profile_load import LoadPlan, ServerLoad
 from bench.services import CONFIGS, FILESYSTEM, POSTGRES_S3, EchoServer, echo_server, profile_service
@@ -29,7 +29,8 @@ UNCACHED = "filesystem_read_cache_off"
 ADD_SAMPLE = "add_sample"
 TTS = "tts"
 ASR = "asr"
-BENCHMARKS = (GET_PROFILE, ADD_SAMPLE, TTS, ASR)
+GATEWAY = "gateway"
+BENCHMARKS = (GET_PROFILE, ADD_SAMPLE, TTS, ASR, GATEWAY)
 # The ASR service runs alone (inline audio needs no profile service): a pseudo-configuration outside CONFIGS.
 STANDALONE = "standalone"
 # The configurations each benchmark runs on: the TTS service keeps nothing but prompts in the store, so one is enough.
@@ -38,6 +39,7 @@ BENCHMARK_CONFIGS: dict[str, tuple[str, ...]] = {
     ADD_SAMPLE: CONFIGS,
     TTS: (FILESYSTEM,),
     ASR: (STANDALONE,),
+    GATEWAY: (STANDALONE,),  # starts its own services (internal token on), outside CONFIGS
 }
 # --only also takes a figure name, which runs just what that figure needs.
 FIGURES: dict[str, tuple[str, str]] = {
@@ -49,6 +51,7 @@ FIGURES: dict[str, tuple[str, str]] = {
     "add_sample_5min_vs_put_ratio_s3": (ADD_SAMPLE, POSTGRES_S3),
     **{name: (TTS, FILESYSTEM) for name in tts.FIGURE_NAMES},
     **{name: (ASR, STANDALONE) for name in asr.FIGURE_NAMES},
+    **{name: (GATEWAY, STANDALONE) for name in gateway.FIGURE_NAMES},
 }
 
 
@@ -63,6 +66,7 @@ class Options:
     breakdown_runs: int
     tts_plan: tts.Plan
     asr_plan: asr.Plan
+    gateway_plan: gateway.Plan
 
 
 @dataclass
@@ -126,6 +130,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         breakdown_runs,
         tts.Plan.for_run(args.quick),
         asr.Plan.for_run(args.quick),
+        gateway.Plan.for_run(args.quick),
     )
 
 
@@ -189,6 +194,16 @@ async def run(options: Options) -> Outcome:
                 except (BenchError, OSError) as error:
                     outcome.failures.append(f"{ASR}: {error}")
                     progress(f"FAILED ({ASR}): {error}")
+            if GATEWAY in options.selection:
+                try:
+                    gateway_result = await gateway.run_gateway(
+                        workdir / GATEWAY, options.gateway_plan, progress
+                    )
+                    tables.append(gateway.report(gateway_result))
+                    outcome.figures += gateway_result.figures()
+                except (BenchError, OSError) as error:
+                    outcome.failures.append(f"{GATEWAY}: {error}")
+                    progress(f"FAILED ({GATEWAY}): {error}")
             if echo_load is not None and FILESYSTEM in loads:
                 # The same embedded service with its read cache off: what every GetProfile costs in the database.
                 progress("GetProfile load (filesystem, read cache off)")

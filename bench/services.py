@@ -13,6 +13,9 @@ CPU, with the model loaded at start (``TTS_PRELOAD``), so it answers SERVING onl
 
 The ASR service is ``python -m voice_asr`` on its own (:func:`asr_service`): CPU, int8, the model loaded at start
 (``ASR_PRELOAD``); inline audio needs no profile service, so none is started beside it.
+
+The gateway is ``python -m voice_gateway`` (:func:`gateway_service`) in front of services started here with an
+internal token, API keys on.
 """
 
 from __future__ import annotations
@@ -323,3 +326,38 @@ def describe_rpc_error(error: grpc.RpcError) -> str:
     if isinstance(error, aio.AioRpcError):
         return f"{error.code().name}: {error.details()}"
     return str(error)
+
+
+@dataclass(frozen=True)
+class GatewayService:
+    address: str
+    process: ManagedProcess
+
+
+@contextlib.asynccontextmanager
+async def gateway_service(
+    targets: dict[str, str], internal_token: str, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[GatewayService]:
+    """Start ``python -m voice_gateway`` with API keys on, forwarding to ``targets`` (``profiles``, ``tts``,
+    ``asr``: host:port; a missing one gets a port nobody listens on) with ``internal_token``; wait for SERVING."""
+    port = free_port(HOST)
+    env = {
+        "VOICE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        "VOICE_LOG_FORMAT": "text",
+        "VOICE_SHUTDOWN_GRACE_SECONDS": "2",
+        "VOICE_INTERNAL_TOKEN": internal_token,
+        "GATEWAY_HOST": HOST,
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_METRICS_PORT": "0",
+        "GATEWAY_AUTHENTICATION": "keys",
+        **{
+            f"GATEWAY_{name.upper()}_TARGET": f"dns:///{targets.get(name) or f'{HOST}:{free_port(HOST)}'}"
+            for name in ("profiles", "tts", "asr")
+        },
+        **(extra_env or {}),
+    }
+    with managed_process("gateway", python_module_argv("voice_gateway"), child_environment(env)) as process:
+        address = f"{HOST}:{port}"
+        async with aio.insecure_channel(address) as channel:
+            await _wait_until(process, "grpc.health.v1 Check answers SERVING", channel, _HealthProbe())
+        yield GatewayService(address, process)

@@ -1,0 +1,720 @@
+"""The gateway against the services behind it: what forwarding adds to TTS's first audio, to GetProfile under
+load and to a 5-minute upload, and the gateway's memory while slow clients read long streams.
+
+Real processes on loopback, as deployed: the profile service (embedded SQLite + filesystem), the TTS service on the
+tiny never-EOS model (:mod:`tools.tiny_model`, one math thread, as in :mod:`bench.tts`) and ``python -m
+voice_gateway`` in front, API keys on (``GATEWAY_AUTHENTICATION=keys``) and an internal token
+(``VOICE_INTERNAL_TOKEN``) between them. The key is made with the profile service's own ``ApiKeys.create`` on its
+database, with rate limits far above the load (the gateway's defaults would refuse a benchmark's call rate). Direct
+calls carry the internal token and ``x-voice-tenant`` themselves; gateway calls carry ``authorization: Bearer <key>``
+and nothing else. The gateway's log level is the benchmarks' (WARNING unless ``BENCH_LOG_LEVEL``): its access log is
+off, as it is for the services.
+
+Figures:
+
+* ``gateway_tts_ttfa_vs_direct_ratio`` / ``gateway_tts_ttfa_added_ms``: SynthesizeStream's time to the first audio
+  chunk as the client sees it, through the gateway over direct (medians). Calls alternate in ABBA order (direct,
+  gateway, gateway, direct, ...) so drift and any cost of going second fall on both sides alike.
+* ``gateway_get_profile_vs_direct_ops_ratio``: GetProfile ops/s with 32 concurrent clients (4 channels) through the
+  gateway over direct; p50/p99 both ways in the table and the details. The clients are :mod:`bench.loadgen`, a
+  process of its own (never the orchestrator's event loop), run alternately against each target; each side's figure
+  is the median of its rounds. On two cores the client, the gateway and the profile service share the CPU, so the
+  table shows each process's CPU over the whole round and per call, which says who the bottleneck was.
+* ``gateway_add_sample_5min_vs_direct_ratio``: AddSample of the 5-minute 48 kHz WAV (:mod:`bench.upload`'s
+  recording, 64 KiB chunks) through the gateway over direct, alternating, medians.
+* ``gateway_memory_growth_mb``: the gateway's VmRSS (``/proc/<pid>/status``) while 32 clients read long
+  SynthesizeStream responses slowly (one message, then a sleep): the highest sample during the reads minus the
+  sample just before they start; before/during/after (the streams cancelled by the clients) in the details. The TTS
+  service runs with ``TTS_MAX_BATCH=32`` here so every stream produces audio at once, faster than its reader takes
+  it: without end-to-end flow control the gateway would buffer the difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc import aio
+
+from bench import upload
+from bench.common import (
+    BenchError,
+    Figure,
+    format_value,
+    median,
+    python_module_argv,
+    render_table,
+)
+from bench.get_profile_load import GET_PROFILE_METHOD, LoadPlan
+from bench.loadgen import LoadResult, process_cpu_seconds, run_load
+from bench.services import (
+    FILESYSTEM,
+    GatewayService,
+    ProfileService,
+    describe_rpc_error,
+    gateway_service,
+    profile_service,
+    tts_service,
+)
+from bench.tts import long_text
+from voice.profiles.v1 import profiles_service_pb2 as profiles_pb
+from voice.profiles.v1 import profiles_service_pb2_grpc as profiles_grpc
+from voice.tts.v1 import tts_service_pb2 as tts_pb
+from voice.tts.v1 import tts_service_pb2_grpc as tts_grpc
+from voice_common.internal_channel import INTERNAL_TOKEN_KEY
+from voice_testing.media_files import encode_file, speechlike
+
+TENANT = "bench-gateway"
+LANGUAGE = "en"
+SAMPLE_RATE = 24_000
+REFERENCE_SECONDS = 4.0
+REFERENCE_TEXT = "Hello, this is the reference voice the benchmark clones for every request."
+SHORT_TEXT = "Good morning! This sentence goes through the gateway and straight to the service."
+SEED = 1234
+# Math threads of the TTS service (see bench.tts: two OpenMP threads per process on two cores hurt).
+THREADS = int(os.environ.get("BENCH_TTS_THREADS", "1"))
+SCOPES = ("profiles:read", "profiles:write", "tts")
+# Far above anything the benchmark does: the gateway's default rate (50/s, burst 100) would refuse the load.
+KEY_REQUESTS_PER_SECOND = 1_000_000.0
+KEY_BURST = 1_000_000
+KEY_STREAMS = 256
+TENANT_KEY = "x-voice-tenant"
+
+TTFA_RATIO_GOAL = 1.05
+TTFA_ADDED_GOAL_MS = 5.0
+OPS_RATIO_GOAL = 0.7
+UPLOAD_RATIO_GOAL = 1.2
+MEMORY_GROWTH_GOAL_MB = 50.0
+
+FIGURE_NAMES = (
+    "gateway_tts_ttfa_vs_direct_ratio",
+    "gateway_tts_ttfa_added_ms",
+    "gateway_get_profile_vs_direct_ops_ratio",
+    "gateway_add_sample_5min_vs_direct_ratio",
+    "gateway_memory_growth_mb",
+)
+
+
+@dataclass
+class Plan:
+    ttfa_pairs: int = 40  # direct + gateway calls each
+    ttfa_frames: int = 8  # the first chunk comes after 4 frames; the rest only lengthens each run
+    warmups: int = 3
+    load: LoadPlan = field(default_factory=lambda: LoadPlan(warmup_s=2.0, duration_s=6.0))
+    load_rounds: int = 2  # per side, alternating
+    upload_runs: int = 3  # per side, alternating, after one unmeasured pair
+    slow_streams: int = 32
+    slow_read_pause_s: float = 1.0
+    slow_seconds: float = 15.0
+    slow_frames: int = 600  # per piece of the long text: 48 s of audio each, more than the reads take
+
+    @classmethod
+    def for_run(cls, quick: bool) -> Plan:
+        if quick:
+            return cls(
+                ttfa_pairs=6,
+                warmups=1,
+                load=LoadPlan(warmup_s=0.5, duration_s=2.0),
+                load_rounds=1,
+                upload_runs=1,
+                slow_seconds=5.0,
+            )
+        return cls()
+
+
+@dataclass
+class Ttfa:
+    direct_s: list[float] = field(default_factory=list)
+    gateway_s: list[float] = field(default_factory=list)
+    same_audio: bool | None = None
+
+    @property
+    def paired_added_s(self) -> list[float]:
+        return [g - d for d, g in zip(self.direct_s, self.gateway_s, strict=True)]
+
+
+@dataclass
+class LoadRound:
+    result: LoadResult
+    wall_s: float  # the whole loadgen run, warm-up and start-up included
+    cpu_s: dict[str, float]  # process -> CPU seconds over wall_s
+
+
+@dataclass
+class Memory:
+    before_mb: float = 0.0
+    samples_mb: list[float] = field(default_factory=list)
+    after_mb: float = 0.0
+    messages_read: int = 0
+    bytes_read: int = 0
+    streams_open: int = 0  # streams that had sent audio when the reads stopped
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def during_mb(self) -> float:
+        return max(self.samples_mb) if self.samples_mb else float("nan")
+
+
+@dataclass
+class GatewayResult:
+    plan: Plan
+    ttfa: Ttfa = field(default_factory=Ttfa)
+    direct_loads: list[LoadRound] = field(default_factory=list)
+    gateway_loads: list[LoadRound] = field(default_factory=list)
+    upload_direct_s: list[float] = field(default_factory=list)
+    upload_gateway_s: list[float] = field(default_factory=list)
+    recording: str = ""
+    memory: Memory = field(default_factory=Memory)
+    gateway_log: str = ""
+
+    def figures(self) -> list[Figure]:
+        out: list[Figure] = []
+        if self.ttfa.direct_s and self.ttfa.gateway_s:
+            direct = median(self.ttfa.direct_s)
+            through = median(self.ttfa.gateway_s)
+            details = (
+                f"SynthesizeStream first audio through the gateway {through * 1e3:.2f} ms vs direct "
+                f"{direct * 1e3:.2f} ms, medians of {len(self.ttfa.direct_s)} each, ABBA order; median of "
+                f"paired differences {median(self.ttfa.paired_added_s) * 1e3:.2f} ms; same audio: "
+                f"{'not compared' if self.ttfa.same_audio is None else 'yes' if self.ttfa.same_audio else 'NO'}"
+            )
+            out.append(Figure(FIGURE_NAMES[0], through / direct, "<=", TTFA_RATIO_GOAL, details))
+            out.append(Figure(FIGURE_NAMES[1], (through - direct) * 1e3, "<=", TTFA_ADDED_GOAL_MS, details))
+        if self.direct_loads and self.gateway_loads:
+            direct_ops = median([r.result.ops_per_s for r in self.direct_loads])
+            gateway_ops = median([r.result.ops_per_s for r in self.gateway_loads])
+            d50, d99 = _percentiles(self.direct_loads)
+            g50, g99 = _percentiles(self.gateway_loads)
+            out.append(
+                Figure(
+                    FIGURE_NAMES[2],
+                    gateway_ops / direct_ops,
+                    ">=",
+                    OPS_RATIO_GOAL,
+                    f"{gateway_ops:.0f} vs {direct_ops:.0f} ops/s, {self.plan.load.concurrency} clients; p50 "
+                    f"{g50:.2f} vs {d50:.2f} ms, p99 {g99:.2f} vs {d99:.2f} ms (p99 added {g99 - d99:.2f} ms); "
+                    f"medians of {len(self.gateway_loads)} round(s) each",
+                )
+            )
+        if self.upload_direct_s and self.upload_gateway_s:
+            direct = median(self.upload_direct_s)
+            through = median(self.upload_gateway_s)
+            out.append(
+                Figure(
+                    FIGURE_NAMES[3],
+                    through / direct,
+                    "<=",
+                    UPLOAD_RATIO_GOAL,
+                    f"AddSample through the gateway {through:.3f} s vs direct {direct:.3f} s, medians of "
+                    f"{len(self.upload_direct_s)}; {self.recording}",
+                )
+            )
+        memory = self.memory
+        if memory.samples_mb:
+            out.append(
+                Figure(
+                    FIGURE_NAMES[4],
+                    memory.during_mb - memory.before_mb,
+                    "<=",
+                    MEMORY_GROWTH_GOAL_MB,
+                    f"gateway VmRSS before {memory.before_mb:.1f} MB, during (max) {memory.during_mb:.1f} MB, "
+                    f"after {memory.after_mb:.1f} MB; {self.plan.slow_streams} clients reading one message per "
+                    f"{format_value(self.plan.slow_read_pause_s)} s for {format_value(self.plan.slow_seconds)} s",
+                )
+            )
+        return out
+
+
+def _percentiles(rounds: list[LoadRound]) -> tuple[float, float]:
+    return median([r.result.p50_ms for r in rounds]), median([r.result.p99_ms for r in rounds])
+
+
+def report(result: GatewayResult) -> str:
+    parts: list[str] = []
+    ttfa = result.ttfa
+    if ttfa.direct_s:
+        rows: list[tuple[object, ...]] = []
+        for label, values in (
+            ("direct (internal token)", ttfa.direct_s),
+            ("through the gateway (API key)", ttfa.gateway_s),
+            ("gateway - direct, paired", ttfa.paired_added_s),
+        ):
+            ordered = sorted(values)
+            rows.append(
+                (
+                    label,
+                    median(values) * 1e3,
+                    ordered[0] * 1e3,
+                    ordered[len(ordered) // 4] * 1e3,
+                    ordered[(3 * len(ordered)) // 4] * 1e3,
+                    ordered[-1] * 1e3,
+                    len(values),
+                )
+            )
+        parts.append(
+            render_table(
+                f"Gateway: SynthesizeStream time to first audio ({result.plan.ttfa_frames} frames, tiny never-EOS "
+                f"model, {THREADS} math thread(s)), ABBA order",
+                ["calls", "median ms", "min ms", "p25 ms", "p75 ms", "max ms", "runs"],
+                rows,
+            )
+        )
+    if result.direct_loads:
+        rows = []
+        for label, rounds in (("direct", result.direct_loads), ("gateway", result.gateway_loads)):
+            for index, r in enumerate(rounds):
+                res = r.result
+                # Calls in the whole round, estimated from the measured window's rate (warm-up at the same rate).
+                total_calls = res.ok * (res.warmup_s + res.duration_s) / res.duration_s
+                cpu = "  ".join(
+                    f"{name} {100 * seconds / r.wall_s:.0f}% ({1e6 * seconds / total_calls:.0f} us/call)"
+                    for name, seconds in r.cpu_s.items()
+                )
+                errors = sum(res.errors.values()) + res.mismatches
+                rows.append(
+                    (
+                        f"{label} #{index + 1}",
+                        round(res.ops_per_s),
+                        res.p50_ms,
+                        res.p90_ms,
+                        res.p99_ms,
+                        res.max_ms,
+                        errors,
+                        f"{res.client_cpu_pct:.0f}%",
+                        cpu,
+                    )
+                )
+        load_plan = result.plan.load
+        parts.append(
+            render_table(
+                f"Gateway: GetProfile, {load_plan.concurrency} concurrent clients over {load_plan.channels} "
+                f"channels (bench.loadgen, its own process), {format_value(load_plan.warmup_s)} s warm-up + "
+                f"{format_value(load_plan.duration_s)} s measured per round, rounds alternating",
+                [
+                    "round",
+                    "ops/s",
+                    "p50 ms",
+                    "p90 ms",
+                    "p99 ms",
+                    "max ms",
+                    "errors",
+                    "client CPU",
+                    "CPU by process",
+                ],
+                rows,
+            )
+            + f"\n  CPU by process: % of one core over the whole round (start-up and warm-up included) and per "
+            f"call (estimated calls in the round); the machine has {os.cpu_count()} cores."
+        )
+    if result.upload_direct_s:
+        parts.append(
+            render_table(
+                f"Gateway: AddSample, {result.recording}",
+                ["path", "median s", "runs s"],
+                [
+                    (
+                        "direct",
+                        median(result.upload_direct_s),
+                        " ".join(f"{v:.3f}" for v in result.upload_direct_s),
+                    ),
+                    (
+                        "through the gateway",
+                        median(result.upload_gateway_s),
+                        " ".join(f"{v:.3f}" for v in result.upload_gateway_s),
+                    ),
+                ],
+            )
+        )
+    memory = result.memory
+    if memory.samples_mb:
+        plan = result.plan
+        text = (
+            f"Gateway memory (VmRSS): {plan.slow_streams} SynthesizeStream clients through the gateway, each reading "
+            f"one message every {format_value(plan.slow_read_pause_s)} s for {format_value(plan.slow_seconds)} s, "
+            f"then cancelling\n"
+            f"  before {memory.before_mb:.1f} MB, during min {min(memory.samples_mb):.1f} / max "
+            f"{memory.during_mb:.1f} MB ({len(memory.samples_mb)} samples), after {memory.after_mb:.1f} MB; "
+            f"{memory.streams_open} streams had audio, {memory.messages_read} messages "
+            f"({memory.bytes_read / 1e6:.1f} MB) read in all"
+        )
+        if memory.errors:
+            text += f"\n  stream errors: {memory.errors[:5]}"
+        parts.append(text)
+    if result.gateway_log.strip():
+        log = "\n".join(f"      | {line}" for line in result.gateway_log.strip().splitlines()[-20:])
+        parts.append(f"  gateway output (last lines):\n{log}")
+    return "\n\n".join(parts)
+
+
+def rss_mb(pid: int) -> float:
+    """VmRSS of a process from /proc, in MB (10^6 bytes)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+@dataclass(frozen=True)
+class Callers:
+    """The metadata of a direct call (internal token + tenant) and of a gateway call (the key)."""
+
+    direct: tuple[tuple[str, str], ...]
+    gateway: tuple[tuple[str, str], ...]
+
+
+async def _create_key(profiles: ProfileService) -> str:
+    """An API key of :data:`TENANT` with :data:`SCOPES`, made on the profile service's database."""
+    from voice_profiles.app import ProfilesApp
+    from voice_profiles.domain.api_keys import RateLimits
+    from voice_profiles.settings import ProfilesSettings
+
+    app = await ProfilesApp.open(
+        profiles.common_settings(), ProfilesSettings(port=0, metrics_port=0), migrate=False
+    )
+    try:
+        created = await app.api_keys.create(
+            TENANT, "bench gateway", SCOPES, RateLimits(KEY_REQUESTS_PER_SECOND, KEY_BURST, KEY_STREAMS)
+        )
+    finally:
+        await app.close()
+    return created.secret
+
+
+async def _build_model(directory: Path) -> None:
+    """The tiny never-EOS model, built in a child process (torch stays out of the clients' process)."""
+    process = await asyncio.create_subprocess_exec(
+        *python_module_argv("tools.tiny_model", "--output", str(directory), "--never-eos"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    if process.returncode != 0:
+        raise BenchError(f"building the tiny model failed ({process.returncode}):\n{output.decode()[-4000:]}")
+
+
+async def run_gateway(workdir: Path, plan: Plan, progress: Callable[[str], None]) -> GatewayResult:
+    """Every gateway measurement (see the module docstring), with its own services under ``workdir``."""
+    result = GatewayResult(plan)
+    token = secrets.token_urlsafe(32)
+    progress("gateway: building the tiny never-EOS model, making the 5-minute recording, starting services")
+    model_dir = workdir / "tiny-qwen3-tts-steady"
+    model_built = asyncio.ensure_future(_build_model(model_dir))
+    recording_made = asyncio.ensure_future(asyncio.to_thread(upload.make_recording))
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            profiles = await stack.enter_async_context(
+                profile_service(FILESYSTEM, workdir, {"VOICE_INTERNAL_TOKEN": token})
+            )
+            key = await _create_key(profiles)
+            callers = Callers(
+                direct=((TENANT_KEY, TENANT), (INTERNAL_TOKEN_KEY, token)),
+                gateway=(("authorization", f"Bearer {key}"),),
+            )
+            await model_built
+            tts = await stack.enter_async_context(
+                tts_service(
+                    profiles,
+                    workdir,
+                    model_dir,
+                    {
+                        "OMP_NUM_THREADS": str(THREADS),
+                        "VOICE_INTERNAL_TOKEN": token,
+                        "TTS_MAX_BATCH": str(plan.slow_streams),
+                        "TTS_MAX_QUEUE": str(plan.slow_streams + 8),
+                    },
+                )
+            )
+            gateway = await stack.enter_async_context(
+                gateway_service({"profiles": profiles.address, "tts": tts.address}, token)
+            )
+            progress(
+                f"gateway SERVING at {gateway.address} (pid {gateway.process.pid}) in front of profiles "
+                f"{profiles.address} and TTS {tts.address}"
+            )
+            mark = gateway.process.mark()
+            async with (
+                aio.insecure_channel(profiles.address, options=upload.CHANNEL_OPTIONS) as profiles_channel,
+                aio.insecure_channel(tts.address) as tts_channel,
+                aio.insecure_channel(gateway.address, options=upload.CHANNEL_OPTIONS) as gateway_channel,
+            ):
+                profile_id = await _make_voice(profiles_grpc.ProfileServiceStub(profiles_channel), callers)
+                progress(f"gateway: time to first audio, {plan.ttfa_pairs} direct and gateway calls, ABBA")
+                result.ttfa = await _ttfa(
+                    tts_grpc.TtsServiceStub(tts_channel),
+                    tts_grpc.TtsServiceStub(gateway_channel),
+                    callers,
+                    profile_id,
+                    plan,
+                )
+                progress(f"gateway: GetProfile load, {plan.load_rounds} round(s) each way, alternating")
+                await _loads(profiles, gateway, tts.process.pid, callers, result, plan)
+                recording = await recording_made
+                result.recording = recording.description
+                progress(f"gateway: AddSample of the recording, {plan.upload_runs} run(s) each way")
+                await _uploads(
+                    profiles_grpc.ProfileServiceStub(profiles_channel),
+                    profiles_grpc.ProfileServiceStub(gateway_channel),
+                    callers,
+                    recording.data,
+                    result,
+                    plan,
+                )
+                progress(f"gateway: memory while {plan.slow_streams} clients read long streams slowly")
+                result.memory = await _memory(
+                    tts_grpc.TtsServiceStub(gateway_channel), gateway, callers, profile_id, plan
+                )
+            gateway.process.check_alive("after the gateway benchmarks")
+            tts.process.check_alive("after the gateway benchmarks")
+            profiles.process.check_alive("after the gateway benchmarks")
+            result.gateway_log = gateway.process.output_since(mark)
+    finally:
+        for task in (model_built, recording_made):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+    return result
+
+
+async def _make_voice(stub: profiles_grpc.ProfileServiceStub, callers: Callers) -> str:
+    """A profile with one 4 s, 24 kHz sample and its transcript (direct); returns its id."""
+    wav = encode_file(speechlike(REFERENCE_SECONDS, rate=SAMPLE_RATE, seed=3), SAMPLE_RATE, "wav")
+    try:
+        created = await stub.CreateProfile(
+            profiles_pb.CreateProfileRequest(name=f"bench gateway {uuid.uuid4().hex[:8]}", language=LANGUAGE),
+            metadata=callers.direct,
+            timeout=60,
+        )
+        await stub.AddSample(
+            _sample_requests(created.profile.id, wav, REFERENCE_TEXT), metadata=callers.direct, timeout=60
+        )
+    except aio.AioRpcError as error:
+        raise BenchError(f"making the voice failed: {describe_rpc_error(error)}") from error
+    return str(created.profile.id)
+
+
+async def _sample_requests(
+    profile_id: str, data: bytes, reference_text: str
+) -> AsyncIterator[profiles_pb.AddSampleRequest]:
+    metadata = profiles_pb.SampleMetadata(
+        profile_id=profile_id, reference_text=reference_text, file_name="sample.wav", mime_type="audio/wav"
+    )
+    yield profiles_pb.AddSampleRequest(metadata=metadata)
+    view = memoryview(data)
+    for start in range(0, len(data), upload.CHUNK_BYTES):
+        yield profiles_pb.AddSampleRequest(chunk=bytes(view[start : start + upload.CHUNK_BYTES]))
+
+
+def _stream_request(profile_id: str, text: str, frames: int) -> tts_pb.SynthesizeStreamRequest:
+    config = tts_pb.SynthesisConfig(
+        voice=tts_pb.Voice(profile_id=profile_id),
+        language=LANGUAGE,
+        seed=SEED,
+        sampling=tts_pb.SamplingParameters(max_new_tokens=frames),
+    )
+    return tts_pb.SynthesizeStreamRequest(config=config, text=text)
+
+
+async def _first_audio(
+    stub: tts_grpc.TtsServiceStub,
+    metadata: tuple[tuple[str, str], ...],
+    request: tts_pb.SynthesizeStreamRequest,
+) -> tuple[float, bytes]:
+    """Seconds to the first audio chunk of one SynthesizeStream, and all its audio (read to the end)."""
+    first_s: float | None = None
+    parts: list[bytes] = []
+    started = time.perf_counter()
+    try:
+        async for response in stub.SynthesizeStream(request, metadata=metadata, timeout=120):
+            if response.WhichOneof("payload") == "audio" and response.audio.data:
+                if first_s is None:
+                    first_s = time.perf_counter() - started
+                parts.append(response.audio.data)
+    except aio.AioRpcError as error:
+        raise BenchError(f"SynthesizeStream failed: {describe_rpc_error(error)}") from error
+    if first_s is None:
+        raise BenchError("SynthesizeStream sent no audio")
+    return first_s, b"".join(parts)
+
+
+async def _ttfa(
+    direct: tts_grpc.TtsServiceStub,
+    through: tts_grpc.TtsServiceStub,
+    callers: Callers,
+    profile_id: str,
+    plan: Plan,
+) -> Ttfa:
+    request = _stream_request(profile_id, SHORT_TEXT, plan.ttfa_frames)
+    for _ in range(plan.warmups):
+        await _first_audio(direct, callers.direct, request)
+        await _first_audio(through, callers.gateway, request)
+    ttfa = Ttfa()
+    audio: dict[str, bytes] = {}
+    for index in range(plan.ttfa_pairs):
+        order = (("direct", direct), ("gateway", through))
+        for name, stub in order if index % 2 == 0 else reversed(order):
+            seconds, data = await _first_audio(
+                stub, callers.direct if name == "direct" else callers.gateway, request
+            )
+            (ttfa.direct_s if name == "direct" else ttfa.gateway_s).append(seconds)
+            audio.setdefault(name, data)
+    ttfa.same_audio = audio["direct"] == audio["gateway"]
+    return ttfa
+
+
+async def _loads(
+    profiles: ProfileService,
+    gateway: GatewayService,
+    tts_pid: int,
+    callers: Callers,
+    result: GatewayResult,
+    plan: Plan,
+) -> None:
+    request, expected = await _get_profile_target(profiles, callers)
+    pids = {"gateway": gateway.process.pid, "profiles": profiles.process.pid, "tts": tts_pid}
+    for _ in range(plan.load_rounds):
+        for side in ("direct", "gateway"):
+            target = profiles.address if side == "direct" else gateway.address
+            metadata = callers.direct if side == "direct" else callers.gateway
+            before = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
+            started = time.perf_counter()
+            load = await asyncio.to_thread(
+                run_load,
+                target,
+                GET_PROFILE_METHOD,
+                request,
+                metadata=metadata,
+                expected=expected,
+                concurrency=plan.load.concurrency,
+                channels=plan.load.channels,
+                warmup_s=plan.load.warmup_s,
+                duration_s=plan.load.duration_s,
+                server_pid=pids["gateway"] if side == "gateway" else pids["profiles"],
+            )
+            wall = time.perf_counter() - started
+            cpu = {name: process_cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+            if side == "direct":
+                del cpu["gateway"]
+            if load.ok == 0 or load.errors or load.mismatches:
+                raise BenchError(
+                    f"GetProfile load ({side}): {load.ok} ok, errors {load.errors}, mismatches {load.mismatches}"
+                )
+            (result.direct_loads if side == "direct" else result.gateway_loads).append(
+                LoadRound(load, wall, cpu)
+            )
+
+
+async def _get_profile_target(profiles: ProfileService, callers: Callers) -> tuple[bytes, bytes]:
+    """A profile with one sample to read; (GetProfile request bytes, the expected response bytes)."""
+    async with aio.insecure_channel(profiles.address) as channel:
+        stub = profiles_grpc.ProfileServiceStub(channel)
+        created = await stub.CreateProfile(
+            profiles_pb.CreateProfileRequest(name="bench gateway load", language=LANGUAGE),
+            metadata=callers.direct,
+            timeout=60,
+        )
+        wav = encode_file(speechlike(6.0, rate=SAMPLE_RATE), SAMPLE_RATE, "wav")
+        await stub.AddSample(_sample_requests(created.profile.id, wav, "A sample."), metadata=callers.direct)
+        request = profiles_pb.GetProfileRequest(id=created.profile.id).SerializeToString()
+        expected: bytes = await channel.unary_unary(GET_PROFILE_METHOD, None, None)(
+            request, metadata=callers.direct, timeout=10
+        )
+    return request, expected
+
+
+async def _uploads(
+    direct: profiles_grpc.ProfileServiceStub,
+    through: profiles_grpc.ProfileServiceStub,
+    callers: Callers,
+    data: bytes,
+    result: GatewayResult,
+    plan: Plan,
+) -> None:
+    created = await direct.CreateProfile(
+        profiles_pb.CreateProfileRequest(name="bench gateway upload"), metadata=callers.direct, timeout=60
+    )
+    profile_id = created.profile.id
+
+    async def add(stub: profiles_grpc.ProfileServiceStub, metadata: tuple[tuple[str, str], ...]) -> float:
+        started = time.perf_counter()
+        try:
+            response = await stub.AddSample(
+                _sample_requests(profile_id, data, upload.STUDIO_TEXT), metadata=metadata, timeout=300
+            )
+        except aio.AioRpcError as error:
+            raise BenchError(f"AddSample failed: {describe_rpc_error(error)}") from error
+        seconds = time.perf_counter() - started
+        # One sample at a time: the profile's sample limit never comes into it.
+        await direct.DeleteSample(
+            profiles_pb.DeleteSampleRequest(id=response.sample.id), metadata=callers.direct, timeout=60
+        )
+        return seconds
+
+    try:
+        for run in range(-1, plan.upload_runs):
+            order = (
+                (result.upload_direct_s, direct, callers.direct),
+                (result.upload_gateway_s, through, callers.gateway),
+            )
+            for times, stub, metadata in order if run % 2 == 0 else reversed(order):
+                seconds = await add(stub, metadata)
+                if run >= 0:
+                    times.append(seconds)
+    finally:
+        await direct.DeleteProfile(
+            profiles_pb.DeleteProfileRequest(id=profile_id), metadata=callers.direct, timeout=60
+        )
+
+
+async def _memory(
+    through: tts_grpc.TtsServiceStub,
+    gateway: GatewayService,
+    callers: Callers,
+    profile_id: str,
+    plan: Plan,
+) -> Memory:
+    memory = Memory()
+    request = _stream_request(profile_id, long_text(), plan.slow_frames)
+    memory.before_mb = rss_mb(gateway.process.pid)
+    stop = asyncio.Event()
+    had_audio: set[int] = set()
+
+    async def slow_reader(index: int) -> None:
+        call = through.SynthesizeStream(request, metadata=callers.gateway, timeout=300)
+        try:
+            while not stop.is_set():
+                response = await call.read()
+                if response is grpc.aio.EOF:  # type: ignore[attr-defined]
+                    return
+                memory.messages_read += 1
+                memory.bytes_read += response.ByteSize()
+                if response.WhichOneof("payload") == "audio":
+                    had_audio.add(index)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), plan.slow_read_pause_s)
+        except aio.AioRpcError as error:
+            memory.errors.append(describe_rpc_error(error))
+        finally:
+            call.cancel()  # the client goes away: the gateway must cancel the backend and let go
+
+    readers = [asyncio.ensure_future(slow_reader(index)) for index in range(plan.slow_streams)]
+    deadline = time.perf_counter() + plan.slow_seconds
+    while time.perf_counter() < deadline:
+        await asyncio.sleep(0.25)
+        memory.samples_mb.append(rss_mb(gateway.process.pid))
+    memory.streams_open = len(had_audio)
+    stop.set()
+    await asyncio.gather(*readers)
+    await asyncio.sleep(2.0)
+    memory.after_mb = rss_mb(gateway.process.pid)
+    if memory.errors:
+        raise BenchError(f"slow SynthesizeStream clients failed: {memory.errors[:3]}")
+    return memory
