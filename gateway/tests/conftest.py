@@ -14,7 +14,7 @@ from voice_common.config import CommonSettings
 @pytest.fixture(scope="session")
 def gateway_common(tmp_path_factory: pytest.TempPathFactory) -> CommonSettings:
     data_dir: Path = tmp_path_factory.mktemp("gateway-data")
-    return CommonSettings(data_dir=data_dir, _env_file=None)  # type: ignore[call-arg]
+    return CommonSettings(data_dir=data_dir, _env_file=None)
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,11 @@ from voice_profiles.settings import ProfilesSettings
 INTERNAL_TOKEN = "internal-token-for-tests"
 
 
+def trailers(error: aio.AioRpcError) -> dict[str, Any]:
+    received: Any = error.trailing_metadata() or ()
+    return dict(received)
+
+
 def bearer(key: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {key}"),)
 
@@ -125,12 +130,18 @@ async def start_stack(
     tts_target: str = "",
     asr_target: str = "",
     recorder: BackendRecorder | None = None,
+    service_common: CommonSettings | None = None,
 ) -> Stack:
+    """``common``: the gateway's shared settings (and the profile service's, unless ``service_common`` is given:
+    with mutual TLS the service holds a server certificate, the gateway a client one)."""
     # As in a cluster: the services want a tenant on every call (the gateway always sends the key's).
     common = common.model_copy(update={"internal_token": SecretStr(INTERNAL_TOKEN), "require_tenant": True})
-    profiles = await ProfilesApp.open(common, ProfilesSettings(port=0, metrics_port=0), migrate=True)
+    service_common = (service_common or common).model_copy(
+        update={"internal_token": SecretStr(INTERNAL_TOKEN), "require_tenant": True}
+    )
+    profiles = await ProfilesApp.open(service_common, ProfilesSettings(port=0, metrics_port=0), migrate=True)
     profile_server = build_server(
-        settings=common,
+        settings=service_common,
         services=profiles.registrations(),
         host="127.0.0.1",
         port=0,

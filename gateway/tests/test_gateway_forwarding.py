@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from gateway_harness import BackendRecorder, Stack, bearer
+from gateway_harness import BackendRecorder, Stack, bearer, trailers
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
@@ -97,8 +97,8 @@ async def test_the_services_status_details_and_trailers_reach_the_client_unchang
         await direct.CreateProfile(request, metadata=(*tenant_md(TENANT), ("x-request-id", "same-id-1")))
     assert via_gateway.value.code() is via_direct.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert via_gateway.value.details() == via_direct.value.details()
-    gateway_trailers = dict(via_gateway.value.trailing_metadata() or ())
-    direct_trailers = dict(via_direct.value.trailing_metadata() or ())
+    gateway_trailers = trailers(via_gateway.value)
+    direct_trailers = trailers(via_direct.value)
     assert gateway_trailers == direct_trailers
     status = status_pb2.Status.FromString(gateway_trailers["grpc-status-details-bin"])
     bad_request = error_details_pb2.BadRequest()
@@ -185,7 +185,7 @@ async def test_a_bad_upload_through_the_gateway_gets_the_services_precise_code(
     )  # rejected by the service while the client still sends (grpc/grpc#36066)
     error = await server_answer(lambda: stub.AddSample(upload(profile_id, junk), metadata=bearer(key)))
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error.details()
-    assert "x-request-id" in dict(error.trailing_metadata() or ())
+    assert "x-request-id" in trailers(error)
     samples = await stub.ListSamples(pb.ListSamplesRequest(profile_id=profile_id), metadata=bearer(key))
     assert list(samples.samples) == []
 
