@@ -63,25 +63,19 @@ def forwarded_metadata(metadata: Any, tenant: str, request_id: str) -> tuple[tup
 
 
 class Forwarder(grpc.GenericRpcHandler):
+    """The generic handler of every public method; anything else (internal or unknown) is UNIMPLEMENTED."""
+
     def __init__(
         self, routes: Mapping[str, Route], backends: Mapping[str, Backend], cutoff: StreamCutoff
     ) -> None:
-        self._routes = routes
-        self._backends = backends
-        self._cutoff = cutoff
+        # Built once: a handler and a backend multi-callable per method, nothing per call.
+        self._handlers = {
+            path: _ForwardedMethod(route, backends[route.backend], cutoff).handler()
+            for path, route in routes.items()
+        }
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        route = self._routes.get(handler_call_details.method)
-        if route is None:
-            return None  # UNIMPLEMENTED: internal and unknown methods are not here
-        call = _ForwardedMethod(route, self._backends[route.backend], self._cutoff)
-        if route.request_streaming and route.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(call.stream_stream)
-        if route.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(call.stream_unary)
-        if route.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(call.unary_stream)
-        return grpc.unary_unary_rpc_method_handler(call.unary_unary)
+        return self._handlers.get(handler_call_details.method)
 
 
 class _ForwardedMethod:
@@ -89,6 +83,35 @@ class _ForwardedMethod:
         self._route = route
         self._backend = backend
         self._cutoff = cutoff
+        channel = backend.channel
+        if route.request_streaming and route.response_streaming:
+            self._upstream = channel.stream_stream(route.method)
+        elif route.request_streaming:
+            self._upstream = channel.stream_unary(route.method)
+        elif route.response_streaming:
+            self._upstream = channel.unary_stream(route.method)
+        else:
+            self._upstream = channel.unary_unary(route.method)
+
+    def handler(self) -> grpc.RpcMethodHandler:
+        route = self._route
+        if route.request_streaming and route.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(self.stream_stream)
+        if route.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(self.stream_unary)
+        if route.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(self.unary_stream)
+        return grpc.unary_unary_rpc_method_handler(self.unary_unary)
+
+    @staticmethod
+    def _outgoing(context: aio.ServicerContext[Any, Any], record: CallRecord) -> dict[str, Any]:
+        """The backend call's metadata and deadline (only when the caller set one: grpc/grpc#26236)."""
+        return {
+            "metadata": forwarded_metadata(
+                context.invocation_metadata(), record.principal.tenant, record.request_id
+            ),
+            "timeout": context.time_remaining(),
+        }
 
     async def _relay_headers(self, call: Any, context: aio.ServicerContext[Any, Any]) -> None:
         headers = await call.initial_metadata()
@@ -113,15 +136,9 @@ class _ForwardedMethod:
         await context.abort(error.code(), details or "", trailing_metadata=trailers)
 
     async def unary_unary(self, request: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
-        channel = self._backend.channel
         record = current_call()
-        metadata = forwarded_metadata(
-            context.invocation_metadata(), record.principal.tenant, record.request_id
-        )
         record.bytes_in += len(request)
-        call = channel.unary_unary(self._route.method)(
-            request, metadata=metadata, timeout=context.time_remaining()
-        )
+        call = self._upstream(request, **self._outgoing(context, record))
         try:
             await self._relay_headers(call, context)
             response: bytes = await call
@@ -138,13 +155,8 @@ class _ForwardedMethod:
         self, request: bytes, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
         record = current_call()
-        metadata = forwarded_metadata(
-            context.invocation_metadata(), record.principal.tenant, record.request_id
-        )
         record.bytes_in += len(request)
-        call = self._backend.channel.unary_stream(self._route.method)(
-            request, metadata=metadata, timeout=context.time_remaining()
-        )
+        call = self._upstream(request, **self._outgoing(context, record))
         try:
             await self._relay_headers(call, context)
             async for response in call:
@@ -160,12 +172,7 @@ class _ForwardedMethod:
         self, requests: AsyncIterator[bytes], context: aio.ServicerContext[Any, Any]
     ) -> bytes:
         record = current_call()
-        metadata = forwarded_metadata(
-            context.invocation_metadata(), record.principal.tenant, record.request_id
-        )
-        call = self._backend.channel.stream_unary(self._route.method)(
-            metadata=metadata, timeout=context.time_remaining()
-        )
+        call = self._upstream(**self._outgoing(context, record))
         pump = asyncio.create_task(self._pump(requests, call, record))
         try:
             await self._relay_headers(call, context)
@@ -184,12 +191,7 @@ class _ForwardedMethod:
         self, requests: AsyncIterator[bytes], context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
         record = current_call()
-        metadata = forwarded_metadata(
-            context.invocation_metadata(), record.principal.tenant, record.request_id
-        )
-        call = self._backend.channel.stream_stream(self._route.method)(
-            metadata=metadata, timeout=context.time_remaining()
-        )
+        call = self._upstream(**self._outgoing(context, record))
         pump = asyncio.create_task(self._pump(requests, call, record))
         try:
             await self._relay_headers(call, context)
