@@ -35,6 +35,7 @@ def settings_groups() -> list[SettingsGroup]:
     # Imported here: importing a service's settings pulls in its package, which the --help path does not need.
     from voice_asr.settings import AsrSettings
     from voice_common.config import CommonSettings
+    from voice_gateway.settings import GatewaySettings
     from voice_profiles.settings import ProfilesSettings
     from voice_tts.settings import TtsSettings
 
@@ -47,6 +48,7 @@ def settings_groups() -> list[SettingsGroup]:
         ),
         SettingsGroup("TTS service", "TTS_", TtsSettings, "services/tts/voice_tts/settings.py"),
         SettingsGroup("ASR service", "ASR_", AsrSettings, "services/asr/voice_asr/settings.py"),
+        SettingsGroup("Gateway", "GATEWAY_", GatewaySettings, "gateway/voice_gateway/settings.py"),
     ]
 
 

@@ -57,7 +57,7 @@ class GatewaySettings(BaseSettings):
     )
     tls_key_file: Path | None = Field(None, description="PEM private key of the public port's certificate.")
     metric_tenants: list[str] = Field(
-        default_factory=list,
+        [],
         description="Tenants named in metric labels (a JSON list); any other tenant is counted as 'other', so "
         "the number of time series stays bounded.",
     )
