@@ -22,6 +22,11 @@ Figures:
   table shows each process's CPU over the whole round and per call, which says who the bottleneck was.
 * ``gateway_add_sample_5min_vs_direct_ratio``: AddSample of the 5-minute 48 kHz WAV (:mod:`bench.upload`'s
   recording, 64 KiB chunks) through the gateway over direct, alternating, medians.
+* Reference rows without a goal: the same GetProfile load and uploads through a *bare proxy* (``python -m
+  bench.gateway --bare-proxy``: a grpc.aio generic handler that forwards bytes, no authentication, interceptor,
+  metrics or header relay, the internal token put straight into the metadata), the floor of any Python grpc.aio
+  hop, so the table separates what the gateway's own work costs from what the extra hop costs; and uploads in 1 MiB
+  chunks (the hop's cost is per message).
 * ``gateway_memory_growth_mb``: the gateway's VmRSS (``/proc/<pid>/status``) while 32 clients read long
   SynthesizeStream responses slowly (one message, then a sleep): the highest sample during the reads minus the
   sample just before they start; before/during/after (the streams cancelled by the clients) in the details. The TTS
@@ -31,6 +36,7 @@ Figures:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -40,6 +46,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc import aio
@@ -48,7 +55,11 @@ from bench import upload
 from bench.common import (
     BenchError,
     Figure,
+    ManagedProcess,
+    child_environment,
     format_value,
+    free_port,
+    managed_process,
     median,
     python_module_argv,
     render_table,
@@ -57,6 +68,7 @@ from bench.get_profile_load import GET_PROFILE_METHOD, LoadPlan
 from bench.loadgen import LoadResult, process_cpu_seconds, run_load
 from bench.services import (
     FILESYSTEM,
+    HOST,
     GatewayService,
     ProfileService,
     describe_rpc_error,
@@ -94,6 +106,11 @@ OPS_RATIO_GOAL = 0.7
 UPLOAD_RATIO_GOAL = 1.2
 MEMORY_GROWTH_GOAL_MB = 50.0
 
+DIRECT = "direct"
+GATEWAY = "gateway"
+PROXY = "bare proxy"
+BIG_CHUNK_BYTES = 1024 * 1024
+
 FIGURE_NAMES = (
     "gateway_tts_ttfa_vs_direct_ratio",
     "gateway_tts_ttfa_added_ms",
@@ -105,12 +122,12 @@ FIGURE_NAMES = (
 
 @dataclass
 class Plan:
-    ttfa_pairs: int = 40  # direct + gateway calls each
+    ttfa_pairs: int = 60  # direct + gateway calls each
     ttfa_frames: int = 8  # the first chunk comes after 4 frames; the rest only lengthens each run
     warmups: int = 3
     load: LoadPlan = field(default_factory=lambda: LoadPlan(warmup_s=2.0, duration_s=6.0))
-    load_rounds: int = 2  # per side, alternating
-    upload_runs: int = 3  # per side, alternating, after one unmeasured pair
+    load_rounds: int = 2  # per path (direct, gateway, bare proxy), in turn
+    upload_runs: int = 5  # per path, in turn, after one unmeasured round
     slow_streams: int = 32
     slow_read_pause_s: float = 1.0
     slow_seconds: float = 15.0
@@ -167,10 +184,8 @@ class Memory:
 class GatewayResult:
     plan: Plan
     ttfa: Ttfa = field(default_factory=Ttfa)
-    direct_loads: list[LoadRound] = field(default_factory=list)
-    gateway_loads: list[LoadRound] = field(default_factory=list)
-    upload_direct_s: list[float] = field(default_factory=list)
-    upload_gateway_s: list[float] = field(default_factory=list)
+    loads: dict[str, list[LoadRound]] = field(default_factory=dict)  # path -> rounds
+    uploads: dict[str, list[float]] = field(default_factory=dict)  # path (and chunk size) -> seconds
     recording: str = ""
     memory: Memory = field(default_factory=Memory)
     gateway_log: str = ""
@@ -188,11 +203,11 @@ class GatewayResult:
             )
             out.append(Figure(FIGURE_NAMES[0], through / direct, "<=", TTFA_RATIO_GOAL, details))
             out.append(Figure(FIGURE_NAMES[1], (through - direct) * 1e3, "<=", TTFA_ADDED_GOAL_MS, details))
-        if self.direct_loads and self.gateway_loads:
-            direct_ops = median([r.result.ops_per_s for r in self.direct_loads])
-            gateway_ops = median([r.result.ops_per_s for r in self.gateway_loads])
-            d50, d99 = _percentiles(self.direct_loads)
-            g50, g99 = _percentiles(self.gateway_loads)
+        if self.loads.get(DIRECT) and self.loads.get(GATEWAY):
+            direct_ops = median([r.result.ops_per_s for r in self.loads[DIRECT]])
+            gateway_ops = median([r.result.ops_per_s for r in self.loads[GATEWAY]])
+            d50, d99 = _percentiles(self.loads[DIRECT])
+            g50, g99 = _percentiles(self.loads[GATEWAY])
             out.append(
                 Figure(
                     FIGURE_NAMES[2],
@@ -201,12 +216,12 @@ class GatewayResult:
                     OPS_RATIO_GOAL,
                     f"{gateway_ops:.0f} vs {direct_ops:.0f} ops/s, {self.plan.load.concurrency} clients; p50 "
                     f"{g50:.2f} vs {d50:.2f} ms, p99 {g99:.2f} vs {d99:.2f} ms (p99 added {g99 - d99:.2f} ms); "
-                    f"medians of {len(self.gateway_loads)} round(s) each",
+                    f"medians of {len(self.loads[GATEWAY])} round(s) each",
                 )
             )
-        if self.upload_direct_s and self.upload_gateway_s:
-            direct = median(self.upload_direct_s)
-            through = median(self.upload_gateway_s)
+        if self.uploads.get(DIRECT) and self.uploads.get(GATEWAY):
+            direct = median(self.uploads[DIRECT])
+            through = median(self.uploads[GATEWAY])
             out.append(
                 Figure(
                     FIGURE_NAMES[3],
@@ -214,7 +229,7 @@ class GatewayResult:
                     "<=",
                     UPLOAD_RATIO_GOAL,
                     f"AddSample through the gateway {through:.3f} s vs direct {direct:.3f} s, medians of "
-                    f"{len(self.upload_direct_s)}; {self.recording}",
+                    f"{len(self.uploads[DIRECT])}, {upload.CHUNK_BYTES // 1024} KiB chunks; {self.recording}",
                 )
             )
         memory = self.memory
@@ -267,9 +282,9 @@ def report(result: GatewayResult) -> str:
                 rows,
             )
         )
-    if result.direct_loads:
+    if result.loads:
         rows = []
-        for label, rounds in (("direct", result.direct_loads), ("gateway", result.gateway_loads)):
+        for label, rounds in result.loads.items():
             for index, r in enumerate(rounds):
                 res = r.result
                 # Calls in the whole round, estimated from the measured window's rate (warm-up at the same rate).
@@ -297,7 +312,7 @@ def report(result: GatewayResult) -> str:
             render_table(
                 f"Gateway: GetProfile, {load_plan.concurrency} concurrent clients over {load_plan.channels} "
                 f"channels (bench.loadgen, its own process), {format_value(load_plan.warmup_s)} s warm-up + "
-                f"{format_value(load_plan.duration_s)} s measured per round, rounds alternating",
+                f"{format_value(load_plan.duration_s)} s measured per round, paths in turn",
                 [
                     "round",
                     "ops/s",
@@ -312,25 +327,21 @@ def report(result: GatewayResult) -> str:
                 rows,
             )
             + f"\n  CPU by process: % of one core over the whole round (start-up and warm-up included) and per "
-            f"call (estimated calls in the round); the machine has {os.cpu_count()} cores."
+            f"call (estimated calls in the round); the machine has {os.cpu_count()} cores. {PROXY}: forwarding "
+            "alone (no goal), the floor of a Python grpc.aio hop."
         )
-    if result.upload_direct_s:
+    if result.uploads:
+        direct = median(result.uploads.get(DIRECT, [float("nan")]))
+        upload_rows = [
+            (path, median(times), median(times) / direct, " ".join(f"{v:.3f}" for v in times))
+            for path, times in result.uploads.items()
+        ]
         parts.append(
             render_table(
-                f"Gateway: AddSample, {result.recording}",
-                ["path", "median s", "runs s"],
-                [
-                    (
-                        "direct",
-                        median(result.upload_direct_s),
-                        " ".join(f"{v:.3f}" for v in result.upload_direct_s),
-                    ),
-                    (
-                        "through the gateway",
-                        median(result.upload_gateway_s),
-                        " ".join(f"{v:.3f}" for v in result.upload_gateway_s),
-                    ),
-                ],
+                f"Gateway: AddSample in {upload.CHUNK_BYTES // 1024} KiB chunks unless said, {result.recording}; "
+                "paths in turn",
+                ["path", "median s", "vs direct", "runs s"],
+                upload_rows,
             )
         )
     memory = result.memory
@@ -440,11 +451,13 @@ async def run_gateway(workdir: Path, plan: Plan, progress: Callable[[str], None]
                 f"gateway SERVING at {gateway.address} (pid {gateway.process.pid}) in front of profiles "
                 f"{profiles.address} and TTS {tts.address}"
             )
+            proxy = await stack.enter_async_context(bare_proxy(profiles.address, token))
             mark = gateway.process.mark()
             async with (
                 aio.insecure_channel(profiles.address, options=upload.CHANNEL_OPTIONS) as profiles_channel,
                 aio.insecure_channel(tts.address) as tts_channel,
                 aio.insecure_channel(gateway.address, options=upload.CHANNEL_OPTIONS) as gateway_channel,
+                aio.insecure_channel(proxy.address, options=upload.CHANNEL_OPTIONS) as proxy_channel,
             ):
                 profile_id = await _make_voice(profiles_grpc.ProfileServiceStub(profiles_channel), callers)
                 progress(f"gateway: time to first audio, {plan.ttfa_pairs} direct and gateway calls, ABBA")
@@ -455,19 +468,33 @@ async def run_gateway(workdir: Path, plan: Plan, progress: Callable[[str], None]
                     profile_id,
                     plan,
                 )
-                progress(f"gateway: GetProfile load, {plan.load_rounds} round(s) each way, alternating")
-                await _loads(profiles, gateway, tts.process.pid, callers, result, plan)
+                progress(
+                    f"gateway: GetProfile load, {plan.load_rounds} round(s) per path (direct, gateway, bare proxy)"
+                )
+                targets = {
+                    DIRECT: (profiles.address, callers.direct, profiles.process.pid),
+                    GATEWAY: (gateway.address, callers.gateway, gateway.process.pid),
+                    PROXY: (proxy.address, callers.gateway, proxy.process.pid),
+                }
+                await _loads(profiles, targets, tts.process.pid, callers, result, plan)
                 recording = await recording_made
                 result.recording = recording.description
-                progress(f"gateway: AddSample of the recording, {plan.upload_runs} run(s) each way")
-                await _uploads(
-                    profiles_grpc.ProfileServiceStub(profiles_channel),
-                    profiles_grpc.ProfileServiceStub(gateway_channel),
-                    callers,
-                    recording.data,
-                    result,
-                    plan,
-                )
+                progress(f"gateway: AddSample of the recording, {plan.upload_runs} run(s) per path")
+                direct_stub = profiles_grpc.ProfileServiceStub(profiles_channel)
+                gateway_stub = profiles_grpc.ProfileServiceStub(gateway_channel)
+                paths = [
+                    UploadPath(DIRECT, direct_stub, callers.direct, upload.CHUNK_BYTES),
+                    UploadPath(GATEWAY, gateway_stub, callers.gateway, upload.CHUNK_BYTES),
+                    UploadPath(
+                        PROXY,
+                        profiles_grpc.ProfileServiceStub(proxy_channel),
+                        callers.gateway,
+                        upload.CHUNK_BYTES,
+                    ),
+                    UploadPath(f"{DIRECT}, 1 MiB chunks", direct_stub, callers.direct, BIG_CHUNK_BYTES),
+                    UploadPath(f"{GATEWAY}, 1 MiB chunks", gateway_stub, callers.gateway, BIG_CHUNK_BYTES),
+                ]
+                await _uploads(direct_stub, paths, callers, recording.data, result, plan)
                 progress(f"gateway: memory while {plan.slow_streams} clients read long streams slowly")
                 result.memory = await _memory(
                     tts_grpc.TtsServiceStub(gateway_channel), gateway, callers, profile_id, plan
@@ -502,15 +529,15 @@ async def _make_voice(stub: profiles_grpc.ProfileServiceStub, callers: Callers) 
 
 
 async def _sample_requests(
-    profile_id: str, data: bytes, reference_text: str
+    profile_id: str, data: bytes, reference_text: str, chunk_bytes: int = upload.CHUNK_BYTES
 ) -> AsyncIterator[profiles_pb.AddSampleRequest]:
     metadata = profiles_pb.SampleMetadata(
         profile_id=profile_id, reference_text=reference_text, file_name="sample.wav", mime_type="audio/wav"
     )
     yield profiles_pb.AddSampleRequest(metadata=metadata)
     view = memoryview(data)
-    for start in range(0, len(data), upload.CHUNK_BYTES):
-        yield profiles_pb.AddSampleRequest(chunk=bytes(view[start : start + upload.CHUNK_BYTES]))
+    for start in range(0, len(data), chunk_bytes):
+        yield profiles_pb.AddSampleRequest(chunk=bytes(view[start : start + chunk_bytes]))
 
 
 def _stream_request(profile_id: str, text: str, frames: int) -> tts_pb.SynthesizeStreamRequest:
@@ -572,23 +599,24 @@ async def _ttfa(
 
 async def _loads(
     profiles: ProfileService,
-    gateway: GatewayService,
+    targets: dict[str, tuple[str, tuple[tuple[str, str], ...], int]],
     tts_pid: int,
     callers: Callers,
     result: GatewayResult,
     plan: Plan,
 ) -> None:
+    """``plan.load_rounds`` rounds of the GetProfile load on each path of ``targets`` (path -> address, metadata,
+    the pid of the process it reaches), in turn; CPU of every server process over each round."""
     request, expected = await _get_profile_target(profiles, callers)
-    pids = {"gateway": gateway.process.pid, "profiles": profiles.process.pid, "tts": tts_pid}
+    pids = {path: pid for path, (_, _, pid) in targets.items() if path != DIRECT}
+    pids = {"profiles": profiles.process.pid, **pids, "tts": tts_pid}
     for _ in range(plan.load_rounds):
-        for side in ("direct", "gateway"):
-            target = profiles.address if side == "direct" else gateway.address
-            metadata = callers.direct if side == "direct" else callers.gateway
+        for path, (address, metadata, pid) in targets.items():
             before = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
             started = time.perf_counter()
             load = await asyncio.to_thread(
                 run_load,
-                target,
+                address,
                 GET_PROFILE_METHOD,
                 request,
                 metadata=metadata,
@@ -597,19 +625,20 @@ async def _loads(
                 channels=plan.load.channels,
                 warmup_s=plan.load.warmup_s,
                 duration_s=plan.load.duration_s,
-                server_pid=pids["gateway"] if side == "gateway" else pids["profiles"],
+                server_pid=pid,
             )
             wall = time.perf_counter() - started
-            cpu = {name: process_cpu_seconds(pid) - before[name] for name, pid in pids.items()}
-            if side == "direct":
-                del cpu["gateway"]
+            # Only the processes on this path (the idle ones would show ~0).
+            cpu = {
+                name: process_cpu_seconds(pid) - before[name]
+                for name, pid in pids.items()
+                if name in ("profiles", path)
+            }
             if load.ok == 0 or load.errors or load.mismatches:
                 raise BenchError(
-                    f"GetProfile load ({side}): {load.ok} ok, errors {load.errors}, mismatches {load.mismatches}"
+                    f"GetProfile load ({path}): {load.ok} ok, errors {load.errors}, mismatches {load.mismatches}"
                 )
-            (result.direct_loads if side == "direct" else result.gateway_loads).append(
-                LoadRound(load, wall, cpu)
-            )
+            result.loads.setdefault(path, []).append(LoadRound(load, wall, cpu))
 
 
 async def _get_profile_target(profiles: ProfileService, callers: Callers) -> tuple[bytes, bytes]:
@@ -630,28 +659,42 @@ async def _get_profile_target(profiles: ProfileService, callers: Callers) -> tup
     return request, expected
 
 
+@dataclass(frozen=True)
+class UploadPath:
+    label: str
+    stub: profiles_grpc.ProfileServiceStub
+    metadata: tuple[tuple[str, str], ...]
+    chunk_bytes: int
+
+
 async def _uploads(
     direct: profiles_grpc.ProfileServiceStub,
-    through: profiles_grpc.ProfileServiceStub,
+    paths: list[UploadPath],
     callers: Callers,
     data: bytes,
     result: GatewayResult,
     plan: Plan,
 ) -> None:
+    """One unmeasured round, then ``plan.upload_runs`` rounds of an AddSample on every path; the order rotates
+    each round so no path is always first after the previous upload's cleanup."""
     created = await direct.CreateProfile(
         profiles_pb.CreateProfileRequest(name="bench gateway upload"), metadata=callers.direct, timeout=60
     )
     profile_id = created.profile.id
 
-    async def add(stub: profiles_grpc.ProfileServiceStub, metadata: tuple[tuple[str, str], ...]) -> float:
+    async def add(path: UploadPath) -> float:
         started = time.perf_counter()
         try:
-            response = await stub.AddSample(
-                _sample_requests(profile_id, data, upload.STUDIO_TEXT), metadata=metadata, timeout=300
+            response = await path.stub.AddSample(
+                _sample_requests(profile_id, data, upload.STUDIO_TEXT, path.chunk_bytes),
+                metadata=path.metadata,
+                timeout=300,
             )
         except aio.AioRpcError as error:
-            raise BenchError(f"AddSample failed: {describe_rpc_error(error)}") from error
+            raise BenchError(f"AddSample ({path.label}) failed: {describe_rpc_error(error)}") from error
         seconds = time.perf_counter() - started
+        if abs(response.sample.duration_seconds - upload.SECONDS) > 1:
+            raise BenchError(f"AddSample ({path.label}) stored {response.sample.duration_seconds:.1f} s")
         # One sample at a time: the profile's sample limit never comes into it.
         await direct.DeleteSample(
             profiles_pb.DeleteSampleRequest(id=response.sample.id), metadata=callers.direct, timeout=60
@@ -660,18 +703,16 @@ async def _uploads(
 
     try:
         for run in range(-1, plan.upload_runs):
-            order = (
-                (result.upload_direct_s, direct, callers.direct),
-                (result.upload_gateway_s, through, callers.gateway),
-            )
-            for times, stub, metadata in order if run % 2 == 0 else reversed(order):
-                seconds = await add(stub, metadata)
+            shift = run % len(paths)
+            for path in paths[shift:] + paths[:shift]:
+                seconds = await add(path)
                 if run >= 0:
-                    times.append(seconds)
+                    result.uploads.setdefault(path.label, []).append(seconds)
     finally:
         await direct.DeleteProfile(
             profiles_pb.DeleteProfileRequest(id=profile_id), metadata=callers.direct, timeout=60
         )
+    result.uploads = {path.label: result.uploads[path.label] for path in paths}
 
 
 async def _memory(
@@ -718,3 +759,101 @@ async def _memory(
     if memory.errors:
         raise BenchError(f"slow SynthesizeStream clients failed: {memory.errors[:3]}")
     return memory
+
+
+@dataclass(frozen=True)
+class BareProxy:
+    address: str
+    process: ManagedProcess
+
+
+@contextlib.asynccontextmanager
+async def bare_proxy(target: str, internal_token: str) -> AsyncIterator[BareProxy]:
+    """``python -m bench.gateway --bare-proxy`` to ``target`` on a free port, once it accepts connections."""
+    port = free_port(HOST)
+    argv = python_module_argv("bench.gateway", "--bare-proxy", "--port", str(port), "--target", target)
+    env = child_environment({"BENCH_INTERNAL_TOKEN": internal_token})
+    with managed_process("bare proxy", argv, env) as process:
+        address = f"{HOST}:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            process.check_alive("starting")
+            async with aio.insecure_channel(address) as channel:
+                try:
+                    await asyncio.wait_for(channel.channel_ready(), timeout=1)
+                    break
+                except TimeoutError:
+                    if time.monotonic() > deadline:
+                        raise BenchError(
+                            f"the bare proxy did not listen within 30 s:\n{process.output()}"
+                        ) from None
+        yield BareProxy(address, process)
+
+
+class _BareForwarder(grpc.GenericRpcHandler):
+    """Unary and client-streaming calls to one channel, as bytes; the client's metadata but its key, plus the
+    tenant and the internal token: forwarding and nothing else."""
+
+    def __init__(self, channel: aio.Channel, token: str) -> None:
+        # Typed loosely, as the gateway's: grpc-stubs know no multi-callable without (de)serialisers.
+        self._channel: Any = channel
+        self._added = ((TENANT_KEY, TENANT), (INTERNAL_TOKEN_KEY, token))
+
+    def _metadata(self, context: aio.ServicerContext[bytes, bytes]) -> tuple[tuple[str, str | bytes], ...]:
+        received = context.invocation_metadata() or ()
+        return (*((key, value) for key, value in received if key != "authorization"), *self._added)
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        channel = self._channel
+
+        async def unary_unary(request: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
+            response: bytes = await channel.unary_unary(method)(request, metadata=self._metadata(context))
+            return response
+
+        async def stream_unary(
+            requests: AsyncIterator[bytes], context: aio.ServicerContext[bytes, bytes]
+        ) -> bytes:
+            call = channel.stream_unary(method)(metadata=self._metadata(context))
+
+            async def pump() -> None:
+                async for message in requests:
+                    await call.write(message)
+                await call.done_writing()
+
+            pumping = asyncio.ensure_future(pump())
+            try:
+                response: bytes = await call
+                return response
+            finally:
+                pumping.cancel()
+
+        if method.endswith("/AddSample"):
+            return grpc.stream_unary_rpc_method_handler(stream_unary)
+        return grpc.unary_unary_rpc_method_handler(unary_unary)
+
+
+async def _serve_bare_proxy(port: int, target: str, token: str) -> None:
+    limit = 8 * 1024 * 1024
+    options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+    async with aio.insecure_channel(target, options=options) as channel:
+        server = aio.server(options=options)
+        server.add_generic_rpc_handlers((_BareForwarder(channel, token),))
+        server.add_insecure_port(f"{HOST}:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description="the bare forwarding proxy the gateway benchmark compares with"
+    )
+    parser.add_argument("--bare-proxy", action="store_true", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--target", required=True, help="host:port of the profile service")
+    args = parser.parse_args()
+    asyncio.run(_serve_bare_proxy(args.port, args.target, os.environ.get("BENCH_INTERNAL_TOKEN", "")))
+
+
+if __name__ == "__main__":
+    main()
