@@ -132,6 +132,7 @@ class Plan:
     slow_read_pause_s: float = 1.0
     slow_seconds: float = 15.0
     slow_frames: int = 600  # per piece of the long text: 48 s of audio each, more than the reads take
+    fast_seconds: float = 4.0  # the same streams read as fast as they come, for the producer's rate
 
     @classmethod
     def for_run(cls, quick: bool) -> Plan:
@@ -173,7 +174,7 @@ class Memory:
     messages_read: int = 0
     bytes_read: int = 0
     streams_open: int = 0  # streams that had sent audio when the reads stopped
-    errors: list[str] = field(default_factory=list)
+    fast_messages_per_s: float = 0.0  # all streams together, read as fast as they come
 
     @property
     def during_mb(self) -> float:
@@ -242,7 +243,9 @@ class GatewayResult:
                     MEMORY_GROWTH_GOAL_MB,
                     f"gateway VmRSS before {memory.before_mb:.1f} MB, during (max) {memory.during_mb:.1f} MB, "
                     f"after {memory.after_mb:.1f} MB; {self.plan.slow_streams} clients reading one message per "
-                    f"{format_value(self.plan.slow_read_pause_s)} s for {format_value(self.plan.slow_seconds)} s",
+                    f"{format_value(self.plan.slow_read_pause_s)} s for {format_value(self.plan.slow_seconds)} s "
+                    f"({memory.messages_read / self.plan.slow_seconds:.1f} messages/s; the backend produces "
+                    f"{memory.fast_messages_per_s:.1f}/s for fast readers)",
                 )
             )
         return out
@@ -354,10 +357,10 @@ def report(result: GatewayResult) -> str:
             f"  before {memory.before_mb:.1f} MB, during min {min(memory.samples_mb):.1f} / max "
             f"{memory.during_mb:.1f} MB ({len(memory.samples_mb)} samples), after {memory.after_mb:.1f} MB; "
             f"{memory.streams_open} streams had audio, {memory.messages_read} messages "
-            f"({memory.bytes_read / 1e6:.1f} MB) read in all"
+            f"({memory.bytes_read / 1e6:.1f} MB) read in all, "
+            f"{memory.messages_read / plan.slow_seconds:.1f} messages/s; read as fast as they come (after the "
+            f"figure) the same streams gave {memory.fast_messages_per_s:.1f} messages/s"
         )
-        if memory.errors:
-            text += f"\n  stream errors: {memory.errors[:5]}"
         parts.append(text)
     if result.gateway_log.strip():
         log = "\n".join(f"      | {line}" for line in result.gateway_log.strip().splitlines()[-20:])
@@ -715,6 +718,59 @@ async def _uploads(
     result.uploads = {path.label: result.uploads[path.label] for path in paths}
 
 
+@dataclass
+class StreamReads:
+    messages: int = 0
+    bytes: int = 0
+    with_audio: set[int] = field(default_factory=set)  # the streams that had sent audio
+    errors: list[str] = field(default_factory=list)
+
+
+async def _read_streams(
+    through: tts_grpc.TtsServiceStub,
+    metadata: tuple[tuple[str, str], ...],
+    request: tts_pb.SynthesizeStreamRequest,
+    streams: int,
+    pause_s: float,
+    seconds: float,
+    tick: Callable[[], None],
+) -> StreamReads:
+    """``streams`` SynthesizeStream calls, each read one message at a time with ``pause_s`` after each, for
+    ``seconds``; then every client cancels its call (goes away). ``tick`` runs every 0.25 s meanwhile."""
+    reads = StreamReads()
+    stop = asyncio.Event()
+
+    async def reader(index: int) -> None:
+        call = through.SynthesizeStream(request, metadata=metadata, timeout=300)
+        try:
+            while not stop.is_set():
+                response = await call.read()
+                if response is grpc.aio.EOF:  # type: ignore[attr-defined]
+                    return
+                reads.messages += 1
+                reads.bytes += response.ByteSize()
+                if response.WhichOneof("payload") == "audio":
+                    reads.with_audio.add(index)
+                if pause_s > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), pause_s)
+        except aio.AioRpcError as error:
+            reads.errors.append(describe_rpc_error(error))
+        finally:
+            call.cancel()  # the client goes away: the gateway must cancel the backend and let go
+
+    readers = [asyncio.ensure_future(reader(index)) for index in range(streams)]
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        await asyncio.sleep(0.25)
+        tick()
+    stop.set()
+    await asyncio.gather(*readers)
+    if reads.errors:
+        raise BenchError(f"SynthesizeStream clients failed: {reads.errors[:3]}")
+    return reads
+
+
 async def _memory(
     through: tts_grpc.TtsServiceStub,
     gateway: GatewayService,
@@ -724,40 +780,30 @@ async def _memory(
 ) -> Memory:
     memory = Memory()
     request = _stream_request(profile_id, long_text(), plan.slow_frames)
-    memory.before_mb = rss_mb(gateway.process.pid)
-    stop = asyncio.Event()
-    had_audio: set[int] = set()
-
-    async def slow_reader(index: int) -> None:
-        call = through.SynthesizeStream(request, metadata=callers.gateway, timeout=300)
-        try:
-            while not stop.is_set():
-                response = await call.read()
-                if response is grpc.aio.EOF:  # type: ignore[attr-defined]
-                    return
-                memory.messages_read += 1
-                memory.bytes_read += response.ByteSize()
-                if response.WhichOneof("payload") == "audio":
-                    had_audio.add(index)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), plan.slow_read_pause_s)
-        except aio.AioRpcError as error:
-            memory.errors.append(describe_rpc_error(error))
-        finally:
-            call.cancel()  # the client goes away: the gateway must cancel the backend and let go
-
-    readers = [asyncio.ensure_future(slow_reader(index)) for index in range(plan.slow_streams)]
-    deadline = time.perf_counter() + plan.slow_seconds
-    while time.perf_counter() < deadline:
-        await asyncio.sleep(0.25)
-        memory.samples_mb.append(rss_mb(gateway.process.pid))
-    memory.streams_open = len(had_audio)
-    stop.set()
-    await asyncio.gather(*readers)
+    pid = gateway.process.pid
+    memory.before_mb = rss_mb(pid)
+    slow = await _read_streams(
+        through,
+        callers.gateway,
+        request,
+        plan.slow_streams,
+        plan.slow_read_pause_s,
+        plan.slow_seconds,
+        lambda: memory.samples_mb.append(rss_mb(pid)),
+    )
+    memory.messages_read, memory.bytes_read, memory.streams_open = (
+        slow.messages,
+        slow.bytes,
+        len(slow.with_audio),
+    )
     await asyncio.sleep(2.0)
-    memory.after_mb = rss_mb(gateway.process.pid)
-    if memory.errors:
-        raise BenchError(f"slow SynthesizeStream clients failed: {memory.errors[:3]}")
+    memory.after_mb = rss_mb(pid)
+    # The same streams read as fast as they come: what the backend produces, so the slow reads above were slower
+    # than the producer (else nothing would have waited anywhere and the figure would prove nothing).
+    fast = await _read_streams(
+        through, callers.gateway, request, plan.slow_streams, 0.0, plan.fast_seconds, lambda: None
+    )
+    memory.fast_messages_per_s = fast.messages / plan.fast_seconds
     return memory
 
 
