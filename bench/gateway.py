@@ -129,8 +129,8 @@ class Plan:
     load_rounds: int = 2  # per path (direct, gateway, bare proxy), in turn
     upload_runs: int = 5  # per path, in turn, after one unmeasured round
     slow_streams: int = 32
-    slow_read_pause_s: float = 1.0
-    slow_seconds: float = 15.0
+    slow_read_pause_s: float = 4.0  # several times slower than the backend produces (see fast_seconds)
+    slow_seconds: float = 16.0
     slow_frames: int = 600  # per piece of the long text: 48 s of audio each, more than the reads take
     fast_seconds: float = 4.0  # the same streams read as fast as they come, for the producer's rate
 
