@@ -127,7 +127,7 @@ class Plan:
     warmups: int = 3
     load: LoadPlan = field(default_factory=lambda: LoadPlan(warmup_s=2.0, duration_s=6.0))
     load_rounds: int = 2  # per path (direct, gateway, bare proxy), in turn
-    upload_runs: int = 5  # per path, in turn, after one unmeasured round
+    upload_runs: int = 9  # per path, in turn, after one unmeasured round (outliers of a shared machine)
     slow_streams: int = 32
     slow_read_pause_s: float = 4.0  # several times slower than the backend produces (see fast_seconds)
     slow_seconds: float = 16.0
