@@ -33,6 +33,8 @@ $(GEN)/.stamp: $(PROTOS)
 	find $(GEN)/voice -type d -exec touch {}/__init__.py \;
 	touch $@
 
+# The services and the gateway (127.0.0.1:50051) in front of them, with an internal token made for this run; the
+# first start prints an admin API key once and saves it in data/admin-api-key for the CLI (docs/gateway.md).
 run: setup
 	$(PY) -m voice_common.launcher
 

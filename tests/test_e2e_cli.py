@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -20,6 +21,7 @@ from e2e_support import (
     admin,
     create_key,
     explain,
+    free_port,
     service,
     service_env,
     start_gateway,
@@ -27,6 +29,7 @@ from e2e_support import (
 )
 
 from voice_common.audio import decode_audio
+from voice_testing.certificates import write_certificates
 from voice_testing.media_files import encode_file, speechlike
 
 pytestmark = pytest.mark.slow
@@ -213,3 +216,35 @@ def test_keys_create_list_and_revoke_through_the_gateway(running: Stack) -> None
     assert after.returncode == 1 and "UNAUTHENTICATED" in after.stderr, after.stderr
     assert record["id"] not in [key["id"] for key in ok(voice(running, "keys", "list")).get("apiKeys", [])]
     assert record["id"] in [key["id"] for key in ok(voice(running, "keys", "list", "--all"))["apiKeys"]]
+
+
+def test_tls_to_a_gateway_with_a_certificate(running: Stack, tmp_path: Path) -> None:
+    certificates = write_certificates(tmp_path / "certs")
+    env = {
+        **running.env,
+        "GATEWAY_PORT": str(free_port()),
+        "GATEWAY_METRICS_PORT": str(free_port()),
+        "GATEWAY_TLS_CERT_FILE": str(certificates.server_cert),
+        "GATEWAY_TLS_KEY_FILE": str(certificates.server_key),
+    }
+    with contextlib.closing(
+        ServiceProcess(env, tmp_path / "logs", module="voice_gateway", prefix="GATEWAY")
+    ) as tls:
+        address = f"127.0.0.1:{tls.port}"
+        deadline = time.monotonic() + 60
+        while True:  # health over TLS (the process's own channel is plaintext)
+            listed = voice(
+                running, "--target", address, "--ca", str(certificates.ca), "profiles", "list", target=False
+            )
+            if listed.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert listed.returncode == 0, listed.stderr
+        ok(listed)
+        # The system's CAs do not know the test CA; a plaintext client gets no answer from a TLS port.
+        untrusted = voice(running, "--target", address, "--tls", "profiles", "list", target=False)
+        assert untrusted.returncode == 1 and "UNAVAILABLE" in untrusted.stderr, untrusted.stderr
+        plaintext = voice(running, "--target", address, "profiles", "list", target=False)
+        assert plaintext.returncode == 1 and "UNAVAILABLE" in plaintext.stderr, plaintext.stderr
+    missing = voice(running, "--ca", str(tmp_path / "nope.pem"), "profiles", "list")
+    assert missing.returncode == 2 and "is not a file" in missing.stderr

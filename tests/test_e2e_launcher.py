@@ -82,7 +82,9 @@ def test_the_launcher_restarts_a_service_that_dies_and_keeps_the_others(tmp_path
         wait_answering(launcher, tts_port)
         # The others kept serving all along, in the same processes.
         assert launcher.health_status() == SERVING and pids(launcher, "profiles") == [profiles_pid]
-        assert len(pids(launcher, "asr")) == 1
+        assert len(pids(launcher, "asr")) == 1 and len(pids(launcher, "gateway")) == 1
+        # The public entry, on the test's own port (never 50051).
+        assert health(int(env["GATEWAY_PORT"])) == SERVING
 
         os.kill(profiles_pid, signal.SIGTERM)  # an operator stopping one service: it drains, then comes back
         new_profiles = wait_for_pid(launcher, "profiles", 2)
