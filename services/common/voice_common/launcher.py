@@ -147,7 +147,9 @@ class Supervisor:
 
 def with_internal_credential(env: dict[str, str]) -> None:
     """A token shared by this run's services, unless the operator configured a credential of their own."""
-    if env.get("VOICE_INTERNAL_TOKEN") or any(name.startswith("VOICE_INTERNAL_TLS_") for name in env):
+    if env.get("VOICE_INTERNAL_TOKEN") or any(
+        value for name, value in env.items() if name.startswith("VOICE_INTERNAL_TLS_")
+    ):
         say("using the internal credential from the environment")
         return
     # Per run and never written anywhere: it lives exactly as long as the processes that share it.
