@@ -18,6 +18,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 log = logging.getLogger(__name__)
 _RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
+# Failed watches in a row (about 4 s) before the log says a backend's health is unknown.
+_QUIET_FAILURES = 4
 
 
 class HealthMirror:
@@ -45,10 +47,14 @@ class HealthMirror:
         while True:
             try:
                 async for response in stub.Watch(health_pb2.HealthCheckRequest(service=name)):
+                    if failures >= _QUIET_FAILURES:
+                        log.info("backend health known again", extra={"service": name})
                     failures = 0
                     await self._set(name, response.status)
             except aio.AioRpcError as error:
-                if failures == 0:
+                # Said once an outage lasts: at `make run` the gateway starts beside its backends, which take a
+                # moment to listen, and that is not news.
+                if failures + 1 == _QUIET_FAILURES:
                     log.warning(
                         "backend health unknown", extra={"service": name, "reason": f"{error.code().name}"}
                     )
