@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from voice_common.config import CommonSettings
-from voice_common.internal_channel import internal_channel
+from voice_common.internal_channel import internal_channel, internal_metadata
 from voice_common.server.bootstrap import VoiceServer
 from voice_common.server.interceptor import StreamCutoff
 from voice_gateway.authentication import AuthenticationOff, Authenticator, KeyAuthenticator
@@ -87,12 +87,15 @@ class GatewayApp:
         options = backend_channel_options(common, settings)
         targets = {PROFILES: settings.profiles_target, TTS: settings.tts_target, ASR: settings.asr_target}
         backends = {
-            name: Backend(name, target, internal_channel(target, common, options=options))
+            # The token goes into each forwarded call's metadata (Forwarder, KeyAuthenticator), not through channel
+            # interceptors, which cost an extra task per call and per streamed message.
+            name: Backend(name, target, internal_channel(target, common, options=options, add_token=False))
             for name, target in targets.items()
         }
+        credential = internal_metadata(common)
         defaults = settings.default_limits
         authenticator: Authenticator = (
-            KeyAuthenticator(backends[PROFILES].channel, defaults, settings.key_cache_seconds)
+            KeyAuthenticator(backends[PROFILES].channel, defaults, settings.key_cache_seconds, credential)
             if settings.authentication == "keys"
             else AuthenticationOff(common.default_tenant, defaults)
         )
@@ -107,7 +110,7 @@ class GatewayApp:
             ],
             options=server_options(common, settings),
         )
-        server.add_generic_rpc_handlers((Forwarder(routes, backends, cutoff),))
+        server.add_generic_rpc_handlers((Forwarder(routes, backends, cutoff, credential),))
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         services = public_services()

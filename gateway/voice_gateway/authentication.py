@@ -77,12 +77,14 @@ class KeyAuthenticator:
         channel: aio.Channel,
         defaults: Limits,
         cache_seconds: float,
+        credential: Sequence[tuple[str, str]] = (),
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._stub: Any = pb_grpc.KeyVerificationServiceStub(channel)
         self._defaults = defaults
         self._cache_seconds = cache_seconds
+        self._credential = tuple(credential)  # the internal credential's metadata
         self._clock = clock
         self._wall_clock = wall_clock
         self._cache: OrderedDict[str, tuple[float, Principal | Unauthenticated]] = OrderedDict()
@@ -138,7 +140,9 @@ class KeyAuthenticator:
     async def _ask(self, digest: str) -> Principal | Unauthenticated:
         try:
             response = await self._stub.VerifyApiKey(
-                pb.VerifyApiKeyRequest(key_sha256=digest), timeout=_LOOKUP_TIMEOUT_SECONDS
+                pb.VerifyApiKeyRequest(key_sha256=digest),
+                timeout=_LOOKUP_TIMEOUT_SECONDS,
+                metadata=self._credential,
             )
         except aio.AioRpcError as error:
             if error.code() is grpc.StatusCode.UNAUTHENTICATED:

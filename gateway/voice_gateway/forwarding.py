@@ -9,8 +9,8 @@ bounded by one message per direction per call (plus HTTP/2's windows).
 
 What passes through unchanged: response headers, messages, status code and message, trailers (with
 ``grpc-status-details-bin``: BadRequest, RetryInfo, ErrorInfo). What the gateway sets: ``x-voice-tenant`` (from the
-key, replacing the client's), ``x-request-id`` (the client's or a new one) and the internal credential (on the
-channel). A deadline is passed on only when the caller set one (grpc/grpc#26236: a made-up one would cut long
+key, replacing the client's), ``x-request-id`` (the client's or a new one) and the internal credential's token
+(TLS, when configured, is the channel's). A deadline is passed on only when the caller set one (grpc/grpc#26236: a made-up one would cut long
 streams). The client going away cancels the backend call at once (``finally: call.cancel()``), and the
 ``CancelledError`` is re-raised, never swallowed (grpc/grpc#43360 leaks native memory when it is).
 """
@@ -53,24 +53,32 @@ class Backend:
         )
 
 
-def forwarded_metadata(metadata: Any, tenant: str, request_id: str) -> tuple[tuple[str, str | bytes], ...]:
+def forwarded_metadata(
+    metadata: Any, tenant: str, request_id: str, credential: tuple[tuple[str, str], ...] = ()
+) -> tuple[tuple[str, str | bytes], ...]:
+    """The backend call's metadata: the client's, less what it may not pass on, plus the tenant, the request id
+    and the internal credential."""
     kept = tuple(
         (key, value)
         for key, value in metadata or ()
         if key not in _NOT_FORWARDED and not key.startswith(_RESERVED_PREFIXES)
     )
-    return (*kept, (TENANT_KEY, tenant), (REQUEST_ID_KEY, request_id))
+    return (*kept, (TENANT_KEY, tenant), (REQUEST_ID_KEY, request_id), *credential)
 
 
 class Forwarder(grpc.GenericRpcHandler):
     """The generic handler of every public method; anything else (internal or unknown) is UNIMPLEMENTED."""
 
     def __init__(
-        self, routes: Mapping[str, Route], backends: Mapping[str, Backend], cutoff: StreamCutoff
+        self,
+        routes: Mapping[str, Route],
+        backends: Mapping[str, Backend],
+        cutoff: StreamCutoff,
+        credential: tuple[tuple[str, str], ...] = (),
     ) -> None:
         # Built once: a handler and a backend multi-callable per method, nothing per call.
         self._handlers = {
-            path: _ForwardedMethod(route, backends[route.backend], cutoff).handler()
+            path: _ForwardedMethod(route, backends[route.backend], cutoff, credential).handler()
             for path, route in routes.items()
         }
 
@@ -79,10 +87,13 @@ class Forwarder(grpc.GenericRpcHandler):
 
 
 class _ForwardedMethod:
-    def __init__(self, route: Route, backend: Backend, cutoff: StreamCutoff) -> None:
+    def __init__(
+        self, route: Route, backend: Backend, cutoff: StreamCutoff, credential: tuple[tuple[str, str], ...]
+    ) -> None:
         self._route = route
         self._backend = backend
         self._cutoff = cutoff
+        self._credential = credential
         channel = backend.channel
         if route.request_streaming and route.response_streaming:
             self._upstream = channel.stream_stream(route.method)
@@ -103,12 +114,11 @@ class _ForwardedMethod:
             return grpc.unary_stream_rpc_method_handler(self.unary_stream)
         return grpc.unary_unary_rpc_method_handler(self.unary_unary)
 
-    @staticmethod
-    def _outgoing(context: aio.ServicerContext[Any, Any], record: CallRecord) -> dict[str, Any]:
+    def _outgoing(self, context: aio.ServicerContext[Any, Any], record: CallRecord) -> dict[str, Any]:
         """The backend call's metadata and deadline (only when the caller set one: grpc/grpc#26236)."""
         return {
             "metadata": forwarded_metadata(
-                context.invocation_metadata(), record.principal.tenant, record.request_id
+                context.invocation_metadata(), record.principal.tenant, record.request_id, self._credential
             ),
             "timeout": context.time_remaining(),
         }
