@@ -30,9 +30,11 @@ from e2e_support import (
     ServiceProcess,
     admin,
     explain,
+    internal_metadata,
     service,
     service_env,
     stop,
+    with_internal_token,
 )
 from google.protobuf import duration_pb2
 
@@ -77,8 +79,14 @@ def stub(process: ServiceProcess) -> pb_grpc.ProfileServiceStub:
     return pb_grpc.ProfileServiceStub(process.channel)
 
 
-def create_profile(process: ServiceProcess, name: str = "Narrator", **fields: Any) -> pb.Profile:
-    return stub(process).CreateProfile(pb.CreateProfileRequest(name=name, **fields), timeout=10).profile
+def create_profile(
+    process: ServiceProcess,
+    name: str = "Narrator",
+    metadata: tuple[tuple[str, str], ...] = (),
+    **fields: Any,
+) -> pb.Profile:
+    request = pb.CreateProfileRequest(name=name, **fields)
+    return stub(process).CreateProfile(request, timeout=10, metadata=metadata).profile
 
 
 def upload(
@@ -391,10 +399,12 @@ def test_admin_fails_fast_on_invalid_settings(tmp_path: Path) -> None:
 
 
 def test_launcher_starts_the_platform_and_stops_on_sigint(tmp_path: Path) -> None:
-    env = service_env(tmp_path / "data")
+    # The launcher's services take the token of the environment (make run makes one when there is none), so the
+    # test may call the profile service straight, as the platform's services do.
+    env = with_internal_token(service_env(tmp_path / "data"))
     with service(env, tmp_path / "logs", module="voice_common.launcher") as launcher:
         launcher.wait_for(SERVING)
-        assert create_profile(launcher, "Via make run").id
+        assert create_profile(launcher, "Via make run", metadata=internal_metadata(env)).id
         assert (tmp_path / "data" / "voice.db").is_file()  # the environment reached the service
         code = stop(launcher, signal.SIGINT, timeout=20)
         assert code == 0, launcher.describe()
@@ -404,13 +414,18 @@ def test_launcher_starts_the_platform_and_stops_on_sigint(tmp_path: Path) -> Non
 
 def test_ctrl_c_on_make_run_drains_in_flight_rpcs(tmp_path: Path, wav: bytes) -> None:
     """Ctrl-C in a terminal sends SIGINT to the whole process group: the launcher and every service."""
-    env = service_env(tmp_path / "data")
+    env = with_internal_token(service_env(tmp_path / "data"))
     with service(env, tmp_path / "logs", module="voice_common.launcher", start_new_session=True) as launcher:
         launcher.wait_for(SERVING)
-        profile = create_profile(launcher, "Interrupted")
+        profile = create_profile(launcher, "Interrupted", metadata=internal_metadata(env))
         paused = threading.Event()
         with ThreadPoolExecutor(1) as pool:
-            in_flight = pool.submit(stub(launcher).AddSample, upload(profile.id, wav, paused), timeout=20)
+            in_flight = pool.submit(
+                stub(launcher).AddSample,
+                upload(profile.id, wav, paused),
+                timeout=20,
+                metadata=internal_metadata(env),
+            )
             assert paused.wait(10)
             time.sleep(0.3)
             os.killpg(launcher.pid, signal.SIGINT)
