@@ -17,7 +17,7 @@ from grpc import aio
 from voice_common.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from voice_common.observability import method_var, request_id_var, tenant_var
 from voice_common.resource_ids import is_client_token
-from voice_common.server.status_mapping import status_for
+from voice_common.server.interceptor import REQUEST_ID_KEY, error_answer
 from voice_gateway import metrics
 from voice_gateway.authentication import Authenticator, Principal
 from voice_gateway.calls import CallRecord, enter_call
@@ -25,8 +25,6 @@ from voice_gateway.rate_limits import KeyLimiter, Limits
 from voice_gateway.routes import Route
 
 log = logging.getLogger("voice.access")
-REQUEST_ID_KEY = "x-request-id"
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _OPEN_PREFIX = "/grpc.health.v1.Health/"
 # Who a call is until its key is checked (and stays, when the key is refused).
 _NOBODY = Principal("", "", "", frozenset(), Limits(0, 0, 0))
@@ -178,26 +176,8 @@ class GatewayInterceptor(aio.ServerInterceptor):
         return principal
 
     async def _fail(self, call: _Call, context: aio.ServicerContext[Any, Any], error: Exception) -> None:
-        mapped = status_for(error, call.request_id, ())
-        if mapped is None:
-            call.code = grpc.StatusCode.INTERNAL
-            log.error("unhandled error in the gateway", exc_info=error)
-            await context.abort(
-                grpc.StatusCode.INTERNAL,
-                f"internal error in the gateway (request id {call.request_id}); it logged the details",
-                trailing_metadata=((REQUEST_ID_KEY, call.request_id),),
-            )
-            return
-        code, message, status = mapped
-        call.code = code
-        await context.abort(
-            code,
-            message,
-            trailing_metadata=(
-                (REQUEST_ID_KEY, call.request_id),
-                (STATUS_DETAILS_KEY, status.SerializeToString()),
-            ),
-        )
+        call.code, message, trailers = error_answer(error, call.request_id)
+        await context.abort(call.code, message, trailing_metadata=trailers)
 
     def _finish(self, call: _Call, context: aio.ServicerContext[Any, Any]) -> None:
         if call.code is grpc.StatusCode.OK:

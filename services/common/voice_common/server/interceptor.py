@@ -84,27 +84,8 @@ class _RpcScope:
             tenant_var.set(self.tenants.resolve(self.tenant_values))
 
     async def fail(self, context: aio.ServicerContext[Any, Any], error: BaseException) -> None:
-        mapped = status_for(error, self.request_id, self.error_mappers)
-        if mapped is None:
-            self.code = grpc.StatusCode.INTERNAL
-            # The traceback goes to the log, never to the client.
-            log.error("unhandled error", exc_info=error)
-            await context.abort(
-                grpc.StatusCode.INTERNAL,
-                f"internal error (request id {self.request_id}); the server logged the details",
-                trailing_metadata=((REQUEST_ID_KEY, self.request_id),),
-            )
-            return
-        code, message, status = mapped
-        self.code = code
-        await context.abort(
-            code,
-            message,
-            trailing_metadata=(
-                (REQUEST_ID_KEY, self.request_id),
-                (STATUS_DETAILS_KEY, status.SerializeToString()),
-            ),
-        )
+        self.code, message, trailers = error_answer(error, self.request_id, self.error_mappers)
+        await context.abort(self.code, message, trailing_metadata=trailers)
 
     def exit(self, context: aio.ServicerContext[Any, Any]) -> None:
         GRPC_IN_FLIGHT.labels(self.service).dec()
@@ -124,6 +105,23 @@ class _RpcScope:
                     "rpc_method": self.method,
                 },
             )
+
+
+def error_answer(
+    error: BaseException, request_id: str, error_mappers: Sequence[ErrorMapper] = ()
+) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str | bytes], ...]]:
+    """The status code, message and trailers that answer ``error`` (the services' interceptor and the gateway's).
+    An error nothing maps is INTERNAL: its traceback goes to the log, never to the client."""
+    mapped = status_for(error, request_id, error_mappers)
+    if mapped is None:
+        log.error("unhandled error", exc_info=error)
+        return (
+            grpc.StatusCode.INTERNAL,
+            f"internal error (request id {request_id}); the server logged the details",
+            ((REQUEST_ID_KEY, request_id),),
+        )
+    code, message, status = mapped
+    return code, message, ((REQUEST_ID_KEY, request_id), (STATUS_DETAILS_KEY, status.SerializeToString()))
 
 
 class StreamCutoff:
