@@ -5,6 +5,7 @@ the request id; a backend that is down."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -170,8 +171,11 @@ async def test_a_client_that_goes_away_cancels_the_backend_call(
     backend_call = recorder.last("GetSampleAudio")
     await asyncio.sleep(0.3)
     assert not backend_call.ended.is_set()  # held back by the client that does not read
+    cancelled_at = time.monotonic()
     call.cancel()
     await asyncio.wait_for(backend_call.ended.wait(), timeout=5)
+    # At once: the backend had minutes of audio left to send (a generous bound for a loaded 2-core machine).
+    assert time.monotonic() - cancelled_at < 1.0
     assert not backend_call.completed
 
 
