@@ -14,6 +14,7 @@ from gateway_harness import Stack, bearer, start_stack
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client import REGISTRY
 
 from voice.auth.v1 import api_key_service_pb2 as keys_pb
 from voice.auth.v1 import api_key_service_pb2_grpc as keys_pb_grpc
@@ -35,6 +36,10 @@ async def short_cache(gateway_common: CommonSettings) -> AsyncIterator[Stack]:
     await started.close()
 
 
+def auth_failures(reason: str) -> float:
+    return REGISTRY.get_sample_value("voice_gateway_auth_failures_total", {"reason": reason}) or 0.0
+
+
 async def code_of(call: object) -> tuple[grpc.StatusCode, str]:
     try:
         await call  # type: ignore[misc]
@@ -52,8 +57,10 @@ async def test_no_key_a_malformed_header_or_an_unknown_key_is_unauthenticated(st
     assert code is grpc.StatusCode.UNAUTHENTICATED and "authorization: Bearer <key>" in message
     code, message = await code_of(list_profiles(stack, (("authorization", "Basic dXNlcjpwYXNz"),)))
     assert code is grpc.StatusCode.UNAUTHENTICATED and "must be 'Bearer <API key>'" in message
+    unknown_before = auth_failures("unknown")
     code, message = await code_of(list_profiles(stack, bearer("not-a-key")))
     assert code is grpc.StatusCode.UNAUTHENTICATED and "unknown API key" in message
+    assert auth_failures("unknown") == unknown_before + 1
     code, message = await code_of(list_profiles(stack, bearer(new_key())))  # well formed, never issued
     assert code is grpc.StatusCode.UNAUTHENTICATED and "unknown" in message.lower()
 
@@ -87,17 +94,21 @@ async def test_a_revoked_key_stops_working_within_the_cache_time(short_cache: St
     key_id = next(item.id for item in listed.api_keys if key.startswith(item.prefix))
     await keys.RevokeApiKey(keys_pb.RevokeApiKeyRequest(id=key_id), metadata=bearer(admin))
     await asyncio.sleep(CACHE_SECONDS + 0.1)
+    revoked_before = auth_failures("revoked")
     code, message = await code_of(list_profiles(stack, bearer(key)))
     assert code is grpc.StatusCode.UNAUTHENTICATED and "revoked" in message, message
+    assert auth_failures("revoked") == revoked_before + 1
 
 
 async def test_an_expired_key_is_unauthenticated(stack: Stack) -> None:
     key = await stack.key("expiring", ttl=timedelta(seconds=1))
     assert (await code_of(list_profiles(stack, bearer(key))))[0] is grpc.StatusCode.OK
     await asyncio.sleep(1.1)
+    expired_before = auth_failures("expired")
     # Still in the gateway's cache: the cached record's expiry is checked too.
     code, message = await code_of(list_profiles(stack, bearer(key)))
     assert code is grpc.StatusCode.UNAUTHENTICATED and "expired" in message, message
+    assert auth_failures("expired") == expired_before + 1
 
 
 async def test_the_tenant_is_the_keys_whatever_the_client_claims(stack: Stack) -> None:

@@ -30,14 +30,22 @@ _OPEN_PREFIX = "/grpc.health.v1.Health/"
 _NOBODY = Principal("", "", "", frozenset(), Limits(0, 0, 0))
 
 
+# A refusal's reason for the metric's label, from its message: the gateway's own (missing, malformed) and the
+# profile service's answers to VerifyApiKey ("… was revoked at …", "… expired at …", "unknown API key").
+_REASONS = (
+    ("needs an API key", "missing"),
+    ("must be 'Bearer", "malformed"),
+    ("sent more than once", "malformed"),
+    ("revoked", "revoked"),
+    ("expired", "expired"),
+)
+
+
 def _failure_reason(error: Exception) -> str:
     if isinstance(error, PermissionDenied):
         return "scope"
     message = str(error)
-    for reason in ("revoked", "expired", "needs an API key", "must be 'Bearer"):
-        if reason in message:
-            return {"needs an API key": "missing", "must be 'Bearer": "malformed"}.get(reason, reason)
-    return "unknown"
+    return next((reason for phrase, reason in _REASONS if phrase in message), "unknown")
 
 
 class _Call:
