@@ -7,7 +7,7 @@ PROTOS := $(shell find protos -name '*.proto')
 # A CPU-only interpreter on a 2-core machine: keep math libraries from oversubscribing the cores.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup stubs run test lint format bench migrate doctor tiny-model models settings-docs clean
+.PHONY: setup stubs run test lint format bench migrate doctor tiny-model models settings-docs images clean
 
 setup: $(VENV)/.installed stubs
 
@@ -81,6 +81,16 @@ doctor: setup
 # docs/settings.md from the settings classes' descriptions (the tests fail when it is stale).
 settings-docs: setup
 	$(PY) -m tools.settings_reference
+
+# The four images (docker/*.Dockerfile, the repo as context); VARIANT=cuda for the GPU TTS and ASR images.
+IMAGE_TAG ?= dev
+VARIANT ?= cpu
+images:
+	@docker info >/dev/null 2>&1 || { echo "make images: no Docker engine is reachable (docker info failed); the Dockerfiles are checked by tests/test_dockerfiles.py" >&2; exit 1; }
+	docker build -f docker/gateway.Dockerfile -t voice-gateway:$(IMAGE_TAG) .
+	docker build -f docker/profiles.Dockerfile -t voice-profiles:$(IMAGE_TAG) .
+	docker build -f docker/tts.Dockerfile --build-arg VARIANT=$(VARIANT) -t voice-tts:$(IMAGE_TAG)-$(VARIANT) .
+	docker build -f docker/asr.Dockerfile --build-arg VARIANT=$(VARIANT) -t voice-asr:$(IMAGE_TAG)-$(VARIANT) .
 
 clean:
 	rm -rf $(VENV) $(GEN) .pytest_cache .mypy_cache .ruff_cache
