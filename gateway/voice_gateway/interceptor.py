@@ -17,7 +17,7 @@ from grpc import aio
 from voice_common.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from voice_common.observability import method_var, request_id_var, tenant_var
 from voice_common.resource_ids import is_client_token
-from voice_common.server.interceptor import REQUEST_ID_KEY, error_answer
+from voice_common.server.interceptor import REQUEST_ID_KEY, error_answer, guarded_handler
 from voice_gateway import metrics
 from voice_gateway.authentication import Authenticator, Principal
 from voice_gateway.calls import CallRecord, enter_call
@@ -88,48 +88,8 @@ class GatewayInterceptor(aio.ServerInterceptor):
             return handler
         route = self._routes.get(method)
         metadata = tuple(handler_call_details.invocation_metadata or ())
-        behavior: Any = (
-            handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
-        )
-        guarded = self._guarded
-
-        if handler.unary_unary or handler.stream_unary:
-
-            async def unary_response(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-                call = _Call(method, route, metadata)
-                async with guarded(call, context):
-                    return await behavior(request, context)
-
-            factory = (
-                grpc.unary_unary_rpc_method_handler
-                if handler.unary_unary
-                else grpc.stream_unary_rpc_method_handler
-            )
-            return factory(
-                unary_response,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-
-        async def stream_response(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            call = _Call(method, route, metadata)
-            async with guarded(call, context):
-                result = behavior(request, context)
-                if hasattr(result, "__aiter__"):
-                    async for response in result:
-                        yield response
-                else:
-                    await result  # a handler that writes with context.write() (reflection)
-
-        factory = (
-            grpc.unary_stream_rpc_method_handler
-            if handler.unary_stream
-            else grpc.stream_stream_rpc_method_handler
-        )
-        return factory(
-            stream_response,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+        return guarded_handler(
+            handler, lambda context: self._guarded(_Call(method, route, metadata), context)
         )
 
     @contextlib.asynccontextmanager

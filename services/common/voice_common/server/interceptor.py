@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import grpc
@@ -107,6 +108,64 @@ class _RpcScope:
             )
 
 
+def guarded_handler(
+    handler: grpc.RpcMethodHandler,
+    guard: Callable[[aio.ServicerContext[Any, Any]], AbstractAsyncContextManager[None]],
+    requests: Callable[[AsyncIterator[Any]], AsyncIterator[Any]] | None = None,
+) -> grpc.RpcMethodHandler:
+    """``handler`` with each call run inside ``guard(context)`` (what an interceptor does around every call, the
+    services' and the gateway's), whatever its shape; ``requests`` wraps a request stream first."""
+    # grpc's stubs type handlers for the sync server; under grpc.aio they are coroutine/async-generator functions.
+    behavior: Any = (
+        handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
+    )
+
+    if handler.unary_unary or handler.stream_unary:
+
+        async def unary_response(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            async with guard(context):
+                if requests is not None:
+                    request = requests(request)
+                return await behavior(request, context)
+
+        factory = (
+            grpc.unary_unary_rpc_method_handler
+            if handler.unary_unary
+            else grpc.stream_unary_rpc_method_handler
+        )
+        return factory(
+            unary_response,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    async def stream_response(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        async with guard(context):
+            if requests is not None:
+                request = requests(request)
+            result = behavior(request, context)
+            if hasattr(result, "__aiter__"):
+                async for response in result:
+                    yield response
+            elif hasattr(result, "__iter__"):
+                for response in result:
+                    yield response
+            else:
+                # A handler that sends with context.write() (the stock health Watch, reflection) returns a coroutine.
+                await result
+
+    factory = (
+        grpc.unary_stream_rpc_method_handler
+        if handler.unary_stream
+        else grpc.stream_stream_rpc_method_handler
+    )
+    return factory(
+        stream_response,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
 def error_answer(
     error: BaseException, request_id: str, error_mappers: Sequence[ErrorMapper] = ()
 ) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str | bytes], ...]]:
@@ -185,10 +244,6 @@ class ServerInterceptor(aio.ServerInterceptor):
         cutoff = self._cutoff
         error_mappers = self._error_mappers
         internal_token = self._internal_token
-        # grpc's stubs type handlers for the sync server; under grpc.aio they are coroutine/async-generator functions.
-        behavior: Any = (
-            handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
-        )
 
         @contextlib.asynccontextmanager
         async def guarded(context: aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
@@ -206,47 +261,8 @@ class ServerInterceptor(aio.ServerInterceptor):
             finally:
                 scope.exit(context)
 
-        if handler.unary_unary or handler.stream_unary:
-
-            async def unary_response(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-                async with guarded(context):
-                    if handler.request_streaming:
-                        request = _until_cut_off(request, cutoff)
-                    return await behavior(request, context)
-
-            factory = (
-                grpc.unary_unary_rpc_method_handler
-                if handler.unary_unary
-                else grpc.stream_unary_rpc_method_handler
-            )
-            return factory(
-                unary_response,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-
-        async def stream_response(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            async with guarded(context):
-                if handler.request_streaming:
-                    request = _until_cut_off(request, cutoff)
-                result = behavior(request, context)
-                if hasattr(result, "__aiter__"):
-                    async for response in result:
-                        yield response
-                elif hasattr(result, "__iter__"):
-                    for response in result:
-                        yield response
-                else:
-                    # A handler that sends with context.write() (the stock health Watch) returns a coroutine.
-                    await result
-
-        factory = (
-            grpc.unary_stream_rpc_method_handler
-            if handler.unary_stream
-            else grpc.stream_stream_rpc_method_handler
-        )
-        return factory(
-            stream_response,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+        return guarded_handler(
+            handler,
+            guarded,
+            (lambda requests: _until_cut_off(requests, cutoff)) if handler.request_streaming else None,
         )
