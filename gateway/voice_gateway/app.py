@@ -3,7 +3,6 @@ limiter, the forwarding handler, the health mirror — and the grpc.aio server t
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from voice_common.config import CommonSettings
 from voice_common.internal_channel import internal_channel, internal_metadata
-from voice_common.server.bootstrap import VoiceServer
+from voice_common.server.bootstrap import VoiceServer, connection_age_options
 from voice_common.server.interceptor import StreamCutoff
 from voice_gateway.authentication import AuthenticationOff, Authenticator, KeyAuthenticator
 from voice_gateway.forwarding import Backend, Forwarder
@@ -29,7 +28,6 @@ from voice_gateway.settings import GatewaySettings
 log = logging.getLogger("voice_gateway")
 # gRPC's own client-side balancing: every address the backend's name resolves to (a headless Service's pods) gets
 # calls in turn; kube-proxy would balance connections, and one connection carries all of a gateway's calls.
-_ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 # Services keep gRPC's default ping policy (at most one ping per 5 minutes on an idle connection), so the gateway's
 # pings to them stay within it.
 _BACKEND_KEEPALIVE_MS = 300_000
@@ -38,7 +36,6 @@ _BACKEND_KEEPALIVE_MS = 300_000
 def backend_channel_options(common: CommonSettings, settings: GatewaySettings) -> list[tuple[str, Any]]:
     limit = common.grpc_max_message_bytes
     return [
-        ("grpc.service_config", _ROUND_ROBIN),
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
         ("grpc.keepalive_time_ms", _BACKEND_KEEPALIVE_MS),
@@ -68,6 +65,7 @@ def server_options(common: CommonSettings, settings: GatewaySettings) -> list[tu
         ("grpc.http2.min_ping_interval_without_data_ms", keepalive_ms),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", keepalive_ms),
         ("grpc.keepalive_permit_without_calls", 1),
+        *connection_age_options(common),
     ]
 
 

@@ -56,6 +56,12 @@ class CommonSettings(BaseSettings):
         ge=64 * 1024,
         description="Largest gRPC message, in bytes, either way; uploads and audio stream in smaller chunks.",
     )
+    grpc_max_connection_age_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="Servers close each client connection gracefully after this long (calls running on it "
+        "finish), so clients resolve the address again and new replicas get calls; 0: never.",
+    )
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM, how long running RPCs get to finish before they are cancelled."
     )

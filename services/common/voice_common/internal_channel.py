@@ -8,6 +8,7 @@ both or neither, as the server side (``build_server``) expects.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -17,6 +18,9 @@ from grpc import aio
 from voice_common.config import CommonSettings
 
 INTERNAL_TOKEN_KEY = "x-voice-internal-token"
+# Calls spread over every address the target resolves to: on Kubernetes the internal Services are headless, so the
+# name resolves to one address per pod, and gRPC's default (pick_first) would send every call to the first of them.
+ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
 
 def internal_metadata(common: CommonSettings) -> tuple[tuple[str, str], ...]:
@@ -29,7 +33,8 @@ def internal_channel(
     target: str, common: CommonSettings, options: Sequence[tuple[str, Any]] = (), *, add_token: bool = True
 ) -> aio.Channel:
     """A channel to ``target`` (host:port) with the internal credential of ``common``; ``options`` are the call
-    site's own channel options (message sizes, back-off), kept as given.
+    site's own channel options (message sizes, back-off), kept as given. Calls are balanced round robin over the
+    target's addresses unless ``options`` name another ``grpc.service_config``.
 
     ``add_token=False``: the channel carries the TLS part only, and the caller puts ``internal_metadata(common)`` in
     each call's metadata itself. The gateway does so: grpc.aio runs a client interceptor as an extra task per call
@@ -46,6 +51,8 @@ def internal_channel(
             _StreamStreamToken(token),
         ]
     channel_options = list(options)
+    if not any(name == "grpc.service_config" for name, _ in channel_options):
+        channel_options.append(("grpc.service_config", ROUND_ROBIN))
     if not common.internal_tls:
         return aio.insecure_channel(target, options=channel_options, interceptors=interceptors)
     assert common.internal_tls_cert_file and common.internal_tls_key_file and common.internal_tls_ca_file

@@ -196,6 +196,7 @@ def build_server(
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),
+            *connection_age_options(settings),
         ],
     )
     for service in services:
@@ -242,3 +243,13 @@ def _listen(server: aio.Server, address: str, settings: CommonSettings) -> int:
             extra={"address": address},
         )
     return server.add_insecure_port(address)
+
+
+def connection_age_options(settings: CommonSettings) -> list[tuple[str, Any]]:
+    """Server options that close each client connection gracefully (GOAWAY) after
+    ``VOICE_GRPC_MAX_CONNECTION_AGE_SECONDS``: the client opens a new one and resolves the name again, so replicas
+    added since (a scale-up, a rollout) get their share of calls. Calls running on the old connection finish
+    (no grace limit is set): a live stream is never cut by this."""
+    if settings.grpc_max_connection_age_seconds <= 0:
+        return []
+    return [("grpc.max_connection_age_ms", int(settings.grpc_max_connection_age_seconds * 1000))]
