@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import grpc
 import pytest
 from gateway_harness import bearer, start_stack
 from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
@@ -30,6 +32,8 @@ async def test_tls_outside_and_mutual_tls_inside(gateway_common: CommonSettings,
             "internal_tls_cert_file": internal.client_cert,
             "internal_tls_key_file": internal.client_key,
             "internal_tls_ca_file": internal.ca,
+            # Probes (a kubelet's) speak neither TLS nor mTLS: they get a plaintext port with health only.
+            "health_port": free_port(),
         }
     )
     stack = await start_stack(
@@ -49,6 +53,17 @@ async def test_tls_outside_and_mutual_tls_inside(gateway_common: CommonSettings,
             created.profile.name == "over TLS"
         )  # the key was checked and the call forwarded, both over mTLS
         await secure.close(None)
+
+        # The health port answers a plaintext probe, and serves nothing else.
+        probe = aio.insecure_channel(f"127.0.0.1:{stack.gateway.server.health_port}")
+        answer = await health_pb2_grpc.HealthStub(probe).Check(health_pb2.HealthCheckRequest(), timeout=3)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(aio.AioRpcError) as caught:
+            await pb_grpc.ProfileServiceStub(probe).ListProfiles(
+                pb.ListProfilesRequest(), metadata=bearer(key), timeout=3
+            )
+        assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+        await probe.close(None)
 
         # Plaintext to the public port fails; so does a client that trusts another CA.
         plain = pb_grpc.ProfileServiceStub(stack.channel)
@@ -74,3 +89,10 @@ async def test_tls_outside_and_mutual_tls_inside(gateway_common: CommonSettings,
         await direct.close(None)
     finally:
         await stack.close()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -136,6 +136,8 @@ class GatewayApp:
             5.0,
             cutoff,
         )
+        if common.health_port:
+            voice_server.open_health_port(settings.host, common.health_port)
         return cls(voice_server, backends, mirror)
 
     @property

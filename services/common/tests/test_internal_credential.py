@@ -8,6 +8,7 @@ serve the real profile service and reach it through the TTS and ASR apps' own ch
 from __future__ import annotations
 
 import logging
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -338,6 +339,44 @@ async def test_a_plaintext_client_is_refused_even_for_health(tls_server: VoiceSe
         with pytest.raises(aio.AioRpcError) as refused:
             await health_of(channel)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_the_health_port_answers_probes_in_plaintext_and_serves_nothing_else(
+    certificates: CertificateFiles,
+) -> None:
+    # What a kubelet's gRPC probe needs under mutual TLS: it speaks plaintext and has no certificate.
+    server = build_server(
+        settings=server_tls(certificates, health_port=_free_port()),
+        services=[_registration()],
+        host="127.0.0.1",
+        port=0,
+        readiness_recheck_seconds=0.05,
+    )
+    assert server.health_port != server.port
+    await server.start()
+    try:
+        async with opened(aio.insecure_channel(f"127.0.0.1:{server.health_port}")) as probe:
+            await wait_for_serving(probe)
+            # The health port serves health only: the service's methods (and reflection) are not there.
+            code, _ = await unary_code(probe)
+            assert code == grpc.StatusCode.UNIMPLEMENTED
+            # The service port still refuses plaintext.
+            async with opened(aio.insecure_channel(address(server))) as plain:
+                code, _ = await unary_code(plain)
+            assert code == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(0)
+    async with opened(aio.insecure_channel(f"127.0.0.1:{server.health_port}")) as probe:
+        with pytest.raises(aio.AioRpcError) as closed:
+            await health_of(probe)
+    assert closed.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 async def test_the_server_name_setting_checks_the_name_in_the_certificate_instead_of_the_address(

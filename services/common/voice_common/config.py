@@ -86,6 +86,14 @@ class CommonSettings(BaseSettings):
         description="The CA (PEM) that signs the platform's certificates: callers must present a certificate it "
         "signed, and the services it calls must too.",
     )
+    health_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="A second port, always plaintext, that serves only grpc.health.v1: for Kubernetes' gRPC "
+        "probes, which speak neither TLS nor the internal token, when the service port is mutual TLS (or the "
+        "gateway's port is TLS); 0: none (probe the service port).",
+    )
     internal_tls_server_name: str | None = Field(
         None,
         description="The name checked in the certificate of a service this one calls, instead of the host of its "

@@ -73,6 +73,21 @@ class VoiceServer:
         self._stopping = False
         self.last_readiness_error: str | None = "not checked yet"
         self._logged_reason = ""
+        self._health_server: aio.Server | None = None
+        self.health_port = 0
+
+    def open_health_port(self, host: str, port: int) -> int:
+        """Serve this server's health (the same statuses, Check and Watch) on a plaintext port of its own as well,
+        for probes that cannot present the service port's TLS or token; returns the port bound. The port is
+        opened by ``start`` and closed after the drain, so probes see NOT_SERVING while calls drain."""
+        health_server = aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, health_server)
+        bound = health_server.add_insecure_port(f"{host}:{port}")
+        if bound == 0:
+            raise OSError(f"could not listen on {host}:{port} for health (is the port in use?)")
+        self._health_server = health_server
+        self.health_port = bound
+        return bound
 
     @property
     def serving(self) -> bool:
@@ -81,6 +96,8 @@ class VoiceServer:
     async def start(self) -> None:
         await self._set_status(False)
         await self.server.start()
+        if self._health_server is not None:
+            await self._health_server.start()
         self._monitor = asyncio.create_task(self._watch_readiness(), name="readiness")
 
     async def check_ready(self) -> bool:
@@ -136,6 +153,8 @@ class VoiceServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
         await self._drain(self._grace if grace is None else grace)
+        if self._health_server is not None:
+            await self._health_server.stop(None)
 
     async def _drain(self, grace: float) -> None:
         # Refuse new calls and wait for the running ones; at the end of the grace period, mark the request streams
@@ -208,7 +227,7 @@ def build_server(
     bound = _listen(server, f"{host}:{port}", settings)
     if bound == 0:
         raise OSError(f"could not listen on {host}:{port} (is the port in use?)")
-    return VoiceServer(
+    voice_server = VoiceServer(
         server,
         health_servicer,
         names,
@@ -218,6 +237,9 @@ def build_server(
         readiness_recheck_seconds,
         cutoff,
     )
+    if settings.health_port:
+        voice_server.open_health_port(host, settings.health_port)
+    return voice_server
 
 
 def _listen(server: aio.Server, address: str, settings: CommonSettings) -> int:
