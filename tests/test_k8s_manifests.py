@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings
 
 from voice_asr.settings import AsrSettings
 from voice_common.config import CommonSettings
+from voice_common.server.bootstrap import LIVENESS_SERVICE
 from voice_gateway.settings import GatewaySettings
 from voice_profiles.settings import ProfilesSettings
 from voice_tts.settings import TtsSettings
@@ -116,12 +117,21 @@ def port_mismatches(manifests: list[Manifest]) -> list[str]:
         ports = {port["name"]: port["containerPort"] for port in spec["ports"]}
         if ports != expected:
             wrong.append(f"{service}: container ports {ports}, settings say {expected}")
+        # Probes go to the plaintext health port where there is one (VOICE_HEALTH_PORT: under mutual TLS).
+        probe_port = int(config.get("VOICE_HEALTH_PORT", 0)) or expected["grpc"]
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-            if probe in spec and spec[probe].get("grpc", {}).get("port") != expected["grpc"]:
-                wrong.append(f"{service}: {probe} is not a gRPC probe on {expected['grpc']}")
+            if probe in spec and spec[probe].get("grpc", {}).get("port") != probe_port:
+                wrong.append(f"{service}: {probe} is not a gRPC probe on {probe_port}")
         for probe in ("readinessProbe", "livenessProbe"):
             if probe not in spec:
                 wrong.append(f"{service}: no {probe}")
+        # Liveness asks whether the process answers, readiness (and startup) whether it can serve: a liveness probe
+        # on the overall status would restart a replica whose database is down.
+        if spec.get("livenessProbe", {}).get("grpc", {}).get("service") != LIVENESS_SERVICE:
+            wrong.append(f"{service}: the liveness probe does not ask for {LIVENESS_SERVICE!r}")
+        for probe in ("readinessProbe", "startupProbe"):
+            if spec.get(probe, {}).get("grpc", {}).get("service", ""):
+                wrong.append(f"{service}: the {probe} asks for a named service, not the overall status")
         if service in ("tts", "asr"):
             startup = spec.get("startupProbe", {})
             if startup.get("failureThreshold", 3) * startup.get("periodSeconds", 10) < 15 * 60:
@@ -304,6 +314,10 @@ def _probe_on_metrics(manifests: list[Manifest]) -> None:
     container(of_kind(manifests, "Deployment")["voice-tts"])["readinessProbe"]["grpc"]["port"] = 9153
 
 
+def _liveness_on_readiness(manifests: list[Manifest]) -> None:
+    del container(of_kind(manifests, "Deployment")["voice-profiles"])["livenessProbe"]["grpc"]["service"]
+
+
 def _short_startup(manifests: list[Manifest]) -> None:
     container(of_kind(manifests, "Deployment")["voice-tts"])["startupProbe"]["failureThreshold"] = 30
 
@@ -351,6 +365,7 @@ def _grace_below_drain(manifests: list[Manifest]) -> None:
         (_typo_in_env, unknown_variables),
         (_wrong_port, port_mismatches),
         (_probe_on_metrics, port_mismatches),
+        (_liveness_on_readiness, port_mismatches),
         (_short_startup, port_mismatches),
         (_target_without_service, target_mismatches),
         (_target_wrong_port, target_mismatches),

@@ -31,7 +31,7 @@ from voice_common import errors
 from voice_common.config import CommonSettings
 from voice_common.object_store import ObjectNotFound, ObjectStoreError
 from voice_common.observability import request_id_var
-from voice_common.server.bootstrap import ServiceRegistration, VoiceServer, build_server
+from voice_common.server.bootstrap import LIVENESS_SERVICE, ServiceRegistration, VoiceServer, build_server
 from voice_common.tenancy import current_tenant
 from voice_testing.client_races import lost_to_a_late_write
 
@@ -481,6 +481,19 @@ async def test_health_follows_readiness() -> None:
 
         unknown = await fails(client.health.Check(health_pb2.HealthCheckRequest(service="no.such.Service")))
         assert unknown.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_liveness_stays_serving_while_the_service_is_not_ready() -> None:
+    async def readiness() -> None:
+        raise errors.Unavailable("database down")
+
+    async with running(readiness=readiness, recheck=0.05) as client:
+        await client.server.check_ready()
+        assert await client.health_of("") == NOT_SERVING
+        assert await client.health_of(SERVICE) == NOT_SERVING
+        # What a liveness probe asks for: a service waiting for its database is alive, and a restart would not
+        # bring the database back.
+        assert await client.health_of(LIVENESS_SERVICE) == SERVING
 
 
 async def test_health_watch_streams_transitions_and_the_drain() -> None:

@@ -36,6 +36,10 @@ _GRPC_GRACE_SECONDS = 24 * 3600.0
 _NUMBERS = re.compile(r"\d+(\.\d+)?")
 
 ReadinessCheck = Callable[[], Awaitable[None]]
+# The health service name a liveness probe asks for: SERVING from start until the drain, whatever the readiness
+# check says. A process whose database is down is alive and must not be restarted for it (a restart cannot bring
+# the database back, and a crash loop delays the recovery); one whose event loop is stuck does not answer at all.
+LIVENESS_SERVICE = "liveness"
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ class VoiceServer:
 
     async def start(self) -> None:
         await self._set_status(False)
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self.server.start()
         if self._health_server is not None:
             await self._health_server.start()
