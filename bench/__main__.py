@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import asr, gateway, get_profile_load, tts, upload
+from bench import asr, gateway, get_profile_load, load, tts, upload
 from bench.common import BenchError, Figure, format_value
 from bench.get_profile_load import LoadPlan, ServerLoad
 from bench.services import CONFIGS, FILESYSTEM, POSTGRES_S3, EchoServer, echo_server, profile_service
@@ -30,7 +30,8 @@ ADD_SAMPLE = "add_sample"
 TTS = "tts"
 ASR = "asr"
 GATEWAY = "gateway"
-BENCHMARKS = (GET_PROFILE, ADD_SAMPLE, TTS, ASR, GATEWAY)
+LOAD = "load"
+BENCHMARKS = (GET_PROFILE, ADD_SAMPLE, TTS, ASR, GATEWAY, LOAD)
 # The ASR service runs alone (inline audio needs no profile service): a pseudo-configuration outside CONFIGS.
 STANDALONE = "standalone"
 # The configurations each benchmark runs on: the TTS service keeps nothing but prompts in the store, so one is enough.
@@ -40,6 +41,7 @@ BENCHMARK_CONFIGS: dict[str, tuple[str, ...]] = {
     TTS: (FILESYSTEM,),
     ASR: (STANDALONE,),
     GATEWAY: (STANDALONE,),  # starts its own services (internal token on), outside CONFIGS
+    LOAD: (STANDALONE,),  # the whole platform on PostgreSQL + S3 behind the gateway, started by bench.load
 }
 # --only also takes a figure name, which runs just what that figure needs.
 FIGURES: dict[str, tuple[str, str]] = {
@@ -52,6 +54,7 @@ FIGURES: dict[str, tuple[str, str]] = {
     **{name: (TTS, FILESYSTEM) for name in tts.FIGURE_NAMES},
     **{name: (ASR, STANDALONE) for name in asr.FIGURE_NAMES},
     **{name: (GATEWAY, STANDALONE) for name in gateway.FIGURE_NAMES},
+    **{name: (LOAD, STANDALONE) for name in load.FIGURE_NAMES},
 }
 
 
@@ -67,6 +70,7 @@ class Options:
     tts_plan: tts.Plan
     asr_plan: asr.Plan
     gateway_plan: gateway.Plan
+    load_plan: load.Plan
 
 
 @dataclass
@@ -131,6 +135,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         tts.Plan.for_run(args.quick),
         asr.Plan.for_run(args.quick),
         gateway.Plan.for_run(args.quick),
+        load.Plan.for_run(args.quick),
     )
 
 
@@ -204,6 +209,14 @@ async def run(options: Options) -> Outcome:
                 except (BenchError, OSError) as error:
                     outcome.failures.append(f"{GATEWAY}: {error}")
                     progress(f"FAILED ({GATEWAY}): {error}")
+            if LOAD in options.selection:
+                try:
+                    load_result = await load.run_load(workdir / LOAD, options.load_plan, progress)
+                    tables.append(load.report(load_result))
+                    outcome.figures += load_result.figures()
+                except (BenchError, OSError) as error:
+                    outcome.failures.append(f"{LOAD}: {error}")
+                    progress(f"FAILED ({LOAD}): {error}")
             if echo_load is not None and FILESYSTEM in loads:
                 # The same embedded service with its read cache off: what every GetProfile costs in the database.
                 progress("GetProfile load (filesystem, read cache off)")

@@ -385,8 +385,9 @@ class Callers:
     gateway: tuple[tuple[str, str], ...]
 
 
-async def _create_key(profiles: ProfileService) -> str:
-    """An API key of :data:`TENANT` with :data:`SCOPES`, made on the profile service's database."""
+async def create_key(profiles: ProfileService, tenant: str = TENANT, scopes: tuple[str, ...] = SCOPES) -> str:
+    """An API key of ``tenant`` with ``scopes`` and rate limits far above any benchmark's load, made on the profile
+    service's database (also :mod:`bench.load`'s)."""
     from voice_profiles.app import ProfilesApp
     from voice_profiles.domain.api_keys import RateLimits
     from voice_profiles.settings import ProfilesSettings
@@ -396,14 +397,14 @@ async def _create_key(profiles: ProfileService) -> str:
     )
     try:
         created = await app.api_keys.create(
-            TENANT, "bench gateway", SCOPES, RateLimits(KEY_REQUESTS_PER_SECOND, KEY_BURST, KEY_STREAMS)
+            tenant, "bench", scopes, RateLimits(KEY_REQUESTS_PER_SECOND, KEY_BURST, KEY_STREAMS)
         )
     finally:
         await app.close()
     return created.secret
 
 
-async def _build_model(directory: Path) -> None:
+async def build_model(directory: Path) -> None:
     """The tiny never-EOS model, built in a child process (torch stays out of the clients' process)."""
     process = await asyncio.create_subprocess_exec(
         *python_module_argv("tools.tiny_model", "--output", str(directory), "--never-eos"),
@@ -421,14 +422,14 @@ async def run_gateway(workdir: Path, plan: Plan, progress: Callable[[str], None]
     token = secrets.token_urlsafe(32)
     progress("gateway: building the tiny never-EOS model, making the 5-minute recording, starting services")
     model_dir = workdir / "tiny-qwen3-tts-steady"
-    model_built = asyncio.ensure_future(_build_model(model_dir))
+    model_built = asyncio.ensure_future(build_model(model_dir))
     recording_made = asyncio.ensure_future(asyncio.to_thread(upload.make_recording))
     try:
         async with contextlib.AsyncExitStack() as stack:
             profiles = await stack.enter_async_context(
                 profile_service(FILESYSTEM, workdir, {"VOICE_INTERNAL_TOKEN": token})
             )
-            key = await _create_key(profiles)
+            key = await create_key(profiles)
             callers = Callers(
                 direct=((TENANT_KEY, TENANT), (INTERNAL_TOKEN_KEY, token)),
                 gateway=(("authorization", f"Bearer {key}"),),
@@ -462,7 +463,7 @@ async def run_gateway(workdir: Path, plan: Plan, progress: Callable[[str], None]
                 aio.insecure_channel(gateway.address, options=upload.CHANNEL_OPTIONS) as gateway_channel,
                 aio.insecure_channel(proxy.address, options=upload.CHANNEL_OPTIONS) as proxy_channel,
             ):
-                profile_id = await _make_voice(profiles_grpc.ProfileServiceStub(profiles_channel), callers)
+                profile_id = await make_voice(profiles_grpc.ProfileServiceStub(profiles_channel), callers)
                 progress(f"gateway: time to first audio, {plan.ttfa_pairs} direct and gateway calls, ABBA")
                 result.ttfa = await _ttfa(
                     tts_grpc.TtsServiceStub(tts_channel),
@@ -514,7 +515,7 @@ async def run_gateway(workdir: Path, plan: Plan, progress: Callable[[str], None]
     return result
 
 
-async def _make_voice(stub: profiles_grpc.ProfileServiceStub, callers: Callers) -> str:
+async def make_voice(stub: profiles_grpc.ProfileServiceStub, callers: Callers) -> str:
     """A profile with one 4 s, 24 kHz sample and its transcript (direct); returns its id."""
     wav = encode_file(speechlike(REFERENCE_SECONDS, rate=SAMPLE_RATE, seed=3), SAMPLE_RATE, "wav")
     try:
