@@ -95,6 +95,8 @@ TTS_CALL_TIMEOUT_S = 300.0
 PROFILE_CALL_TIMEOUT_S = 60.0
 # A refusal's hint is honoured up to this long (a client would not wait longer for one call).
 MAX_RETRY_WAIT_S = 30.0
+# After an unexpected error a client waits this long before its next call, so a broken service is not hammered.
+ERROR_PAUSE_S = 1.0
 PROCESSES = ("gateway", "profiles", "tts", "asr")
 # The public service each backend process serves, whose health the gateway mirrors.
 MIRRORED = {
@@ -111,9 +113,11 @@ UNEXPECTED_GOAL = 0.0
 RSS_GROWTH_GOAL_MB = 50.0
 # Generous ceilings, about twice what the processes were seen to use on this load (see docs/testing.md).
 RSS_PEAK_GOALS_MB = {"gateway": 250.0, "profiles": 400.0, "tts": 1500.0, "asr": 1000.0}
+# Ceilings for a 2-core machine, not product targets: a TTS stream may wait behind TTS_MAX_QUEUE others.
 TTFA_P95_GOAL_MS = 15_000.0
 PROFILE_P95_GOAL_MS = 2_000.0
-ASR_FINAL_P95_GOAL_S = 15.0
+# Live captions later than this are of little use; 8 real-time streams need more CPU than two shared cores give.
+ASR_FINAL_P95_GOAL_S = 5.0
 
 FIGURE_NAMES = (
     "load_unexpected_errors",
@@ -421,6 +425,7 @@ def report(result: LoadResult) -> str:
         memory_rows.append(
             (
                 name,
+                result.memory.samples[name][0][1] if result.memory.samples.get(name) else math.nan,
                 result.memory.peak_mb(name),
                 early,
                 late,
@@ -431,12 +436,22 @@ def report(result: LoadResult) -> str:
             )
         )
     client_cpu = result.cpu_pct.get("clients (bench)", math.nan)
-    memory_rows.append(("clients (bench)", "", "", "", "", "", f"{client_cpu:.0f}%", ""))
+    memory_rows.append(("clients (bench)", "", "", "", "", "", "", f"{client_cpu:.0f}%", ""))
     parts.append(
         render_table(
             f"Load: VmRSS per process (MB), sampled every {format_value(plan.sample_every_s)} s; growth = median of "
             "the last third - median of the first third",
-            ["process", "peak", "first third", "last third", "growth", "after", "CPU", "health after"],
+            [
+                "process",
+                "at start",
+                "peak",
+                "first third",
+                "last third",
+                "growth",
+                "after",
+                "CPU",
+                "health after",
+            ],
             memory_rows,
         )
         + f"\n  CPU: % of one core during the {format_value(plan.duration_s)} s of load (drain left out); the "
@@ -542,6 +557,7 @@ async def _tts_client(
         except aio.AioRpcError as error:
             if not await clock.honour(tally, error):
                 tally.fail(describe_rpc_error(error))
+                await asyncio.sleep(ERROR_PAUSE_S)
             continue
         if first_s is None or audio_s is None:
             tally.fail(f"SynthesizeStream ended without {'audio' if first_s is None else 'a summary'}")
@@ -574,7 +590,7 @@ async def _profile_client(
         except aio.AioRpcError as error:
             if not await clock.honour(tally, error):
                 tally.fail(f"{method}: {describe_rpc_error(error)}")
-                await asyncio.sleep(pause_s)
+                await asyncio.sleep(ERROR_PAUSE_S)
             continue
         if method == "CreateProfile":
             profile_id, wrong = wrong, ""
@@ -696,6 +712,7 @@ async def _asr_client(
         except aio.AioRpcError as error:
             if not await clock.honour(tally, error):
                 tally.fail(describe_rpc_error(error))
+                await asyncio.sleep(ERROR_PAUSE_S)
             continue
         if len(stream.summaries) != 1:
             tally.fail(f"StreamingTranscribe sent {len(stream.summaries)} summaries")
