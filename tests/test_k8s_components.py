@@ -22,6 +22,7 @@ from test_k8s_manifests import (
     config_of,
     container,
     of_kind,
+    port_mismatches,
     render,
     service_of,
     unknown_variables,
@@ -326,3 +327,78 @@ def test_policy_check_catches(policies: list[Manifest], break_it: Callable[[list
     broken = copy.deepcopy(policies)
     break_it(broken)
     assert policy_gaps(broken) != []
+
+
+# --- internal mutual TLS ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mtls(tmp_path_factory: pytest.TempPathFactory) -> list[Manifest]:
+    return render_with("internal-mtls", tmp_path_factory.mktemp("internal-mtls"))
+
+
+def mtls_gaps(manifests: list[Manifest]) -> list[str]:
+    """Each service mounts its own certificate Secret where its TLS settings point, its probes moved to the
+    plaintext health port (checked by port_mismatches with the rest of the ports), and the token stays."""
+    wrong = unknown_variables(manifests) + port_mismatches(manifests)
+    for deployment in of_kind(manifests, "Deployment").values():
+        service = service_of(deployment)
+        config = config_of(manifests, deployment)
+        files = [config.get(f"VOICE_INTERNAL_TLS_{part}_FILE", "") for part in ("CERT", "KEY", "CA")]
+        if not all(files):
+            wrong.append(f"{service}: the TLS settings are not all set: {files}")
+            continue
+        pod = deployment["spec"]["template"]["spec"]
+        secrets = {
+            volume["name"]: volume["secret"]["secretName"] for volume in pod["volumes"] if "secret" in volume
+        }
+        mounts = {
+            mount["mountPath"]: mount["name"] for mount in container(deployment).get("volumeMounts", [])
+        }
+        for path in files:
+            volume = mounts.get(str(Path(path).parent))
+            if secrets.get(volume or "") != f"voice-{service}-internal-tls":
+                wrong.append(f"{service}: {path} is not in the Secret voice-{service}-internal-tls")
+        if not int(config.get("VOICE_HEALTH_PORT", 0)):
+            wrong.append(f"{service}: no plaintext health port for the probes (the service port is TLS only)")
+        env = {variable["name"] for variable in container(deployment).get("env", [])}
+        if "VOICE_INTERNAL_TOKEN" not in env:
+            wrong.append(f"{service}: the internal token was dropped")
+    return wrong
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_mtls_schema_valid(mtls: list[Manifest], version: str) -> None:
+    for item in mtls:
+        kubernetes_validate.validate(item, version, strict=True)
+
+
+def test_mtls_component(mtls: list[Manifest]) -> None:
+    assert mtls_gaps(mtls) == []
+
+
+def _probe_on_the_tls_port(manifests: list[Manifest]) -> None:
+    container(of_kind(manifests, "Deployment")["voice-tts"])["livenessProbe"]["grpc"]["port"] = 50053
+
+
+def _another_services_certificate(manifests: list[Manifest]) -> None:
+    for volume in of_kind(manifests, "Deployment")["voice-asr"]["spec"]["template"]["spec"]["volumes"]:
+        if "secret" in volume:
+            volume["secret"]["secretName"] = "voice-profiles-internal-tls"
+
+
+def _ca_elsewhere(manifests: list[Manifest]) -> None:
+    of_kind(manifests, "ConfigMap")["voice-gateway-config"]["data"]["VOICE_INTERNAL_TLS_CA_FILE"] = (
+        "/etc/ca.crt"
+    )
+
+
+@pytest.mark.parametrize(
+    "break_it",
+    [_probe_on_the_tls_port, _another_services_certificate, _ca_elsewhere],
+    ids=lambda item: item.__name__.strip("_"),
+)
+def test_mtls_check_catches(mtls: list[Manifest], break_it: Callable[[list[Manifest]], None]) -> None:
+    broken = copy.deepcopy(mtls)
+    break_it(broken)
+    assert mtls_gaps(broken) != []

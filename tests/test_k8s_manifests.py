@@ -115,10 +115,11 @@ def port_mismatches(manifests: list[Manifest]) -> list[str]:
         }
         spec = container(deployment)
         ports = {port["name"]: port["containerPort"] for port in spec["ports"]}
-        if ports != expected:
-            wrong.append(f"{service}: container ports {ports}, settings say {expected}")
         # Probes go to the plaintext health port where there is one (VOICE_HEALTH_PORT: under mutual TLS).
-        probe_port = int(config.get("VOICE_HEALTH_PORT", 0)) or expected["grpc"]
+        health_port = int(config.get("VOICE_HEALTH_PORT", 0))
+        probe_port = health_port or expected["grpc"]
+        if ports != (expected | {"health": health_port} if health_port else expected):
+            wrong.append(f"{service}: container ports {ports}, settings say {expected}, health {health_port}")
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             if probe in spec and spec[probe].get("grpc", {}).get("port") != probe_port:
                 wrong.append(f"{service}: {probe} is not a gRPC probe on {probe_port}")
