@@ -33,7 +33,6 @@ from tqdm import tqdm
 
 from voice_common import api_keys as key_format
 from voice_common.config import CommonSettings
-from voice_common.db import create_engine, redact_url, utc_now
 from voice_common.errors import DomainError, Unauthenticated
 from voice_common.model_download import (
     DownloadProgress,
@@ -43,15 +42,18 @@ from voice_common.model_download import (
     size_text,
 )
 from voice_common.observability import configure_logging
-from voice_profiles.__main__ import load_settings
-from voice_profiles.app import ProfilesApp
 from voice_profiles.domain.api_keys import ApiKeyRecord, ApiKeys, RateLimits, check_tenant
-from voice_profiles.repositories.api_key_repository import ApiKeyDatabase
-from voice_profiles.repositories.schema import pending_revisions, upgrade_to_head, upgrade_to_head_async
 from voice_profiles.settings import ProfilesSettings
+
+# The database's modules (SQLAlchemy, alembic, the profile service's app) are imported inside the commands that use
+# them: `voice-admin models pull` also runs in the TTS and ASR images, which carry no database packages.
 
 
 def _migrate() -> int:
+    from voice_common.db import redact_url
+    from voice_profiles.__main__ import load_settings
+    from voice_profiles.repositories.schema import pending_revisions, upgrade_to_head
+
     common, _ = load_settings()
     url = common.resolved_database_url
     if common.database_url is None:
@@ -63,6 +65,9 @@ def _migrate() -> int:
 
 
 async def _doctor(delete_orphans: bool, as_json: bool) -> int:
+    from voice_profiles.__main__ import load_settings
+    from voice_profiles.app import ProfilesApp
+
     common, settings = load_settings()
     app = await ProfilesApp.open(common, settings, migrate=False)
     try:
@@ -101,6 +106,9 @@ async def _doctor(delete_orphans: bool, as_json: bool) -> int:
 
 
 async def _sweep() -> int:
+    from voice_profiles.__main__ import load_settings
+    from voice_profiles.app import ProfilesApp
+
     common, settings = load_settings()
     app = await ProfilesApp.open(common, settings, migrate=False)
     try:
@@ -126,6 +134,10 @@ async def _api_keys(common: CommonSettings, settings: ProfilesSettings) -> Async
     """The key store alone (no object store); the schema is brought up to date where the service would do it at
     its start (the embedded SQLite database, or PROFILES_MIGRATE_ON_START), so a first command works before the
     service ever ran."""
+    from voice_common.db import create_engine, utc_now
+    from voice_profiles.repositories.api_key_repository import ApiKeyDatabase
+    from voice_profiles.repositories.schema import upgrade_to_head_async
+
     url = common.resolved_database_url
     if common.database_url is None:
         common.data_dir.mkdir(parents=True, exist_ok=True)
@@ -188,6 +200,8 @@ def _print_table(records: list[ApiKeyRecord], now: datetime) -> None:
 
 
 async def _keys_create(args: argparse.Namespace) -> int:
+    from voice_profiles.__main__ import load_settings
+
     common, settings = load_settings()
     check_tenant(args.tenant, "--tenant")
     limits = RateLimits(args.rps, args.burst, args.max_streams)
@@ -206,6 +220,9 @@ async def _keys_create(args: argparse.Namespace) -> int:
 
 
 async def _keys_list(args: argparse.Namespace) -> int:
+    from voice_common.db import utc_now
+    from voice_profiles.__main__ import load_settings
+
     common, settings = load_settings()
     if args.tenant is not None:
         check_tenant(args.tenant, "--tenant")
@@ -220,6 +237,8 @@ async def _keys_list(args: argparse.Namespace) -> int:
 
 
 async def _keys_revoke(id_or_prefix: str) -> int:
+    from voice_profiles.__main__ import load_settings
+
     common, settings = load_settings()
     async with _api_keys(common, settings) as api_keys:
         record = await api_keys.revoke_any_tenant(id_or_prefix)
@@ -244,6 +263,8 @@ def _write_private(path: Path, text: str) -> None:
 
 
 async def _keys_ensure_local() -> int:
+    from voice_profiles.__main__ import load_settings
+
     common, settings = load_settings()
     path = key_format.local_key_path(common.data_dir)
     async with _api_keys(common, settings) as api_keys:
