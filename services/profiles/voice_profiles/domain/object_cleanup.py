@@ -197,7 +197,11 @@ class ObjectCreate:
             raise ValueError(f"{key!r} was not leased by this create")
         write = asyncio.ensure_future(self._store.put(key, data, content_type))
         self._writes.append(write)
-        return asyncio.shield(write)
+        waiter = asyncio.shield(write)
+        # The caller may never await it (another write failed first): the undo reads the write's outcome, so the
+        # waiter's copy of a failure is marked read, or asyncio logs "Future exception was never retrieved".
+        waiter.add_done_callback(_mark_read)
+        return waiter
 
     async def commit(self, write_rows: Callable[[Transaction], Awaitable[T]]) -> T:
         """Write the rows (and release the lease) in one transaction, once every object is written.
@@ -224,3 +228,8 @@ class ObjectCreate:
     async def _undo(self) -> None:
         await asyncio.gather(*self._writes, return_exceptions=True)
         await self._cleanup.delete_committed(self._lease)
+
+
+def _mark_read(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
