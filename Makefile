@@ -47,12 +47,13 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	# One mypy run per tree: test folders share module names (conftest), which one run cannot hold.
-	$(VENV)/bin/mypy services/common/voice_common services/profiles/voice_profiles services/tts/voice_tts services/asr/voice_asr gateway/voice_gateway cli bench tools voice_testing
+	$(VENV)/bin/mypy services/common/voice_common services/profiles/voice_profiles services/tts/voice_tts services/asr/voice_asr gateway/voice_gateway client/voice_client cli bench tools voice_testing
 	$(VENV)/bin/mypy services/common/tests
 	$(VENV)/bin/mypy services/profiles/tests
 	$(VENV)/bin/mypy services/tts/tests
 	$(VENV)/bin/mypy services/asr/tests
 	$(VENV)/bin/mypy gateway/tests
+	$(VENV)/bin/mypy client/tests
 	$(VENV)/bin/mypy tests
 
 format: setup

@@ -1,0 +1,894 @@
+"""``VoiceClient``: the platform through the gateway, synchronously (the asyncio twin is ``AsyncVoiceClient``).
+
+Resources come back as the API's own messages (``Profile``, ``Sample``, ``Generation``, ``ApiKey``,
+``ModelStatus``, ``TranscribeResponse``...): typed (generated .pyi), exactly the contract, and printable as the API's
+JSON with ``google.protobuf.json_format``. What the client assembles itself (a whole synthesis, a download, progress)
+is a small dataclass of voice_client.messages.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from google.protobuf import field_mask_pb2
+
+from voice.asr.v1 import asr_service_pb2 as asr_pb
+from voice.audio.v1 import audio_pb2
+from voice.auth.v1 import api_key_service_pb2 as keys_pb
+from voice.profiles.v1 import profiles_service_pb2 as pb
+from voice.tts.v1 import tts_service_pb2 as tts_pb
+from voice_client.calls import Calls, ResponseStream
+from voice_client.connection import Connection, resolve_connection
+from voice_client.errors import NotFound
+from voice_client.messages import (
+    CHUNK_BYTES,
+    AudioSource,
+    DownloadedAudio,
+    Encoding,
+    Progress,
+    ProgressCallback,
+    ReferenceVoice,
+    SynthesisResult,
+    UploadSource,
+    audio_format,
+    duration,
+    expected_bytes,
+    file_name_of,
+    is_resource_id,
+    linear16_seconds,
+    read_all,
+    recognition_options,
+    reference_voice,
+    synthesis_config,
+    timestamp,
+)
+from voice_client.retrying import RetryPolicy
+
+PROFILES = "/voice.profiles.v1.ProfileService/"
+TTS = "/voice.tts.v1.TtsService/"
+ASR = "/voice.asr.v1.AsrService/"
+KEYS = "/voice.auth.v1.ApiKeyService/"
+Destination = str | os.PathLike[str] | BinaryIO
+
+
+class VoiceClient:
+    """A connection to the gateway. ``target``, ``api_key``: arguments, else ``VOICE_TARGET`` / ``VOICE_API_KEY``,
+    else 127.0.0.1:50051 and the key ``make run`` saved (voice_client.connection). ``timeout``: seconds for a whole
+    call, retries included (None: no limit). Use as a context manager, or ``close()``."""
+
+    def __init__(
+        self,
+        target: str | None = None,
+        api_key: str | None = None,
+        *,
+        tls: bool = False,
+        ca_file: str | os.PathLike[str] | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.connection: Connection = resolve_connection(
+            target, api_key, tls=tls, ca_file=ca_file, data_dir=data_dir
+        )
+        self._channel = self.connection.sync_channel()
+        self._owns_channel = True
+        self._bind(Calls(self._channel, self.connection.metadata, retry or RetryPolicy(), timeout))
+
+    def _bind(self, calls: Calls) -> None:
+        self._calls = calls
+        self.profiles = Profiles(calls)
+        self.samples = Samples(calls)
+        self.generations = Generations(calls)
+        self.tts = Tts(calls, self.profiles)
+        self.asr = Asr(calls)
+        self.keys = ApiKeys(calls)
+
+    def with_options(self, *, retry: RetryPolicy | None = None, timeout: float | None = None) -> VoiceClient:
+        """A view on the same connection with another retry policy or timeout, for some calls (closing it
+        closes nothing)."""
+        view = object.__new__(VoiceClient)
+        view.connection = self.connection
+        view._channel = self._channel
+        view._owns_channel = False
+        view._bind(self._calls.with_options(retry or self._calls.retry, timeout))
+        return view
+
+    @property
+    def target(self) -> str:
+        return self.connection.target
+
+    def close(self) -> None:
+        if self._owns_channel:
+            self._channel.close()
+
+    def __enter__(self) -> VoiceClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class Profiles:
+    def __init__(self, calls: Calls) -> None:
+        self._calls = calls
+
+    def create(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        language: str = "",
+        temporary: bool = False,
+        ttl: float | timedelta | None = None,
+    ) -> pb.Profile:
+        request = pb.CreateProfileRequest(
+            name=name, description=description, language=language, temporary=temporary
+        )
+        if ttl is not None:
+            request.ttl.CopyFrom(duration(ttl))
+        response = self._calls.unary(
+            PROFILES + "CreateProfile", request, pb.CreateProfileResponse, repeatable=False
+        )
+        return response.profile
+
+    def get(self, profile_id: str) -> pb.Profile:
+        request = pb.GetProfileRequest(id=profile_id)
+        return self._calls.unary(
+            PROFILES + "GetProfile", request, pb.GetProfileResponse, repeatable=True
+        ).profile
+
+    def list_page(
+        self, *, page_size: int = 0, page_token: str = "", name_contains: str = "", language: str = ""
+    ) -> pb.ListProfilesResponse:
+        """One page (``next_page_token`` empty on the last)."""
+        request = pb.ListProfilesRequest(
+            page_size=page_size, page_token=page_token, name_contains=name_contains, language=language
+        )
+        return self._calls.unary(PROFILES + "ListProfiles", request, pb.ListProfilesResponse, repeatable=True)
+
+    def list(
+        self, *, name_contains: str = "", language: str = "", page_size: int = 0
+    ) -> Iterator[pb.Profile]:
+        """Every profile of the tenant (or those matching), page after page as the iteration goes."""
+        token = ""
+        while True:
+            page = self.list_page(
+                page_size=page_size, page_token=token, name_contains=name_contains, language=language
+            )
+            yield from page.profiles
+            token = page.next_page_token
+            if not token:
+                return
+
+    def find(self, name: str) -> pb.Profile:
+        """The profile called ``name`` (names are unique per tenant, compared without case); NotFound if none."""
+        for profile in self.list(name_contains=name):
+            if profile.name.casefold() == name.casefold():
+                return profile
+        raise NotFound(f"no profile is named {name!r}")
+
+    def resolve(self, name_or_id: str) -> pb.Profile:
+        """By id when the text is spelt like one (a UUID), else by name."""
+        return self.get(name_or_id) if is_resource_id(name_or_id) else self.find(name_or_id)
+
+    def update(
+        self,
+        profile_id: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        language: str | None = None,
+        expire_time: datetime | None = None,
+        permanent: bool = False,
+    ) -> pb.Profile:
+        """Writes the fields given; ``permanent=True`` saves a temporary profile (clears its expiry)."""
+        profile = pb.Profile(id=profile_id)
+        paths: list[str] = []
+        if name is not None:
+            profile.name, paths = name, [*paths, "name"]
+        if description is not None:
+            profile.description, paths = description, [*paths, "description"]
+        if language is not None:
+            profile.language, paths = language, [*paths, "language"]
+        if expire_time is not None and permanent:
+            raise ValueError("give expire_time or permanent=True, not both")
+        if expire_time is not None:
+            profile.expire_time.CopyFrom(timestamp(expire_time))
+        if expire_time is not None or permanent:
+            paths.append("expire_time")
+        request = pb.UpdateProfileRequest(profile=profile, update_mask=field_mask_pb2.FieldMask(paths=paths))
+        return self._calls.unary(
+            PROFILES + "UpdateProfile", request, pb.UpdateProfileResponse, repeatable=True
+        ).profile
+
+    def delete(self, profile_id: str, *, delete_generations: bool = False) -> pb.DeleteProfileResponse:
+        request = pb.DeleteProfileRequest(id=profile_id, delete_generations=delete_generations)
+        return self._calls.unary(
+            PROFILES + "DeleteProfile", request, pb.DeleteProfileResponse, repeatable=False
+        )
+
+    def export_archive(
+        self, profile_id: str, destination: Destination, *, progress: ProgressCallback | None = None
+    ) -> pb.ExportHeader:
+        """Writes the profile's tar archive to a path or binary file; returns its suggested name and type."""
+        stream = self._calls.server_stream(
+            PROFILES + "ExportProfile", pb.ExportProfileRequest(id=profile_id), pb.ExportProfileResponse
+        )
+        header = pb.ExportHeader()
+        with _Sink(destination) as sink:
+            for response in stream:
+                if response.WhichOneof("payload") == "header":
+                    header = response.header
+                    continue
+                sink.write(response.chunk)
+                if progress is not None:
+                    progress(Progress(sink.size))
+        return header
+
+    def import_archive(
+        self,
+        source: AudioSource,
+        *,
+        name: str = "",
+        request_id: str | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
+        progress: ProgressCallback | None = None,
+    ) -> pb.ImportProfileResponse:
+        """An archive made by ``export_archive`` (path, bytes or binary file), uploaded with a request id, so a
+        retry cannot import twice."""
+        upload = UploadSource(source, chunk_bytes)
+        metadata = pb.ImportProfileMetadata(name=name, request_id=request_id or str(uuid.uuid4()))
+
+        def requests() -> Iterator[pb.ImportProfileRequest]:
+            yield pb.ImportProfileRequest(metadata=metadata)
+            for chunk in upload.chunks(progress):
+                yield pb.ImportProfileRequest(chunk=chunk)
+
+        return self._calls.client_stream(
+            PROFILES + "ImportProfile", requests, pb.ImportProfileResponse, repeatable=upload.rewindable
+        )
+
+
+class Samples:
+    def __init__(self, calls: Calls) -> None:
+        self._calls = calls
+
+    def upload(
+        self,
+        profile_id: str,
+        source: AudioSource,
+        *,
+        reference_text: str | None = None,
+        file_name: str | None = None,
+        mime_type: str | None = None,
+        request_id: str | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
+        progress: ProgressCallback | None = None,
+    ) -> pb.Sample:
+        """Adds a recording (path, bytes or binary file) to a profile, in chunks, telling ``progress`` after each.
+        Without ``reference_text`` the ASR service transcribes it. Sent with a request id (a new UUID unless
+        given), so retries never add it twice."""
+        upload = UploadSource(source, chunk_bytes)
+        name = file_name if file_name is not None else file_name_of(source)
+        metadata = pb.SampleMetadata(
+            profile_id=profile_id,
+            file_name=name,
+            mime_type=mime_type if mime_type is not None else (mimetypes.guess_type(name)[0] or ""),
+            request_id=request_id or str(uuid.uuid4()),
+        )
+        if reference_text is not None:
+            metadata.reference_text = reference_text
+
+        def requests() -> Iterator[pb.AddSampleRequest]:
+            yield pb.AddSampleRequest(metadata=metadata)
+            for chunk in upload.chunks(progress):
+                yield pb.AddSampleRequest(chunk=chunk)
+
+        return self._calls.client_stream(
+            PROFILES + "AddSample", requests, pb.AddSampleResponse, repeatable=upload.rewindable
+        ).sample
+
+    def list(self, profile_id: str, *, page_size: int = 0) -> Iterator[pb.Sample]:
+        token = ""
+        while True:
+            request = pb.ListSamplesRequest(profile_id=profile_id, page_size=page_size, page_token=token)
+            page = self._calls.unary(
+                PROFILES + "ListSamples", request, pb.ListSamplesResponse, repeatable=True
+            )
+            yield from page.samples
+            token = page.next_page_token
+            if not token:
+                return
+
+    def update_text(self, sample_id: str, reference_text: str) -> pb.Sample:
+        """Sets what the sample says (marked PROVIDED; an empty text asks for a machine transcript again)."""
+        request = pb.UpdateSampleRequest(
+            sample=pb.Sample(id=sample_id, reference_text=reference_text),
+            update_mask=field_mask_pb2.FieldMask(paths=["reference_text"]),
+        )
+        return self._calls.unary(
+            PROFILES + "UpdateSample", request, pb.UpdateSampleResponse, repeatable=True
+        ).sample
+
+    def delete(self, sample_id: str) -> None:
+        self._calls.unary(
+            PROFILES + "DeleteSample",
+            pb.DeleteSampleRequest(id=sample_id),
+            pb.DeleteSampleResponse,
+            repeatable=False,
+        )
+
+    def download(
+        self,
+        sample_id: str,
+        destination: Destination | None = None,
+        *,
+        encoding: Encoding = "wav",
+        sample_rate_hertz: int = 0,
+        original: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> DownloadedAudio:
+        """The sample's audio (normalised, in ``encoding``; or the upload byte for byte with ``original``),
+        written to ``destination`` (a path or binary file) or, without one, returned in ``data``."""
+        request = pb.GetSampleAudioRequest(
+            id=sample_id, format=audio_format(encoding, sample_rate_hertz), original=original
+        )
+        stream = self._calls.server_stream(PROFILES + "GetSampleAudio", request, pb.GetSampleAudioResponse)
+        return _receive_audio(stream, destination, progress)
+
+    def download_url(
+        self, sample_id: str, *, original: bool = False, ttl: float | timedelta | None = None
+    ) -> pb.GetDownloadUrlResponse:
+        request = pb.GetDownloadUrlRequest(sample_id=sample_id, original=original)
+        if ttl is not None:
+            request.ttl.CopyFrom(duration(ttl))
+        return self._calls.unary(
+            PROFILES + "GetDownloadUrl", request, pb.GetDownloadUrlResponse, repeatable=True
+        )
+
+
+class Generations:
+    """The history of what TTS made (``store=True``)."""
+
+    def __init__(self, calls: Calls) -> None:
+        self._calls = calls
+
+    def list(
+        self,
+        *,
+        profile_id: str = "",
+        text_contains: str = "",
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_size: int = 0,
+    ) -> Iterator[pb.Generation]:
+        """Newest first as the server pages them; ``[created_after, created_before)``."""
+        token = ""
+        while True:
+            request = pb.ListGenerationsRequest(
+                page_size=page_size, page_token=token, profile_id=profile_id, text_contains=text_contains
+            )
+            if created_after is not None:
+                request.create_time_start.CopyFrom(timestamp(created_after))
+            if created_before is not None:
+                request.create_time_end.CopyFrom(timestamp(created_before))
+            page = self._calls.unary(
+                PROFILES + "ListGenerations", request, pb.ListGenerationsResponse, repeatable=True
+            )
+            yield from page.generations
+            token = page.next_page_token
+            if not token:
+                return
+
+    def get(self, generation_id: str) -> pb.Generation:
+        request = pb.GetGenerationRequest(id=generation_id)
+        return self._calls.unary(
+            PROFILES + "GetGeneration", request, pb.GetGenerationResponse, repeatable=True
+        ).generation
+
+    def delete(self, generation_id: str) -> None:
+        request = pb.DeleteGenerationRequest(id=generation_id)
+        self._calls.unary(
+            PROFILES + "DeleteGeneration", request, pb.DeleteGenerationResponse, repeatable=False
+        )
+
+    def stats(
+        self,
+        *,
+        profile_id: str = "",
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> pb.GetGenerationStatsResponse:
+        request = pb.GetGenerationStatsRequest(profile_id=profile_id)
+        if created_after is not None:
+            request.create_time_start.CopyFrom(timestamp(created_after))
+        if created_before is not None:
+            request.create_time_end.CopyFrom(timestamp(created_before))
+        return self._calls.unary(
+            PROFILES + "GetGenerationStats", request, pb.GetGenerationStatsResponse, repeatable=True
+        )
+
+    def download(
+        self,
+        generation_id: str,
+        destination: Destination | None = None,
+        *,
+        encoding: Encoding = "wav",
+        sample_rate_hertz: int = 0,
+        progress: ProgressCallback | None = None,
+    ) -> DownloadedAudio:
+        request = pb.GetGenerationAudioRequest(
+            id=generation_id, format=audio_format(encoding, sample_rate_hertz)
+        )
+        stream = self._calls.server_stream(
+            PROFILES + "GetGenerationAudio", request, pb.GetGenerationAudioResponse
+        )
+        return _receive_audio(stream, destination, progress)
+
+    def download_url(
+        self, generation_id: str, *, ttl: float | timedelta | None = None
+    ) -> pb.GetDownloadUrlResponse:
+        request = pb.GetDownloadUrlRequest(generation_id=generation_id)
+        if ttl is not None:
+            request.ttl.CopyFrom(duration(ttl))
+        return self._calls.unary(
+            PROFILES + "GetDownloadUrl", request, pb.GetDownloadUrlResponse, repeatable=True
+        )
+
+
+class SynthesisStream:
+    """Audio as the model makes it: iterate for ``bytes`` chunks (concatenated: the whole file). ``format`` is set
+    once the stream starts (the first chunk), ``summary`` once it ends; ``cancel()`` stops the synthesis (nothing
+    is stored). Use as a context manager to cancel on leaving early."""
+
+    def __init__(
+        self,
+        responses: ResponseStream[tts_pb.SynthesizeStreamResponse]
+        | ResponseStream[tts_pb.SynthesizeDuplexResponse],
+        progress: ProgressCallback | None,
+    ) -> None:
+        self._responses = responses
+        self._progress = progress
+        self.format: audio_pb2.AudioFormat | None = None
+        self.summary: tts_pb.SynthesisSummary | None = None
+        self.received_bytes = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for response in self._responses:
+            kind = response.WhichOneof("payload")
+            if kind == "start":
+                self.format = response.start.format
+            elif kind == "summary":
+                self.summary = response.summary
+            elif kind == "audio":
+                self.received_bytes += len(response.audio.data)
+                if self._progress is not None:
+                    self._progress(
+                        Progress(
+                            self.received_bytes, None, linear16_seconds(self.received_bytes, self.format)
+                        )
+                    )
+                yield response.audio.data
+
+    def read_all(self) -> bytes:
+        return b"".join(self)
+
+    def cancel(self) -> None:
+        self._responses.cancel()
+
+    def __enter__(self) -> SynthesisStream:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.cancel()
+
+
+class Tts:
+    """Speech in a cloned voice. ``voice``: a profile id, a profile name (looked up: one more call), or a
+    ``ReferenceVoice`` (a clip sent with the request). Options: ``language`` (zh en ja ko de fr ru pt es it, or
+    auto), ``seed``, the sampling parameters, the output ``encoding`` (wav, flac, mp3, ogg_opus, linear16) and
+    ``sample_rate_hertz`` (0: 24000), ``store`` in the history."""
+
+    def __init__(self, calls: Calls, profiles: Profiles) -> None:
+        self._calls = calls
+        self._profiles = profiles
+
+    def voice(self, voice: str | ReferenceVoice) -> tts_pb.Voice:
+        if isinstance(voice, ReferenceVoice):
+            return reference_voice(voice)
+        profile_id = voice if is_resource_id(voice) else self._profiles.find(voice).id
+        return tts_pb.Voice(profile_id=profile_id)
+
+    def _config(
+        self,
+        voice: str | ReferenceVoice,
+        language: str,
+        seed: int | None,
+        temperature: float | None,
+        top_k: int | None,
+        top_p: float | None,
+        repetition_penalty: float | None,
+        max_new_tokens: int | None,
+        encoding: Encoding,
+        sample_rate_hertz: int,
+        store: bool,
+    ) -> tts_pb.SynthesisConfig:
+        return synthesis_config(
+            self.voice(voice),
+            language=language,
+            seed=seed,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            max_new_tokens=max_new_tokens,
+            encoding=encoding,
+            sample_rate_hertz=sample_rate_hertz,
+            store=store,
+        )
+
+    def synthesize(
+        self,
+        text: str,
+        voice: str | ReferenceVoice,
+        *,
+        language: str = "",
+        seed: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        repetition_penalty: float | None = None,
+        max_new_tokens: int | None = None,
+        encoding: Encoding = "wav",
+        sample_rate_hertz: int = 0,
+        store: bool = False,
+    ) -> SynthesisResult:
+        """The whole audio at once (a stored one is not retried after UNAVAILABLE: it could be stored twice)."""
+        config = self._config(
+            voice, language, seed, temperature, top_k, top_p, repetition_penalty, max_new_tokens,
+            encoding, sample_rate_hertz, store,
+        )  # fmt: skip
+        response = self._calls.unary(
+            TTS + "Synthesize",
+            tts_pb.SynthesizeRequest(config=config, text=text),
+            tts_pb.SynthesizeResponse,
+            repeatable=not store,
+        )
+        return SynthesisResult(response.audio, response.format, response.summary)
+
+    def stream(
+        self,
+        text: str,
+        voice: str | ReferenceVoice,
+        *,
+        language: str = "",
+        seed: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        repetition_penalty: float | None = None,
+        max_new_tokens: int | None = None,
+        encoding: Encoding = "wav",
+        sample_rate_hertz: int = 0,
+        store: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> SynthesisStream:
+        """Chunks of audio as they are made (the first after about 0.3 s of audio is ready)."""
+        config = self._config(
+            voice, language, seed, temperature, top_k, top_p, repetition_penalty, max_new_tokens,
+            encoding, sample_rate_hertz, store,
+        )  # fmt: skip
+        responses = self._calls.server_stream(
+            TTS + "SynthesizeStream",
+            tts_pb.SynthesizeStreamRequest(config=config, text=text),
+            tts_pb.SynthesizeStreamResponse,
+        )
+        return SynthesisStream(responses, progress)
+
+    def duplex(
+        self,
+        texts: Iterable[str],
+        voice: str | ReferenceVoice,
+        *,
+        language: str = "",
+        seed: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        repetition_penalty: float | None = None,
+        max_new_tokens: int | None = None,
+        encoding: Encoding = "wav",
+        sample_rate_hertz: int = 0,
+        store: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> SynthesisStream:
+        """Speaks text that arrives in pieces (an LLM's tokens): audio comes back as soon as a sentence is
+        complete; the end of ``texts`` speaks the rest. gRPC reads ``texts`` on a thread of its own."""
+        config = self._config(
+            voice, language, seed, temperature, top_k, top_p, repetition_penalty, max_new_tokens,
+            encoding, sample_rate_hertz, store,
+        )  # fmt: skip
+        responses = self._calls.duplex(
+            TTS + "SynthesizeDuplex",
+            [tts_pb.SynthesizeDuplexRequest(config=config)],
+            (tts_pb.SynthesizeDuplexRequest(text=text) for text in texts),
+            tts_pb.SynthesizeDuplexResponse,
+        )
+        return SynthesisStream(responses, progress)
+
+    def model_status(self) -> tts_pb.ModelStatus:
+        return self._calls.unary(
+            TTS + "GetModelStatus",
+            tts_pb.GetModelStatusRequest(),
+            tts_pb.GetModelStatusResponse,
+            repeatable=True,
+        ).status
+
+    def load_model(self, model: str = "", *, device: str = "", dtype: str = "") -> tts_pb.ModelStatus:
+        """Loads (or switches to) a model: a hub id, ``0.6B``/``1.7B``, or a directory; admin scope."""
+        request = tts_pb.LoadModelRequest(model=model, device=device, dtype=dtype)
+        return self._calls.unary(
+            TTS + "LoadModel", request, tts_pb.LoadModelResponse, repeatable=False
+        ).status
+
+    def unload_model(self) -> tts_pb.ModelStatus:
+        return self._calls.unary(
+            TTS + "UnloadModel", tts_pb.UnloadModelRequest(), tts_pb.UnloadModelResponse, repeatable=True
+        ).status
+
+
+class LiveTranscription:
+    """Results of a live transcription as they come: iterate for ``StreamingResult`` (``is_final`` tells interim
+    from final); ``summary`` is set at the end; ``cancel()`` stops it."""
+
+    def __init__(self, responses: ResponseStream[asr_pb.StreamingTranscribeResponse]) -> None:
+        self._responses = responses
+        self.summary: asr_pb.StreamingSummary | None = None
+
+    def __iter__(self) -> Iterator[asr_pb.StreamingResult]:
+        for response in self._responses:
+            if response.WhichOneof("payload") == "summary":
+                self.summary = response.summary
+            else:
+                yield response.result
+
+    def finals(self) -> Iterator[asr_pb.StreamingResult]:
+        return (result for result in self if result.is_final)
+
+    def cancel(self) -> None:
+        self._responses.cancel()
+
+    def __enter__(self) -> LiveTranscription:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.cancel()
+
+
+class Asr:
+    """Speech to text. Options: ``language`` (a hint; empty or auto detects it on multilingual models),
+    ``translate`` (to English), ``word_timestamps``, ``vad_filter``, ``beam_size``, ``initial_prompt``,
+    ``hotwords``."""
+
+    def __init__(self, calls: Calls) -> None:
+        self._calls = calls
+
+    def _transcribe(self, request: asr_pb.TranscribeRequest) -> asr_pb.TranscribeResponse:
+        return self._calls.unary(ASR + "Transcribe", request, asr_pb.TranscribeResponse, repeatable=True)
+
+    def transcribe(
+        self,
+        audio: AudioSource,
+        *,
+        language: str = "",
+        translate: bool = False,
+        word_timestamps: bool = False,
+        vad_filter: bool | None = None,
+        beam_size: int | None = None,
+        initial_prompt: str = "",
+        hotwords: str = "",
+    ) -> asr_pb.TranscribeResponse:
+        """A recording (path, bytes or binary file) in any format a sample may have, sent in one message."""
+        options = recognition_options(
+            language=language, translate=translate, word_timestamps=word_timestamps, vad_filter=vad_filter,
+            beam_size=beam_size, initial_prompt=initial_prompt, hotwords=hotwords,
+        )  # fmt: skip
+        return self._transcribe(asr_pb.TranscribeRequest(content=read_all(audio), options=options))
+
+    def transcribe_sample(
+        self, sample_id: str, *, language: str = "", word_timestamps: bool = False, translate: bool = False
+    ) -> asr_pb.TranscribeResponse:
+        options = recognition_options(language=language, word_timestamps=word_timestamps, translate=translate)
+        return self._transcribe(asr_pb.TranscribeRequest(sample_id=sample_id, options=options))
+
+    def transcribe_generation(
+        self,
+        generation_id: str,
+        *,
+        language: str = "",
+        word_timestamps: bool = False,
+        translate: bool = False,
+    ) -> asr_pb.TranscribeResponse:
+        options = recognition_options(language=language, word_timestamps=word_timestamps, translate=translate)
+        return self._transcribe(asr_pb.TranscribeRequest(generation_id=generation_id, options=options))
+
+    def live(
+        self,
+        audio: Iterable[bytes],
+        *,
+        encoding: Encoding = "linear16",
+        sample_rate_hertz: int = 16000,
+        interim_results: bool = True,
+        language: str = "",
+        translate: bool = False,
+        word_timestamps: bool = False,
+        beam_size: int | None = None,
+        initial_prompt: str = "",
+        hotwords: str = "",
+        progress: ProgressCallback | None = None,
+    ) -> LiveTranscription:
+        """Live recognition of audio that arrives in pieces (raw 16-bit PCM at ``sample_rate_hertz``, or a WAV,
+        FLAC, Ogg Opus or MP3 stream): interim and final results while it keeps coming; the end of ``audio``
+        flushes the rest. ``progress`` counts the bytes (and LINEAR16 seconds) sent. gRPC reads ``audio`` on a
+        thread of its own."""
+        stream_format = audio_format(encoding, sample_rate_hertz)
+        config = asr_pb.StreamingConfig(
+            format=stream_format,
+            options=recognition_options(
+                language=language,
+                translate=translate,
+                word_timestamps=word_timestamps,
+                beam_size=beam_size,
+                initial_prompt=initial_prompt,
+                hotwords=hotwords,
+            ),
+            interim_results=interim_results,
+        )
+
+        def pieces() -> Iterator[asr_pb.StreamingTranscribeRequest]:
+            sent = 0
+            for piece in audio:
+                sent += len(piece)
+                yield asr_pb.StreamingTranscribeRequest(audio=piece)
+                if progress is not None:
+                    progress(Progress(sent, None, linear16_seconds(sent, stream_format)))
+
+        responses = self._calls.duplex(
+            ASR + "StreamingTranscribe",
+            [asr_pb.StreamingTranscribeRequest(config=config)],
+            pieces(),
+            asr_pb.StreamingTranscribeResponse,
+        )
+        return LiveTranscription(responses)
+
+    def model_status(self) -> asr_pb.ModelStatus:
+        return self._calls.unary(
+            ASR + "GetModelStatus",
+            asr_pb.GetModelStatusRequest(),
+            asr_pb.GetModelStatusResponse,
+            repeatable=True,
+        ).status
+
+    def load_model(self, model: str = "", *, device: str = "", compute_type: str = "") -> asr_pb.ModelStatus:
+        request = asr_pb.LoadModelRequest(model=model, device=device, compute_type=compute_type)
+        return self._calls.unary(
+            ASR + "LoadModel", request, asr_pb.LoadModelResponse, repeatable=False
+        ).status
+
+    def unload_model(self) -> asr_pb.ModelStatus:
+        return self._calls.unary(
+            ASR + "UnloadModel", asr_pb.UnloadModelRequest(), asr_pb.UnloadModelResponse, repeatable=True
+        ).status
+
+
+class ApiKeys:
+    """The tenant's API keys (an ``admin`` key is needed)."""
+
+    def __init__(self, calls: Calls) -> None:
+        self._calls = calls
+
+    def create(
+        self,
+        name: str,
+        scopes: Iterable[str],
+        *,
+        requests_per_second: float = 0,
+        burst: int = 0,
+        max_concurrent_streams: int = 0,
+        ttl: float | timedelta | None = None,
+    ) -> keys_pb.CreateApiKeyResponse:
+        """``secret`` in the answer is the whole key, shown this once. Limits of 0 take the gateway's defaults."""
+        request = keys_pb.CreateApiKeyRequest(
+            name=name,
+            scopes=list(scopes),
+            rate_limits=keys_pb.RateLimits(
+                requests_per_second=requests_per_second,
+                burst=burst,
+                max_concurrent_streams=max_concurrent_streams,
+            ),
+        )
+        if ttl is not None:
+            request.ttl.CopyFrom(duration(ttl))
+        return self._calls.unary(
+            KEYS + "CreateApiKey", request, keys_pb.CreateApiKeyResponse, repeatable=False
+        )
+
+    def list(self, *, include_inactive: bool = False) -> list[keys_pb.ApiKey]:
+        request = keys_pb.ListApiKeysRequest(include_inactive=include_inactive)
+        return list(
+            self._calls.unary(
+                KEYS + "ListApiKeys", request, keys_pb.ListApiKeysResponse, repeatable=True
+            ).api_keys
+        )
+
+    def revoke(self, key_id: str) -> keys_pb.ApiKey:
+        """Permanent; revoking again returns the record with the first revocation time (so retries are safe)."""
+        request = keys_pb.RevokeApiKeyRequest(id=key_id)
+        return self._calls.unary(
+            KEYS + "RevokeApiKey", request, keys_pb.RevokeApiKeyResponse, repeatable=True
+        ).api_key
+
+
+class _Sink:
+    """Where a download goes: a path (opened, closed, removed when the download fails) or a binary file."""
+
+    def __init__(self, destination: Destination | None) -> None:
+        self._destination = destination
+        self._file: BinaryIO | None = None
+        self._parts: list[bytes] = []
+        self.size = 0
+
+    def __enter__(self) -> _Sink:
+        if isinstance(self._destination, str | os.PathLike):
+            self._file = Path(self._destination).open("wb")
+        elif self._destination is not None:
+            self._file = self._destination
+        return self
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self._file is not None:
+            self._file.write(data)
+        else:
+            self._parts.append(data)
+
+    def data(self) -> bytes:
+        return b"".join(self._parts)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if isinstance(self._destination, str | os.PathLike) and self._file is not None:
+            self._file.close()
+            if error is not None:
+                Path(self._destination).unlink(missing_ok=True)
+
+
+def _receive_audio(
+    stream: ResponseStream[pb.GetSampleAudioResponse] | ResponseStream[pb.GetGenerationAudioResponse],
+    destination: Destination | None,
+    progress: ProgressCallback | None,
+) -> DownloadedAudio:
+    header = pb.AudioStreamHeader()
+    with _Sink(destination) as sink:
+        for response in stream:
+            if response.WhichOneof("payload") == "header":
+                header = response.header
+                continue
+            sink.write(response.chunk.data)
+            if progress is not None:
+                progress(Progress(sink.size, expected_bytes(header)))
+    return DownloadedAudio(header.format, header.mime_type, header.duration_seconds, sink.size, sink.data())
