@@ -60,7 +60,16 @@ def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
 def _datetime(message: Any, field: str) -> datetime | None:
     if not message.HasField(field):
         return None
-    value: datetime = getattr(message, field).ToDatetime(tzinfo=UTC)
+    stamp: timestamp_pb2.Timestamp = getattr(message, field)
+    try:
+        value: datetime = stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        # Outside Timestamp's range (years 1 to 9999, nanos 0 to 999999999): protobuf refuses to convert it.
+        raise InvalidArgument(
+            f"{field} ({stamp.seconds} s, {stamp.nanos} ns) is not a valid Timestamp: it must lie in the years "
+            "1 to 9999, with nanos from 0 to 999999999",
+            field=field,
+        ) from None
     return value
 
 

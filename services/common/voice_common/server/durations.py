@@ -11,6 +11,12 @@ from typing import Any
 
 from google.protobuf import duration_pb2
 
+from voice_common.errors import InvalidArgument
+
+# google.protobuf.Duration's own range (about 10 000 years): a client's value outside it is not a duration, and
+# timedelta cannot hold the far end of int64 seconds (OverflowError, an INTERNAL before this check).
+MAX_DURATION_SECONDS = 315_576_000_000
+
 
 def duration_from_seconds(seconds: float) -> duration_pb2.Duration:
     """``seconds`` as a Duration, to the nearest nanosecond; a negative value (a clock that stepped back while a
@@ -30,4 +36,10 @@ def optional_timedelta(message: Any, field: str) -> timedelta | None:
     if not message.HasField(field):
         return None
     value: duration_pb2.Duration = getattr(message, field)
+    if abs(value.seconds) > MAX_DURATION_SECONDS or abs(value.nanos) > 999_999_999:
+        raise InvalidArgument(
+            f"{field} ({value.seconds} s, {value.nanos} ns) is not a valid Duration: seconds must be within "
+            f"±{MAX_DURATION_SECONDS} and nanos within ±999999999",
+            field=field,
+        )
     return timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
