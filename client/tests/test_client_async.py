@@ -124,3 +124,34 @@ async def test_errors_and_a_rate_limited_retry(platform: Platform) -> None:
             once = client.with_options(retry=RetryPolicy.none())
             for _ in range(3):
                 await once.asr.model_status()
+
+
+async def test_uploads_are_retried_only_when_their_bytes_can_be_sent_again(
+    platform: Platform, speech: bytes
+) -> None:
+    async with AsyncVoiceClient(platform.target, platform.admin_key) as admin:
+        profile = await admin.profiles.create(unique("rate limited uploads"), language="en")
+        slow = await admin.keys.create(
+            unique("slow uploads"), ["profiles:read", "profiles:write"], requests_per_second=0.25, burst=1
+        )
+    events: list[RetryEvent] = []
+    uploaded = []
+    async with AsyncVoiceClient(
+        platform.target, slow.secret, retry=RetryPolicy(on_retry=events.append)
+    ) as client:
+        for _ in range(3):  # a file object can be sought back: refused, waited for, sent again
+            uploaded.append(await client.samples.upload(profile.id, io.BytesIO(speech), reference_text="x"))
+            if events:
+                break
+        assert isinstance(events[0].error, ResourceExhausted) and events[0].method.endswith("/AddSample")
+
+        async def body() -> AsyncIterator[bytes]:
+            yield speech
+
+        events.clear()
+        with pytest.raises(ResourceExhausted):  # an async iterable is sent once: the refusal is the answer
+            for _ in range(3):
+                uploaded.append(await client.samples.upload(profile.id, body(), reference_text="x"))
+        assert events == []
+        # Nothing was added twice.
+        assert {s.id async for s in client.samples.list(profile.id)} == {s.id for s in uploaded}

@@ -201,11 +201,15 @@ class AsyncCalls:
         response_type: type[Response],
         *,
         repeatable: bool,
+        replayable: bool = True,
     ) -> Response:
         callable_ = self.channel.stream_unary(
             method, request_serializer=_serialize, response_deserializer=response_type.FromString
         )
-        state = self._state(method, repeatable)
+        # A request stream that cannot be made again (an async iterable, a file that cannot seek) is sent once.
+        state = (
+            self._state(method, repeatable) if replayable else RetryState(RetryPolicy.none(), method, False)
+        )
         while True:
             try:
                 response: Response = await callable_(

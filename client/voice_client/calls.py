@@ -171,12 +171,16 @@ class Calls:
         response_type: type[Response],
         *,
         repeatable: bool,
+        replayable: bool = True,
     ) -> Response:
         """``requests()`` makes the request stream afresh for each attempt."""
         callable_ = self.channel.stream_unary(
             method, request_serializer=_serialize, response_deserializer=response_type.FromString
         )
-        state = self._state(method, repeatable)
+        # A request stream that cannot be made again (a file object that cannot seek) is sent once.
+        state = (
+            self._state(method, repeatable) if replayable else RetryState(RetryPolicy.none(), method, False)
+        )
         while True:
             try:
                 response: Response = callable_(

@@ -49,7 +49,7 @@ from voice_client.messages import (
     synthesis_config,
     timestamp,
 )
-from voice_client.retrying import RetryPolicy
+from voice_client.retrying import Keep, RetryPolicy
 
 PROFILES = "/voice.profiles.v1.ProfileService/"
 TTS = "/voice.tts.v1.TtsService/"
@@ -90,14 +90,20 @@ class VoiceClient:
         self.asr = Asr(calls)
         self.keys = ApiKeys(calls)
 
-    def with_options(self, *, retry: RetryPolicy | None = None, timeout: float | None = None) -> VoiceClient:
-        """A view on the same connection with another retry policy or timeout, for some calls (closing it
-        closes nothing)."""
+    def with_options(
+        self, *, retry: RetryPolicy | None = None, timeout: float | Keep | None = Keep.KEEP
+    ) -> VoiceClient:
+        """A view on the same connection with another retry policy or timeout (None: no limit), for some calls;
+        what is not given stays as it is. Closing the view closes nothing."""
         view = object.__new__(VoiceClient)
         view.connection = self.connection
         view._channel = self._channel
         view._owns_channel = False
-        view._bind(self._calls.with_options(retry or self._calls.retry, timeout))
+        view._bind(
+            self._calls.with_options(
+                retry or self._calls.retry, self._calls.timeout if timeout is Keep.KEEP else timeout
+            )
+        )
         return view
 
     @property
@@ -254,7 +260,11 @@ class Profiles:
                 yield pb.ImportProfileRequest(chunk=chunk)
 
         return self._calls.client_stream(
-            PROFILES + "ImportProfile", requests, pb.ImportProfileResponse, repeatable=upload.rewindable
+            PROFILES + "ImportProfile",
+            requests,
+            pb.ImportProfileResponse,
+            repeatable=True,
+            replayable=upload.rewindable,
         )
 
 
@@ -294,7 +304,11 @@ class Samples:
                 yield pb.AddSampleRequest(chunk=chunk)
 
         return self._calls.client_stream(
-            PROFILES + "AddSample", requests, pb.AddSampleResponse, repeatable=upload.rewindable
+            PROFILES + "AddSample",
+            requests,
+            pb.AddSampleResponse,
+            repeatable=True,
+            replayable=upload.rewindable,
         ).sample
 
     def list(self, profile_id: str, *, page_size: int = 0) -> Iterator[pb.Sample]:

@@ -22,6 +22,7 @@ the first, nor past the call's own timeout, and a wait that would end after eith
 
 from __future__ import annotations
 
+import enum
 import random
 import time
 from collections.abc import Callable
@@ -30,6 +31,12 @@ from dataclasses import dataclass, field
 import grpc
 
 from voice_client.errors import VoiceError
+
+
+class Keep(enum.Enum):
+    """``with_options(timeout=Keep.KEEP)``: the timeout as it is (None already means "no limit")."""
+
+    KEEP = "keep"
 
 
 @dataclass(frozen=True)
