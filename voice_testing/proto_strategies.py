@@ -32,7 +32,7 @@ clip): for each field it may return a strategy that is drawn about half the time
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from google.protobuf import message_factory
@@ -126,9 +126,16 @@ def real_oneofs(descriptor: Descriptor) -> list[OneofDescriptor]:
 
 class _Builder:
     def __init__(
-        self, hints: Hints | None, max_depth: int, max_repeated: int, max_text: int, max_bytes: int
+        self,
+        hints: Hints | None,
+        max_depth: int,
+        max_repeated: int,
+        max_text: int,
+        max_bytes: int,
+        overrides: Mapping[str, st.SearchStrategy[Any]] | None = None,
     ) -> None:
         self.hints = hints
+        self.overrides = dict(overrides or {})
         self.max_depth = max_depth
         self.max_repeated = max_repeated
         self.max_text = max_text
@@ -176,6 +183,8 @@ class _Builder:
 
     def value(self, field: FieldDescriptor, depth: int, siblings: Descriptor) -> st.SearchStrategy[Any]:
         """One value of ``field`` (one element of a repeated field)."""
+        if field.full_name in self.overrides:
+            return self.overrides[field.full_name]
         if field.message_type is not None:
             generic = self.message(field.message_type, depth + 1, siblings)
         else:
@@ -283,20 +292,23 @@ def messages(
     descriptor: Descriptor,
     *,
     hints: Hints | None = None,
+    overrides: Mapping[str, st.SearchStrategy[Any]] | None = None,
     max_depth: int = 4,
     max_repeated: int = 4,
     max_text: int = 40,
     max_bytes: int = 256,
 ) -> st.SearchStrategy[Any]:
     """Messages of ``descriptor``'s type with any of their fields set (see the module docstring). ``max_text`` and
-    ``max_bytes`` bound the ordinary draws; a few edge strings are longer on purpose."""
-    return _Builder(hints, max_depth, max_repeated, max_text, max_bytes).message(descriptor, 0)
+    ``max_bytes`` bound the ordinary draws; a few edge strings are longer on purpose. ``overrides``: field full
+    name -> the only strategy for it (a limit the test must keep, such as a synthesis's frame count)."""
+    return _Builder(hints, max_depth, max_repeated, max_text, max_bytes, overrides).message(descriptor, 0)
 
 
 def request_streams(
     descriptor: Descriptor,
     *,
     hints: Hints | None = None,
+    overrides: Mapping[str, st.SearchStrategy[Any]] | None = None,
     max_messages: int = 4,
     max_depth: int = 4,
     max_repeated: int = 4,
@@ -306,7 +318,7 @@ def request_streams(
     """The messages of a client stream: any sequence (empty included), or, as often, one shaped the way the
     method expects, whose first message sets the first member of the first oneof (the metadata or config that
     leads an upload or a live stream) and the rest whatever else is drawn."""
-    builder = _Builder(hints, max_depth, max_repeated, max_text, max_bytes)
+    builder = _Builder(hints, max_depth, max_repeated, max_text, max_bytes, overrides)
     anything = builder.message(descriptor, 0)
     arbitrary = st.lists(anything, max_size=max_messages)
     oneofs = real_oneofs(descriptor)
@@ -317,3 +329,72 @@ def request_streams(
         builder.message(descriptor, 0, forced=leader), st.lists(anything, max_size=max_messages - 1)
     ).map(lambda parts: [parts[0], *parts[1]])
     return st.one_of(arbitrary, shaped)
+
+
+def mutants(
+    base: Any,
+    *,
+    hints: Hints | None = None,
+    overrides: Mapping[str, st.SearchStrategy[Any]] | None = None,
+    max_depth: int = 4,
+    max_repeated: int = 4,
+    max_text: int = 40,
+    max_bytes: int = 256,
+) -> st.SearchStrategy[Any]:
+    """``base`` (a request that works) with some of its fields, at any depth, replaced by drawn ones: the drawn
+    values reach the checks and code paths behind the first refusal, which requests drawn whole rarely get past."""
+    builder = _Builder(hints, max_depth, max_repeated, max_text, max_bytes, overrides)
+
+    def mutated(message: Any, depth: int) -> st.SearchStrategy[Any]:
+        drawn = builder.message(message.DESCRIPTOR, depth)
+
+        @st.composite
+        def draw_mutant(draw: st.DrawFn) -> Any:
+            result = type(message)()
+            result.CopyFrom(message)
+            other = draw(drawn)
+            for field, value in other.ListFields():
+                if not draw(st.booleans()):
+                    continue
+                singular_message = field.message_type is not None and not field.is_repeated
+                if singular_message and result.HasField(field.name) and draw(st.booleans()):
+                    # Deeper: keep the working message and change some of its own fields.
+                    inner = draw(mutated(getattr(result, field.name), depth + 1))
+                    getattr(result, field.name).CopyFrom(inner)
+                    continue
+                result.ClearField(field.name)
+                if field.is_repeated:
+                    getattr(result, field.name).MergeFrom(value)
+                elif singular_message:
+                    getattr(result, field.name).CopyFrom(value)
+                else:
+                    setattr(result, field.name, value)
+            # Now and then a field the working request sets is left out.
+            present = [field.name for field, _ in result.ListFields()]
+            if present and draw(st.integers(0, 3)) == 0:
+                result.ClearField(draw(st.sampled_from(present)))
+            return result
+
+        return draw_mutant()
+
+    return mutated(base, 0)
+
+
+def stream_mutants(base: list[Any], **limits: Any) -> st.SearchStrategy[list[Any]]:
+    """A client stream that works, with some of its messages changed (:func:`mutants`), and perhaps cut short or
+    followed by one more drawn message."""
+    if not base:
+        return st.just([])
+    changed = st.tuples(*[st.one_of(st.just(message), mutants(message, **limits)) for message in base])
+    extra = messages(base[0].DESCRIPTOR, **limits)
+
+    @st.composite
+    def draw_stream(draw: st.DrawFn) -> list[Any]:
+        stream = list(draw(changed))
+        if draw(st.integers(0, 3)) == 0:
+            stream = stream[: draw(st.integers(0, len(stream)))]
+        if draw(st.integers(0, 3)) == 0:
+            stream.insert(draw(st.integers(0, len(stream))), draw(extra))
+        return stream
+
+    return draw_stream()
