@@ -248,7 +248,11 @@ def prompt_cache_key(
     the result is x-vector only, follow from the clips' contents and the parameters. So a service can compute the
     key from sample metadata and download the audio only on a miss.
     """
-    described = sorted((clip.sha256, _clean_transcript(clip.transcript)) for clip in clips)
+    # Two clips may share their audio (one recording uploaded twice, with and without a text): None sorts first.
+    described = sorted(
+        ((clip.sha256, _clean_transcript(clip.transcript)) for clip in clips),
+        key=lambda pair: (pair[0], pair[1] is not None, pair[1] or ""),
+    )
     document = {
         "format": PROMPT_FORMAT_VERSION,
         "model": model_id,
