@@ -6,6 +6,7 @@ end-to-end tests, which this module puts on the path)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from e2e_support import (
 from tools.tiny_model import build_tiny_model
 
 START_SECONDS = 180.0
+DEFAULT_FRAMES = 24
 SERVICES = ("voice.profiles.v1.ProfileService", "voice.tts.v1.TtsService", "voice.asr.v1.AsrService")
 
 
@@ -56,6 +58,12 @@ class Platform:
 def running_platform(root: Path) -> Iterator[Platform]:
     # A talker that never chooses EOS: every request runs to its max_new_tokens frames (12.5 a second of audio).
     tiny = build_tiny_model(root / "tiny-qwen3-tts", seed=0, never_eos=True)
+    # A request that sets no max_new_tokens (docs/client.md's examples, as a user writes them) stops after 24
+    # frames (about 2 s) per piece of text, as a real model stops at the end of the sentence.
+    generation_config = tiny / "generation_config.json"
+    generation_config.write_text(
+        json.dumps({**json.loads(generation_config.read_text()), "max_new_tokens": DEFAULT_FRAMES + 1})
+    )
     env = with_internal_token(
         service_env(
             root / "data",
