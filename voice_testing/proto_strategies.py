@@ -39,6 +39,8 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, OneofDescriptor
 from hypothesis import strategies as st
 
+# A message type's descriptor: ``Message.DESCRIPTOR`` is typed as either of protobuf's two implementations.
+MessageDescriptor = Descriptor | Any
 Hints = Callable[[FieldDescriptor], st.SearchStrategy[Any] | None]
 """For a field, a strategy of the test's own values (drawn instead of the generic ones about half the time), or
 None."""
@@ -120,7 +122,7 @@ def _is_optional(oneof: OneofDescriptor) -> bool:
     return len(fields) == 1 and oneof.name == f"_{fields[0].name}"
 
 
-def real_oneofs(descriptor: Descriptor) -> list[OneofDescriptor]:
+def real_oneofs(descriptor: MessageDescriptor) -> list[OneofDescriptor]:
     return [oneof for oneof in descriptor.oneofs if not _is_optional(oneof)]
 
 
@@ -289,7 +291,7 @@ class _Builder:
 
 
 def messages(
-    descriptor: Descriptor,
+    descriptor: MessageDescriptor,
     *,
     hints: Hints | None = None,
     overrides: Mapping[str, st.SearchStrategy[Any]] | None = None,
@@ -305,7 +307,7 @@ def messages(
 
 
 def request_streams(
-    descriptor: Descriptor,
+    descriptor: MessageDescriptor,
     *,
     hints: Hints | None = None,
     overrides: Mapping[str, st.SearchStrategy[Any]] | None = None,
