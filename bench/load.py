@@ -47,6 +47,7 @@ import os
 import secrets
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -614,7 +615,9 @@ async def _profile_call(
     timeout = PROFILE_CALL_TIMEOUT_S
     if method == "CreateProfile":
         created = await stub.CreateProfile(
-            profiles_pb.CreateProfileRequest(name=f"load client {index}", language=LANGUAGE),
+            profiles_pb.CreateProfileRequest(
+                name=f"load client {index} {uuid.uuid4().hex[:8]}", language=LANGUAGE
+            ),
             metadata=metadata,
             timeout=timeout,
         )
