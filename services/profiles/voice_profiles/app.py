@@ -22,7 +22,7 @@ from voice_common.config import CommonSettings
 from voice_common.db import create_engine, utc_now
 from voice_common.errors import Unavailable
 from voice_common.internal_channel import internal_channel
-from voice_common.object_store import ObjectStore, create_object_store
+from voice_common.object_store import ObjectStore, ObjectStoreError, create_object_store
 from voice_common.server.bootstrap import ServiceRegistration
 from voice_common.server.database_errors import database_unavailable
 from voice_profiles.api_key_servicer import ApiKeyServicer, KeyVerificationServicer
@@ -181,7 +181,9 @@ class ProfilesApp:
         if self._tasks:
             raise RuntimeError("background tasks already started")
         self._tasks.append(
-            asyncio.create_task(self.sweeper.run_forever(settings.sweep_interval_seconds), name="sweeper")
+            asyncio.create_task(
+                self.sweeper.run_forever(settings.sweep_interval_seconds, dependency_outage), name="sweeper"
+            )
         )
         if transcriber is None and settings.asr_address:
             # Lazy: nothing connects until the first round, so an ASR that is down delays nothing here.
@@ -198,7 +200,8 @@ class ProfilesApp:
             )
             self._tasks.append(
                 asyncio.create_task(
-                    self.transcripts.run_forever(settings.transcribe_interval_seconds), name="transcripts"
+                    self.transcripts.run_forever(settings.transcribe_interval_seconds, dependency_outage),
+                    name="transcripts",
                 )
             )
 
@@ -235,3 +238,14 @@ class ProfilesApp:
         await self.stop_background()
         await self.store.close()
         await self.database.close()
+
+
+def dependency_outage(error: BaseException) -> str | None:
+    """Why a background round failed, when the cause is the database or the object store not answering (an outage
+    the background work waits out quietly: voice_common.periodic.repeat); None for anything else."""
+    answer = database_unavailable(error)
+    if answer is not None:
+        return answer[1]
+    if isinstance(error, ObjectStoreError):
+        return f"the object store failed ({error})"
+    return None

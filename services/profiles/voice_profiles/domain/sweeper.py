@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from voice_common.errors import NotFound
-from voice_common.periodic import repeat
+from voice_common.periodic import OutageCheck, repeat
 from voice_profiles.domain.database_ports import Database
 from voice_profiles.domain.object_cleanup import ObjectCleanup
 from voice_profiles.domain.profiles import ProfileManager
@@ -84,5 +84,5 @@ class ExpirySweeper:
             log.info("sweep", extra={"report": report.__dict__})
         return report
 
-    async def run_forever(self, interval_seconds: float) -> None:
-        await repeat(self.sweep_once, interval_seconds, what="sweep", logger=log)
+    async def run_forever(self, interval_seconds: float, outage: OutageCheck | None = None) -> None:
+        await repeat(self.sweep_once, interval_seconds, what="sweep", logger=log, outage=outage)

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from voice_common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
-from voice_common.periodic import repeat
+from voice_common.periodic import OutageCheck, repeat
 from voice_profiles.domain.database_ports import Database
 from voice_profiles.domain.limits import Limits
 from voice_profiles.domain.samples import check_reference_text
@@ -173,5 +173,12 @@ class TranscriptFiller:
             extra={"tenant": tenant_id, "sample_id": sample_id, "attempt": attempt, "reason": reason},
         )
 
-    async def run_forever(self, interval_seconds: float) -> None:
-        await repeat(self.fill_now, interval_seconds, what="transcript round", logger=log, wake=self._wake)
+    async def run_forever(self, interval_seconds: float, outage: OutageCheck | None = None) -> None:
+        await repeat(
+            self.fill_now,
+            interval_seconds,
+            what="transcript round",
+            logger=log,
+            wake=self._wake,
+            outage=outage,
+        )
