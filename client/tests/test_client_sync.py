@@ -191,6 +191,14 @@ def test_uploads_report_progress_and_downloads_return_the_audio(
     with pytest.raises(NotFound):
         client.samples.download(from_file.id)
 
+    archive = io.BytesIO()
+    exported: list[Progress] = []
+    export = client.profiles.export_archive(profile.id, archive, progress=exported.append)
+    assert export.mime_type == "application/x-tar" and exported[-1].done_bytes == len(archive.getvalue())
+    archive.seek(0)
+    imported = client.profiles.import_archive(archive, name=unique("imported"))
+    assert imported.sample_count == 1 and imported.profile.id != profile.id
+
 
 def test_synthesis_whole_streamed_and_from_text_pieces(client: VoiceClient, voice: pb.Profile) -> None:
     whole = client.tts.synthesize("Hello there.", voice.id, seed=3, max_new_tokens=12)
