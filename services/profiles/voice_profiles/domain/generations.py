@@ -32,7 +32,7 @@ from voice_profiles.domain.samples import (
 )
 from voice_profiles.domain.storage import StorageUser
 from voice_profiles.domain.uploads import read_upload
-from voice_profiles.domain.validation import check_id, check_language, check_text, check_ttl
+from voice_profiles.domain.validation import check_id, check_language, check_search, check_text, check_ttl
 
 # How far the producer's own duration may differ from the decoded audio before the upload is called truncated.
 DURATION_TOLERANCE_SECONDS = 0.05
@@ -233,6 +233,7 @@ class GenerationHistory(StorageUser):
     def _check_filters(self, filters: GenerationFilter) -> None:
         if filters.profile_id:
             check_id("profile", filters.profile_id, "profile_id")
+        check_search(filters.text_contains, "text_contains")
         if (
             filters.created_from is not None
             and filters.created_before is not None

@@ -14,7 +14,14 @@ from voice_profiles.domain.database_ports import Transaction
 from voice_profiles.domain.entities import Page, Profile, ProfileFilter
 from voice_profiles.domain.paging import decode_token, page_of, page_size
 from voice_profiles.domain.storage import Storage, StorageUser
-from voice_profiles.domain.validation import check_id, check_language, check_name, check_text, check_ttl
+from voice_profiles.domain.validation import (
+    check_id,
+    check_language,
+    check_name,
+    check_search,
+    check_text,
+    check_ttl,
+)
 
 UPDATABLE_PROFILE_FIELDS = ("name", "description", "language", "expire_time")
 MAX_DESCRIPTION_CHARS = 2000
@@ -106,6 +113,7 @@ class ProfileManager(StorageUser):
     ) -> Page[Profile]:
         if filters.language:
             check_language(filters.language)
+        check_search(filters.name_contains, "name_contains")
         limit = page_size(requested_page_size)
         cursor = decode_token(page_token, filters)
         async with self._database.transaction() as tx:

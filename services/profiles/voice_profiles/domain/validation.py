@@ -43,6 +43,14 @@ def check_text(
     return value
 
 
+def check_search(value: str, field: str) -> str:
+    """A substring to search for: any text but NUL, which PostgreSQL's text cannot hold (the query failed, an
+    INTERNAL; found by fuzzing) and which no stored name or text contains."""
+    if "\x00" in value:
+        raise InvalidArgument(f"{field} contains a NUL character, which no stored text holds", field=field)
+    return value
+
+
 def check_name(value: str) -> str:
     name = value.strip()
     if not name:
