@@ -8,12 +8,14 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 import grpc
+import psycopg
 from e2e_support import (
     SERVING,
     ServiceProcess,
@@ -71,6 +73,7 @@ class Platform:
     asr: ServiceProcess
     gateway: ServiceProcess
     key: str = ""
+    storage: str = "embedded"
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -81,10 +84,11 @@ class Platform:
 
 
 @contextlib.contextmanager
-def running_platform(root: Path) -> Iterator[Platform]:
-    """Profiles (SQLite + files), TTS (the tiny model, at most TINY_DEFAULT_FRAMES frames a piece unless asked),
-    ASR (tiny.en) and the gateway in front, with the internal credential, as ``make run`` starts them; and a key of
-    tenant ``fuzz`` with every scope."""
+def running_platform(root: Path, storage: Mapping[str, str] | None = None) -> Iterator[Platform]:
+    """Profiles, TTS (the tiny model, at most TINY_DEFAULT_FRAMES frames a piece unless asked), ASR (tiny.en) and
+    the gateway in front, with the internal credential, as ``make run`` starts them; and a key of tenant ``fuzz``
+    with every scope. ``storage``: the VOICE_DATABASE_URL and VOICE_S3_* settings of PostgreSQL and an S3 server
+    (migrated here first); none, the embedded SQLite file and folder."""
     tiny = build_tiny_model(root / "tiny-qwen3-tts", seed=0)
     config_path = tiny / "generation_config.json"
     generation_config = json.loads(config_path.read_text()) if config_path.exists() else {}
@@ -101,8 +105,12 @@ def running_platform(root: Path) -> Iterator[Platform]:
             ASR_CPU_THREADS="1",
             HF_HUB_CACHE=str(root / "hub"),
             OMP_NUM_THREADS="1",
+            **(storage or {}),
         )
     )
+    if storage:
+        migrated = admin(env, "migrate")
+        assert migrated.returncode == 0, explain(migrated)
     log_dir = root / "logs"
     with contextlib.ExitStack() as stack:
         profiles = stack.enter_context(service(env, log_dir))
@@ -200,8 +208,14 @@ class Stored:
         )
 
 
-def stored(data_dir: Path) -> Stored:
-    """What the embedded database and store hold now (read-only: the services keep writing)."""
+def stored(platform: Platform) -> Stored:
+    """What the database and the object store hold now (read-only: the services keep writing)."""
+    if "VOICE_DATABASE_URL" in platform.env:
+        return Stored(frozenset(_postgres_rows(platform.env)), frozenset(_bucket_keys(platform.env)))
+    return Stored(frozenset(_sqlite_rows(platform.data_dir)), frozenset(_folder_keys(platform.data_dir)))
+
+
+def _sqlite_rows(data_dir: Path) -> set[tuple[str, str]]:
     rows: set[tuple[str, str]] = set()
     with contextlib.closing(
         sqlite3.connect(f"file:{data_dir / 'voice.db'}?mode=ro", uri=True, timeout=30)
@@ -209,19 +223,55 @@ def stored(data_dir: Path) -> Stored:
         tables = [
             name
             for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            if name != "alembic_version" and not name.startswith("sqlite_")
+            if not name.startswith(("alembic_version", "sqlite_"))
         ]
         for table in tables:
             keys = [column[1] for column in db.execute(f'PRAGMA table_info("{table}")') if column[5]]
             selected = ", ".join(f'"{name}"' for name in keys) or "rowid"
             rows.update((table, repr(key)) for key in db.execute(f'SELECT {selected} FROM "{table}"'))
+    return rows
+
+
+def _folder_keys(data_dir: Path) -> set[str]:
     root = data_dir / "objects"
-    objects = {
+    return {
         str(path.relative_to(root))
         for path in root.rglob("*")
         if path.is_file() and not path.name.startswith(".")
     }
-    return Stored(frozenset(rows), frozenset(objects))
+
+
+def _postgres_rows(env: Mapping[str, str]) -> set[tuple[str, str]]:
+    url = env["VOICE_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://", 1)
+    keys: dict[str, list[str]] = {}
+    rows: set[tuple[str, str]] = set()
+    with psycopg.connect(url, autocommit=True) as db:
+        for table, column in db.execute(
+            "SELECT kcu.table_name, kcu.column_name FROM information_schema.table_constraints tc "
+            "JOIN information_schema.key_column_usage kcu ON tc.constraint_name = kcu.constraint_name "
+            "AND tc.table_schema = kcu.table_schema WHERE tc.constraint_type = 'PRIMARY KEY' "
+            "AND tc.table_schema = current_schema() ORDER BY kcu.ordinal_position"
+        ):
+            if not table.startswith("alembic_version"):
+                keys.setdefault(table, []).append(column)
+        for table, columns in keys.items():
+            selected = ", ".join(f'"{name}"' for name in columns)
+            rows.update((table, repr(tuple(key))) for key in db.execute(f'SELECT {selected} FROM "{table}"'))
+    return rows
+
+
+def _bucket_keys(env: Mapping[str, str]) -> set[str]:
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["VOICE_S3_ENDPOINT"],
+        aws_access_key_id=env["VOICE_S3_ACCESS_KEY"],
+        aws_secret_access_key=env["VOICE_S3_SECRET_KEY"],
+        region_name="us-east-1",
+    )
+    keys: set[str] = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=env["VOICE_S3_BUCKET"]):
+        keys.update(item["Key"] for item in page.get("Contents", []))
+    return keys
 
 
 def doctor(env: dict[str, str]) -> dict[str, Any]:

@@ -172,7 +172,7 @@ def halves(data: bytes) -> list[bytes]:
 
 def checked(platform: Platform, label: str, service: str, name: str, requests: Any) -> Answer:
     """The call's answer, once it is shown to be OK or a precise refusal that wrote nothing."""
-    before = stored(platform.data_dir)
+    before = stored(platform)
     answer = call(platform, route(service, name), requests, timeout=120)
     ANSWERS[f"{name} {answer.code.name}"] += 1
     assert answer.ok or answer.code in PRECISE_REFUSALS, (
@@ -180,7 +180,7 @@ def checked(platform: Platform, label: str, service: str, name: str, requests: A
         f"{unhandled_errors(platform.processes().values())[-2:]}"
     )
     if not answer.ok:
-        added = stored(platform.data_dir).added_since(before)
+        added = stored(platform).added_since(before)
         assert not added, f"{label}: {name} refused ({answer.code.name}: {answer.details}) but wrote {added}"
     return answer
 
