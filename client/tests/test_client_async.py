@@ -129,11 +129,13 @@ async def test_errors_and_a_rate_limited_retry(platform: Platform) -> None:
 async def test_uploads_are_retried_only_when_their_bytes_can_be_sent_again(
     platform: Platform, speech: bytes
 ) -> None:
+    scopes = ["profiles:read", "profiles:write"]
     async with AsyncVoiceClient(platform.target, platform.admin_key) as admin:
         profile = await admin.profiles.create(unique("rate limited uploads"), language="en")
-        slow = await admin.keys.create(
-            unique("slow uploads"), ["profiles:read", "profiles:write"], requests_per_second=0.5, burst=1
-        )
+        # A token every 5 s: an upload (slower than a read on a loaded machine) right after another is refused.
+        slow = await admin.keys.create(unique("slow uploads"), scopes, requests_per_second=0.2, burst=1)
+        # A token every 20 s: the second call is refused whatever the machine's pace.
+        slower = await admin.keys.create(unique("slower uploads"), scopes, requests_per_second=0.05, burst=1)
     events: list[RetryEvent] = []
     uploaded = []
     async with AsyncVoiceClient(
@@ -145,13 +147,18 @@ async def test_uploads_are_retried_only_when_their_bytes_can_be_sent_again(
                 break
         assert isinstance(events[0].error, ResourceExhausted) and events[0].method.endswith("/AddSample")
 
-        async def body() -> AsyncIterator[bytes]:
-            yield speech
+    async def body() -> AsyncIterator[bytes]:
+        yield speech
 
-        events.clear()
-        with pytest.raises(ResourceExhausted):  # an async iterable is sent once: the refusal is the answer
-            for _ in range(3):
-                uploaded.append(await client.samples.upload(profile.id, body(), reference_text="x"))
-        assert events == []
-        # Nothing was added twice.
-        assert {s.id async for s in client.samples.list(profile.id)} == {s.id for s in uploaded}
+    events.clear()
+    async with AsyncVoiceClient(
+        platform.target, slower.secret, retry=RetryPolicy(on_retry=events.append)
+    ) as client:
+        uploaded.append(await client.samples.upload(profile.id, speech, reference_text="x"))
+        with pytest.raises(
+            ResourceExhausted
+        ) as refused:  # an async iterable is sent once: the refusal stands
+            await client.samples.upload(profile.id, body(), reference_text="x")
+        assert refused.value.retry_after is not None and events == []
+    async with AsyncVoiceClient(platform.target, platform.admin_key) as admin:  # nothing was added twice
+        assert {s.id async for s in admin.samples.list(profile.id)} == {s.id for s in uploaded}

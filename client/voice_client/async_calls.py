@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -45,20 +45,34 @@ class AsyncUploadSource:
 
     async def chunks(self, progress: ProgressCallback | None = None) -> AsyncIterator[bytes]:
         self._sends += 1
+        total = self._upload.total_bytes if self._upload is not None else None
+        done = 0
+        # ``progress`` is called here, on the event loop, never on the worker thread that reads a file.
+        async for piece in self._pieces():
+            done += len(piece)
+            yield piece
+            if progress is not None:
+                progress(Progress(done, total))
+
+    async def _pieces(self) -> AsyncIterator[bytes]:
         if self._upload is not None:
-            pieces = self._upload.chunks(progress)
-            while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
-                yield piece
+            pieces = self._upload.chunks()
+            if isinstance(self._upload.source, bytes):
+                for piece in pieces:
+                    yield piece
+                return
+            while (read := await asyncio.to_thread(_next_piece, pieces)) is not None:
+                yield read
             return
         assert self._stream is not None
         if self._sends > 1:
             raise RuntimeError("an async iterable of bytes can be sent only once")
-        done = 0
         async for piece in self._stream:
-            done += len(piece)
             yield piece
-            if progress is not None:
-                progress(Progress(done))
+
+
+def _next_piece(pieces: Iterator[bytes]) -> bytes | None:
+    return next(pieces, None)
 
 
 class AsyncRequestReplay(Generic[Item]):

@@ -35,10 +35,9 @@ class RequestReplay(Generic[Item]):
         self._current = 0
 
     def attempt(self) -> Iterator[Item]:
-        with self._lock:
-            self._current += 1
-            number = self._current
-        return self._items(number)
+        # Not under the lock: a superseded reader may hold it while it waits for the caller's next item.
+        self._current += 1
+        return self._items(self._current)
 
     def settle(self) -> None:
         """The call answered: no attempt will follow, so nothing more is kept."""
