@@ -223,3 +223,26 @@ def test_the_install_check_sees_a_missing_declaration() -> None:
     declared = _declared(*INSTALLS["voice_gateway.__main__"]) - {"googleapis-common-protos"}
     result = _imports_as_installed("voice_gateway.__main__", declared)
     assert result.returncode != 0 and "google" in result.stderr, result.stderr[-2000:]
+
+
+def test_the_installed_packages_are_the_platforms_only() -> None:
+    # Found as setuptools finds them for `pip install .` (an image): namespace packages count, so without the
+    # include a test folder beside a package (client/tests) went into site-packages as a package named "tests".
+    from setuptools import find_namespace_packages
+
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packages = {
+        name
+        for where in found["where"]
+        for name in find_namespace_packages(where=str(ROOT / where), include=found.get("include", ["*"]))
+    }
+    top_levels = {name.partition(".")[0] for name in packages}
+    assert top_levels == {
+        "voice_common",
+        "voice_profiles",
+        "voice_tts",
+        "voice_asr",
+        "voice_gateway",
+        "voice_client",
+        "voice_cli",
+    }, sorted(top_levels)
