@@ -186,11 +186,11 @@ def test_without_a_key_the_gateway_refuses_and_the_cli_says_where_it_looked(
     running: Stack, tmp_path: Path
 ) -> None:
     result = voice(running, "profiles", "list", tenant=None, environment={"VOICE_DATA_DIR": str(tmp_path)})
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 4, result.stderr
     assert "UNAUTHENTICATED" in result.stderr
     assert f"none in {tmp_path / 'admin-api-key'}" in result.stderr and "make run" in result.stderr
     wrong = voice(running, "--key", "vk_aaaaaaaa_" + "A" * 43, "profiles", "list", tenant=None)
-    assert wrong.returncode == 1 and "UNAUTHENTICATED" in wrong.stderr and "--key" in wrong.stderr
+    assert wrong.returncode == 4 and "UNAUTHENTICATED" in wrong.stderr and "--key" in wrong.stderr
 
 
 def test_keys_create_list_and_revoke_through_the_gateway(running: Stack) -> None:
@@ -201,9 +201,9 @@ def test_keys_create_list_and_revoke_through_the_gateway(running: Stack) -> None
     reader = {"VOICE_API_KEY": secret}
     assert voice(running, "profiles", "list", tenant=None, environment=reader).returncode == 0
     denied = voice(running, "profiles", "create", "Not allowed", tenant=None, environment=reader)
-    assert denied.returncode == 1 and "PERMISSION_DENIED" in denied.stderr, denied.stderr
+    assert denied.returncode == 4 and "PERMISSION_DENIED" in denied.stderr, denied.stderr
     refused = voice(running, "keys", "list", tenant=None, environment=reader)
-    assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr
+    assert refused.returncode == 4 and "PERMISSION_DENIED" in refused.stderr
 
     listed = ok(voice(running, "keys", "list"))
     assert record["id"] in [key["id"] for key in listed["apiKeys"]]
@@ -213,7 +213,7 @@ def test_keys_create_list_and_revoke_through_the_gateway(running: Stack) -> None
     assert revoked["apiKey"]["revokeTime"]
     time.sleep(1.0)  # past GATEWAY_KEY_CACHE_SECONDS
     after = voice(running, "profiles", "list", tenant=None, environment=reader)
-    assert after.returncode == 1 and "UNAUTHENTICATED" in after.stderr, after.stderr
+    assert after.returncode == 4 and "UNAUTHENTICATED" in after.stderr, after.stderr
     assert record["id"] not in [key["id"] for key in ok(voice(running, "keys", "list")).get("apiKeys", [])]
     assert record["id"] in [key["id"] for key in ok(voice(running, "keys", "list", "--all"))["apiKeys"]]
 
@@ -243,8 +243,8 @@ def test_tls_to_a_gateway_with_a_certificate(running: Stack, tmp_path: Path) -> 
         ok(listed)
         # The system's CAs do not know the test CA; a plaintext client gets no answer from a TLS port.
         untrusted = voice(running, "--target", address, "--tls", "profiles", "list", target=False)
-        assert untrusted.returncode == 1 and "UNAVAILABLE" in untrusted.stderr, untrusted.stderr
+        assert untrusted.returncode == 3 and "UNAVAILABLE" in untrusted.stderr, untrusted.stderr
         plaintext = voice(running, "--target", address, "profiles", "list", target=False)
-        assert plaintext.returncode == 1 and "UNAVAILABLE" in plaintext.stderr, plaintext.stderr
+        assert plaintext.returncode == 3 and "UNAVAILABLE" in plaintext.stderr, plaintext.stderr
     missing = voice(running, "--ca", str(tmp_path / "nope.pem"), "profiles", "list")
     assert missing.returncode == 2 and "is not a file" in missing.stderr

@@ -5,13 +5,20 @@
     voice samples audio <sample-id> -o sample.flac --encoding flac
     voice profiles export <profile-id> -o narrator.voice.tar
     voice keys create ci --scope tts --scope profiles:read
+    voice clone me.wav --name Narrator --say "Hello there." -o first.wav
+    voice say "Read this aloud." --voice Narrator -o hello.mp3 --format mp3
+    voice transcribe meeting.wav --format srt
+
+docs/cli.md is the reference of every command.
 
 It talks to the gateway (``--target``, env ``VOICE_TARGET``, default 127.0.0.1:50051) with an API key: ``--key``,
 else env ``VOICE_API_KEY``, else the admin key ``make run`` saved in ``<VOICE_DATA_DIR or ./data>/admin-api-key``.
 The key decides the tenant (the gateway overwrites any tenant a client names), so there is no tenant option.
 ``--tls`` (with ``--ca FILE`` for a private CA) for a gateway that serves TLS.
 
-Results print as JSON (the API's own field names); errors print the gRPC code and message and exit 1.
+The management commands print JSON (the API's own field names); clone, say and transcribe print for people unless
+``--json``. Errors print the gRPC code and message; the exit status says what kind of failure it was
+(voice_cli.exit_codes: 1 refused, 2 usage, 3 unavailable, 4 key refused).
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ from voice.auth.v1 import api_key_service_pb2 as keys_pb
 from voice.auth.v1 import api_key_service_pb2_grpc as keys_grpc
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
+from voice_cli import exit_codes, speech_commands
+from voice_cli.live_audio import NotLiveAudio
+from voice_client import RetryPolicy, VoiceClient, VoiceError
 from voice_common.api_keys import SCOPES, local_key_path
 
 CHUNK_BYTES = 64 * 1024
@@ -105,7 +115,35 @@ def open_channel(args: argparse.Namespace) -> grpc.Channel:
     return grpc.secure_channel(args.target, grpc.ssl_channel_credentials(root_certificates=root))
 
 
+SPEECH_COMMANDS = {
+    "clone": speech_commands.clone,
+    "say": speech_commands.say,
+    "transcribe": speech_commands.transcribe,
+}
+# A command line gives up on a gateway that does not answer after a few seconds of retries (the client's default
+# keeps trying for a minute, right for a service, long for a person waiting at a prompt).
+CLI_RETRY = RetryPolicy(max_attempts=4, deadline=20.0)
+
+
+def run_speech(args: argparse.Namespace) -> int:
+    """clone, say and transcribe, through voice_client."""
+    key, key_source = api_key(args)
+    try:
+        with VoiceClient(args.target, key, tls=args.tls, ca_file=args.ca, retry=CLI_RETRY) as client:
+            return SPEECH_COMMANDS[args.group](client, args)
+    except VoiceError as error:
+        message = error.message + "".join(
+            f"\n  {violation.field}: {violation.description}" for violation in error.field_violations
+        )
+        return exit_codes.report_failure(error.code, message, key, key_source)
+    except NotLiveAudio as error:
+        print(f"error: {error}", file=sys.stderr)
+        return exit_codes.USAGE
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.group in SPEECH_COMMANDS:
+        return run_speech(args)
     key, key_source = api_key(args)
     metadata = (("authorization", f"Bearer {key}"),) if key else ()
     with open_channel(args) as channel:
@@ -212,16 +250,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             call[f"{args.group} {args.action}"]()
         except grpc.RpcError as error:
-            print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
-            if error.code() == grpc.StatusCode.UNAUTHENTICATED:
-                where = f"the key from {key_source}" if key else f"no key (none in {key_source})"
-                print(
-                    f"hint: this call sent {where}; pass --key, set VOICE_API_KEY, or run `make run` once "
-                    "to save the local admin key",
-                    file=sys.stderr,
-                )
-            return 1
-    return 0
+            return exit_codes.report_failure(error.code(), error.details() or "", key, key_source)
+    return exit_codes.OK
 
 
 def _create_key(stub: keys_grpc.ApiKeyServiceStub, args: argparse.Namespace, metadata: Any) -> None:
@@ -347,7 +377,59 @@ def parser() -> argparse.ArgumentParser:
     key_create.add_argument("--ttl-days", type=float, help="days until the key expires (default: never)")
     key_actions.add_parser("list").add_argument("--all", action="store_true", help="revoked and expired too")
     key_actions.add_parser("revoke", help="revoke a key by its id (permanent)").add_argument("id")
+    add_speech_commands(groups)
     return root
+
+
+def add_speech_commands(groups: Any) -> None:
+    clone = groups.add_parser(
+        "clone", help="a new voice from one recording: profile, sample, transcript, first sentence"
+    )
+    clone.add_argument("file", type=Path, help="the recording (any format a sample may have)")
+    clone.add_argument("--name", required=True, help="the voice's name (unique in your tenant)")
+    clone.add_argument("--text", help="what the recording says (omit: the ASR service transcribes it)")
+    clone.add_argument("--language", default="auto", help="the voice's language (default auto)")
+    clone.add_argument("--description", default="")
+    clone.add_argument("--say", help="a first sentence to speak in the new voice (needs -o)")
+    clone.add_argument(
+        "-o", "--output", type=Path, help="where --say's audio goes (its ending picks the format)"
+    )
+    clone.add_argument("--seed", type=int, help="--say's seed (default: a random one, reported)")
+    clone.add_argument(
+        "--wait",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the machine transcript when no --text is given (0: do not wait; default 120)",
+    )
+    clone.add_argument("--json", action="store_true", help="print the profile and sample as the API's JSON")
+
+    say = groups.add_parser("say", help="speak a text in a voice")
+    say.add_argument("text", help="what to say (- reads it from stdin)")
+    say.add_argument("--voice", required=True, help="a profile's name or id")
+    say.add_argument(
+        "-o", "--output", help="the audio file (- for stdout: nothing else goes there; default speech.FORMAT)"
+    )
+    say.add_argument("--format", choices=list(speech_commands.SPEECH_FORMATS), default="wav")
+    say.add_argument("--rate", type=int, default=0, help="sample rate in Hz (default 24000)")
+    say.add_argument("--seed", type=int, help="the same seed, text and voice give the same audio")
+    say.add_argument("--language", default="", help="zh en ja ko de fr ru pt es it (default: detected)")
+    say.add_argument("--stream", action="store_true", help="write the audio as it is made")
+    say.add_argument("--json", action="store_true", help="the summary as JSON (to stderr with -o -)")
+
+    transcribe = groups.add_parser("transcribe", help="the text of a recording")
+    transcribe.add_argument("file", type=Path)
+    transcribe.add_argument("--format", choices=speech_commands.transcript_formats.FORMATS, default="text")
+    transcribe.add_argument("--json", action="store_true", help="same as --format json")
+    transcribe.add_argument("--words", action="store_true", help="word timestamps (srt/vtt: a cue per word)")
+    transcribe.add_argument("--language", default="", help="a hint (default: detected)")
+    transcribe.add_argument(
+        "--live",
+        action="store_true",
+        help="send the file at real-time pace through live transcription (WAV, FLAC, Ogg Opus, MP3)",
+    )
+    transcribe.add_argument(
+        "--pace", type=float, default=1.0, help="with --live: times real time (2: twice as fast)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -356,7 +438,10 @@ def main(argv: list[str] | None = None) -> None:
         path = getattr(args, name, None)
         if path is not None and not path.is_file():
             print(f"error: {path} is not a file", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(exit_codes.USAGE)
+    if args.group == "clone" and args.say is not None and args.output is None:
+        print("error: --say needs -o FILE (where the first sentence goes)", file=sys.stderr)
+        sys.exit(exit_codes.USAGE)
     sys.exit(run(args))
 
 
