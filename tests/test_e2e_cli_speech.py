@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -17,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "client" / "tests")
 
 from client_platform import Platform, running_platform
 
+from voice_cli.live_audio import live_file
 from voice_common.audio import decode_audio
 from voice_testing.media_files import encode_file, speechlike
 from voice_testing.speech import SENTENCES, speech_wav
@@ -208,6 +210,55 @@ def test_transcribe_live_at_real_time_pace(platform: Platform, recording: Path, 
     assert refused.returncode == 2 and b"without --live" in refused.stderr
 
 
+def test_live_files_tell_their_duration_in_their_header(recording: Path, tmp_path: Path) -> None:
+    samples = decode_audio(recording.read_bytes(), target_rate=16000).samples
+    for kind, ending in (("wav", "wav"), ("flac", "flac"), ("mp3", "mp3"), ("ogg_opus", "ogg")):
+        path = tmp_path / f"fox.{ending}"
+        path.write_bytes(encode_file(samples, 16000, kind))
+        decoded = decode_audio(path.read_bytes(), target_rate=16000).duration_seconds
+        # Exact for WAV, FLAC and Ogg Opus; MP3's estimate counts its padding frames too.
+        assert abs(live_file(path).duration_seconds - decoded) < 0.2, kind
+
+
+@pytest.mark.parametrize(("kind", "ending"), [("mp3", "mp3"), ("ogg_opus", "opus")])
+def test_transcribe_live_of_compressed_files(
+    platform: Platform, recording: Path, tmp_path: Path, kind: str, ending: str
+) -> None:
+    path = tmp_path / f"fox.{ending}"
+    path.write_bytes(
+        encode_file(decode_audio(recording.read_bytes(), target_rate=16000).samples, 16000, kind)
+    )
+    finals = ok(voice(platform, "transcribe", str(path), "--live", "--pace", "4"))
+    assert {"quick", "brown", "fox"} <= words_of(finals), finals
+
+
+def test_on_a_terminal_interim_text_is_redrawn_in_place(platform: Platform, recording: Path) -> None:
+    controller, terminal = pty.openpty()
+    script = Path(sys.executable).with_name("voice")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "voice_cli"]
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("VOICE_")}
+    process = subprocess.Popen(
+        [*command, "--target", platform.target, "--key", platform.admin_key, "transcribe", str(recording), "--live"],
+        stdout=subprocess.PIPE, stderr=terminal, stdin=subprocess.DEVNULL, env=clean,
+    )  # fmt: skip
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            piece = os.read(controller, 4096)
+        except OSError:  # the terminal's other end closed: the process has exited
+            break
+        if not piece:
+            break
+        shown += piece
+    os.close(controller)
+    finals = process.stdout.read().decode() if process.stdout else ""
+    assert process.wait(timeout=60) == 0, shown
+    # Interim guesses overwrite each other on one line ("\r", clear to the end), and are cleared for the finals.
+    assert shown.count(b"\r\x1b[K\xe2\x80\xa6 ") >= 1, shown
+    assert {"quick", "brown", "fox"} <= words_of(finals) and "\x1b" not in finals
+
+
 def test_exit_codes(platform: Platform, voice_name: str, recording: Path, tmp_path: Path) -> None:
     unknown = voice(platform, "say", "Hi.", "--voice", "Nobody by this name", "-o", str(tmp_path / "x.wav"))
     assert unknown.returncode == 1 and b"NOT_FOUND" in unknown.stderr, unknown.stderr
@@ -222,3 +273,29 @@ def test_exit_codes(platform: Platform, voice_name: str, recording: Path, tmp_pa
     assert down.returncode == 3 and b"UNAVAILABLE" in down.stderr, down.stderr
     bad = voice(platform, "say", "Hi.", "--voice", voice_name, "--format", "aiff")
     assert bad.returncode == 2
+
+
+def test_say_to_stdout_stops_quietly_when_the_reader_goes_and_never_writes_to_a_terminal(
+    platform: Platform, voice_name: str
+) -> None:
+    command = [sys.executable, "-m", "voice_cli", "--target", platform.target, "--key", platform.admin_key]
+    # Three sentences of 24 kHz WAV: far more than a pipe holds, so the CLI is still writing when the reader leaves.
+    text = "One sentence here. Another sentence there. And a third one."
+    player = subprocess.Popen(
+        [*command, "say", text, "--voice", voice_name, "--stream", "-o", "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert player.stdout is not None and player.stderr is not None
+    assert player.stdout.read(100)[:4] == b"RIFF"
+    player.stdout.close()  # as `| head -c 100` or a player that is closed
+    assert player.wait(timeout=60) == 141
+    assert b"Traceback" not in player.stderr.read()
+
+    controller, terminal = pty.openpty()
+    refused = subprocess.run(
+        [*command, "say", "Hi.", "--voice", voice_name, "-o", "-"],
+        stdout=terminal, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=60,
+    )  # fmt: skip
+    os.close(terminal)
+    os.close(controller)
+    assert refused.returncode == 2 and b"terminal" in refused.stderr

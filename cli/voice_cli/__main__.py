@@ -136,9 +136,15 @@ def run_speech(args: argparse.Namespace) -> int:
             f"\n  {violation.field}: {violation.description}" for violation in error.field_violations
         )
         return exit_codes.report_failure(error.code, message, key, key_source)
-    except NotLiveAudio as error:
+    except (NotLiveAudio, speech_commands.UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return exit_codes.USAGE
+    except KeyboardInterrupt:  # Ctrl-C: leaving the client's context cancelled the call
+        return exit_codes.INTERRUPTED
+    except BrokenPipeError:  # the reader of stdout (a player, head) went away
+        # Python would complain again while flushing stdout on exit; nothing more is going there.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return exit_codes.READER_GONE
 
 
 def run(args: argparse.Namespace) -> int:

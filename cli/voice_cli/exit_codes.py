@@ -1,8 +1,9 @@
 """What the ``voice`` command's exit status means, and the one place a failed call becomes a message and a status.
 
 0: done. 1: the server refused or failed the request (its ``CODE: message`` on stderr). 2: the command line is
-wrong (argparse's own status) or names a file that is not there. 3: the gateway cannot be reached or a service
+wrong (argparse's own status), names a file that is not there, or sends audio to a terminal. 3: the gateway cannot be reached or a service
 behind it is unavailable (or did not answer in time). 4: the key is missing, wrong, revoked, or lacks the scope.
+130: interrupted (Ctrl-C). 141: the reader of stdout went away (a player closed), as a shell reports SIGPIPE.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ REFUSED = 1
 USAGE = 2
 UNAVAILABLE = 3
 NOT_ALLOWED = 4
+# As a shell reports a process ended by SIGINT (Ctrl-C) or SIGPIPE (the reader of its output went away).
+INTERRUPTED = 130
+READER_GONE = 141
 
 _BY_CODE = {
     grpc.StatusCode.UNAVAILABLE: UNAVAILABLE,

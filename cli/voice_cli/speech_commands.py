@@ -28,6 +28,10 @@ SPEECH_FORMATS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "opus": "ogg_opus"
 TRANSCRIPT_POLL_SECONDS = 0.5
 
 
+class UsageError(ValueError):
+    """A command line that cannot work as given (exit status 2)."""
+
+
 def _as_dict(message: Message) -> dict[str, Any]:
     return MessageToDict(message)
 
@@ -110,8 +114,10 @@ def _format_of(output: Path) -> str:
 
 
 def say(client: VoiceClient, args: argparse.Namespace) -> int:
-    text = sys.stdin.read() if args.text == "-" else args.text
     to_stdout = args.output == "-"
+    if to_stdout and sys.stdout.isatty():
+        raise UsageError("-o - would write audio to the terminal: pipe it to a player or a file")
+    text = sys.stdin.read() if args.text == "-" else args.text
     output = Path(args.output) if args.output else Path(f"speech.{args.format}")
     options: dict[str, Any] = {
         "language": args.language,
