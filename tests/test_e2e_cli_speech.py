@@ -135,6 +135,20 @@ def test_clone_refuses_say_without_an_output_and_a_taken_name(platform: Platform
     assert again.returncode == 1 and b"ALREADY_EXISTS" in again.stderr, again.stderr
 
 
+def test_clone_of_a_recording_the_server_refuses_leaves_no_empty_voice(
+    platform: Platform, recording: Path, tmp_path: Path
+) -> None:
+    silent = tmp_path / "silence.wav"
+    silent.write_bytes(encode_file(speechlike(3.0, amplitude=0.0), 24000, "wav"))
+    refused = voice(platform, "clone", str(silent), "--name", "Silent one", "--text", "Nothing.")
+    assert refused.returncode == 1 and b"INVALID_ARGUMENT" in refused.stderr, refused.stderr
+    # The name is free again: the retry with a real recording makes the voice.
+    made = json.loads(
+        ok(voice(platform, "clone", str(recording), "--name", "Silent one", "--text", SAID, "--json"))
+    )
+    assert made["profile"]["name"] == "Silent one" and made["sample"]["profileId"] == made["profile"]["id"]
+
+
 def test_say_to_a_file(platform: Platform, voice_name: str, tmp_path: Path) -> None:
     out = tmp_path / "hello.wav"
     line = ok(voice(platform, "say", "Hello there.", "--voice", voice_name, "-o", str(out), "--seed", "3"))

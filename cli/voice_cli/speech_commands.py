@@ -66,8 +66,13 @@ def _wait_for_transcript(client: VoiceClient, sample: pb.Sample, timeout_seconds
 def clone(client: VoiceClient, args: argparse.Namespace) -> int:
     profile = client.profiles.create(args.name, language=args.language, description=args.description)
     bar, advance = _upload_bar(args.file, "upload")
-    with bar:
-        sample = client.samples.upload(profile.id, args.file, reference_text=args.text, progress=advance)
+    try:
+        with bar:
+            sample = client.samples.upload(profile.id, args.file, reference_text=args.text, progress=advance)
+    except BaseException:
+        # A voice without its recording is no use, and its name would refuse the next try: remove it.
+        client.profiles.delete(profile.id)
+        raise
     transcript_ready = sample.transcript_state != pb.TRANSCRIPT_STATE_NEEDED
     if not transcript_ready and args.wait > 0:
         written = _wait_for_transcript(client, sample, args.wait)
