@@ -34,6 +34,7 @@ COPY pyproject.toml ./
 COPY protos/ protos/
 COPY services/ services/
 COPY gateway/ gateway/
+COPY client/ client/
 COPY cli/ cli/
 RUN /opt/venv/bin/pip install '.[asr]'
 RUN mkdir -p /opt/venv/gen \

@@ -15,6 +15,7 @@ COPY pyproject.toml ./
 COPY protos/ protos/
 COPY services/ services/
 COPY gateway/ gateway/
+COPY client/ client/
 COPY cli/ cli/
 # Not editable: the code lands in the venv's site-packages, so the final stage needs only /opt/venv.
 RUN /opt/venv/bin/pip install '.[profiles]'

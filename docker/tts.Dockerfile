@@ -40,6 +40,7 @@ COPY pyproject.toml ./
 COPY protos/ protos/
 COPY services/ services/
 COPY gateway/ gateway/
+COPY client/ client/
 COPY cli/ cli/
 # The order of `make setup`: the project with its extra, the import-only torchaudio, qwen-tts without its deps.
 RUN /opt/venv/bin/pip install '.[tts]' \

@@ -112,6 +112,11 @@ def ignored(path: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatch(prefix, pattern) for prefix in prefixes for pattern in patterns)
 
 
+PACKAGE_FOLDERS = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"][
+    "find"
+]["where"]
+
+
 def check(text: str, service: Service, repo: Path = REPO) -> list[str]:
     """Every problem found in one Dockerfile's text, as sentences; empty when it is right."""
     problems: list[str] = []
@@ -145,6 +150,18 @@ def check(text: str, service: Service, repo: Path = REPO) -> list[str]:
                 problems.extend(
                     f"the final stage installs a compiler: {name}" for name in COMPILERS if name in words
                 )
+
+    # `pip install .` finds the packages in pyproject's packages.find folders: one not copied is silently missing
+    # from the image (the `voice` CLI without voice_client, say).
+    copied = {
+        shlex.split(arguments)[0].rstrip("/")
+        for stage in dockerfile.stages
+        for arguments in stage.arguments("COPY")
+        if not arguments.startswith("--from")
+    }
+    for folder in PACKAGE_FOLDERS:
+        if not any(folder == source or folder.startswith(source + "/") for source in copied):
+            problems.append(f"{folder}/ holds packages the install needs and is not copied")
 
     for stage in dockerfile.stages:
         for keyword in ("COPY", "ADD"):
@@ -223,7 +240,8 @@ BREAKAGES = [
     ("gateway", '"voice_gateway"]', '"voice_profiles"]', "ENTRYPOINT module"),
     ("asr", '"voice_asr"]', '"voice_asr_missing"]', "ENTRYPOINT module"),
     ("gateway", 'ENTRYPOINT ["python", "-m", ', 'ENTRYPOINT ["voice-gateway", ', "not `python -m"),
-    ("profiles", "COPY cli/ cli/", "COPY client/ client/", "no such path"),
+    ("profiles", "COPY cli/ cli/", "COPY clients/ clients/", "no such path"),
+    ("gateway", "COPY client/ client/\n", "", "client/ holds packages"),
     ("asr", "COPY protos/ protos/", "COPY tools/ tools/", "excluded by .dockerignore"),
     ("gateway", "FROM python:3.11.14-slim-bookworm\n", "FROM python:latest\n", "not pinned"),
     ("tts", "nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04", "nvidia/cuda", "not pinned"),
