@@ -319,7 +319,9 @@ def parser() -> argparse.ArgumentParser:
     )
     groups = root.add_subparsers(dest="group", required=True)
 
-    profiles = groups.add_parser("profiles").add_subparsers(dest="action", required=True)
+    profiles = groups.add_parser(
+        "profiles", help="voices: create, list, get, save, delete, export, import"
+    ).add_subparsers(dest="action", required=True)
     create = profiles.add_parser("create")
     create.add_argument("name")
     create.add_argument("--language", default="auto")
@@ -341,7 +343,9 @@ def parser() -> argparse.ArgumentParser:
     importing.add_argument("file", type=Path)
     importing.add_argument("--name", help="import under this name")
 
-    samples = groups.add_parser("samples").add_subparsers(dest="action", required=True)
+    samples = groups.add_parser(
+        "samples", help="a profile's recordings: add, list, audio, url, delete"
+    ).add_subparsers(dest="action", required=True)
     add = samples.add_parser("add")
     add.add_argument("profile_id")
     add.add_argument("file", type=Path)
@@ -360,7 +364,9 @@ def parser() -> argparse.ArgumentParser:
     url.add_argument("--ttl", type=int, default=900, help="seconds the URL works (default 900)")
     samples.add_parser("delete").add_argument("id")
 
-    generations = groups.add_parser("generations").add_subparsers(dest="action", required=True)
+    generations = groups.add_parser(
+        "generations", help="the history of stored syntheses: list, stats"
+    ).add_subparsers(dest="action", required=True)
     gen_list = generations.add_parser("list")
     gen_list.add_argument("--profile")
     gen_list.add_argument("--text")
