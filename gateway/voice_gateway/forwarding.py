@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
 from grpc import aio
 
 from voice_common.server.interceptor import StreamCutoff
+from voice_common.stream_call_status import StreamCallStatuses, real_error
 from voice_gateway.calls import CallRecord, current_call
 from voice_gateway.routes import Route
 
@@ -35,62 +36,6 @@ _NOT_FORWARDED = {"authorization", "x-voice-tenant", "x-voice-internal-token", "
 _RESERVED_PREFIXES = ("grpc-", ":")
 REQUEST_ID_KEY = "x-request-id"
 TENANT_KEY = "x-voice-tenant"
-
-
-# What grpc.aio makes a client call's status when one of its writes fails because the call has just ended (the
-# backend refused a stream while the client was still sending): it replaces the backend's answer (grpc's
-# _AioCall.set_internal_error). A service's own INTERNAL says "internal error (request id ...)".
-_WRITE_FAILED = (grpc.StatusCode.INTERNAL, "Internal error from Core")
-# How long a handler whose backend call shows _WRITE_FAILED waits for the backend's real status to come in.
-_REAL_STATUS_SECONDS = 5.0
-
-
-def _settled(coroutine: Coroutine[Any, Any, Any]) -> Any:
-    """The value of a coroutine that finishes without waiting: a done call's code(), details(),
-    trailing_metadata()."""
-    try:
-        coroutine.send(None)
-    except StopIteration as finished:
-        return finished.value
-    coroutine.close()
-    raise RuntimeError("the call has no status yet")
-
-
-class _Statuses:
-    """Every status a streamed backend call is given, noted the moment it is set. grpc.aio overwrites the
-    backend's status with _WRITE_FAILED when a write of the pump fails because the backend had just answered, before
-    the handler reads it (one refused upload in 30 or so, found by tests/test_fuzz_public_rpcs.py); the client must
-    get the backend's answer (INVALID_ARGUMENT and its details), not an INTERNAL."""
-
-    def __init__(self, call: Any) -> None:
-        self._seen: list[tuple[grpc.StatusCode, str, tuple[tuple[str, str | bytes], ...]]] = []
-        self._changed = asyncio.Event()
-        call.add_done_callback(self._note)
-
-    def _note(self, call: Any) -> None:
-        # Called by grpc as it sets the status, so the status is there to read; nothing may raise into grpc.
-        with contextlib.suppress(RuntimeError):
-            metadata = _settled(call.trailing_metadata())
-            self._seen.append(
-                (
-                    _settled(call.code()),
-                    _settled(call.details()) or "",
-                    tuple((k, v) for k, v in metadata or ()),
-                )
-            )
-            self._changed.set()
-
-    async def backend_answer(self) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str | bytes], ...]] | None:
-        """The first status that is not _WRITE_FAILED, waiting a little for it; None if none comes."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_REAL_STATUS_SECONDS):
-                while True:
-                    for status in self._seen:
-                        if (status[0], status[1]) != _WRITE_FAILED:
-                            return status
-                    self._changed.clear()
-                    await self._changed.wait()
-        return None
 
 
 class Backend:
@@ -193,17 +138,17 @@ class _ForwardedMethod:
         self,
         error: aio.AioRpcError,
         context: aio.ServicerContext[Any, Any],
-        statuses: _Statuses | None = None,
+        statuses: StreamCallStatuses | None = None,
     ) -> None:
-        """End the client's call with the backend's status, message and trailers, as they came."""
+        """End the client's call with the backend's status, message and trailers, as they came. A streamed call's
+        ``statuses`` keep the backend's answer when grpc.aio overwrote it with WRITE_FAILED (one refused upload in 30
+        or so, found by tests/test_fuzz_public_rpcs.py): the client gets that answer, not an INTERNAL."""
+        if statuses is not None:
+            error = await real_error(error, statuses)
         received: Any = error.trailing_metadata() or ()
         trailers = tuple((key, value) for key, value in received)
         details = error.details()
         code = error.code()
-        if statuses is not None and (code, details) == _WRITE_FAILED:
-            answer = await statuses.backend_answer()
-            if answer is not None:
-                code, details, trailers = answer
         if code is grpc.StatusCode.UNAVAILABLE and not any(key == REQUEST_ID_KEY for key, _ in trailers):
             # No service answered (its answers always carry a request id): the connection failed.
             details = self._backend.unavailable_message(details)
@@ -247,7 +192,7 @@ class _ForwardedMethod:
     ) -> bytes:
         record = current_call()
         call = self._upstream(**self._outgoing(context, record))
-        statuses = _Statuses(call)
+        statuses = StreamCallStatuses(call)
         pump = asyncio.create_task(self._pump(requests, call, record))
         try:
             await self._relay_headers(call, context)
@@ -267,7 +212,7 @@ class _ForwardedMethod:
     ) -> AsyncIterator[bytes]:
         record = current_call()
         call = self._upstream(**self._outgoing(context, record))
-        statuses = _Statuses(call)
+        statuses = StreamCallStatuses(call)
         pump = asyncio.create_task(self._pump(requests, call, record))
         try:
             await self._relay_headers(call, context)

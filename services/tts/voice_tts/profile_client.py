@@ -31,6 +31,7 @@ from voice_common.audio.encoding import to_s16
 from voice_common.audio_messages import read_linear16_stream
 from voice_common.errors import FailedPrecondition, Unavailable
 from voice_common.remote_errors import translate_error
+from voice_common.stream_call_status import StreamCallStatuses, real_error
 from voice_common.tenancy import TENANT_METADATA_KEY
 from voice_tts.prompts import ClipIdentity, ReferenceClip
 from voice_tts.voices import VoiceSample
@@ -217,8 +218,19 @@ class ProfileClient:
                 yield ingest_pb.CreateGenerationRequest(chunk=data[start : start + UPLOAD_CHUNK_BYTES])
 
         metadata = self._metadata(tenant)
+
+        async def upload() -> Any:
+            call = self._ingest_stub.CreateGeneration(requests(), metadata=metadata, timeout=self._timeout)
+            # A refusal that comes while the audio is still being sent (the profile deleted meanwhile, a limit) can
+            # reach this side as grpc.aio's INTERNAL "Internal error from Core"; the recorder keeps the real answer.
+            statuses = StreamCallStatuses(call)
+            try:
+                return await call
+            except aio.AioRpcError as error:
+                raise await real_error(error, statuses) from None
+
         response = await self._call(
-            lambda: self._ingest_stub.CreateGeneration(requests(), metadata=metadata, timeout=self._timeout),
+            upload,
             action="store the generation",
             kind="profile",
             resource_id=profile_id or "",
