@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import grpc
@@ -15,6 +14,7 @@ from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
 from voice_common.config import CommonSettings
 from voice_testing.certificates import write_certificates
+from voice_testing.ports import free_port
 
 
 async def test_tls_outside_and_mutual_tls_inside(gateway_common: CommonSettings, tmp_path: Path) -> None:
@@ -89,10 +89,3 @@ async def test_tls_outside_and_mutual_tls_inside(gateway_common: CommonSettings,
         await direct.close(None)
     finally:
         await stack.close()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

@@ -8,7 +8,6 @@ serve the real profile service and reach it through the TTS and ASR apps' own ch
 from __future__ import annotations
 
 import logging
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,6 +27,7 @@ from voice_common.internal_channel import INTERNAL_TOKEN_KEY, internal_channel
 from voice_common.server.bootstrap import ServiceRegistration, VoiceServer, build_server
 from voice_common.tenancy import TENANT_METADATA_KEY, current_tenant
 from voice_testing.certificates import CertificateFiles, write_certificates
+from voice_testing.ports import free_port
 
 SERVICE = "test.v1.EchoService"
 TOKEN = "internal-" + uuid.uuid4().hex
@@ -346,7 +346,7 @@ async def test_the_health_port_answers_probes_in_plaintext_and_serves_nothing_el
 ) -> None:
     # What a kubelet's gRPC probe needs under mutual TLS: it speaks plaintext and has no certificate.
     server = build_server(
-        settings=server_tls(certificates, health_port=_free_port()),
+        settings=server_tls(certificates, health_port=free_port()),
         services=[_registration()],
         host="127.0.0.1",
         port=0,
@@ -370,13 +370,6 @@ async def test_the_health_port_answers_probes_in_plaintext_and_serves_nothing_el
         with pytest.raises(aio.AioRpcError) as closed:
             await health_of(probe)
     assert closed.value.code() == grpc.StatusCode.UNAVAILABLE
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_the_server_name_setting_checks_the_name_in_the_certificate_instead_of_the_address(
