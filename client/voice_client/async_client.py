@@ -537,7 +537,7 @@ class AsyncTts:
     """Speech in a cloned voice. ``voice``: a profile id, a profile name (looked up: one more call), or a
     ``ReferenceVoice`` (a clip sent with the request). Options: ``language`` (zh en ja ko de fr ru pt es it, or
     auto), ``seed``, the sampling parameters, the output ``encoding`` (wav, flac, mp3, ogg_opus, linear16) and
-    ``sample_rate_hertz`` (0: 24000), ``store`` in the history."""
+    ``sample_rate_hertz`` (0: 24000), ``store`` in the history, ``speed`` (0.25-4.0, the voice keeps its pitch)."""
 
     def __init__(self, calls: AsyncCalls, profiles: AsyncProfiles) -> None:
         self._calls = calls
@@ -562,6 +562,7 @@ class AsyncTts:
         encoding: Encoding,
         sample_rate_hertz: int,
         store: bool,
+        speed: float | None,
     ) -> tts_pb.SynthesisConfig:
         return synthesis_config(
             await self.voice(voice),
@@ -575,6 +576,7 @@ class AsyncTts:
             encoding=encoding,
             sample_rate_hertz=sample_rate_hertz,
             store=store,
+            speed=speed,
         )
 
     async def synthesize(
@@ -592,11 +594,12 @@ class AsyncTts:
         encoding: Encoding = "wav",
         sample_rate_hertz: int = 0,
         store: bool = False,
+        speed: float | None = None,
     ) -> SynthesisResult:
         """The whole audio at once (a stored one is not retried after UNAVAILABLE: it could be stored twice)."""
         config = await self._config(
             voice, language, seed, temperature, top_k, top_p, repetition_penalty, max_new_tokens,
-            encoding, sample_rate_hertz, store,
+            encoding, sample_rate_hertz, store, speed,
         )  # fmt: skip
         response = await self._calls.unary(
             TTS + "Synthesize",
@@ -621,12 +624,13 @@ class AsyncTts:
         encoding: Encoding = "wav",
         sample_rate_hertz: int = 0,
         store: bool = False,
+        speed: float | None = None,
         progress: ProgressCallback | None = None,
     ) -> AsyncSynthesisStream:
         """Chunks of audio as they are made (the first after about 0.3 s of audio is ready)."""
         config = await self._config(
             voice, language, seed, temperature, top_k, top_p, repetition_penalty, max_new_tokens,
-            encoding, sample_rate_hertz, store,
+            encoding, sample_rate_hertz, store, speed,
         )  # fmt: skip
         responses = await self._calls.server_stream(
             TTS + "SynthesizeStream",
@@ -650,13 +654,14 @@ class AsyncTts:
         encoding: Encoding = "wav",
         sample_rate_hertz: int = 0,
         store: bool = False,
+        speed: float | None = None,
         progress: ProgressCallback | None = None,
     ) -> AsyncSynthesisStream:
         """Speaks text that arrives in pieces (an LLM's tokens): audio comes back as soon as a sentence is
         complete; the end of ``texts`` speaks the rest. gRPC reads ``texts`` on a thread of its own."""
         config = await self._config(
             voice, language, seed, temperature, top_k, top_p, repetition_penalty, max_new_tokens,
-            encoding, sample_rate_hertz, store,
+            encoding, sample_rate_hertz, store, speed,
         )  # fmt: skip
         responses = await self._calls.duplex(
             TTS + "SynthesizeDuplex",

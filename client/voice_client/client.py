@@ -512,7 +512,7 @@ class Tts:
     """Speech in a cloned voice. ``voice``: a profile id, a profile name (looked up: one more call), or a
     ``ReferenceVoice`` (a clip sent with the request). Options: ``language`` (zh en ja ko de fr ru pt es it, or
     auto), ``seed``, the sampling parameters, the output ``encoding`` (wav, flac, mp3, ogg_opus, linear16) and
-    ``sample_rate_hertz`` (0: 24000), ``store`` in the history."""
+    ``sample_rate_hertz`` (0: 24000), ``store`` in the history, ``speed`` (0.25-4.0, the voice keeps its pitch)."""
 
     def __init__(self, calls: Calls, profiles: Profiles) -> None:
         self._calls = calls
@@ -537,6 +537,7 @@ class Tts:
         encoding: Encoding,
         sample_rate_hertz: int,
         store: bool,
+        speed: float | None,
     ) -> tts_pb.SynthesisConfig:
         return synthesis_config(
             self.voice(voice),
@@ -550,6 +551,7 @@ class Tts:
             encoding=encoding,
             sample_rate_hertz=sample_rate_hertz,
             store=store,
+            speed=speed,
         )
 
     def synthesize(
@@ -567,11 +569,12 @@ class Tts:
         encoding: Encoding = "wav",
         sample_rate_hertz: int = 0,
         store: bool = False,
+        speed: float | None = None,
     ) -> SynthesisResult:
         """The whole audio at once (a stored one is not retried after UNAVAILABLE: it could be stored twice)."""
         config = self._config(
             voice, language, seed, temperature, top_k, top_p, repetition_penalty, max_new_tokens,
-            encoding, sample_rate_hertz, store,
+            encoding, sample_rate_hertz, store, speed,
         )  # fmt: skip
         response = self._calls.unary(
             TTS + "Synthesize",
@@ -596,12 +599,13 @@ class Tts:
         encoding: Encoding = "wav",
         sample_rate_hertz: int = 0,
         store: bool = False,
+        speed: float | None = None,
         progress: ProgressCallback | None = None,
     ) -> SynthesisStream:
         """Chunks of audio as they are made (the first after about 0.3 s of audio is ready)."""
         config = self._config(
             voice, language, seed, temperature, top_k, top_p, repetition_penalty, max_new_tokens,
-            encoding, sample_rate_hertz, store,
+            encoding, sample_rate_hertz, store, speed,
         )  # fmt: skip
         responses = self._calls.server_stream(
             TTS + "SynthesizeStream",
@@ -625,13 +629,14 @@ class Tts:
         encoding: Encoding = "wav",
         sample_rate_hertz: int = 0,
         store: bool = False,
+        speed: float | None = None,
         progress: ProgressCallback | None = None,
     ) -> SynthesisStream:
         """Speaks text that arrives in pieces (an LLM's tokens): audio comes back as soon as a sentence is
         complete; the end of ``texts`` speaks the rest. gRPC reads ``texts`` on a thread of its own."""
         config = self._config(
             voice, language, seed, temperature, top_k, top_p, repetition_penalty, max_new_tokens,
-            encoding, sample_rate_hertz, store,
+            encoding, sample_rate_hertz, store, speed,
         )  # fmt: skip
         responses = self._calls.duplex(
             TTS + "SynthesizeDuplex",

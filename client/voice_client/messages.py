@@ -243,6 +243,7 @@ def synthesis_config(
     encoding: Encoding,
     sample_rate_hertz: int,
     store: bool,
+    speed: float | None = None,
 ) -> tts_pb.SynthesisConfig:
     sampling = tts_pb.SamplingParameters()
     if temperature is not None:
@@ -264,6 +265,8 @@ def synthesis_config(
     )
     if seed is not None:
         config.seed = seed
+    if speed is not None:
+        config.speed = speed
     return config
 
 
