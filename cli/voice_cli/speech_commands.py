@@ -19,9 +19,8 @@ from google.protobuf.message import Message
 from tqdm import tqdm
 
 from voice.profiles.v1 import profiles_service_pb2 as pb
-from voice_cli import transcript_formats
 from voice_cli.live_audio import live_file, paced_pieces
-from voice_client import Progress, VoiceClient
+from voice_client import Progress, VoiceClient, transcript_formats
 
 # --format names (those of OpenAI's speech API) to the client's encodings.
 SPEECH_FORMATS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "opus": "ogg_opus", "pcm": "linear16"}
@@ -129,6 +128,7 @@ def say(client: VoiceClient, args: argparse.Namespace) -> int:
         "seed": args.seed,
         "encoding": SPEECH_FORMATS[args.format],
         "sample_rate_hertz": args.rate,
+        "speed": args.speed,  # the server checks the range (0.25-4.0) and says so
     }
     sink: BinaryIO = sys.stdout.buffer if to_stdout else output.open("wb")
     try:

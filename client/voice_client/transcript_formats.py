@@ -1,5 +1,6 @@
-"""A transcript as ``voice transcribe`` prints it: plain text, the API's JSON, or SubRip / WebVTT subtitles (one
-cue per segment, or per word with ``--words``)."""
+"""A transcript as subtitles: SubRip and WebVTT, one cue per segment or per word, and timed word lines. Shared by
+the ``voice`` CLI (``voice transcribe --format srt``) and the gateway's OpenAI-compatible HTTP face
+(``response_format=srt``), which must not import the CLI."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 
 from voice.asr.v1 import asr_service_pb2 as asr_pb
 
+# What ``voice transcribe --format`` offers (json: the API's message as it is).
 FORMATS = ("text", "json", "srt", "vtt")
 
 
@@ -54,5 +56,5 @@ def vtt(found: Sequence[Cue]) -> str:
 
 
 def word_lines(found: Sequence[Cue]) -> str:
-    """``--words`` in the text format: one ``start-end  word`` line per word."""
+    """Timed words as text (``voice transcribe --words``): one ``start-end  word`` line per word."""
     return "\n".join(f"{cue.start_seconds:7.2f}-{cue.end_seconds:<7.2f} {cue.text}" for cue in found)
