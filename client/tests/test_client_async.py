@@ -107,6 +107,10 @@ async def test_errors_and_a_rate_limited_retry(platform: Platform) -> None:
         with pytest.raises(Unauthenticated) as unknown:
             await stranger.tts.model_status()
         assert unknown.value.code == grpc.StatusCode.UNAUTHENTICATED
+        # One channel, each caller's own key: a view per caller (the OpenAI-compatible HTTP face's way).
+        assert (await stranger.with_options(api_key=platform.admin_key).tts.model_status()).model
+        with pytest.raises(Unauthenticated):
+            await stranger.tts.model_status()  # the view changed nothing of the client's own key
 
     async with AsyncVoiceClient(platform.target, platform.admin_key) as admin:
         slow = await admin.keys.create(unique("async slow"), ["asr"], requests_per_second=0.5, burst=1)

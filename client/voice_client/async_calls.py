@@ -163,8 +163,10 @@ class AsyncCalls:
         self.retry = retry
         self.timeout = timeout
 
-    def with_options(self, retry: RetryPolicy, timeout: float | None) -> AsyncCalls:
-        return AsyncCalls(self.channel, self.metadata, retry, timeout)
+    def with_options(
+        self, retry: RetryPolicy, timeout: float | None, metadata: tuple[tuple[str, str], ...] | None = None
+    ) -> AsyncCalls:
+        return AsyncCalls(self.channel, self.metadata if metadata is None else metadata, retry, timeout)
 
     def _state(self, method: str, repeatable: bool) -> RetryState:
         return RetryState(self.retry, method, repeatable, self.timeout)

@@ -14,6 +14,7 @@ import mimetypes
 import os
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -92,17 +93,28 @@ class AsyncVoiceClient:
         self.keys = AsyncApiKeys(calls)
 
     def with_options(
-        self, *, retry: RetryPolicy | None = None, timeout: float | Keep | None = Keep.KEEP
+        self,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | Keep | None = Keep.KEEP,
+        api_key: str | None = None,
     ) -> AsyncVoiceClient:
-        """A view on the same connection with another retry policy or timeout (None: no limit), for some calls;
-        what is not given stays as it is. Closing the view closes nothing."""
+        """A view on the same connection with another retry policy, timeout (None: no limit) or API key, for some
+        calls; what is not given stays as it is. Closing the view closes nothing. ``api_key`` serves callers who
+        each bring their own key over one channel (the OpenAI-compatible HTTP face: one view per request)."""
         view = object.__new__(AsyncVoiceClient)
-        view.connection = self.connection
+        view.connection = (
+            self.connection
+            if api_key is None
+            else replace(self.connection, api_key=api_key, key_source="the api_key argument of with_options")
+        )
         view._channel = self._channel
         view._owns_channel = False
         view._bind(
             self._calls.with_options(
-                retry or self._calls.retry, self._calls.timeout if timeout is Keep.KEEP else timeout
+                retry or self._calls.retry,
+                self._calls.timeout if timeout is Keep.KEEP else timeout,
+                view.connection.metadata,
             )
         )
         return view
