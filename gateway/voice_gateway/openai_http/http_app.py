@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from voice_client.errors import VoiceError
-from voice_gateway.openai_http import catalogue_routes, speech_routes
+from voice_gateway.openai_http import catalogue_routes, speech_routes, transcription_routes
 from voice_gateway.openai_http.context import OpenAIContext
 from voice_gateway.openai_http.openai_errors import OpenAIHTTPError, from_voice_error
 
@@ -36,6 +36,7 @@ RouteFactory = Callable[[OpenAIContext], list[BaseRoute]]
 ROUTE_MODULES: Sequence[RouteFactory] = (
     speech_routes.routes,
     catalogue_routes.routes,
+    transcription_routes.routes,
 )
 
 

@@ -25,6 +25,7 @@ ALIASES: dict[str, ModelKind] = {
     "gpt-4o-mini-tts": TTS,
     "whisper-1": ASR,
     "gpt-4o-transcribe": ASR,
+    "gpt-4o-mini-transcribe": ASR,
 }
 _KIND_WORDS = {TTS: "speech", ASR: "transcription"}
 
