@@ -217,6 +217,7 @@ def _add_speech_commands(groups: Any) -> None:
     say.add_argument(
         "--speed", type=float, help="speaking rate, 0.25-4.0 (1.2: a fifth faster; the voice keeps its pitch)"
     )
+    say.add_argument("--store", action="store_true", help="keep it in the history (voice history list)")
     say.add_argument("--stream", action="store_true", help="write the audio as it is made")
     say.add_argument("--json", action="store_true", help="the summary as JSON (to stderr with -o -)")
 

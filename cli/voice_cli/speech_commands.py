@@ -129,6 +129,7 @@ def say(client: VoiceClient, args: argparse.Namespace) -> int:
         "encoding": SPEECH_FORMATS[args.format],
         "sample_rate_hertz": args.rate,
         "speed": args.speed,  # the server checks the range (0.25-4.0) and says so
+        "store": args.store,
     }
     sink: BinaryIO = sys.stdout.buffer if to_stdout else output.open("wb")
     try:
@@ -163,7 +164,8 @@ def say(client: VoiceClient, args: argparse.Namespace) -> int:
         print(json.dumps(details, indent=2), file=report)
     else:
         seed = f", seed {summary.seed}" if summary is not None else ""
-        print(f"{where}: {seconds:.2f} s of {args.format}, {size} bytes{seed}", file=report)
+        kept = f", kept as {summary.generation_id}" if summary is not None and summary.generation_id else ""
+        print(f"{where}: {seconds:.2f} s of {args.format}, {size} bytes{seed}{kept}", file=report)
     return 0
 
 
