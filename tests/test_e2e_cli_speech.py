@@ -9,6 +9,7 @@ import os
 import pty
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -313,3 +314,112 @@ def test_say_to_stdout_stops_quietly_when_the_reader_goes_and_never_writes_to_a_
     os.close(terminal)
     os.close(controller)
     assert refused.returncode == 2 and b"terminal" in refused.stderr
+
+
+def _arrivals(platform: Platform, *args: str, stdin: bytes) -> tuple[list[tuple[float, int]], float]:
+    """Runs ``voice`` and reads its stdout as it comes: (seconds since the start, bytes) for each read, and the
+    seconds until the process ended."""
+    script = Path(sys.executable).with_name("voice")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "voice_cli"]
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("VOICE_")}
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [*command, "--target", platform.target, "--key", platform.admin_key, *args],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean,
+    )  # fmt: skip
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(stdin)
+    process.stdin.close()
+    reads: list[tuple[float, int]] = []
+    while piece := os.read(process.stdout.fileno(), 1 << 16):
+        reads.append((time.monotonic() - started, len(piece)))
+    assert process.wait(timeout=120) == 0, process.stderr.read() if process.stderr else b""
+    return reads, time.monotonic() - started
+
+
+def test_say_stream_writes_its_first_audio_before_the_synthesis_ends(
+    platform: Platform, voice_name: str
+) -> None:
+    # Several seconds of audio, which the tiny model makes over about a second, piece after piece.
+    text = " ".join(f"This is sentence number {number} of the story." for number in range(1, 13)).encode()
+    args = ("say", "-", "--voice", voice_name, "-o", "-", "--format", "pcm", "--seed", "1")
+    streamed, streamed_end = _arrivals(platform, *args, "--stream", stdin=text)
+    whole, whole_end = _arrivals(platform, *args, stdin=text)
+    total = sum(size for _, size in streamed)
+    assert sum(size for _, size in whole) == total
+    # Streamed: the first audio is a small part of it, out well before the process ends (measured: 1.1 s before,
+    # on 2 busy cores). Whole: the audio comes out at the end, only the process's own exit after it (0.1 s).
+    first_at, first_bytes = streamed[0]
+    assert first_bytes <= total / 3, (first_bytes, total)
+    ahead, ahead_whole = streamed_end - first_at, whole_end - whole[0][0]
+    assert ahead > 0.4 and ahead - ahead_whole > 0.3, (streamed, streamed_end, whole, whole_end)
+
+
+def test_history_of_stored_syntheses(platform: Platform, voice_name: str, tmp_path: Path) -> None:
+    out = tmp_path / "kept.wav"
+    said = "Kept in the history."
+    line = ok(voice(platform, "say", said, "--voice", voice_name, "-o", str(out), "--seed", "5", "--store"))
+    generation_id = line.strip().split("kept as ")[1]
+    listed = ok(voice(platform, "history", "list", "--profile", voice_name)).splitlines()
+    assert listed[0].split()[:4] == ["ID", "CREATED", "(UTC)", "PROFILE"]
+    row = next(row for row in listed if row.startswith(generation_id))
+    assert voice_name in row and said in row and " 5 " in row
+    shown = ok(voice(platform, "history", "show", generation_id))
+    assert f"text:       {said}" in shown and "seed:       5" in shown, shown
+    # The old name of the group still works, and --json gives the API's messages.
+    as_json = json.loads(ok(voice(platform, "generations", "list", "--json", "--profile", voice_name)))
+    kept = next(g for g in as_json["generations"] if g["id"] == generation_id)
+    mp3 = tmp_path / "kept.mp3"
+    downloaded = ok(
+        voice(
+            platform,
+            "history",
+            "download",
+            generation_id,
+            "-o",
+            str(mp3),
+            "--encoding",
+            "mp3",
+            "--rate",
+            "16000",
+        )
+    )
+    assert downloaded.startswith(f"{mp3}: audio/mpeg, "), downloaded
+    assert (
+        abs(decode_audio(mp3.read_bytes(), target_rate=16000).duration_seconds - kept["durationSeconds"])
+        < 0.1
+    )
+
+    stats = ok(voice(platform, "history", "stats")).splitlines()
+    assert stats[0].split() == ["PROFILE", "GENERATIONS", "AUDIO"]
+    assert any(row.startswith(voice_name) for row in stats[1:]) and stats[-1].startswith("total"), stats
+    counted = json.loads(ok(voice(platform, "history", "stats", "--profile", voice_name, "--json")))
+    assert int(counted["count"]) >= 1 and counted["byProfile"][0]["profileName"] == voice_name
+
+    assert (
+        ok(voice(platform, "history", "delete", generation_id)).strip()
+        == f"deleted generation {generation_id}"
+    )
+    assert generation_id not in ok(voice(platform, "history", "list"))
+    gone = voice(platform, "history", "show", generation_id)
+    assert gone.returncode == 1 and b"NOT_FOUND" in gone.stderr
+
+
+def test_models_status_load_and_unload(platform: Platform) -> None:
+    table = ok(voice(platform, "models", "status")).splitlines()
+    assert table[0].split()[:5] == ["SERVICE", "STATE", "MODEL", "DEVICE", "PRECISION"]
+    assert [row.split()[:2] for row in table[1:]] == [["tts", "ready"], ["asr", "ready"]], table
+    tts = json.loads(ok(voice(platform, "models", "status", "tts", "--json")))["tts"]
+    assert tts["state"] == "MODEL_STATE_READY" and tts["model"] and tts["device"] == "cpu"
+
+    # Loading and unloading need the admin scope: a TTS key is refused with exit 4.
+    secret = json.loads(ok(voice(platform, "keys", "create", "speaker", "--scope", "tts", "--json")))[
+        "secret"
+    ]
+    denied = voice(platform, "models", "unload", "tts", key=secret)
+    assert denied.returncode == 4 and b"PERMISSION_DENIED" in denied.stderr, denied.stderr
+
+    unloaded = json.loads(ok(voice(platform, "models", "unload", "tts", "--json")))["tts"]
+    assert unloaded["state"] == "MODEL_STATE_NOT_LOADED"
+    loaded = ok(voice(platform, "models", "load", "tts")).splitlines()  # the configured model again
+    assert loaded[1].split()[:2] == ["tts", "ready"] and tts["model"] in loaded[1], loaded
