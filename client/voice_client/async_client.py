@@ -767,11 +767,13 @@ class AsyncAsr:
         beam_size: int | None = None,
         initial_prompt: str = "",
         hotwords: str = "",
+        temperature: float | None = None,
     ) -> asr_pb.TranscribeResponse:
-        """A recording (path, bytes or binary file) in any format a sample may have, sent in one message."""
+        """A recording (path, bytes or binary file) in any format a sample may have, sent in one message.
+        ``temperature``: where Whisper's temperature schedule starts, 0 (greedy first, the default) to 1."""
         options = recognition_options(
             language=language, translate=translate, word_timestamps=word_timestamps, vad_filter=vad_filter,
-            beam_size=beam_size, initial_prompt=initial_prompt, hotwords=hotwords,
+            beam_size=beam_size, initial_prompt=initial_prompt, hotwords=hotwords, temperature=temperature,
         )  # fmt: skip
         return await self._transcribe(asr_pb.TranscribeRequest(content=read_all(audio), options=options))
 

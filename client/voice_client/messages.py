@@ -285,6 +285,7 @@ def recognition_options(
     beam_size: int | None = None,
     initial_prompt: str = "",
     hotwords: str = "",
+    temperature: float | None = None,
 ) -> asr_pb.RecognitionOptions:
     options = asr_pb.RecognitionOptions(
         language=language,
@@ -297,4 +298,6 @@ def recognition_options(
         options.vad_filter = vad_filter
     if beam_size is not None:
         options.beam_size = beam_size
+    if temperature is not None:
+        options.temperature = temperature
     return options

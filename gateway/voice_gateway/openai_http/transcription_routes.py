@@ -121,6 +121,7 @@ async def _transcribe(client: AsyncVoiceClient, upload: UploadFile, form: Transc
         translate=form.task == "translate",
         word_timestamps=form.word_timestamps,
         initial_prompt=form.prompt,
+        temperature=form.temperature,
     )
 
 

@@ -4,9 +4,9 @@ form fields checked and read into a :class:`TranscriptionForm`, the model names 
 
 What OpenAI's fields become: ``prompt`` is Whisper's ``initial_prompt``; ``language`` the recognition hint;
 translations are Whisper's translate task (any language into English, multilingual models only: the ASR refuses it
-on an English-only model, and that refusal is answered as a 400 naming ``model``). ``temperature`` 0 (the default)
-is Whisper's own schedule, which, as OpenAI documents for 0, raises the temperature when a segment decodes badly;
-the ASR API has no other temperature, so other values are refused rather than ignored.
+on an English-only model, and that refusal is answered as a 400 naming ``model``). ``temperature`` is where
+Whisper's temperature schedule starts (0, the default: greedy first, raised by 0.2 where a segment decodes badly, as
+OpenAI documents for 0); a stream's live passes always decode greedily.
 """
 
 from __future__ import annotations
@@ -150,14 +150,6 @@ def _temperature(fields: FormFields) -> float:
         ) from None
     if not 0.0 <= temperature <= 1.0:
         raise OpenAIHTTPError(400, f"temperature must be between 0 and 1, not {text}", param="temperature")
-    if temperature != 0.0:
-        raise OpenAIHTTPError(
-            400,
-            f"temperature {text} is not supported: this server decodes with Whisper's temperature schedule, "
-            "which is what temperature 0 asks for (start greedy, raise it where a segment decodes badly); "
-            "send 0 or leave it out",
-            param="temperature",
-        )
     return temperature
 
 
@@ -218,7 +210,8 @@ def rendered(response: asr_pb.TranscribeResponse, form: TranscriptionForm) -> st
 def verbose(response: asr_pb.TranscribeResponse, form: TranscriptionForm) -> dict[str, Any]:
     """OpenAI's ``verbose_json``: segments unless only ``word`` was asked for, and words when it was. Whisper
     reports no token ids here, so ``tokens`` is empty; ``compression_ratio`` is computed from the segment's text as
-    Whisper does; ``temperature`` is the request's (the schedule's start)."""
+    Whisper does; ``temperature`` is the request's, where the schedule started (a segment decoded again after a
+    bad first decode used a higher one, which the ASR does not report)."""
     body: dict[str, Any] = {
         "task": form.task,
         "language": response.language,

@@ -19,6 +19,7 @@ from voice_asr.engine import (
     check_available,
     default_model,
     new_model_manager,
+    temperature_schedule,
 )
 from voice_asr.short_window import short_window_frames
 from voice_asr.transcript import SAMPLE_RATE, RecognitionOptions, Word, repeats_itself
@@ -55,6 +56,20 @@ def test_sentences_in_three_voices_are_transcribed(engine: WhisperEngine) -> Non
     assert accuracy <= POOLED_WER_BAR, hypotheses
     # Each transcript is of its own sentence: against the next sentence's words they are as good as random.
     assert pooled_wer(references[1:] + references[:1], hypotheses) > 0.7
+
+
+def test_the_temperature_schedule_starts_where_asked() -> None:
+    assert temperature_schedule(ENGLISH) == (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # faster-whisper's default
+    assert temperature_schedule(RecognitionOptions(temperature=0.5)) == (0.5, 0.7, 0.9)
+    assert temperature_schedule(RecognitionOptions(temperature=1.0)) == (1.0,)
+    assert temperature_schedule(RecognitionOptions(temperature=0.5, temperature_fallback=False)) == 0.0
+
+
+def test_a_sampled_decode_still_reads_the_words(engine: WhisperEngine) -> None:
+    sampled = engine.transcribe(
+        speak(SENTENCES[0], "slt"), RecognitionOptions(language="en", temperature=0.4)
+    )
+    assert pooled_wer([SENTENCES[0]], [sampled.text]) <= 0.35, sampled.text
 
 
 def test_language_is_the_models_own_when_not_given(engine: WhisperEngine) -> None:

@@ -217,6 +217,11 @@ async def test_bad_requests_get_precise_codes(servers: Servers, tenant: str) -> 
             "language",
         ),
         (
+            pb.TranscribeRequest(content=speech, options=pb.RecognitionOptions(temperature=1.5)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "temperature 1.5",
+        ),
+        (
             # tiny.en speaks English only: another language, or translating, is refused up front.
             pb.TranscribeRequest(content=speech, options=pb.RecognitionOptions(language="de")),
             grpc.StatusCode.INVALID_ARGUMENT,

@@ -44,6 +44,7 @@ def test_every_bad_option_is_named_at_once() -> None:
         beam_size=0,
         initial_prompt="p" * 1001,
         hotwords="h" * 1001,
+        temperature=1.5,
     )
     with pytest.raises(InvalidArgument) as info:
         validate(options, audio=silence(0))
@@ -53,6 +54,7 @@ def test_every_bad_option_is_named_at_once() -> None:
         "options.beam_size",
         "options.initial_prompt",
         "options.hotwords",
+        "options.temperature",
         "audio",
     }
     assert "'xx'" in info.value.message and "beam_size 0" in info.value.message
@@ -61,7 +63,7 @@ def test_every_bad_option_is_named_at_once() -> None:
 def test_good_options_pass() -> None:
     for language in (None, "auto", "en", "DE", "yue"):
         validate(RecognitionOptions(language=language, beam_size=10), audio=silence(1))
-    validate(RecognitionOptions(beam_size=1, task="translate", initial_prompt="p" * 1000))
+    validate(RecognitionOptions(beam_size=1, task="translate", initial_prompt="p" * 1000, temperature=1.0))
 
 
 def test_audio_over_the_limit_is_refused() -> None:

@@ -285,8 +285,7 @@ class WhisperEngine:
             "initial_prompt": options.initial_prompt or None,
             "hotwords": options.hotwords or None,
         }
-        if not options.temperature_fallback:
-            kwargs["temperature"] = 0.0
+        kwargs["temperature"] = temperature_schedule(options)
         if batched:
             segments, info = self._batched.transcribe(audio, batch_size=self.batch_size, **kwargs)
             return _collect(segments, info, duration, should_stop)
@@ -331,6 +330,19 @@ class WhisperEngine:
 _TOKENS_BASE = 10
 _TOKENS_PER_SECOND = 10
 _MAX_SHORT_WINDOW_TOKENS = 200  # prompt (at most 224 tokens) + budget stays within Whisper's 448
+
+
+def temperature_schedule(options: RecognitionOptions) -> float | tuple[float, ...]:
+    """faster-whisper's temperatures: from the option's start up to 1 in steps of 0.2 (what Whisper's own CLI does
+    with ``--temperature``; from 0 it is faster-whisper's default), or greedy alone without the fallback."""
+    if not options.temperature_fallback:
+        return 0.0
+    start = round(options.temperature, 4)  # the API's float32 (0.4 arrives as 0.4000000059604645)
+    steps = int((1.0 - start) / _TEMPERATURE_STEP + 1e-6)
+    return tuple(round(start + step * _TEMPERATURE_STEP, 4) for step in range(steps + 1))
+
+
+_TEMPERATURE_STEP = 0.2
 
 
 def _language(options: RecognitionOptions) -> str | None:

@@ -60,6 +60,7 @@ def options_from_proto(
         beam_size=options.beam_size if options.HasField("beam_size") else defaults.beam_size,
         initial_prompt=options.initial_prompt.strip() or None,
         hotwords=options.hotwords.strip() or None,
+        temperature=options.temperature if options.HasField("temperature") else defaults.temperature,
     )
 
 

@@ -104,6 +104,11 @@ def validate(
             prefix + "beam_size",
             f"beam_size {options.beam_size} must be from 1 (greedy, fastest) to {limits.max_beam_size}",
         )
+    if not 0.0 <= options.temperature <= 1.0:
+        errors.add(
+            prefix + "temperature",
+            f"temperature {options.temperature:g} must be from 0 (greedy first, the default) to 1",
+        )
     if options.initial_prompt and len(options.initial_prompt) > limits.max_prompt_chars:
         errors.add(
             prefix + "initial_prompt",

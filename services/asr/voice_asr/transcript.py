@@ -24,6 +24,8 @@ class RecognitionOptions:
     beam_size: int = 5
     initial_prompt: str | None = None
     hotwords: str | None = None
+    # Where the temperature schedule starts (0: greedy first, then 0.2, 0.4, ... up to 1 for a bad segment).
+    temperature: float = 0.0
     # Whisper's fallback: decode again at higher temperatures when a segment looks wrong. Live passes turn it off
     # (a pass must stay short; the next pass corrects the guess), whole files keep it.
     temperature_fallback: bool = True
