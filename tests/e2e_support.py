@@ -55,6 +55,7 @@ def service_env(data_dir: Path, **extra: str) -> dict[str, str]:
             "ASR_METRICS_PORT": str(free_port()),
             "GATEWAY_PORT": str(free_port()),
             "GATEWAY_METRICS_PORT": str(free_port()),
+            "GATEWAY_HTTP_PORT": str(free_port()),
             "VOICE_LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
             "NO_PROXY": "*",

@@ -242,6 +242,7 @@ def test_tls_to_a_gateway_with_a_certificate(running: Stack, tmp_path: Path) -> 
         **running.env,
         "GATEWAY_PORT": str(free_port()),
         "GATEWAY_METRICS_PORT": str(free_port()),
+        "GATEWAY_HTTP_PORT": str(free_port()),
         "GATEWAY_TLS_CERT_FILE": str(certificates.server_cert),
         "GATEWAY_TLS_KEY_FILE": str(certificates.server_key),
     }

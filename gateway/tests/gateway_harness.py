@@ -156,7 +156,8 @@ async def start_stack(
         # Nothing listens on port 1: a backend that is down.
         tts_target=tts_target or "dns:///127.0.0.1:1",
         asr_target=asr_target or "dns:///127.0.0.1:1",
-        **(gateway_settings or {}),
+        # The OpenAI-compatible HTTP face only where a test asks for it (test_openai_http_server.py).
+        **{"http_port": 0, **(gateway_settings or {})},
     )
     gateway = GatewayApp.build(common, settings)
     await gateway.start()

@@ -11,7 +11,13 @@ from pathlib import Path
 def start(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith(("GATEWAY_", "VOICE_"))}
     env.update(
-        {"VOICE_DATA_DIR": str(tmp_path), "GATEWAY_PORT": "0", "GATEWAY_METRICS_PORT": "0", **settings}
+        {
+            "VOICE_DATA_DIR": str(tmp_path),
+            "GATEWAY_PORT": "0",
+            "GATEWAY_METRICS_PORT": "0",
+            "GATEWAY_HTTP_PORT": "0",
+            **settings,
+        }
     )
     return subprocess.run(
         [sys.executable, "-m", "voice_gateway"],

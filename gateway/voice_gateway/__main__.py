@@ -23,6 +23,7 @@ async def serve(common: CommonSettings, settings: GatewaySettings) -> None:
         extra={
             "address": f"{settings.host}:{app.port}",
             "tls": settings.tls_cert_file is not None,
+            "openai_http": f"http://{settings.host}:{app.http_port}/v1" if app.http_port else "off",
             "authentication": settings.authentication,
             "backends": {name: backend.target for name, backend in app.backends.items()},
         },
@@ -33,7 +34,7 @@ async def serve(common: CommonSettings, settings: GatewaySettings) -> None:
             "every scope"
         )
     try:
-        await app.server.serve_until_signal()
+        await app.serve_until_signal()
     finally:
         await app.close()
         log.info("gateway stopped")

@@ -1,9 +1,12 @@
 """``GatewayApp.build()``: the gateway's parts wired together — a channel per backend, the key authenticator, the
-limiter, the forwarding handler, the health mirror — and the grpc.aio server that holds them."""
+limiter, the forwarding handler, the health mirror — and the grpc.aio server that holds them; beside it, on the same
+event loop, the OpenAI-compatible HTTP face (voice_gateway.openai_http), which calls this server back."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +15,7 @@ from grpc import aio, ssl_server_credentials
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from voice_client import AsyncVoiceClient, RetryPolicy
 from voice_common.config import CommonSettings
 from voice_common.internal_channel import internal_channel, internal_metadata
 from voice_common.server.bootstrap import VoiceServer, connection_age_options
@@ -21,6 +25,9 @@ from voice_gateway.forwarding import Backend, Forwarder
 from voice_gateway.health_mirror import HealthMirror
 from voice_gateway.interceptor import GatewayInterceptor
 from voice_gateway.metrics import TenantLabels
+from voice_gateway.openai_http.context import OpenAIContext
+from voice_gateway.openai_http.http_app import build_app
+from voice_gateway.openai_http.http_server import OpenAIHttpServer
 from voice_gateway.rate_limits import KeyLimiter
 from voice_gateway.routes import ASR, PROFILES, TTS, public_routes, public_services
 from voice_gateway.settings import GatewaySettings
@@ -74,6 +81,8 @@ class GatewayApp:
     server: VoiceServer
     backends: dict[str, Backend]
     mirror: HealthMirror
+    http: OpenAIHttpServer | None = None
+    http_client: AsyncVoiceClient | None = None
 
     @classmethod
     def build(
@@ -123,6 +132,19 @@ class GatewayApp:
             port = server.add_insecure_port(address)
         if port == 0:
             raise OSError(f"could not listen on {address} (is the port in use?)")
+        http, http_client = None, None
+        if settings.http_port:
+            # The HTTP face is a gRPC client of this server, with each caller's key: the same keys, scopes and
+            # limits. It calls a plaintext port of its own on loopback, because the public port may speak TLS with
+            # a certificate that names no loopback address. No retries: a 429 or 503 goes back to the HTTP caller.
+            loopback = server.add_insecure_port("127.0.0.1:0")
+            if loopback == 0:
+                raise OSError("could not listen on a loopback port for the HTTP face")
+            http_client = AsyncVoiceClient(f"127.0.0.1:{loopback}", retry=RetryPolicy.none())
+            context = OpenAIContext(http_client, max_upload_bytes=settings.http_max_upload_bytes)
+            http = OpenAIHttpServer(
+                build_app(context), settings.host, settings.http_port, common.shutdown_grace_seconds
+            )
         mirror = HealthMirror(
             health_servicer, [(name, backends[backend].channel) for name, backend in services.items()]
         )
@@ -138,21 +160,57 @@ class GatewayApp:
         )
         if common.health_port:
             voice_server.open_health_port(settings.host, common.health_port)
-        return cls(voice_server, backends, mirror)
+        return cls(voice_server, backends, mirror, http, http_client)
 
     @property
     def port(self) -> int:
         return self.server.port
 
+    @property
+    def http_port(self) -> int | None:
+        return self.http.port if self.http is not None else None
+
     async def start(self) -> None:
         await self.mirror.start()
         await self.server.start()
+        if self.http is not None:
+            await self.http.start()
+
+    async def drain(self, grace: float | None = None) -> None:
+        """Both faces at once: NOT_SERVING and no new calls or connections; running ones get the grace period."""
+        if self.http is not None:
+            await asyncio.gather(self.server.stop(grace), self.http.stop())
+        else:
+            await self.server.stop(grace)
+
+    async def serve_until_signal(self) -> None:
+        """Block until SIGTERM or SIGINT, then drain (voice_common's VoiceServer.serve_until_signal, with the HTTP
+        face drained beside the gRPC server)."""
+        if self.http is None:
+            await self.server.serve_until_signal()
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("draining")
+        await self.drain()
+        # A second signal while the clean-up runs must not kill it (see VoiceServer.serve_until_signal).
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _ignore)
 
     async def stop(self, grace: float | None = None) -> None:
-        await self.server.stop(grace)
+        await self.drain(grace)
         await self.close()
 
     async def close(self) -> None:
         await self.mirror.close()
+        if self.http_client is not None:
+            await self.http_client.close()
         for backend in self.backends.values():
             await backend.channel.close(None)
+
+
+def _ignore() -> None:
+    """A signal that arrives once the gateway is already stopping."""

@@ -18,6 +18,19 @@ class GatewaySettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in a container).")
     port: int = Field(50051, ge=0, le=65535, description="The public gRPC port; 0 picks a free one (tests).")
     metrics_port: int = Field(9151, ge=0, le=65535, description="Prometheus /metrics port; 0 turns it off.")
+    http_port: int = Field(
+        8080,
+        ge=0,
+        le=65535,
+        description="The OpenAI-compatible HTTP port (docs/openai.md), on GATEWAY_HOST, same keys and limits as "
+        "gRPC; 0 turns it off.",
+    )
+    http_max_upload_bytes: int = Field(
+        25 * 1024 * 1024,
+        ge=1024,
+        description="The largest file the OpenAI-compatible HTTP face accepts in an upload (OpenAI's own limit is "
+        "25 MB); a larger one is refused with 413 as it arrives, never held whole in memory.",
+    )
     profiles_target: str = Field(
         "dns:///127.0.0.1:50052",
         description="The profile service (which also checks API keys), as a gRPC target. In a cluster, "
