@@ -9,7 +9,7 @@ import argparse
 
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice_cli.progress_bars import download_bar
-from voice_cli.rendering import NOTHING, clipped, fields, print_json, seconds, size, table, when
+from voice_cli.rendering import NOTHING, clipped, count, fields, print_json, seconds, size, table, when
 from voice_client import VoiceClient
 
 
@@ -99,7 +99,9 @@ def stats(client: VoiceClient, args: argparse.Namespace) -> int:
     ]
     table(("PROFILE", "GENERATIONS", "AUDIO"), rows, empty="no generations")
     if rows:
-        print(f"{'total'}  {response.count} generations, {seconds(response.total_duration_seconds)} of audio")
+        print(
+            f"total  {count(response.count, 'generation')}, {seconds(response.total_duration_seconds)} of audio"
+        )
     return 0
 
 

@@ -47,7 +47,8 @@ def _print(statuses: dict[str, Status], as_json: bool) -> None:
                 memory,
                 status.queue_depth,
                 loaded_in,
-                status.message,
+                # The service's own words matter when it is not serving (a failed load, a download going on).
+                status.message if state != "MODEL_STATE_READY" else "",
             )
         )
     table(

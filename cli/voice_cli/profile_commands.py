@@ -16,6 +16,7 @@ from voice_cli.rendering import (
     NOTHING,
     as_dict,
     clipped,
+    count,
     enum_name,
     fields,
     print_json,
@@ -110,8 +111,8 @@ def delete(client: VoiceClient, args: argparse.Namespace) -> int:
         print_json(response)
     else:
         print(
-            f'deleted profile "{profile.name}" ({profile.id}): {response.deleted_sample_count} samples, '
-            f"{response.deleted_generation_count} generations"
+            f'deleted profile "{profile.name}" ({profile.id}): {count(response.deleted_sample_count, "sample")}, '
+            f"{count(response.deleted_generation_count, 'generation')}"
         )
     return 0
 
@@ -143,7 +144,9 @@ def import_archive(client: VoiceClient, args: argparse.Namespace) -> int:
         print_json(response)
     else:
         profile = response.profile
-        print(f'imported profile "{profile.name}" ({profile.id}) with {response.sample_count} samples')
+        print(
+            f'imported profile "{profile.name}" ({profile.id}) with {count(response.sample_count, "sample")}'
+        )
     return 0
 
 

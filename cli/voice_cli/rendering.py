@@ -37,6 +37,11 @@ def seconds(value: float) -> str:
     return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
 
 
+def count(number: int, noun: str) -> str:
+    """``1 sample``, ``3 samples``."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def size(byte_count: int) -> str:
     """``812 B``, ``12.3 kB``, ``4.5 MB`` (powers of 1000, as tqdm's bars count)."""
     amount = float(byte_count)
