@@ -256,3 +256,33 @@ async def test_a_request_without_a_file_or_key_is_refused(http: httpx.AsyncClien
     assert json.loads(answer.text)["error"]["type"] == "authentication_error"
     answer = await http.post("/v1/audio/translations", headers=KEY, json={"model": "whisper-1"})
     assert answer.status_code == 400 and "multipart/form-data" in answer.json()["error"]["message"]
+
+
+async def test_a_file_over_the_grpc_message_limit_is_413_unless_streamed() -> None:
+    """Transcribe carries the file in one message: a larger one is refused before any call, pointing to stream=true;
+    a streamed WAV of the same size goes on to the live call (here: to an ASR that is not there, 503)."""
+    client = AsyncVoiceClient("127.0.0.1:1", api_key="vk_unused_000000000000000000000000", timeout=2)
+    app = build_app(OpenAIContext(client=client, max_upload_bytes=1_000_000, max_message_bytes=70 * 1024))
+    wav_head = b"RIFF\x00\x00\x00\x00WAVEfmt "
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+        ) as http:
+            for fields, head in (({}, wav_head), ({"stream": "true"}, b"\x00\x00\x00\x20ftypM4A ")):
+                answer = await http.post(
+                    "/v1/audio/transcriptions",
+                    headers=KEY,
+                    data={"model": "whisper-1", **fields},
+                    files={"file": ("a.wav", head + b"\0" * 20_000, "audio/wav")},
+                )
+                assert answer.status_code == 413, answer.text
+                assert "stream=true" in answer.json()["error"]["message"]
+            answer = await http.post(
+                "/v1/audio/transcriptions",
+                headers=KEY,
+                data={"model": "whisper-1", "stream": "true"},
+                files={"file": ("a.wav", wav_head + b"\0" * 20_000, "audio/wav")},
+            )
+            assert answer.status_code == 503, answer.text
+    finally:
+        await client.close()

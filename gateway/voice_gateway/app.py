@@ -141,7 +141,11 @@ class GatewayApp:
             if loopback == 0:
                 raise OSError("could not listen on a loopback port for the HTTP face")
             http_client = AsyncVoiceClient(f"127.0.0.1:{loopback}", retry=RetryPolicy.none())
-            context = OpenAIContext(http_client, max_upload_bytes=settings.http_max_upload_bytes)
+            context = OpenAIContext(
+                http_client,
+                max_upload_bytes=settings.http_max_upload_bytes,
+                max_message_bytes=common.grpc_max_message_bytes,
+            )
             http = OpenAIHttpServer(
                 build_app(context), settings.host, settings.http_port, common.shutdown_grace_seconds
             )

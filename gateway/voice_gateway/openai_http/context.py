@@ -20,11 +20,14 @@ from voice_gateway.openai_http.openai_errors import OpenAIHTTPError
 @dataclass(frozen=True)
 class OpenAIContext:
     """``client``: the gateway's loopback client (no key of its own, no retries). ``max_upload_bytes``: the largest
-    request body (an uploaded file) the face accepts; beyond → 413. ``max_json_bytes``: the largest JSON body."""
+    request body (an uploaded file) the face accepts; beyond → 413. ``max_json_bytes``: the largest JSON body.
+    ``max_message_bytes``: the gRPC message limit (``VOICE_GRPC_MAX_MESSAGE_BYTES``), which bounds what a unary call
+    such as Transcribe can carry inline."""
 
     client: AsyncVoiceClient
     max_upload_bytes: int = 25 * 1024 * 1024
     max_json_bytes: int = 1024 * 1024
+    max_message_bytes: int = 8 * 1024 * 1024
 
     def caller(self, request: Request) -> AsyncVoiceClient:
         """The client acting for this request's key; 401 in OpenAI's shape without one."""

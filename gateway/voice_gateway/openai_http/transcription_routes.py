@@ -4,8 +4,9 @@ platform's ASR with the caller's key (the fields' meaning: voice_gateway.openai_
 - The body is read by Starlette's multipart parser, the file spooled to a temporary file (memory up to 1 MiB, then
   disk), and counted as it arrives: past ``max_upload_bytes`` (plus room for the other fields) the request is
   answered 413 at once, the spooled file closed (a temporary file has no name: nothing is left on disk).
-- Without ``stream``, the file goes to ``AsrService.Transcribe`` in one message (its limit is the gRPC message size,
-  ``VOICE_GRPC_MAX_MESSAGE_BYTES``; beyond, the gateway's refusal is answered 413).
+- Without ``stream``, the file goes to ``AsrService.Transcribe`` in one message, so it must fit the gRPC message
+  size (``VOICE_GRPC_MAX_MESSAGE_BYTES``, 8 MiB by default, less room for the options): a larger file is answered
+  413 before anything is sent, saying that ``stream=true`` takes it (WAV, FLAC, Ogg, MP3) up to the upload limit.
 - ``stream=true`` feeds the file in pieces to ``AsrService.StreamingTranscribe`` (WAV, FLAC, Ogg and MP3, the
   containers it decodes as they arrive), without interim results: each final result (text the recognizer will
   not change, one per utterance) is a ``transcript.text.delta`` as soon as it is decoded, and
@@ -52,6 +53,8 @@ log = logging.getLogger("voice_gateway.openai_http")
 FORM_OVERHEAD_BYTES = 64 * 1024
 # Pieces of the upload sent to the live stream (the client's own upload chunk size).
 STREAM_CHUNK_BYTES = 64 * 1024
+# Room in a Transcribe message for everything but the audio (the options: a prompt of at most 4000 characters).
+TRANSCRIBE_OPTIONS_BYTES = 64 * 1024
 
 
 def stream_encoding(head: bytes) -> str | None:
@@ -113,6 +116,20 @@ def _sse(event: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
 
 
+def check_inline_size(upload: UploadFile, max_message_bytes: int) -> None:
+    """413 for a file that cannot go to Transcribe in one message (read nothing, send nothing)."""
+    most = max_message_bytes - TRANSCRIBE_OPTIONS_BYTES
+    if upload.size is not None and upload.size > most:
+        raise OpenAIHTTPError(
+            413,
+            f"the file is {upload.size} bytes; a transcription without stream=true carries at most {most} bytes "
+            "(the gRPC message limit, VOICE_GRPC_MAX_MESSAGE_BYTES): compress it, or send it with stream=true "
+            "(WAV, FLAC, Ogg or MP3), which takes files up to the upload limit",
+            param="file",
+            code="payload_too_large",
+        )
+
+
 async def _transcribe(client: AsyncVoiceClient, upload: UploadFile, form: TranscriptionForm) -> Any:
     content = await upload.read()
     return await client.asr.transcribe(
@@ -163,12 +180,17 @@ def _event_stream(events: AsyncIterator[bytes]) -> StreamingResponse:
 
 
 async def _stream(
-    client: AsyncVoiceClient, upload: UploadFile, form: TranscriptionForm, form_data: FormData
+    client: AsyncVoiceClient,
+    upload: UploadFile,
+    form: TranscriptionForm,
+    form_data: FormData,
+    max_message_bytes: int,
 ) -> StreamingResponse:
     """The stream's response; the live stream's events close the form at their end."""
     encoding = stream_encoding(await upload.read(12))
     await upload.seek(0)
     if encoding is None:
+        check_inline_size(upload, max_message_bytes)
         response = await _transcribe(client, upload, form)
         await form_data.close()
         return _event_stream(_single_delta(response.text))
@@ -199,9 +221,10 @@ def routes(context: OpenAIContext) -> list[BaseRoute]:
             await require_model(client, form.model, ASR)
             try:
                 if form.stream:
-                    events = await _stream(client, upload, form, form_data)
+                    events = await _stream(client, upload, form, form_data, context.max_message_bytes)
                     handed_to_stream = True  # its end closes the form
                     return events
+                check_inline_size(upload, context.max_message_bytes)
                 response = await _transcribe(client, upload, form)
             except VoiceError as error:
                 raise with_form_param(from_voice_error(error)) from None
