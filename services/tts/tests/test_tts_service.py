@@ -677,3 +677,113 @@ async def test_a_tenant_header_sent_twice_is_refused(servers: Servers, tenant: s
         await servers.tts.Synthesize(pb.SynthesizeRequest(config=config(), text=TEXT), metadata=twice)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "sent 2 times" in (caught.value.details() or "")
+
+
+# -- speed: the audio time-stretched (voice_tts.time_stretch), the pitch kept -----------------------------------
+
+
+def _seconds(response: pb.SynthesizeResponse) -> float:
+    """The LINEAR16 audio's own length."""
+    return len(response.audio) / 2 / response.format.sample_rate_hertz
+
+
+async def test_speed_2_takes_half_the_time_of_speed_1_and_is_stored_stretched(
+    servers: Servers, tenant: str
+) -> None:
+    async def spoken(**options: Any) -> pb.SynthesizeResponse:
+        request = pb.SynthesizeRequest(config=config(seed=21, **options), text=TEXT)
+        response: pb.SynthesizeResponse = await servers.tts.Synthesize(request, metadata=meta(tenant))
+        return response
+
+    plain, fast, unset = await spoken(), await spoken(speed=2.0, store=True), await spoken(speed=1.0)
+    assert unset.audio == plain.audio  # speed 1 bypasses the stretcher: the very same samples as unset
+    ratio = _seconds(fast) / _seconds(plain)
+    print(f"speed 2 over speed 1, same seed: duration x{ratio:.4f}")
+    assert ratio == pytest.approx(0.5, rel=0.05)
+    assert fast.summary.duration_seconds == pytest.approx(_seconds(fast), abs=0.01)
+    stored = await servers.profiles.GetGeneration(
+        ppb.GetGenerationRequest(id=fast.summary.generation_id), metadata=meta(tenant)
+    )
+    assert stored.generation.duration_seconds == pytest.approx(_seconds(fast), abs=0.01)
+    assert stored.generation.parameters["speed"] == 2.0
+
+
+@pytest.mark.parametrize(
+    ("encoding", "rate"),
+    [(AudioEncoding.FLAC, 16000), (AudioEncoding.OGG_OPUS, 48000), (AudioEncoding.WAV, 8000)],
+)
+async def test_a_stretched_stream_encodes_to_its_stretched_duration(
+    servers: Servers, tenant: str, encoding: AudioEncoding, rate: int
+) -> None:
+    output = audio_pb2.AudioFormat(encoding=encoding_to_proto(encoding), sample_rate_hertz=rate)
+    plain = await servers.tts.Synthesize(
+        pb.SynthesizeRequest(config=config(seed=4), text=TEXT), metadata=meta(tenant)
+    )
+    request = pb.SynthesizeStreamRequest(config=config(seed=4, output_format=output, speed=0.8), text=TEXT)
+    messages = [message async for message in servers.tts.SynthesizeStream(request, metadata=meta(tenant))]
+    kinds = [message.WhichOneof("payload") for message in messages]
+    assert kinds[0] == "start" and kinds[-1] == "summary"
+    # Audio flows while the model works (chunks every 12 frames), not all at the end.
+    assert [message.audio.data != b"" for message in messages[1:-1]].count(True) >= 3
+    timings = messages[-1].summary.timings
+    assert timedelta(0) < timings.time_to_first_audio.ToTimedelta() < timings.total.ToTimedelta()
+    decoded = decode_audio(b"".join(message.audio.data for message in messages[1:-1]), target_rate=rate)
+    seconds = len(decoded.samples) / rate
+    assert seconds == pytest.approx(messages[-1].summary.duration_seconds, abs=0.03)
+    assert seconds == pytest.approx(_seconds(plain) / 0.8, rel=0.05)
+
+
+async def test_a_stretched_stream_sends_its_first_audio_before_the_model_has_finished(
+    servers: Servers, tenant: str
+) -> None:
+    # Long enough (about 4 s of work on the tiny model) that the end is far from the first chunk.
+    request = pb.SynthesizeStreamRequest(
+        config=config(speed=1.5, sampling=pb.SamplingParameters(max_new_tokens=2000)), text=TEXT * 100
+    )
+    call = servers.tts.SynthesizeStream(request, metadata=meta(tenant))
+    try:
+        assert (await call.read()).WhichOneof("payload") == "start"
+        first = await call.read()
+        assert first.WhichOneof("payload") == "audio" and first.audio.data
+        assert (
+            servers.app.engine.queue_depth == 1
+        )  # the request still runs: this audio came from its first chunk
+    finally:
+        call.cancel()
+    for _ in range(250):
+        if servers.app.engine.queue_depth == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert servers.app.engine.queue_depth == 0
+
+
+async def test_duplex_speaks_at_the_speed_asked(servers: Servers, tenant: str) -> None:
+    words = ["Hello ", "there. ", "This is ", "the second ", "sentence."]
+
+    async def seconds(speed: float) -> float:
+        first = pb.SynthesizeDuplexRequest(config=config(seed=8, speed=speed))
+        messages = await duplex(
+            servers, tenant, [first, *(pb.SynthesizeDuplexRequest(text=w) for w in words)]
+        )
+        data = b"".join(message.audio.data for message in messages[1:-1])
+        assert len(data) / 2 / RATE == pytest.approx(messages[-1].summary.duration_seconds, abs=0.01)
+        return len(data) / 2 / RATE
+
+    assert await seconds(0.5) / await seconds(1.0) == pytest.approx(2.0, rel=0.05)
+
+
+@pytest.mark.parametrize("speed", [4.5, 0.2, -1.0, float("nan"), float("inf")])
+async def test_a_speed_outside_the_range_is_invalid_and_nothing_is_stored(
+    servers: Servers, tenant: str, speed: float
+) -> None:
+    request = pb.SynthesizeRequest(config=config(store=True, speed=speed), text=TEXT)
+    with pytest.raises(aio.AioRpcError) as caught:
+        await servers.tts.Synthesize(request, metadata=meta(tenant))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "from 0.25 to 4.0" in (caught.value.details() or "")
+    assert list(field_violations(caught.value)) == ["config.speed"]
+    with pytest.raises(aio.AioRpcError) as caught:
+        await duplex(servers, tenant, [pb.SynthesizeDuplexRequest(config=config(store=True, speed=speed))])
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(field_violations(caught.value)) == ["config.speed"]
+    assert await generations(servers, tenant) == []

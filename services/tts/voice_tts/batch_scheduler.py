@@ -44,6 +44,7 @@ from voice_common.audio.encoding import StreamingEncoder
 from voice_tts.frame_generation import ChunkCutter, Utterance, decode_spans, residual_codes
 from voice_tts.synthesis_types import StopReason, SynthesisLimits, SynthesisRequest, piece_seed
 from voice_tts.text_segments import split_text
+from voice_tts.time_stretch import StreamingTimeStretcher
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class Job:
     utterance: Utterance | None = None
     cutter: ChunkCutter | None = None
     encoder: StreamingEncoder | None = None
+    stretcher: StreamingTimeStretcher | None = None  # None at speed 1: the model's audio as it is
     audio: list[np.ndarray] = field(default_factory=list)
     reasons: list[StopReason] = field(default_factory=list)
     frames: int = 0
@@ -338,6 +340,8 @@ class BatchScheduler:
                     job.encoder = StreamingEncoder(
                         request.encoding, utterance.sample_rate, request.sample_rate
                     )
+                    if request.speed != 1:
+                        job.stretcher = StreamingTimeStretcher(request.speed, utterance.sample_rate)
                 job.cutter = ChunkCutter(
                     utterance,
                     first_chunk_frames=self._limits.first_chunk_frames,
@@ -379,8 +383,17 @@ class BatchScheduler:
         for (job, span), samples in zip(due, audio, strict=True):
             assert job.cutter is not None and job.encoder is not None
             job.cutter.mark(span)
-            job.audio.append(samples)
-            job.push(Chunk(job.encoder.encode(samples), int(samples.size)))
+            self._emit(job, samples)
+
+    @staticmethod
+    def _emit(job: Job, samples: np.ndarray) -> None:
+        """Hand the job's next model audio on: stretched to its speed (what is final of it yet), then encoded. The
+        stretch runs here in the engine thread, like the encoding: the event loop never does CPU work."""
+        assert job.encoder is not None
+        if job.stretcher is not None:
+            samples = job.stretcher.process(samples)
+        job.audio.append(samples)
+        job.push(Chunk(job.encoder.encode(samples), int(samples.size)))
 
     def _end_pieces(self, jobs: list[Job]) -> None:
         """When pieces end: their last audio (unless stopped, decoded together), frames and stop reasons."""
@@ -464,9 +477,14 @@ class BatchScheduler:
                 if stopped:
                     job.encoder.close()
                 else:
+                    if job.stretcher is not None:
+                        rest = job.stretcher.flush()
+                        job.audio.append(rest)
+                        job.push(Chunk(job.encoder.encode(rest), int(rest.size)))
                     job.push(Chunk(job.encoder.flush(), 0))
         finally:
             job.encoder = None
+            job.stretcher = None
             self._leave(job)
         reason: StopReason = (
             "stopped" if stopped else "max_new_tokens" if "max_new_tokens" in job.reasons else "eos"
@@ -493,6 +511,7 @@ class BatchScheduler:
         if job.encoder is not None:
             job.encoder.close()
             job.encoder = None
+        job.stretcher = None
         self._leave(job)
         if not job.outcome.done():
             job.outcome.set_exception(error)

@@ -76,6 +76,7 @@ def _call(config: pb.SynthesisConfig, text: str, check: Callable[[SynthesisSpec]
         seed=config.seed if config.HasField("seed") else None,
         encoding=encoding,
         sample_rate=fmt.sample_rate_hertz or MODEL_SAMPLE_RATE,
+        speed=config.speed or 1.0,  # 0: unset
         **{name: getattr(sampling, name) if sampling.HasField(name) else None for name in _SAMPLING_FIELDS},
     )
     errors.collect(lambda: check(spec))

@@ -164,7 +164,7 @@ class SynthesisService:
                 text=text,
                 language=request.language,
                 seed=request.seed,
-                parameters=request.sampling(),
+                parameters=request.parameters(),
                 model_id=prepared.model_id,
                 pcm=result.pcm,
                 preview=prepared.profile_id is None,

@@ -4,6 +4,7 @@ result (domain types: no grpc, no torch; the engine, its batch scheduler and the
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Literal
@@ -45,6 +46,15 @@ LANGUAGES: dict[str, str] = {
     "auto": "auto",
 }
 SAMPLE_RATE_FIELD = "output_format.sample_rate_hertz"
+SPEED_FIELD = "config.speed"
+# Speaking rates a request may ask for (voice_tts.time_stretch stretches the audio to them, keeping the pitch).
+MIN_SPEED = 0.25
+MAX_SPEED = 4.0
+
+
+def is_valid_speed(speed: float) -> bool:
+    """Whether ``speed`` is a rate the service takes (NaN and infinities are not)."""
+    return math.isfinite(speed) and MIN_SPEED <= speed <= MAX_SPEED
 
 
 def model_language(language: str) -> str | None:
@@ -70,6 +80,7 @@ class SynthesisSpec:
     max_new_tokens: int | None = None  # most frames per piece (12.5 frames a second)
     encoding: AudioEncoding = AudioEncoding.LINEAR16
     sample_rate: int = MODEL_SAMPLE_RATE
+    speed: float = 1.0  # speaking rate (MIN_SPEED-MAX_SPEED); the audio is time-stretched, the pitch kept
 
     def with_seed(self) -> SynthesisSpec:
         """This spec with a seed: its own, or a random one from the range a client can send back (int64, >= 0)."""
@@ -99,6 +110,7 @@ class SynthesisRequest:
     max_new_tokens: int | None = None  # most frames per piece (12.5 frames a second)
     encoding: AudioEncoding = AudioEncoding.LINEAR16
     sample_rate: int = MODEL_SAMPLE_RATE
+    speed: float = 1.0  # speaking rate (MIN_SPEED-MAX_SPEED); the audio is time-stretched, the pitch kept
 
     def sampling(self) -> dict[str, float]:
         """The sampling options the client set (the rest are the model's defaults), as stored with a generation."""
@@ -110,6 +122,11 @@ class SynthesisRequest:
             "max_new_tokens": self.max_new_tokens,
         }
         return {name: float(value) for name, value in options.items() if value is not None}
+
+    def parameters(self) -> dict[str, float]:
+        """What is stored with a generation: the sampling options set, and the speed unless it is 1 (the seed
+        reproduces the audio only at the same speed)."""
+        return {**self.sampling(), **({"speed": self.speed} if self.speed != 1 else {})}
 
 
 @dataclass(frozen=True)
@@ -152,6 +169,12 @@ def validate(request: SynthesisSpec | SynthesisRequest, limits: SynthesisLimits 
         )
     if request.max_new_tokens is not None and not 1 <= request.max_new_tokens <= 4096:
         errors.add("max_new_tokens", f"max_new_tokens {request.max_new_tokens} must be from 1 to 4096")
+    if not is_valid_speed(request.speed):
+        errors.add(
+            SPEED_FIELD,
+            f"speed {request.speed} must be from {MIN_SPEED} to {MAX_SPEED} (1 is the voice's own rate, "
+            "2 twice as fast; 0 or unset means 1)",
+        )
     try:
         check_output_rate(request.encoding, request.sample_rate, field=SAMPLE_RATE_FIELD)
     except InvalidArgument as error:
