@@ -355,6 +355,32 @@ def test_say_stream_writes_its_first_audio_before_the_synthesis_ends(
     assert ahead > 0.4 and ahead - ahead_whole > 0.3, (streamed, streamed_end, whole, whole_end)
 
 
+def test_say_speed_is_passed_to_the_server_which_checks_its_range(
+    platform: Platform, voice_name: str, tmp_path: Path
+) -> None:
+    seconds = {}
+    for speed in ("1", "2"):
+        args = [
+            "say",
+            "Hello there.",
+            "--voice",
+            voice_name,
+            "-o",
+            str(tmp_path / f"x{speed}.wav"),
+            "--seed",
+            "3",
+        ]
+        report = json.loads(ok(voice(platform, *args, "--speed", speed, "--json")))
+        seconds[speed] = float(report["summary"]["durationSeconds"])
+    # The tiny model makes the same number of frames either way: twice as fast is half as long.
+    assert 0.4 < seconds["2"] / seconds["1"] < 0.6, seconds
+    refused = voice(
+        platform, "say", "Hi.", "--voice", voice_name, "-o", str(tmp_path / "fast.wav"), "--speed", "9"
+    )
+    assert refused.returncode == 1 and b"INVALID_ARGUMENT" in refused.stderr and b"speed" in refused.stderr
+    assert not (tmp_path / "fast.wav").exists()
+
+
 def test_history_of_stored_syntheses(platform: Platform, voice_name: str, tmp_path: Path) -> None:
     out = tmp_path / "kept.wav"
     said = "Kept in the history."
