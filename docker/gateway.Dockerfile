@@ -34,6 +34,7 @@ COPY --from=builder /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp TMPDIR=/tmp \
     GATEWAY_HOST=0.0.0.0
 USER 10001:10001
-# gRPC (GATEWAY_PORT) and Prometheus /metrics (GATEWAY_METRICS_PORT), the settings' defaults.
-EXPOSE 50051 9151
+# gRPC (GATEWAY_PORT), the OpenAI-compatible HTTP face (GATEWAY_HTTP_PORT) and Prometheus /metrics
+# (GATEWAY_METRICS_PORT), the settings' defaults.
+EXPOSE 50051 8080 9151
 ENTRYPOINT ["python", "-m", "voice_gateway"]

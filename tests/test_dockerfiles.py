@@ -189,7 +189,11 @@ def check(text: str, service: Service, repo: Path = REPO) -> list[str]:
     exposed = {
         int(port.split("/")[0]) for arguments in final.arguments("EXPOSE") for port in arguments.split()
     }
-    defaults = {service.settings.model_fields[name].default for name in ("port", "metrics_port")}
+    # The gateway's OpenAI-compatible HTTP port too (http_port).
+    port_fields = [
+        name for name in ("port", "http_port", "metrics_port") if name in service.settings.model_fields
+    ]
+    defaults = {service.settings.model_fields[name].default for name in port_fields}
     if exposed != defaults:
         problems.append(f"EXPOSE {sorted(exposed)} is not the settings' ports {sorted(defaults)}")
 
@@ -253,7 +257,7 @@ BREAKAGES = [
         "compiler: build-essential",
     ),
     ("tts", "EXPOSE 50053 9153", "EXPOSE 50053 9152", "not the settings' ports"),
-    ("gateway", "EXPOSE 50051 9151", "EXPOSE 50051", "not the settings' ports"),
+    ("gateway", "EXPOSE 50051 8080 9151", "EXPOSE 50051 9151", "not the settings' ports"),
     ("profiles", "'.[profiles]'", "'.[tts]'", "extras"),
     ("gateway", "pip install '.'", "pip install '.[nosuch]'", "not in pyproject.toml"),
     ("asr", "ARG VARIANT=cpu", "ARG VARIANT=gpu", "no ARG VARIANT"),

@@ -226,7 +226,8 @@ STORE_CALLS = {
     ("profiles", "postgresql", "5432/TCP"),
 }
 EXPECTED_INGRESS = (
-    {("any", "gateway", "50051/TCP")}
+    # The public entry: gRPC and the OpenAI-compatible HTTP face.
+    {("any", "gateway", "50051/TCP"), ("any", "gateway", "8080/TCP")}
     | {(caller, callee, GRPC[callee]) for caller, callee in CALLS}
     | {("monitoring", service, f"915{index}/TCP") for index, service in enumerate(PLATFORM, start=1)}
     | STORE_CALLS

@@ -113,6 +113,11 @@ def port_mismatches(manifests: list[Manifest]) -> list[str]:
                 config.get(prefix + "METRICS_PORT", settings.model_fields["metrics_port"].default)
             ),
         }
+        # The gateway's OpenAI-compatible HTTP face, unless its settings turn it off (0).
+        if "http_port" in settings.model_fields:
+            http_port = int(config.get(prefix + "HTTP_PORT", settings.model_fields["http_port"].default))
+            if http_port:
+                expected["http"] = http_port
         spec = container(deployment)
         ports = {port["name"]: port["containerPort"] for port in spec["ports"]}
         # Probes go to the plaintext health port where there is one (VOICE_HEALTH_PORT: under mutual TLS).
