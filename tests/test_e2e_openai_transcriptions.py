@@ -24,7 +24,9 @@ from e2e_support import (
     start_gateway,
     with_internal_token,
 )
+from openai.types.audio import TranscriptionTextDoneEvent
 
+from voice_testing.media_files import encode_file
 from voice_testing.speech import SAMPLE_RATE, SENTENCE_WER_BAR, SENTENCES, silence, speak, wer
 
 pytestmark = pytest.mark.slow
@@ -154,9 +156,20 @@ def test_a_stream_sends_deltas_as_utterances_are_decoded(face: OpenAIFace, two_s
     deltas = [event.delta for event in events if event.type == "transcript.text.delta"]
     assert len(deltas) >= 2, kinds  # one per utterance at least: not the whole text in one piece
     done = events[-1]
-    assert done.type == "transcript.text.done"
+    assert isinstance(done, TranscriptionTextDoneEvent)
     assert "".join(deltas) == done.text
     assert wer(f"{FIRST} {SECOND}", done.text) <= 2 * SENTENCE_WER_BAR, done.text
+
+
+def test_a_container_the_live_stream_cannot_decode_streams_one_delta(face: OpenAIFace) -> None:
+    # M4A (MP4) needs its index, often at the end: it goes through Transcribe, and the stream has the whole text.
+    m4a = encode_file(speak(FIRST, "slt"), SAMPLE_RATE, "m4a")
+    events = list(
+        face.client().audio.transcriptions.create(file=("fox.m4a", m4a), model="whisper-1", stream=True)
+    )
+    assert [event.type for event in events] == ["transcript.text.delta", "transcript.text.done"]
+    done = events[-1]
+    assert isinstance(done, TranscriptionTextDoneEvent) and wer(FIRST, done.text) <= SENTENCE_WER_BAR, done
 
 
 # openai marks translations.create deprecated (OpenAI's newer models translate through transcriptions); the endpoint
