@@ -193,6 +193,7 @@ def test_deltas_join_to_the_done_text() -> None:
         (b"OggS\x00\x02", "ogg_opus"),
         (b"ID3\x04\x00", "mp3"),
         (b"\xff\xfb\x90\x00", "mp3"),
+        (b"\xff\xf1\x50\x80", None),  # AAC in ADTS frames
         (b"\x00\x00\x00\x20ftypM4A ", None),
         (b"\x1a\x45\xdf\xa3", None),
     ],
@@ -227,6 +228,17 @@ async def test_an_oversize_upload_is_413_before_the_body_is_read(http: httpx.Asy
     assert answer.status_code == 413
     assert answer.json()["error"]["code"] == "payload_too_large"
     assert answer.json()["error"]["param"] == "file"
+
+
+async def test_a_file_just_over_the_limit_is_413(http: httpx.AsyncClient) -> None:
+    # Within the room the body is given for the other fields, but the file itself is over the limit.
+    answer = await http.post(
+        "/v1/audio/transcriptions",
+        headers=KEY,
+        data={"model": "whisper-1"},
+        files={"file": ("big.wav", b"\0" * 1001, "audio/wav")},
+    )
+    assert answer.status_code == 413 and answer.json()["error"]["param"] == "file"
 
 
 async def test_an_oversize_chunked_upload_is_413_while_it_is_read(http: httpx.AsyncClient) -> None:

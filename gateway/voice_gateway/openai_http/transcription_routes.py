@@ -66,7 +66,10 @@ def stream_encoding(head: bytes) -> str | None:
         return "flac"
     if head[:4] == b"OggS":
         return "ogg_opus"
-    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+    # An MPEG audio frame's sync bits, with a layer (AAC's ADTS frames have the same sync and layer 0).
+    if head[:3] == b"ID3" or (
+        len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06
+    ):
         return "mp3"
     return None
 
@@ -103,13 +106,22 @@ async def read_upload_form(request: Request, max_upload_bytes: int) -> FormData:
         raise OpenAIHTTPError(400, f"the multipart body could not be read: {error.message}") from None
 
 
-def _upload(form_data: FormData) -> UploadFile:
+def _upload(form_data: FormData, max_upload_bytes: int) -> UploadFile:
     found = form_data.getlist("file")
     if not found or not isinstance(found[-1], UploadFile):
         raise OpenAIHTTPError(
             400, "the audio file is missing: send it in the multipart field 'file'", param="file"
         )
-    return found[-1]
+    upload = found[-1]
+    # The body's count let the other fields' room through; the file itself is held to the limit.
+    if upload.size is not None and upload.size > max_upload_bytes:
+        raise OpenAIHTTPError(
+            413,
+            f"the uploaded file is over {max_upload_bytes} bytes, the most this server takes",
+            param="file",
+            code="payload_too_large",
+        )
+    return upload
 
 
 def _sse(event: dict[str, Any]) -> bytes:
@@ -217,7 +229,7 @@ def routes(context: OpenAIContext) -> list[BaseRoute]:
         handed_to_stream = False
         try:
             form = read_form(form_data, task)
-            upload = _upload(form_data)
+            upload = _upload(form_data, context.max_upload_bytes)
             await require_model(client, form.model, ASR)
             try:
                 if form.stream:
