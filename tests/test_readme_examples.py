@@ -7,7 +7,8 @@ What runs, by one rule: in the section "A short tour", every line of a ```sh blo
 jq); the README says so where it shows them. The examples run in a fresh directory holding what they name:
 ``recording.wav`` and ``recording.m4a`` (a spoken sentence), ``.venv/bin/voice`` (this venv's), and
 ``data/admin-api-key`` (a key with every scope of a tenant of its own, where ``make run`` saves its key). Only the
-address differs from a ``make run`` machine: ``VOICE_TARGET`` names the test gateway's port.
+addresses differ from a ``make run`` machine: ``VOICE_TARGET`` names the test gateway's gRPC port, and
+``OPENAI_BASE_URL`` (with ``OPENAI_API_KEY``, the same key: the official openai client reads both) its HTTP face.
 """
 
 from __future__ import annotations
@@ -97,7 +98,12 @@ def test_every_example_runs_as_written(platform: Platform, tmp_path: Path) -> No
     key_file.write_text(create_key(platform.env, "readme") + "\n")
     key_file.chmod(0o600)
     clean = {name: value for name, value in os.environ.items() if not name.startswith("VOICE_")}
-    env = {**clean, "VOICE_TARGET": platform.target}
+    env = {
+        **clean,
+        "VOICE_TARGET": platform.target,
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{platform.env['GATEWAY_HTTP_PORT']}/v1",
+        "OPENAI_API_KEY": key_file.read_text().strip(),
+    }
 
     examples = tour_examples(README.read_text())
     for number, example in enumerate(examples, start=1):
