@@ -62,7 +62,7 @@ def test_speech_in_every_format_decodes_back(platform: Platform, base_url: str, 
     client = openai_client(base_url, platform.admin_key)
     with VoiceClient(platform.target, platform.admin_key) as voice:
         name = voice.profiles.get(voice_id).name
-    for response_format in ("mp3", "opus", "flac", "wav", "pcm"):
+    for response_format in ("mp3", "opus", "aac", "flac", "wav", "pcm"):
         speech = client.audio.speech.create(
             model="tts-1", voice=name, input="Hello there.", response_format=response_format
         )

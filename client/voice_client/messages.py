@@ -30,6 +30,7 @@ ENCODINGS: dict[str, audio_pb2.AudioEncoding] = {
     "ogg_opus": audio_pb2.AUDIO_ENCODING_OGG_OPUS,
     "opus": audio_pb2.AUDIO_ENCODING_OGG_OPUS,
     "mp3": audio_pb2.AUDIO_ENCODING_MP3,
+    "aac": audio_pb2.AUDIO_ENCODING_AAC,
 }
 MIME_TYPES: dict[audio_pb2.AudioEncoding, str] = {
     audio_pb2.AUDIO_ENCODING_LINEAR16: "audio/L16",
@@ -37,6 +38,7 @@ MIME_TYPES: dict[audio_pb2.AudioEncoding, str] = {
     audio_pb2.AUDIO_ENCODING_FLAC: "audio/flac",
     audio_pb2.AUDIO_ENCODING_OGG_OPUS: "audio/ogg",
     audio_pb2.AUDIO_ENCODING_MP3: "audio/mpeg",
+    audio_pb2.AUDIO_ENCODING_AAC: "audio/aac",
 }
 
 # An encoding by name ("wav") or value (audio_pb2.AUDIO_ENCODING_WAV); a string because the enum is no class at
@@ -97,7 +99,7 @@ class DownloadedAudio:
 
 
 def audio_encoding(value: Encoding) -> audio_pb2.AudioEncoding:
-    """An encoding by name (``wav``, ``flac``, ``mp3``, ``ogg_opus``/``opus``, ``linear16``/``pcm``) or value."""
+    """An encoding by name (``wav``, ``flac``, ``mp3``, ``ogg_opus``/``opus``, ``aac``, ``linear16``/``pcm``) or value."""
     if isinstance(value, str):
         try:
             return ENCODINGS[value.lower()]

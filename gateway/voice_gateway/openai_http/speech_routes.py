@@ -53,6 +53,7 @@ class OutputFormat:
 FORMATS: dict[str, OutputFormat] = {
     "mp3": OutputFormat(audio_pb2.AUDIO_ENCODING_MP3, "audio/mpeg"),
     "opus": OutputFormat(audio_pb2.AUDIO_ENCODING_OGG_OPUS, "audio/ogg"),
+    "aac": OutputFormat(audio_pb2.AUDIO_ENCODING_AAC, "audio/aac"),
     "flac": OutputFormat(audio_pb2.AUDIO_ENCODING_FLAC, "audio/flac"),
     "wav": OutputFormat(audio_pb2.AUDIO_ENCODING_WAV, "audio/wav"),
     "pcm": OutputFormat(audio_pb2.AUDIO_ENCODING_LINEAR16, "audio/pcm", PCM_SAMPLE_RATE),

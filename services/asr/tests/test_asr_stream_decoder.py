@@ -49,6 +49,7 @@ def test_asr_linear16_at_any_rate_matches_whole_decoding(speech: np.ndarray, rat
         (AudioEncoding.OGG_OPUS, 16000),
         (AudioEncoding.MP3, 24000),
         (AudioEncoding.MP3, 16000),
+        (AudioEncoding.AAC, 24000),
     ],
 )
 def test_asr_containers_decode_in_pieces_like_the_whole_file(
@@ -64,7 +65,9 @@ def test_asr_containers_decode_in_pieces_like_the_whole_file(
     assert abs(len(streamed) / 16000 - len(speech) / 16000) < 0.1
 
 
-@pytest.mark.parametrize("encoding", [AudioEncoding.FLAC, AudioEncoding.OGG_OPUS, AudioEncoding.MP3])
+@pytest.mark.parametrize(
+    "encoding", [AudioEncoding.FLAC, AudioEncoding.OGG_OPUS, AudioEncoding.MP3, AudioEncoding.AAC]
+)
 def test_asr_container_samples_come_out_before_the_stream_ends(
     speech: np.ndarray, encoding: AudioEncoding
 ) -> None:

@@ -119,7 +119,7 @@ def live_config_from_proto(
     if encoding is None and config.format.encoding == audio_pb2.AUDIO_ENCODING_UNSPECIFIED:
         errors.add(
             "config.format.encoding",
-            "config.format.encoding is required: LINEAR16 (with sample_rate_hertz) or WAV, FLAC, OGG_OPUS, MP3",
+            "config.format.encoding is required: LINEAR16 (with sample_rate_hertz) or WAV, FLAC, OGG_OPUS, MP3, AAC",
         )
     if config.format.channels not in (0, 1):
         errors.add(

@@ -41,9 +41,15 @@ _FORMAT_NAMES = {
     AudioEncoding.FLAC: "FLAC",
     AudioEncoding.OGG_OPUS: "OGG_OPUS",
     AudioEncoding.MP3: "MP3",
+    AudioEncoding.AAC: "AAC",
 }
 # FFmpeg demuxer names; the format is declared by the client, so nothing is probed.
-_DEMUXERS = {AudioEncoding.FLAC: "flac", AudioEncoding.OGG_OPUS: "ogg", AudioEncoding.MP3: "mp3"}
+_DEMUXERS = {
+    AudioEncoding.FLAC: "flac",
+    AudioEncoding.OGG_OPUS: "ogg",
+    AudioEncoding.MP3: "mp3",
+    AudioEncoding.AAC: "aac",  # ADTS
+}
 # A real header is a few hundred bytes; a client sending this much without reaching the samples is not sending
 # what it declared.
 _MAX_WAV_HEADER_BYTES = 1 << 16

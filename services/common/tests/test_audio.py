@@ -538,6 +538,8 @@ def frame_tolerance(encoding: AudioEncoding, rate: int) -> int:
         return rate // 50  # one 20 ms Opus frame
     if encoding is AudioEncoding.MP3:
         return 1152 if rate >= 32000 else 576
+    if encoding is AudioEncoding.AAC:
+        return 2048  # the encoder's 1024 samples of priming, which ADTS cannot declare, and the last frame's padding
     return 1  # PCM/FLAC: exact (one sample for resampler rounding)
 
 
@@ -602,6 +604,7 @@ def test_mime_types() -> None:
         AudioEncoding.FLAC: "audio/flac",
         AudioEncoding.OGG_OPUS: "audio/ogg",
         AudioEncoding.MP3: "audio/mpeg",
+        AudioEncoding.AAC: "audio/aac",
     }
 
 

@@ -18,6 +18,7 @@ _PAIRS: list[tuple[audio_pb2.AudioEncoding, AudioEncoding]] = [
     (audio_pb2.AUDIO_ENCODING_FLAC, AudioEncoding.FLAC),
     (audio_pb2.AUDIO_ENCODING_OGG_OPUS, AudioEncoding.OGG_OPUS),
     (audio_pb2.AUDIO_ENCODING_MP3, AudioEncoding.MP3),
+    (audio_pb2.AUDIO_ENCODING_AAC, AudioEncoding.AAC),
 ]
 _FROM_PROTO: dict[int, AudioEncoding] = dict(_PAIRS)
 _TO_PROTO: dict[AudioEncoding, audio_pb2.AudioEncoding] = {ours: theirs for theirs, ours in _PAIRS}

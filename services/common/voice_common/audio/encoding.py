@@ -32,6 +32,7 @@ class AudioEncoding(enum.Enum):
     FLAC = "flac"  # FLAC s16 (lossless)
     OGG_OPUS = "ogg_opus"
     MP3 = "mp3"
+    AAC = "aac"  # AAC-LC in ADTS frames
 
 
 _MIME_TYPES = {
@@ -40,11 +41,14 @@ _MIME_TYPES = {
     AudioEncoding.FLAC: "audio/flac",
     AudioEncoding.OGG_OPUS: "audio/ogg",
     AudioEncoding.MP3: "audio/mpeg",
+    AudioEncoding.AAC: "audio/aac",
 }
 
 # Rates the encoders accept (libopus and libmp3lame refuse others).
 OPUS_SAMPLE_RATES: tuple[int, ...] = (8000, 12000, 16000, 24000, 48000)
 MP3_SAMPLE_RATES: tuple[int, ...] = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+# AAC's sampling frequency index (ADTS headers name one of these) within the platform's 8-48 kHz.
+AAC_SAMPLE_RATES: tuple[int, ...] = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 # Ogg pages are closed at least this often (microseconds) when streaming, so a listener gets audio every
 # ~100 ms instead of FFmpeg's default of one page per second.
@@ -60,9 +64,17 @@ def mime_type_for(encoding: AudioEncoding) -> str:
 def check_output_rate(encoding: AudioEncoding, rate: int, *, field: str = SAMPLE_RATE_FIELD) -> None:
     """Raise InvalidArgument unless ``encoding`` can be produced at ``rate`` Hz."""
     check_sample_rate(rate, field=field)
-    allowed = {AudioEncoding.OGG_OPUS: OPUS_SAMPLE_RATES, AudioEncoding.MP3: MP3_SAMPLE_RATES}.get(encoding)
+    allowed = {
+        AudioEncoding.OGG_OPUS: OPUS_SAMPLE_RATES,
+        AudioEncoding.MP3: MP3_SAMPLE_RATES,
+        AudioEncoding.AAC: AAC_SAMPLE_RATES,
+    }.get(encoding)
     if allowed is not None and rate not in allowed:
-        names = {AudioEncoding.OGG_OPUS: "OGG_OPUS (Opus)", AudioEncoding.MP3: "MP3"}
+        names = {
+            AudioEncoding.OGG_OPUS: "OGG_OPUS (Opus)",
+            AudioEncoding.MP3: "MP3",
+            AudioEncoding.AAC: "AAC",
+        }
         rates = ", ".join(str(r) for r in allowed)
         raise InvalidArgument(
             f"{names[encoding]} cannot be encoded at {rate} Hz; use one of {rates} Hz",
@@ -120,6 +132,9 @@ _CODEC_SETUPS = {
     AudioEncoding.MP3: _CodecSetup(
         "mp3", "libmp3lame", "fltp", {}, {"id3v2_version": "0", "write_xing": "0"}
     ),
+    # FFmpeg's native AAC encoder in ADTS framing: every frame carries its own header, so a stream needs no
+    # seeking back and any cut at a frame boundary plays.
+    AudioEncoding.AAC: _CodecSetup("adts", "aac", "fltp", {}, {}),
 }
 
 
@@ -129,6 +144,8 @@ def _bit_rate(encoding: AudioEncoding, rate: int) -> int:
     if encoding is AudioEncoding.MP3:
         # MPEG-1 (32-48 kHz), MPEG-2 (16-24 kHz) and MPEG-2.5 (8-12 kHz) have different bit-rate ceilings.
         return 128_000 if rate >= 32000 else 64_000 if rate >= 16000 else 32_000
+    if encoding is AudioEncoding.AAC:
+        return 96_000 if rate >= 32000 else 64_000 if rate >= 16000 else 32_000
     return 0
 
 
