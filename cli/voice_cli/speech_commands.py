@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -20,7 +19,8 @@ from tqdm import tqdm
 
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice_cli.live_audio import live_file, paced_pieces
-from voice_client import Progress, VoiceClient, transcript_formats
+from voice_cli.progress_bars import spinner, upload_bar
+from voice_client import VoiceClient, transcript_formats
 
 # --format names (those of OpenAI's speech API) to the client's encodings.
 SPEECH_FORMATS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "opus": "ogg_opus", "pcm": "linear16"}
@@ -35,36 +35,23 @@ def _as_dict(message: Message) -> dict[str, Any]:
     return MessageToDict(message)
 
 
-def _upload_bar(path: Path, label: str) -> tuple[tqdm[Any], Callable[[Progress], None]]:
-    bar: tqdm[Any] = tqdm(
-        total=path.stat().st_size, unit="B", unit_scale=True, desc=label, file=sys.stderr, disable=None
-    )
-
-    def advance(progress: Progress) -> None:
-        bar.update(progress.done_bytes - bar.n)
-        if progress.total_bytes is not None and progress.done_bytes >= progress.total_bytes:
-            bar.set_postfix_str("processing on the server…")
-
-    return bar, advance
-
-
 def _wait_for_transcript(client: VoiceClient, sample: pb.Sample, timeout_seconds: float) -> pb.Sample | None:
     """Polls the profile's samples until the ASR service has written this one's transcript (None: not in time),
     with a spinner on stderr."""
     deadline = time.monotonic() + timeout_seconds
-    with tqdm(desc="transcribing", bar_format="{desc} {elapsed}", file=sys.stderr, disable=None) as spinner:
+    with spinner("transcribing") as waiting:
         while time.monotonic() < deadline:
             for listed in client.samples.list(sample.profile_id):
                 if listed.id == sample.id and listed.transcript_state == pb.TRANSCRIPT_STATE_MACHINE:
                     return listed
             time.sleep(TRANSCRIPT_POLL_SECONDS)
-            spinner.update()
+            waiting.update()
     return None
 
 
 def clone(client: VoiceClient, args: argparse.Namespace) -> int:
     profile = client.profiles.create(args.name, language=args.language, description=args.description)
-    bar, advance = _upload_bar(args.file, "upload")
+    bar, advance = upload_bar(args.file, "upload")
     try:
         with bar:
             sample = client.samples.upload(profile.id, args.file, reference_text=args.text, progress=advance)
@@ -145,7 +132,7 @@ def say(client: VoiceClient, args: argparse.Namespace) -> int:
             summary = stream.summary
             size = stream.received_bytes
         else:
-            with tqdm(desc="synthesis", bar_format="{desc} {elapsed}", file=sys.stderr, disable=None):
+            with spinner("synthesis"):
                 result = client.tts.synthesize(text, voice=args.voice, **options)
             sink.write(result.audio)
             summary, size = result.summary, len(result.audio)
@@ -173,7 +160,7 @@ def transcribe(client: VoiceClient, args: argparse.Namespace) -> int:
     chosen = "json" if args.json else args.format
     if args.live:
         return _transcribe_live(client, args, chosen)
-    with tqdm(desc="transcription", bar_format="{desc} {elapsed}", file=sys.stderr, disable=None):
+    with spinner("transcription"):
         result = client.asr.transcribe(args.file, language=args.language, word_timestamps=args.words)
     if chosen == "json":
         print(MessageToJson(result, indent=2))
