@@ -77,7 +77,9 @@ def test_profiles_are_created_paged_updated_resolved_and_deleted(client: VoiceCl
 
 def test_errors_carry_code_message_and_every_field_violation(client: VoiceClient, voice: pb.Profile) -> None:
     with pytest.raises(InvalidArgument) as invalid:
-        client.tts.synthesize("", voice.id, language="klingon", temperature=5, top_p=0, sample_rate_hertz=1)
+        client.tts.synthesize(
+            "", voice.id, language="klingon", temperature=5, top_p=0, sample_rate_hertz=1, speed=9
+        )
     error = invalid.value
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     violations = error.violations_by_field
@@ -87,6 +89,7 @@ def test_errors_carry_code_message_and_every_field_violation(client: VoiceClient
         "temperature",
         "top_p",
         "output_format.sample_rate_hertz",
+        "config.speed",
     }, violations
     assert error.request_id
     assert all(f"{field}: {description}" in str(error) for field, description in violations.items())
