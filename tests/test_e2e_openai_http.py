@@ -176,12 +176,15 @@ def test_errors_are_openai_errors(platform: Platform, base_url: str, voice_id: s
         slow = admin.keys.create(
             "openai slow", ["tts", "profiles:read"], requests_per_second=0.05, burst=1
         ).secret
-    with pytest.raises(openai.PermissionDeniedError):
+    with pytest.raises(openai.PermissionDeniedError) as denied:
         openai_client(base_url, transcribe_only).audio.speech.create(
             model="tts-1", voice=voice_id, input="Hi."
         )
-    # One call allowed (the voice's lookup), the synthesis then refused: 429 with when to come back.
+    assert "tts" in denied.value.message
+    # One call allowed (a voice by id needs no lookup), the next refused: 429 with when to come back.
     limited = openai_client(base_url, slow, max_retries=0)
+    assert limited.audio.speech.create(model="tts-1", voice=voice_id, input="Hello.").read()
     with pytest.raises(openai.RateLimitError) as refused:
         limited.audio.speech.create(model="tts-1", voice=voice_id, input="Hello.")
     assert int(refused.value.response.headers["retry-after"]) >= 1
+    assert refused.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]

@@ -122,19 +122,26 @@ def parse_speech_request(body: Any) -> SpeechRequest:
     return SpeechRequest(text, model, voice, response_format, float(speed), stream_format)
 
 
+def voice_not_found(voice: str) -> OpenAIHTTPError:
+    kind = "with the id" if is_resource_id(voice) else "named"
+    return OpenAIHTTPError(
+        404,
+        f"No voice {kind} {voice!r}: a voice is a voice profile of your tenant (GET /v1/audio/voices lists them).",
+        param="voice",
+        code="voice_not_found",
+    )
+
+
 async def resolve_voice(client: AsyncVoiceClient, voice: str) -> str:
-    """The id of the caller's profile named (or identified) by ``voice``; 404 ``voice_not_found`` otherwise."""
+    """The profile id for ``voice``: an id as it is (the TTS checks it, with the key's tenant: no lookup, so a key
+    with only the ``tts`` scope can speak by id), a name looked up among the caller's profiles (``profiles:read``);
+    404 ``voice_not_found`` for a name no profile bears."""
+    if is_resource_id(voice):
+        return voice
     try:
-        return (await client.profiles.resolve(voice)).id
+        return (await client.profiles.find(voice)).id
     except NotFound:
-        kind = "with the id" if is_resource_id(voice) else "named"
-        raise OpenAIHTTPError(
-            404,
-            f"No voice {kind} {voice!r}: a voice is a voice profile of your tenant (GET /v1/audio/voices lists "
-            "them).",
-            param="voice",
-            code="voice_not_found",
-        ) from None
+        raise voice_not_found(voice) from None
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -186,13 +193,16 @@ def routes(context: OpenAIContext) -> list[BaseRoute]:
         profile_id = await resolve_voice(client, speech.voice)
         output = FORMATS[speech.response_format]
         # Opening the stream waits for the first response: refusals arrive here, before any HTTP status is sent.
-        stream = await client.tts.stream(
-            speech.input,
-            profile_id,
-            encoding=output.encoding,
-            sample_rate_hertz=output.sample_rate_hertz,
-            speed=speech.speed,
-        )
+        try:
+            stream = await client.tts.stream(
+                speech.input,
+                profile_id,
+                encoding=output.encoding,
+                sample_rate_hertz=output.sample_rate_hertz,
+                speed=speech.speed,
+            )
+        except NotFound:
+            raise voice_not_found(speech.voice) from None  # the profile: the one thing a synthesis looks up
         if speech.stream_format == "sse":
             return StreamingResponse(
                 _events(stream, speech.input),
