@@ -62,7 +62,9 @@ class StreamingTimeStretcher:
         """Add ``samples``; the stretched audio that is final now (empty until enough input has arrived)."""
         self._input = np.concatenate([self._input, np.asarray(samples, dtype=np.float32).reshape(-1)])
         arrived = self._kept_from + self._input.size
-        if arrived - self._done <= self._lookahead + self._fade:
+        # Wait until the new output reaches past a whole crossfade and the joint search: a shorter one would cut
+        # the fade short.
+        if (arrived - self._lookahead - self._done) / self.speed <= self._fade + self._max_lag:
             return np.zeros(0, dtype=np.float32)
         return self._segment(final=False)
 
