@@ -2,12 +2,14 @@
 of the real profile, TTS (a tiny random-weight model: its audio is noise of the right length) and ASR processes,
 started once for the module as client/tests/client_platform.py starts them: speech in every format decoded back,
 a streamed speech whose first bytes come before the synthesis ends, models and voices, and the errors the client
-turns into its exceptions (bad key, missing scope, unknown voice and model, a body too large, a rate limit)."""
+turns into its exceptions (bad key, missing scope, unknown voice and model, a body too large, a rate limit), and
+last a drain on SIGTERM that lets a running speech finish."""
 
 from __future__ import annotations
 
 import base64
 import json
+import signal
 import sys
 import time
 import uuid
@@ -188,3 +190,23 @@ def test_errors_are_openai_errors(platform: Platform, base_url: str, voice_id: s
         limited.audio.speech.create(model="tts-1", voice=voice_id, input="Hello.")
     assert int(refused.value.response.headers["retry-after"]) >= 1
     assert refused.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
+
+
+def test_a_drain_lets_a_running_speech_finish_and_refuses_new_ones(
+    platform: Platform, base_url: str, voice_id: str
+) -> None:
+    """Last in the module: it stops the gateway."""
+    client = openai_client(base_url, platform.admin_key, max_retries=0)
+    audio = b""
+    with client.audio.speech.with_streaming_response.create(
+        model="tts-1", voice=voice_id, input=LONG_TEXT, response_format="pcm"
+    ) as response:
+        chunks = response.iter_bytes()
+        audio += next(chunks)
+        platform.gateway.signal(signal.SIGTERM)
+        for chunk in chunks:
+            audio += chunk
+    assert len(audio) / 2 / 24_000 > 3.0  # all of it, as without the drain
+    assert platform.gateway.wait(30) == 0
+    with pytest.raises(openai.APIConnectionError):
+        client.models.list()
