@@ -8,9 +8,9 @@ the platform's ``TtsService.SynthesizeStream`` with the caller's key.
 - ``speed`` 0.25 to 4.0. ``instructions``: refused (400): the platform's TTS clones a voice and takes no style
   instructions.
 - ``stream_format``: ``audio`` (default) sends the file's bytes as the TTS makes them (chunked transfer); ``sse``
-  sends ``speech.audio.delta`` events (base64 audio) and a closing ``speech.audio.done``. Either way the response
-  starts only once the synthesis has started: a refusal (bad voice, rate limit, a full queue) is an HTTP error
-  with its status, not a broken stream.
+  sends ``speech.audio.delta`` events (base64 audio) and a closing ``speech.audio.done`` (or an ``error`` event
+  when the synthesis fails after its start). Either way the response starts only once the synthesis has started:
+  a refusal (bad voice, rate limit, a full queue) is an HTTP error with its status, not a broken stream.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from voice_client.errors import NotFound, VoiceError
 from voice_client.messages import is_resource_id
 from voice_gateway.openai_http.context import OpenAIContext
 from voice_gateway.openai_http.model_catalogue import TTS, require_model
-from voice_gateway.openai_http.openai_errors import OpenAIHTTPError
+from voice_gateway.openai_http.openai_errors import OpenAIHTTPError, from_voice_error
 
 log = logging.getLogger("voice_gateway.openai_http")
 
@@ -177,8 +177,13 @@ async def _audio(stream: AsyncSynthesisStream) -> AsyncIterator[bytes]:
 
 
 async def _events(stream: AsyncSynthesisStream, text: str) -> AsyncIterator[bytes]:
-    async for chunk in _audio(stream):
-        yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()})
+    try:
+        async for chunk in _audio(stream):
+            yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()})
+    except VoiceError as error:
+        # Events can still say what went wrong after the start: an error event ends the stream, no done event.
+        yield _sse({"type": "error", "error": from_voice_error(error).body()["error"]})
+        return
     # OpenAI counts tokens; the platform's nearest measures are characters in and audio frames out (12.5 a second).
     frames = round(stream.summary.duration_seconds * 12.5) if stream.summary is not None else 0
     usage = {"input_tokens": len(text), "output_tokens": frames, "total_tokens": len(text) + frames}
