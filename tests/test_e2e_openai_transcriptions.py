@@ -161,6 +161,17 @@ def test_a_stream_sends_deltas_as_utterances_are_decoded(face: OpenAIFace, two_s
     assert wer(f"{FIRST} {SECOND}", done.text) <= 2 * SENTENCE_WER_BAR, done.text
 
 
+@pytest.mark.parametrize("kind", ["flac", "mp3", "ogg_opus", "ogg_vorbis", "aac"])
+def test_every_container_the_live_stream_decodes_streams(face: OpenAIFace, kind: str) -> None:
+    audio = encode_file(speak(FIRST, "slt"), SAMPLE_RATE, kind)
+    events = list(
+        face.client().audio.transcriptions.create(file=(f"fox.{kind}", audio), model="whisper-1", stream=True)
+    )
+    done = events[-1]
+    assert isinstance(done, TranscriptionTextDoneEvent) and wer(FIRST, done.text) <= SENTENCE_WER_BAR, done
+    assert len(events) >= 2
+
+
 def test_a_container_the_live_stream_cannot_decode_streams_one_delta(face: OpenAIFace) -> None:
     # M4A (MP4) needs its index, often at the end: it goes through Transcribe, and the stream has the whole text.
     m4a = encode_file(speak(FIRST, "slt"), SAMPLE_RATE, "m4a")

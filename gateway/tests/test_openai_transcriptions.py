@@ -193,7 +193,8 @@ def test_deltas_join_to_the_done_text() -> None:
         (b"OggS\x00\x02", "ogg_opus"),
         (b"ID3\x04\x00", "mp3"),
         (b"\xff\xfb\x90\x00", "mp3"),
-        (b"\xff\xf1\x50\x80", None),  # AAC in ADTS frames
+        (b"\xff\xf1\x50\x80", "aac"),  # ADTS frames
+        (b"\xff\xf9\x50\x80", "aac"),
         (b"\x00\x00\x00\x20ftypM4A ", None),
         (b"\x1a\x45\xdf\xa3", None),
     ],

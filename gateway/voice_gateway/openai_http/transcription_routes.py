@@ -6,9 +6,9 @@ platform's ASR with the caller's key (the fields' meaning: voice_gateway.openai_
   answered 413 at once, the spooled file closed (a temporary file has no name: nothing is left on disk).
 - Without ``stream``, the file goes to ``AsrService.Transcribe`` in one message, so it must fit the gRPC message
   size (``VOICE_GRPC_MAX_MESSAGE_BYTES``, 8 MiB by default, less room for the options): a larger file is answered
-  413 before anything is sent, saying that ``stream=true`` takes it (WAV, FLAC, Ogg, MP3) up to the upload limit.
-- ``stream=true`` feeds the file in pieces to ``AsrService.StreamingTranscribe`` (WAV, FLAC, Ogg and MP3, the
-  containers it decodes as they arrive), without interim results: each final result (text the recognizer will
+  413 before anything is sent, saying that ``stream=true`` takes it (WAV, FLAC, Ogg, MP3, AAC) up to the upload limit.
+- ``stream=true`` feeds the file in pieces to ``AsrService.StreamingTranscribe`` (WAV, FLAC, Ogg, MP3 and AAC in
+  ADTS frames: the containers it decodes as they arrive), without interim results: each final result (text the recognizer will
   not change, one per utterance) is a ``transcript.text.delta`` as soon as it is decoded, and
   ``transcript.text.done`` carries the whole text. Other containers (M4A, WebM...) go through ``Transcribe`` and
   their stream holds a single delta with the whole text. Refusals (key, model, bad audio, a full server) arrive
@@ -59,18 +59,20 @@ TRANSCRIBE_OPTIONS_BYTES = 64 * 1024
 
 def stream_encoding(head: bytes) -> str | None:
     """The live stream's encoding for a file that starts with ``head``, or None for containers it cannot decode
-    as they arrive (M4A/MP4, WebM, ...)."""
+    as they arrive (M4A/MP4, WebM, ...). Ogg is Ogg whatever its codec (Opus or Vorbis): the decoder reads it."""
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         return "wav"
     if head[:4] == b"fLaC":
         return "flac"
     if head[:4] == b"OggS":
         return "ogg_opus"
-    # An MPEG audio frame's sync bits, with a layer (AAC's ADTS frames have the same sync and layer 0).
+    # MPEG audio frames: MP3 has a layer, AAC's ADTS frames the same sync bits and layer 0.
     if head[:3] == b"ID3" or (
         len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06
     ):
         return "mp3"
+    if len(head) > 1 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:
+        return "aac"
     return None
 
 
@@ -136,7 +138,7 @@ def check_inline_size(upload: UploadFile, max_message_bytes: int) -> None:
             413,
             f"the file is {upload.size} bytes; a transcription without stream=true carries at most {most} bytes "
             "(the gRPC message limit, VOICE_GRPC_MAX_MESSAGE_BYTES): compress it, or send it with stream=true "
-            "(WAV, FLAC, Ogg or MP3), which takes files up to the upload limit",
+            "(WAV, FLAC, Ogg, MP3 or ADTS AAC), which takes files up to the upload limit",
             param="file",
             code="payload_too_large",
         )
