@@ -9,7 +9,7 @@ import argparse
 
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice_cli.progress_bars import download_bar
-from voice_cli.rendering import NOTHING, clipped, count, fields, print_json, seconds, size, table, when
+from voice_cli.rendering import NOTHING, clipped, count, downloaded, fields, print_json, seconds, table, when
 from voice_client import VoiceClient
 
 
@@ -72,19 +72,7 @@ def download(client: VoiceClient, args: argparse.Namespace) -> int:
         audio = client.generations.download(
             args.id, args.output, encoding=args.encoding, sample_rate_hertz=args.rate, progress=advance
         )
-    if args.json:
-        print_json(
-            {
-                "path": str(args.output),
-                "bytes": audio.size_bytes,
-                "mimeType": audio.mime_type,
-                "durationSeconds": audio.duration_seconds,
-            }
-        )
-    else:
-        print(
-            f"{args.output}: {audio.mime_type}, {seconds(audio.duration_seconds)}, {size(audio.size_bytes)}"
-        )
+    downloaded(args.output, audio, as_json=args.json)
     return 0
 
 

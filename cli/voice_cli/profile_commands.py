@@ -17,6 +17,7 @@ from voice_cli.rendering import (
     as_dict,
     clipped,
     count,
+    downloaded,
     enum_name,
     fields,
     print_json,
@@ -200,19 +201,7 @@ def sample_audio(client: VoiceClient, args: argparse.Namespace) -> int:
             args.id, args.output, encoding=args.encoding, sample_rate_hertz=args.rate,
             original=args.original, progress=advance,
         )  # fmt: skip
-    if args.json:
-        print_json(
-            {
-                "path": str(args.output),
-                "bytes": audio.size_bytes,
-                "mimeType": audio.mime_type,
-                "durationSeconds": audio.duration_seconds,
-            }
-        )
-    else:
-        print(
-            f"{args.output}: {audio.mime_type}, {seconds(audio.duration_seconds)}, {size(audio.size_bytes)}"
-        )
+    downloaded(args.output, audio, as_json=args.json)
     return 0
 
 

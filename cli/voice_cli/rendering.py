@@ -12,6 +12,8 @@ from google.protobuf.json_format import MessageToDict, MessageToJson
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from voice_client import DownloadedAudio
+
 NOTHING = "-"
 
 
@@ -85,3 +87,18 @@ def fields(pairs: Sequence[tuple[str, object]]) -> None:
     width = max(len(name) for name, _ in pairs)
     for name, value in pairs:
         print(f"{(name + ':').ljust(width + 1)} {value}")
+
+
+def downloaded(output: object, audio: DownloadedAudio, *, as_json: bool) -> None:
+    """What a download wrote: a line for people, or the path, size, type and duration as JSON."""
+    if as_json:
+        print_json(
+            {
+                "path": str(output),
+                "bytes": audio.size_bytes,
+                "mimeType": audio.mime_type,
+                "durationSeconds": audio.duration_seconds,
+            }
+        )
+    else:
+        print(f"{output}: {audio.mime_type}, {seconds(audio.duration_seconds)}, {size(audio.size_bytes)}")
