@@ -47,7 +47,7 @@ import torch
 from voice_common.cancellation import wait_through_cancellation
 from voice_common.errors import InvalidArgument, ResourceExhausted
 from voice_tts.batch_scheduler import BatchScheduler, Chunk, Done, Job, JobOutcome, UtteranceFactory
-from voice_tts.frame_generation import Utterance, check_language
+from voice_tts.frame_generation import Utterance
 from voice_tts.model_manager import ModelManager
 from voice_tts.synthesis_types import (
     SynthesisEvent,
@@ -57,6 +57,7 @@ from voice_tts.synthesis_types import (
     model_language,
     validate,
 )
+from voice_tts.talker_prompt import check_language
 
 # How often the consumer side polls ``cancelled()`` while it waits for audio.
 CANCEL_POLL_SECONDS = 0.02
