@@ -20,7 +20,8 @@ import torch
 from qwen_tts import Qwen3TTSModel, VoiceClonePromptItem
 
 from tools.tiny_model import SAMPLE_RATE, SAMPLES_PER_FRAME, build_tiny_model
-from voice_tts.frame_generation import Utterance, decode_codes
+from voice_tts.chunk_decoding import decode_codes
+from voice_tts.frame_generation import Utterance
 
 
 def generate_codes(

@@ -41,7 +41,8 @@ import torch
 from transformers import DynamicCache
 
 from voice_common.audio.encoding import StreamingEncoder
-from voice_tts.frame_generation import ChunkCutter, Utterance, decode_spans, residual_codes
+from voice_tts.chunk_decoding import ChunkCutter, decode_spans
+from voice_tts.frame_generation import Utterance, residual_codes
 from voice_tts.synthesis_types import StopReason, SynthesisLimits, SynthesisRequest, piece_seed
 from voice_tts.text_segments import split_text
 from voice_tts.time_stretch import StreamingTimeStretcher
@@ -186,19 +187,10 @@ class TalkerBatch:
         self._mask = torch.cat(
             [self._mask, torch.ones((len(rows), 1), dtype=torch.long, device=device)], dim=1
         )
-        talker = rows[0].talker
-        out = talker.model(
-            inputs_embeds=embeds,
-            attention_mask=self._mask,
-            position_ids=positions,
-            past_key_values=self._cache,
-            use_cache=True,
-        )
-        hidden: torch.Tensor = out.last_hidden_state
-        logits: torch.Tensor = talker.codec_head(hidden)
+        hidden, logits = rows[0].speech_model.talker_step(embeds, self._mask, positions, self._cache)
         for row in rows:
             row.position += 1
-        return hidden[:, -1:, :], logits
+        return hidden, logits
 
 
 def _tensors(layer: Any) -> tuple[torch.Tensor, torch.Tensor]:
