@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import asr, gateway, get_profile_load, load, tts, upload
+from bench import asr, gateway, get_profile_load, load, speed_stretch, tts, upload
 from bench.common import BenchError, Figure, format_value
 from bench.get_profile_load import LoadPlan, ServerLoad
 from bench.services import CONFIGS, FILESYSTEM, POSTGRES_S3, EchoServer, echo_server, profile_service
@@ -31,7 +31,8 @@ TTS = "tts"
 ASR = "asr"
 GATEWAY = "gateway"
 LOAD = "load"
-BENCHMARKS = (GET_PROFILE, ADD_SAMPLE, TTS, ASR, GATEWAY, LOAD)
+SPEED_STRETCH = "speed_stretch"
+BENCHMARKS = (GET_PROFILE, ADD_SAMPLE, TTS, ASR, GATEWAY, LOAD, SPEED_STRETCH)
 # The ASR service runs alone (inline audio needs no profile service): a pseudo-configuration outside CONFIGS.
 STANDALONE = "standalone"
 # The configurations each benchmark runs on: the TTS service keeps nothing but prompts in the store, so one is enough.
@@ -42,6 +43,7 @@ BENCHMARK_CONFIGS: dict[str, tuple[str, ...]] = {
     ASR: (STANDALONE,),
     GATEWAY: (STANDALONE,),  # starts its own services (internal token on), outside CONFIGS
     LOAD: (STANDALONE,),  # the whole platform on PostgreSQL + S3 behind the gateway, started by bench.load
+    SPEED_STRETCH: (STANDALONE,),  # in this process, no servers
 }
 # --only also takes a figure name, which runs just what that figure needs.
 FIGURES: dict[str, tuple[str, str]] = {
@@ -55,6 +57,7 @@ FIGURES: dict[str, tuple[str, str]] = {
     **{name: (ASR, STANDALONE) for name in asr.FIGURE_NAMES},
     **{name: (GATEWAY, STANDALONE) for name in gateway.FIGURE_NAMES},
     **{name: (LOAD, STANDALONE) for name in load.FIGURE_NAMES},
+    **{name: (SPEED_STRETCH, STANDALONE) for name in speed_stretch.FIGURE_NAMES},
 }
 
 
@@ -71,6 +74,7 @@ class Options:
     asr_plan: asr.Plan
     gateway_plan: gateway.Plan
     load_plan: load.Plan
+    speed_stretch_plan: speed_stretch.Plan
 
 
 @dataclass
@@ -136,6 +140,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         asr.Plan.for_run(args.quick),
         gateway.Plan.for_run(args.quick),
         load.Plan.for_run(args.quick),
+        speed_stretch.Plan.for_run(args.quick),
     )
 
 
@@ -200,15 +205,30 @@ async def run(options: Options) -> Outcome:
                     outcome.failures.append(f"{ASR}: {error}")
                     progress(f"FAILED ({ASR}): {error}")
             if GATEWAY in options.selection:
+                gateway_parts = frozenset(
+                    gateway.PART_OF[name]
+                    for name in gateway.FIGURE_NAMES
+                    if options.figure_names is None or name in options.figure_names
+                )
                 try:
                     gateway_result = await gateway.run_gateway(
-                        workdir / GATEWAY, options.gateway_plan, progress
+                        workdir / GATEWAY, options.gateway_plan, progress, gateway_parts
                     )
                     tables.append(gateway.report(gateway_result))
                     outcome.figures += gateway_result.figures()
                 except (BenchError, OSError) as error:
                     outcome.failures.append(f"{GATEWAY}: {error}")
                     progress(f"FAILED ({GATEWAY}): {error}")
+            if SPEED_STRETCH in options.selection:
+                try:
+                    stretch_result = await asyncio.to_thread(
+                        speed_stretch.run_speed_stretch, options.speed_stretch_plan, progress
+                    )
+                    tables.append(speed_stretch.report(stretch_result))
+                    outcome.figures += stretch_result.figures()
+                except (BenchError, OSError) as error:
+                    outcome.failures.append(f"{SPEED_STRETCH}: {error}")
+                    progress(f"FAILED ({SPEED_STRETCH}): {error}")
             if LOAD in options.selection:
                 try:
                     load_result = await load.run_load(workdir / LOAD, options.load_plan, progress)

@@ -15,6 +15,16 @@ Figures:
 * ``gateway_tts_ttfa_vs_direct_ratio`` / ``gateway_tts_ttfa_added_ms``: SynthesizeStream's time to the first audio
   chunk as the client sees it, through the gateway over direct (medians). Calls alternate in ABBA order (direct,
   gateway, gateway, direct, ...) so drift and any cost of going second fall on both sides alike.
+* ``openai_speech_ttfa_vs_grpc_ratio`` / ``openai_speech_ttfa_added_ms``: the OpenAI-compatible HTTP face
+  (``POST /v1/audio/speech``, ``stream_format=audio``, ``response_format=pcm``, ``model=tts-1``, the voice by id, the
+  same key; httpx2, timed to the first body bytes) over SynthesizeStream on the gateway's gRPC port asking for the
+  same audio (LINEAR16 at 24 kHz, the same voice and text, no seed or frame limit, as the HTTP face asks), ABBA,
+  medians. The HTTP face is a gRPC client of the gateway itself, so the ratio is what the HTTP layer and its extra
+  loopback hop add. Both sides stop reading (and cancel) after the first audio: an OpenAI request has no frame
+  limit and the never-EOS model would speak for minutes; each HTTP call so opens a new connection, as a client
+  that stops early must.
+* ``speed_ttfa_vs_speed1_ratio``: SynthesizeStream through the gateway at ``speed`` 1.25 over speed 1 (the same
+  request otherwise, ABBA, medians): what the streaming time-stretch adds before the first audio.
 * ``gateway_get_profile_vs_direct_ops_ratio``: GetProfile ops/s with 32 concurrent clients (4 channels) through the
   gateway over direct; p50/p99 both ways in the table and the details. The clients are :mod:`bench.loadgen`, a
   process of its own (never the orchestrator's event loop), run alternately against each target; each side's figure
@@ -43,12 +53,13 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx2
 from grpc import aio
 
 from bench import upload
@@ -77,6 +88,7 @@ from bench.services import (
     tts_service,
 )
 from bench.tts import long_text
+from voice.audio.v1 import audio_pb2
 from voice.profiles.v1 import profiles_service_pb2 as profiles_pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as profiles_grpc
 from voice.tts.v1 import tts_service_pb2 as tts_pb
@@ -105,6 +117,13 @@ TTFA_ADDED_GOAL_MS = 5.0
 OPS_RATIO_GOAL = 0.7
 UPLOAD_RATIO_GOAL = 1.2
 MEMORY_GROWTH_GOAL_MB = 50.0
+# The HTTP face adds an HTTP request, its JSON and a second loopback gRPC hop (inside the gateway) to the first audio.
+OPENAI_TTFA_RATIO_GOAL = 1.15
+OPENAI_TTFA_ADDED_GOAL_MS = 10.0  # twice the gateway hop's own goal: one more hop, plus the HTTP request
+SPEED_TTFA_RATIO_GOAL = 1.2  # one stretch of the first 0.32 s chunk (plus context) before it goes out
+SPEED = 1.25
+OPENAI_MODEL = "tts-1"
+OPENAI_SETTLE_S = 0.02  # after each cancelled call, for the TTS to drop the job before the next one starts
 
 DIRECT = "direct"
 GATEWAY = "gateway"
@@ -117,7 +136,23 @@ FIGURE_NAMES = (
     "gateway_get_profile_vs_direct_ops_ratio",
     "gateway_add_sample_5min_vs_direct_ratio",
     "gateway_memory_growth_mb",
+    "openai_speech_ttfa_vs_grpc_ratio",
+    "openai_speech_ttfa_added_ms",
+    "speed_ttfa_vs_speed1_ratio",
 )
+# The measurement each figure needs (``--only <figure>`` runs just that one).
+TTFA, OPENAI, SPEED_TTFA, LOADS, UPLOADS, MEMORY = "ttfa", "openai", "speed", "loads", "uploads", "memory"
+PART_OF = {
+    FIGURE_NAMES[0]: TTFA,
+    FIGURE_NAMES[1]: TTFA,
+    FIGURE_NAMES[2]: LOADS,
+    FIGURE_NAMES[3]: UPLOADS,
+    FIGURE_NAMES[4]: MEMORY,
+    FIGURE_NAMES[5]: OPENAI,
+    FIGURE_NAMES[6]: OPENAI,
+    FIGURE_NAMES[7]: SPEED_TTFA,
+}
+PARTS = frozenset(PART_OF.values())
 
 
 @dataclass
@@ -125,6 +160,8 @@ class Plan:
     ttfa_pairs: int = 60  # direct + gateway calls each
     ttfa_frames: int = 8  # the first chunk comes after 4 frames; the rest only lengthens each run
     warmups: int = 3
+    openai_pairs: int = 40  # HTTP + gRPC calls each
+    speed_pairs: int = 30  # speed 1.25 + speed 1 calls each
     load: LoadPlan = field(default_factory=lambda: LoadPlan(warmup_s=2.0, duration_s=6.0))
     load_rounds: int = 2  # per path (direct, gateway, bare proxy), in turn
     upload_runs: int = 9  # per path, in turn, after one unmeasured round (outliers of a shared machine)
@@ -140,6 +177,8 @@ class Plan:
             return cls(
                 ttfa_pairs=6,
                 warmups=1,
+                openai_pairs=6,
+                speed_pairs=4,
                 load=LoadPlan(warmup_s=0.5, duration_s=2.0),
                 load_rounds=1,
                 upload_runs=1,
@@ -157,6 +196,27 @@ class Ttfa:
     @property
     def paired_added_s(self) -> list[float]:
         return [g - d for d, g in zip(self.direct_s, self.gateway_s, strict=True)]
+
+
+@dataclass
+class Paired:
+    """Seconds to first audio of two kinds of call made in ABBA order: ``first`` (the one measured) and ``base``."""
+
+    first_s: list[float] = field(default_factory=list)
+    base_s: list[float] = field(default_factory=list)
+    first_bytes: int = 0  # audio bytes in the first chunk (the last call's), both sides
+    base_bytes: int = 0
+
+    @property
+    def paired_added_s(self) -> list[float]:
+        return [f - b for f, b in zip(self.first_s, self.base_s, strict=True)]
+
+    def summary(self, first: str, base: str) -> str:
+        return (
+            f"{first} {median(self.first_s) * 1e3:.2f} ms vs {base} {median(self.base_s) * 1e3:.2f} ms, medians of "
+            f"{len(self.first_s)} each, ABBA order; median of paired differences "
+            f"{median(self.paired_added_s) * 1e3:.2f} ms; first chunk {self.first_bytes} vs {self.base_bytes} bytes"
+        )
 
 
 @dataclass
@@ -185,6 +245,8 @@ class Memory:
 class GatewayResult:
     plan: Plan
     ttfa: Ttfa = field(default_factory=Ttfa)
+    openai: Paired = field(default_factory=Paired)  # HTTP face (first) vs gRPC through the gateway (base)
+    speed: Paired = field(default_factory=Paired)  # speed 1.25 (first) vs speed 1 (base), through the gateway
     loads: dict[str, list[LoadRound]] = field(default_factory=dict)  # path -> rounds
     uploads: dict[str, list[float]] = field(default_factory=dict)  # path (and chunk size) -> seconds
     recording: str = ""
@@ -204,6 +266,31 @@ class GatewayResult:
             )
             out.append(Figure(FIGURE_NAMES[0], through / direct, "<=", TTFA_RATIO_GOAL, details))
             out.append(Figure(FIGURE_NAMES[1], (through - direct) * 1e3, "<=", TTFA_ADDED_GOAL_MS, details))
+        openai = self.openai
+        if openai.first_s and openai.base_s:
+            http, grpc_s = median(openai.first_s), median(openai.base_s)
+            details = openai.summary(
+                "POST /v1/audio/speech (pcm) to the first body bytes",
+                "SynthesizeStream (LINEAR16 24 kHz) through the gateway's gRPC port",
+            )
+            out.append(Figure(FIGURE_NAMES[5], http / grpc_s, "<=", OPENAI_TTFA_RATIO_GOAL, details))
+            out.append(
+                Figure(FIGURE_NAMES[6], (http - grpc_s) * 1e3, "<=", OPENAI_TTFA_ADDED_GOAL_MS, details)
+            )
+        speed = self.speed
+        if speed.first_s and speed.base_s:
+            details = speed.summary(
+                f"SynthesizeStream through the gateway at speed {format_value(SPEED)}", "speed 1"
+            )
+            out.append(
+                Figure(
+                    FIGURE_NAMES[7],
+                    median(speed.first_s) / median(speed.base_s),
+                    "<=",
+                    SPEED_TTFA_RATIO_GOAL,
+                    details,
+                )
+            )
         if self.loads.get(DIRECT) and self.loads.get(GATEWAY):
             direct_ops = median([r.result.ops_per_s for r in self.loads[DIRECT]])
             gateway_ops = median([r.result.ops_per_s for r in self.loads[GATEWAY]])
@@ -285,6 +372,34 @@ def report(result: GatewayResult) -> str:
                 rows,
             )
         )
+    for paired, title, first, base in (
+        (
+            result.openai,
+            "OpenAI face: POST /v1/audio/speech (pcm, stream_format audio) to the first body bytes vs "
+            "SynthesizeStream (LINEAR16 24 kHz) through the gateway's gRPC port, cancelled after the first audio",
+            "HTTP face (httpx2)",
+            "gRPC through the gateway",
+        ),
+        (
+            result.speed,
+            f"Speed: SynthesizeStream first audio through the gateway at speed {format_value(SPEED)} vs 1 "
+            f"({result.plan.ttfa_frames} frames)",
+            f"speed {format_value(SPEED)}",
+            "speed 1",
+        ),
+    ):
+        if paired.first_s:
+            parts.append(
+                render_table(
+                    f"{title}, ABBA order",
+                    ["calls", "median ms", "min ms", "p25 ms", "p75 ms", "max ms", "runs"],
+                    [
+                        _spread_row(first, paired.first_s),
+                        _spread_row(base, paired.base_s),
+                        _spread_row(f"{first} - {base}, paired", paired.paired_added_s),
+                    ],
+                )
+            )
     if result.loads:
         rows = []
         for label, rounds in result.loads.items():
@@ -368,6 +483,12 @@ def report(result: GatewayResult) -> str:
     return "\n\n".join(parts)
 
 
+def _spread_row(label: str, seconds: list[float]) -> tuple[object, ...]:
+    ordered = sorted(seconds)
+    quartiles = (ordered[0], ordered[len(ordered) // 4], ordered[(3 * len(ordered)) // 4], ordered[-1])
+    return (label, median(seconds) * 1e3, *(value * 1e3 for value in quartiles), len(seconds))
+
+
 def rss_mb(pid: int) -> float:
     """VmRSS of a process from /proc, in MB (10^6 bytes)."""
     with open(f"/proc/{pid}/status") as status:
@@ -416,14 +537,19 @@ async def build_model(directory: Path) -> None:
         raise BenchError(f"building the tiny model failed ({process.returncode}):\n{output.decode()[-4000:]}")
 
 
-async def run_gateway(workdir: Path, plan: Plan, progress: Callable[[str], None]) -> GatewayResult:
-    """Every gateway measurement (see the module docstring), with its own services under ``workdir``."""
+async def run_gateway(
+    workdir: Path, plan: Plan, progress: Callable[[str], None], parts: frozenset[str] = PARTS
+) -> GatewayResult:
+    """The gateway measurements of ``parts`` (:data:`PART_OF`; see the module docstring), with its own services
+    under ``workdir``."""
     result = GatewayResult(plan)
     token = secrets.token_urlsafe(32)
-    progress("gateway: building the tiny never-EOS model, making the 5-minute recording, starting services")
+    progress(f"gateway ({', '.join(sorted(parts))}): building the tiny never-EOS model, starting services")
     model_dir = workdir / "tiny-qwen3-tts-steady"
     model_built = asyncio.ensure_future(build_model(model_dir))
-    recording_made = asyncio.ensure_future(asyncio.to_thread(upload.make_recording))
+    recording_made = asyncio.ensure_future(
+        asyncio.to_thread(upload.make_recording) if UPLOADS in parts else asyncio.sleep(0, None)
+    )
     try:
         async with contextlib.AsyncExitStack() as stack:
             profiles = await stack.enter_async_context(
@@ -455,54 +581,69 @@ async def run_gateway(workdir: Path, plan: Plan, progress: Callable[[str], None]
                 f"gateway SERVING at {gateway.address} (pid {gateway.process.pid}) in front of profiles "
                 f"{profiles.address} and TTS {tts.address}"
             )
-            proxy = await stack.enter_async_context(bare_proxy(profiles.address, token))
+            # The bare proxy is only the GetProfile and upload baseline.
+            proxy: BareProxy | None = None
+            if LOADS in parts or UPLOADS in parts:
+                proxy = await stack.enter_async_context(bare_proxy(profiles.address, token))
+            proxy_address = (
+                proxy.address if proxy is not None else gateway.address
+            )  # unused without the proxy
             mark = gateway.process.mark()
             async with (
                 aio.insecure_channel(profiles.address, options=upload.CHANNEL_OPTIONS) as profiles_channel,
                 aio.insecure_channel(tts.address) as tts_channel,
                 aio.insecure_channel(gateway.address, options=upload.CHANNEL_OPTIONS) as gateway_channel,
-                aio.insecure_channel(proxy.address, options=upload.CHANNEL_OPTIONS) as proxy_channel,
+                aio.insecure_channel(proxy_address, options=upload.CHANNEL_OPTIONS) as proxy_channel,
+                httpx2.AsyncClient(timeout=120) as http,
             ):
                 profile_id = await make_voice(profiles_grpc.ProfileServiceStub(profiles_channel), callers)
-                progress(f"gateway: time to first audio, {plan.ttfa_pairs} direct and gateway calls, ABBA")
-                result.ttfa = await _ttfa(
-                    tts_grpc.TtsServiceStub(tts_channel),
-                    tts_grpc.TtsServiceStub(gateway_channel),
-                    callers,
-                    profile_id,
-                    plan,
-                )
-                progress(
-                    f"gateway: GetProfile load, {plan.load_rounds} round(s) per path (direct, gateway, bare proxy)"
-                )
-                targets = {
-                    DIRECT: (profiles.address, callers.direct, profiles.process.pid),
-                    GATEWAY: (gateway.address, callers.gateway, gateway.process.pid),
-                    PROXY: (proxy.address, callers.gateway, proxy.process.pid),
-                }
-                await _loads(profiles, targets, tts.process.pid, callers, result, plan)
-                recording = await recording_made
-                result.recording = recording.description
-                progress(f"gateway: AddSample of the recording, {plan.upload_runs} run(s) per path")
-                direct_stub = profiles_grpc.ProfileServiceStub(profiles_channel)
-                gateway_stub = profiles_grpc.ProfileServiceStub(gateway_channel)
-                paths = [
-                    UploadPath(DIRECT, direct_stub, callers.direct, upload.CHUNK_BYTES),
-                    UploadPath(GATEWAY, gateway_stub, callers.gateway, upload.CHUNK_BYTES),
-                    UploadPath(
-                        PROXY,
-                        profiles_grpc.ProfileServiceStub(proxy_channel),
-                        callers.gateway,
-                        upload.CHUNK_BYTES,
-                    ),
-                    UploadPath(f"{DIRECT}, 1 MiB chunks", direct_stub, callers.direct, BIG_CHUNK_BYTES),
-                    UploadPath(f"{GATEWAY}, 1 MiB chunks", gateway_stub, callers.gateway, BIG_CHUNK_BYTES),
-                ]
-                await _uploads(direct_stub, paths, callers, recording.data, result, plan)
-                progress(f"gateway: memory while {plan.slow_streams} clients read long streams slowly")
-                result.memory = await _memory(
-                    tts_grpc.TtsServiceStub(gateway_channel), gateway, callers, profile_id, plan
-                )
+                if TTFA in parts:
+                    progress(
+                        f"gateway: time to first audio, {plan.ttfa_pairs} direct and gateway calls, ABBA"
+                    )
+                    result.ttfa = await _ttfa(
+                        tts_grpc.TtsServiceStub(tts_channel),
+                        tts_grpc.TtsServiceStub(gateway_channel),
+                        callers,
+                        profile_id,
+                        plan,
+                    )
+                if OPENAI in parts:
+                    progress(
+                        f"gateway: OpenAI speech vs gRPC first audio, {plan.openai_pairs} calls each, ABBA"
+                    )
+                    result.openai = await _openai_ttfa(
+                        tts_grpc.TtsServiceStub(gateway_channel),
+                        http,
+                        gateway.http_url,
+                        callers,
+                        profile_id,
+                        plan,
+                    )
+                if SPEED_TTFA in parts:
+                    progress(
+                        f"gateway: first audio at speed {SPEED} vs 1, {plan.speed_pairs} calls each, ABBA"
+                    )
+                    result.speed = await _speed_ttfa(
+                        tts_grpc.TtsServiceStub(gateway_channel), callers, profile_id, plan
+                    )
+                if parts & {LOADS, UPLOADS, MEMORY}:
+                    await _loads_uploads_memory(
+                        parts,
+                        profiles,
+                        tts.process.pid,
+                        gateway,
+                        proxy,
+                        profiles_channel,
+                        gateway_channel,
+                        proxy_channel,
+                        callers,
+                        profile_id,
+                        recording_made,
+                        result,
+                        plan,
+                        progress,
+                    )
             gateway.process.check_alive("after the gateway benchmarks")
             tts.process.check_alive("after the gateway benchmarks")
             profiles.process.check_alive("after the gateway benchmarks")
@@ -513,6 +654,58 @@ async def run_gateway(workdir: Path, plan: Plan, progress: Callable[[str], None]
             with contextlib.suppress(BaseException):
                 await task
     return result
+
+
+async def _loads_uploads_memory(
+    parts: frozenset[str],
+    profiles: ProfileService,
+    tts_pid: int,
+    gateway: GatewayService,
+    proxy: BareProxy | None,
+    profiles_channel: aio.Channel,
+    gateway_channel: aio.Channel,
+    proxy_channel: aio.Channel,
+    callers: Callers,
+    profile_id: str,
+    recording_made: asyncio.Future[upload.Recording | None],
+    result: GatewayResult,
+    plan: Plan,
+    progress: Callable[[str], None],
+) -> None:
+    """The GetProfile loads, the uploads and the memory figure (those of ``parts``), after the first-audio ones."""
+    if LOADS in parts:
+        progress(
+            f"gateway: GetProfile load, {plan.load_rounds} round(s) per path (direct, gateway, bare proxy)"
+        )
+        assert proxy is not None
+        targets = {
+            DIRECT: (profiles.address, callers.direct, profiles.process.pid),
+            GATEWAY: (gateway.address, callers.gateway, gateway.process.pid),
+            PROXY: (proxy.address, callers.gateway, proxy.process.pid),
+        }
+        await _loads(profiles, targets, tts_pid, callers, result, plan)
+    if UPLOADS in parts:
+        recording = await recording_made
+        assert recording is not None
+        result.recording = recording.description
+        progress(f"gateway: AddSample of the recording, {plan.upload_runs} run(s) per path")
+        direct_stub = profiles_grpc.ProfileServiceStub(profiles_channel)
+        gateway_stub = profiles_grpc.ProfileServiceStub(gateway_channel)
+        paths = [
+            UploadPath(DIRECT, direct_stub, callers.direct, upload.CHUNK_BYTES),
+            UploadPath(GATEWAY, gateway_stub, callers.gateway, upload.CHUNK_BYTES),
+            UploadPath(
+                PROXY, profiles_grpc.ProfileServiceStub(proxy_channel), callers.gateway, upload.CHUNK_BYTES
+            ),
+            UploadPath(f"{DIRECT}, 1 MiB chunks", direct_stub, callers.direct, BIG_CHUNK_BYTES),
+            UploadPath(f"{GATEWAY}, 1 MiB chunks", gateway_stub, callers.gateway, BIG_CHUNK_BYTES),
+        ]
+        await _uploads(direct_stub, paths, callers, recording.data, result, plan)
+    if MEMORY in parts:
+        progress(f"gateway: memory while {plan.slow_streams} clients read long streams slowly")
+        result.memory = await _memory(
+            tts_grpc.TtsServiceStub(gateway_channel), gateway, callers, profile_id, plan
+        )
 
 
 async def make_voice(stub: profiles_grpc.ProfileServiceStub, callers: Callers) -> str:
@@ -599,6 +792,135 @@ async def _ttfa(
             audio.setdefault(name, data)
     ttfa.same_audio = audio["direct"] == audio["gateway"]
     return ttfa
+
+
+async def _first_chunk(
+    stub: tts_grpc.TtsServiceStub,
+    metadata: tuple[tuple[str, str], ...],
+    request: tts_pb.SynthesizeStreamRequest,
+    *,
+    read_all: bool,
+) -> tuple[float, int]:
+    """Seconds to the first audio chunk of one SynthesizeStream and that chunk's bytes; then the rest is read
+    (``read_all``) or the call cancelled."""
+    started = time.perf_counter()
+    call = stub.SynthesizeStream(request, metadata=metadata, timeout=120)
+    first: tuple[float, int] | None = None
+    try:
+        async for response in call:
+            if first is None and response.WhichOneof("payload") == "audio" and response.audio.data:
+                first = (time.perf_counter() - started, len(response.audio.data))
+                if not read_all:
+                    break
+    except aio.AioRpcError as error:
+        raise BenchError(f"SynthesizeStream failed: {describe_rpc_error(error)}") from error
+    finally:
+        call.cancel()  # after the end this does nothing
+    if first is None:
+        raise BenchError("SynthesizeStream sent no audio")
+    return first
+
+
+async def _http_first_chunk(
+    http: httpx2.AsyncClient, url: str, headers: dict[str, str], body: dict[str, object]
+) -> tuple[float, int]:
+    """Seconds to the first body bytes of one streamed ``POST /v1/audio/speech`` and their count; then the
+    response is closed (the connection with it), which cancels the synthesis."""
+    started = time.perf_counter()
+    async with http.stream("POST", url, json=body, headers=headers) as response:
+        if response.status_code != 200:
+            text = (await response.aread()).decode("utf-8", "replace")[:1000]
+            raise BenchError(f"POST {url} answered {response.status_code}: {text}")
+        async for chunk in response.aiter_raw():
+            if chunk:
+                return time.perf_counter() - started, len(chunk)
+    raise BenchError(f"POST {url} sent no audio")
+
+
+async def _abba(
+    first: Callable[[], Awaitable[tuple[float, int]]],
+    base: Callable[[], Awaitable[tuple[float, int]]],
+    pairs: int,
+    warmups: int,
+    settle_s: float = 0.0,
+) -> Paired:
+    """``warmups`` unmeasured calls of each, then ``pairs`` of each in ABBA order (base, first, first, base, ...);
+    ``settle_s`` after every call."""
+    for _ in range(warmups):
+        for call in (base, first):
+            await call()
+            await asyncio.sleep(settle_s)
+    paired = Paired()
+    order = ((False, base), (True, first))
+    for index in range(pairs):
+        for is_first, call in order if index % 2 == 0 else reversed(order):
+            seconds, size = await call()
+            if is_first:
+                paired.first_s.append(seconds)
+                paired.first_bytes = size
+            else:
+                paired.base_s.append(seconds)
+                paired.base_bytes = size
+            await asyncio.sleep(settle_s)
+    return paired
+
+
+async def _openai_ttfa(
+    through: tts_grpc.TtsServiceStub,
+    http: httpx2.AsyncClient,
+    http_url: str,
+    callers: Callers,
+    profile_id: str,
+    plan: Plan,
+) -> Paired:
+    """The HTTP face's speech (pcm) against the gRPC request the face itself makes for it: LINEAR16 at 24 kHz,
+    speed 1, no seed, language or frame limit; both cancelled after the first audio (see the module docstring)."""
+    if not http_url:
+        raise BenchError("the gateway was started without its HTTP face")
+    config = tts_pb.SynthesisConfig(
+        voice=tts_pb.Voice(profile_id=profile_id),
+        sampling=tts_pb.SamplingParameters(),
+        output_format=audio_pb2.AudioFormat(
+            encoding=audio_pb2.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=SAMPLE_RATE
+        ),
+        speed=1.0,
+    )
+    request = tts_pb.SynthesizeStreamRequest(config=config, text=SHORT_TEXT)
+    body: dict[str, object] = {
+        "model": OPENAI_MODEL,
+        "input": SHORT_TEXT,
+        "voice": profile_id,
+        "response_format": "pcm",
+        "stream_format": "audio",
+    }
+    url = f"{http_url}/audio/speech"
+    headers = dict(callers.gateway)
+
+    async def over_http() -> tuple[float, int]:
+        return await _http_first_chunk(http, url, headers, body)
+
+    async def over_grpc() -> tuple[float, int]:
+        return await _first_chunk(through, callers.gateway, request, read_all=False)
+
+    return await _abba(over_http, over_grpc, plan.openai_pairs, plan.warmups, OPENAI_SETTLE_S)
+
+
+async def _speed_ttfa(
+    through: tts_grpc.TtsServiceStub, callers: Callers, profile_id: str, plan: Plan
+) -> Paired:
+    """SynthesizeStream at ``SPEED`` against speed 1, otherwise the request of the gateway's own first-audio figure
+    (``plan.ttfa_frames`` frames, read to the end)."""
+    normal = _stream_request(profile_id, SHORT_TEXT, plan.ttfa_frames)
+    faster = _stream_request(profile_id, SHORT_TEXT, plan.ttfa_frames)
+    faster.config.speed = SPEED
+
+    async def at_speed() -> tuple[float, int]:
+        return await _first_chunk(through, callers.gateway, faster, read_all=True)
+
+    async def at_speed_1() -> tuple[float, int]:
+        return await _first_chunk(through, callers.gateway, normal, read_all=True)
+
+    return await _abba(at_speed, at_speed_1, plan.speed_pairs, plan.warmups)
 
 
 async def _loads(

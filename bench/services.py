@@ -332,6 +332,7 @@ def describe_rpc_error(error: grpc.RpcError) -> str:
 class GatewayService:
     address: str
     process: ManagedProcess
+    http_url: str  # the OpenAI-compatible HTTP face, http://host:port/v1
 
 
 @contextlib.asynccontextmanager
@@ -339,8 +340,10 @@ async def gateway_service(
     targets: dict[str, str], internal_token: str, extra_env: dict[str, str] | None = None
 ) -> AsyncIterator[GatewayService]:
     """Start ``python -m voice_gateway`` with API keys on, forwarding to ``targets`` (``profiles``, ``tts``,
-    ``asr``: host:port; a missing one gets a port nobody listens on) with ``internal_token``; wait for SERVING."""
+    ``asr``: host:port; a missing one gets a port nobody listens on) with ``internal_token``; wait for SERVING
+    and for its HTTP face (on a free port, never the default 8080 a developer's ``make run`` may hold)."""
     port = free_port(HOST)
+    http_port = free_port(HOST)
     env = {
         "VOICE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         "VOICE_LOG_FORMAT": "text",
@@ -350,6 +353,7 @@ async def gateway_service(
         "GATEWAY_PORT": str(port),
         "GATEWAY_METRICS_PORT": "0",
         "GATEWAY_AUTHENTICATION": "keys",
+        "GATEWAY_HTTP_PORT": str(http_port),
         **{
             f"GATEWAY_{name.upper()}_TARGET": f"dns:///{targets.get(name) or f'{HOST}:{free_port(HOST)}'}"
             for name in ("profiles", "tts", "asr")
@@ -360,4 +364,27 @@ async def gateway_service(
         address = f"{HOST}:{port}"
         async with aio.insecure_channel(address) as channel:
             await _wait_until(process, "grpc.health.v1 Check answers SERVING", channel, _HealthProbe())
-        yield GatewayService(address, process)
+        http_port = int(env["GATEWAY_HTTP_PORT"])  # extra_env may have set another (0: off)
+        await _wait_for_listener(process, http_port)
+        yield GatewayService(address, process, f"http://{HOST}:{http_port}/v1" if http_port else "")
+
+
+async def _wait_for_listener(process: ManagedProcess, port: int) -> None:
+    """Until ``port`` accepts TCP connections (the gateway opens its HTTP face just after its gRPC port); 0: off."""
+    if port == 0:
+        return
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        process.check_alive(f"opening port {port}")
+        try:
+            _, writer = await asyncio.open_connection(HOST, port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"{process.name} did not listen on {port} within {READY_TIMEOUT_S:.0f} s"
+                ) from None
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
