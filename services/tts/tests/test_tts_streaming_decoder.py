@@ -28,12 +28,20 @@ from voice_tts.streaming_decoder import DecoderState, StreamingDecoder
 EXACT = 1e-9  # float64: rounding only
 FLOAT32 = 1e-4  # float32: the package's own chunking floor is ~1.7e-5 on this decoder
 MAX_FRAMES = 300
+BIAS_SCALE = 0.05
 
 
 @pytest.fixture(scope="module")
 def decoder32(tiny_dir: Path) -> Qwen3TTSTokenizerV2Decoder:
     model = Qwen3TTSTokenizerV2Model.from_pretrained(str(tiny_dir / "speech_tokenizer"), dtype=torch.float32)
     decoder: Qwen3TTSTokenizerV2Decoder = model.decoder.eval()
+    # The tiny model's biases are zero; the released ones are not, and a bias counted twice where transposed
+    # convolutions overlap must show. Small random biases keep the output unclipped (RMS ~0.1).
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in decoder.named_parameters():
+            if name.endswith("bias"):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * BIAS_SCALE)
     return decoder
 
 
@@ -121,10 +129,12 @@ def test_a_one_frame_first_chunk_is_the_first_frame_of_the_whole_decode(
 
 
 @pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize(("precision", "tolerance"), [("decoder64", EXACT), ("decoder32", FLOAT32)])
 def test_requests_joining_and_leaving_a_batch_each_equal_their_own_whole_decode(
-    decoder64: Qwen3TTSTokenizerV2Decoder,
+    request: pytest.FixtureRequest, precision: str, tolerance: float
 ) -> None:
-    streaming = StreamingDecoder(decoder64)
+    decoder: Qwen3TTSTokenizerV2Decoder = request.getfixturevalue(precision)
+    streaming = StreamingDecoder(decoder)
     # Each request's chunk per step (0: not in this step); A runs throughout, B joins at step 1 and leaves after
     # step 3, C joins at step 2 and outlives both, with a one-frame first chunk. Long enough to fill the window.
     plans = {
@@ -150,7 +160,7 @@ def test_requests_joining_and_leaving_a_batch_each_equal_their_own_whole_decode(
     for name, plan in plans.items():
         assert positions[name] == sum(plan)
         streamed = torch.cat(pieces[name])
-        assert _max_difference(streamed, _whole(decoder64, codes[name])) < EXACT, name
+        assert _max_difference(streamed, _whole(decoder, codes[name])) < tolerance, name
 
 
 @pytest.mark.usefixtures("one_thread")
