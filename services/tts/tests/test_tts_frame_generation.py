@@ -376,3 +376,14 @@ def test_the_decoder_with_a_prebuilt_mask_is_the_packages_decoder(tts: Qwen3TTSM
         for length in (1, 4, 37, window + 30):  # the last one longer than the attention window
             codes = torch.randint(0, 64, (2, decoder.config.num_quantizers, length), generator=generator)
             assert torch.equal(decode_codes(decoder, codes), decoder(codes)), length
+
+
+def test_utterances_on_one_model_share_its_parts_and_keep_their_own_state(
+    tts: Qwen3TTSModel, prompts: dict[str, VoiceClonePromptItem]
+) -> None:
+    first = Utterance(tts, TEXT, LANGUAGE, prompts["icl"], seed=1, max_new_tokens=3)
+    second = Utterance(tts, TEXT, LANGUAGE, prompts["xvec"], seed=2, max_new_tokens=3)
+    assert first.speech_model is second.speech_model
+    assert first.speech_model.decoder is tts.model.speech_tokenizer.model.decoder
+    assert first.sampler is not second.sampler
+    assert first.sampler.generator is not second.sampler.generator
