@@ -370,7 +370,7 @@ def test_a_search_for_a_nul_character_is_invalid_argument(platform: Platform) ->
 def test_a_stream_refused_at_its_first_message_gets_the_refusal_every_time(platform: Platform) -> None:
     """Regression (found by the fuzzing): the backend refuses the stream while the client is still sending, and
     grpc.aio replaced the backend's status in the gateway with INTERNAL "Internal error from Core" in about one
-    call of 30 (voice_common.stream_call_status keeps the real one)."""
+    call of 30 (voice_client.stream_call_status keeps the real one)."""
     upload = [pb.AddSampleRequest(chunk=b"\0" * 4096) for _ in range(4)]
     live = [asr_pb.StreamingTranscribeRequest(audio=b"\0" * 4096) for _ in range(4)]
     answers: Counter[str] = Counter()

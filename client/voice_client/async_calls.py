@@ -14,6 +14,7 @@ from voice_client.calls import Response, _serialize
 from voice_client.errors import error_from_rpc
 from voice_client.messages import CHUNK_BYTES, AudioSource, Progress, ProgressCallback, UploadSource
 from voice_client.retrying import RetryPolicy, RetryState
+from voice_client.stream_call_status import StreamCallStatuses, real_error
 
 Item = TypeVar("Item")
 # grpc.aio.EOF: what read() returns at the end of a stream (grpc-stubs does not declare it).
@@ -227,11 +228,15 @@ class AsyncCalls:
             self._state(method, repeatable) if replayable else RetryState(RetryPolicy.none(), method, False)
         )
         while True:
+            call: Any = callable_(requests(), timeout=state.attempt_timeout(), metadata=self.metadata)
+            # A refusal while the requests are still going out can reach us as grpc.aio's write-failed INTERNAL;
+            # the recorder keeps the server's real answer (a RESOURCE_EXHAUSTED to wait out, a NOT_FOUND to raise).
+            statuses = StreamCallStatuses(call)
             try:
-                response: Response = await callable_(
-                    requests(), timeout=state.attempt_timeout(), metadata=self.metadata
-                )
+                response: Response = await call
                 return response
+            except aio.AioRpcError as error:
+                await self._pause(state, await real_error(error, statuses), method)
             except grpc.RpcError as error:
                 await self._pause(state, error, method)
 
@@ -249,8 +254,12 @@ class AsyncCalls:
         state = self._state(method, repeatable=True)
         while True:
             call: Any = callable_(replay.attempt(), timeout=state.attempt_timeout(), metadata=self.metadata)
+            statuses = StreamCallStatuses(call)
             try:
                 first = await call.read()
+            except aio.AioRpcError as error:
+                await self._pause(state, await real_error(error, statuses), method)
+                continue
             except grpc.RpcError as error:
                 await self._pause(state, error, method)
                 continue

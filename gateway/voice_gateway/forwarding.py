@@ -25,8 +25,8 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from voice_client.stream_call_status import StreamCallStatuses, real_error
 from voice_common.server.interceptor import StreamCutoff
-from voice_common.stream_call_status import StreamCallStatuses, real_error
 from voice_gateway.calls import CallRecord, current_call
 from voice_gateway.routes import Route
 

@@ -2,10 +2,10 @@
 
 The profile service checks the profile as soon as the upload's metadata arrives, so storing megabytes of speech for a
 profile that is gone ends the call while the TTS service is still writing chunks. grpc.aio then sometimes replaces
-the NOT_FOUND with INTERNAL "Internal error from Core" (voice_common.stream_call_status); the client must still get
+the NOT_FOUND with INTERNAL "Internal error from Core" (voice_client.stream_call_status); the client must still get
 NOT_FOUND, not an INTERNAL. The race is rare per call, so the test repeats the upload; against this service (whose
 refusal waits for a database lookup) it was not seen in some 1,800 unfixed uploads, so the test that fails without the
-fix is services/common/tests/test_stream_call_status.py, and this one checks store_generation's path end to end.
+fix is client/tests/test_stream_call_status.py, and this one checks store_generation's path end to end.
 """
 
 from __future__ import annotations

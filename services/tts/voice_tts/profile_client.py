@@ -26,12 +26,12 @@ from voice.profiles.v1 import generation_ingest_service_pb2 as ingest_pb
 from voice.profiles.v1 import generation_ingest_service_pb2_grpc as ingest_pb_grpc
 from voice.profiles.v1 import profiles_service_pb2 as pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as pb_grpc
+from voice_client.stream_call_status import StreamCallStatuses, real_error
 from voice_common.audio import AudioDecodeError, decode_linear16
 from voice_common.audio.encoding import to_s16
 from voice_common.audio_messages import read_linear16_stream
 from voice_common.errors import FailedPrecondition, Unavailable
 from voice_common.remote_errors import translate_error
-from voice_common.stream_call_status import StreamCallStatuses, real_error
 from voice_common.tenancy import TENANT_METADATA_KEY
 from voice_tts.prompts import ClipIdentity, ReferenceClip
 from voice_tts.voices import VoiceSample

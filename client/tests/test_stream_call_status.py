@@ -1,4 +1,4 @@
-"""voice_common.stream_call_status against a real gRPC server that refuses a client stream at its first message.
+"""voice_client.stream_call_status against a real gRPC server that refuses a client stream at its first message.
 
 The client is still writing when the refusal comes, so grpc.aio replaces the server's INVALID_ARGUMENT with INTERNAL
 "Internal error from Core" in a few calls of a thousand here (measured 5 of 2000); over thousands of calls the
@@ -16,7 +16,7 @@ import grpc
 import pytest
 from grpc import aio
 
-from voice_common.stream_call_status import StreamCallStatuses, is_write_failed, real_error
+from voice_client.stream_call_status import StreamCallStatuses, is_write_failed, real_error
 
 CALLS = 2000
 REFUSAL = "refused at the first message"
