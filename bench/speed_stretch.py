@@ -47,7 +47,7 @@ FIGURE_NAMES = ("speed_stretch_realtime_factor",)
 
 @dataclass
 class Plan:
-    sentences: int = 16  # English recordings joined (about 40 s of speech)
+    sentences: int = 16  # English recordings joined (about 60 s of speech)
     runs: int = 5  # per speed and way, after one unmeasured run
 
     @classmethod
