@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from e2e_support import (
 )
 
 from tools.tiny_model import build_tiny_model
+from voice_client import NotFound, RetryPolicy, Unavailable, VoiceClient
 
 START_SECONDS = 180.0
 DEFAULT_FRAMES = 24
@@ -50,8 +53,22 @@ class Platform:
         self.profiles = ServiceProcess(self.env, self.log_dir)
 
     def wait_until_serving(self) -> None:
+        """Until the profile service serves the gateway and the TTS service again: TTS reaches it over a channel
+        of its own, which reconnects on its own back-off (up to 3 s), so a TTS call that reads a profile must get
+        the profile service's answer (NOT_FOUND for an unknown id) rather than UNAVAILABLE."""
         self.profiles.wait_for(SERVING, timeout=60)
         self.gateway.wait_for(SERVING, timeout=60, service=SERVICES[0])
+        deadline = time.monotonic() + 30
+        with VoiceClient(self.target, api_key=self.admin_key, retry=RetryPolicy(max_attempts=1)) as client:
+            while True:
+                try:
+                    client.tts.synthesize("Are you there?", str(uuid.uuid4()), max_new_tokens=1)
+                except NotFound:
+                    return
+                except Unavailable:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
 
 
 @contextlib.contextmanager

@@ -47,9 +47,6 @@ def backend_channel_options(common: CommonSettings, settings: GatewaySettings) -
         ("grpc.max_send_message_length", limit),
         ("grpc.keepalive_time_ms", _BACKEND_KEEPALIVE_MS),
         ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_seconds * 1000)),
-        # A backend that comes back is found within a few seconds, not after gRPC's default back-off of minutes.
-        ("grpc.initial_reconnect_backoff_ms", 250),
-        ("grpc.max_reconnect_backoff_ms", 3000),
         ("grpc.enable_retries", 0),
         # The gateway's receive window per backend stream stays at HTTP/2's 64 KiB instead of growing by BDP
         # probing to megabytes: what a slow client has not read yet waits in the backend, not in the gateway's

@@ -21,6 +21,10 @@ INTERNAL_TOKEN_KEY = "x-voice-internal-token"
 # Calls spread over every address the target resolves to: on Kubernetes the internal Services are headless, so the
 # name resolves to one address per pod, and gRPC's default (pick_first) would send every call to the first of them.
 ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+# How soon a channel tries again after its peer went away. gRPC's default back-off grows to two minutes, and a call
+# on a channel waiting out its back-off fails at once with the last connection error: after a service restarts
+# (a deploy, a crash), its callers would keep failing for seconds to minutes while it already serves.
+RECONNECT_BACKOFF = (("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 3000))
 
 
 def internal_metadata(common: CommonSettings) -> tuple[tuple[str, str], ...]:
@@ -34,7 +38,8 @@ def internal_channel(
 ) -> aio.Channel:
     """A channel to ``target`` (host:port) with the internal credential of ``common``; ``options`` are the call
     site's own channel options (message sizes, back-off), kept as given. Calls are balanced round robin over the
-    target's addresses unless ``options`` name another ``grpc.service_config``.
+    target's addresses unless ``options`` name another ``grpc.service_config``, and a lost connection is tried again
+    within 3 s (:data:`RECONNECT_BACKOFF`) unless ``options`` set the back-off.
 
     ``add_token=False``: the channel carries the TLS part only, and the caller puts ``internal_metadata(common)`` in
     each call's metadata itself. The gateway does so: grpc.aio runs a client interceptor as an extra task per call
@@ -51,8 +56,10 @@ def internal_channel(
             _StreamStreamToken(token),
         ]
     channel_options = list(options)
-    if not any(name == "grpc.service_config" for name, _ in channel_options):
+    given = {name for name, _ in channel_options}
+    if "grpc.service_config" not in given:
         channel_options.append(("grpc.service_config", ROUND_ROBIN))
+    channel_options.extend((name, value) for name, value in RECONNECT_BACKOFF if name not in given)
     if not common.internal_tls:
         return aio.insecure_channel(target, options=channel_options, interceptors=interceptors)
     assert common.internal_tls_cert_file and common.internal_tls_key_file and common.internal_tls_ca_file
