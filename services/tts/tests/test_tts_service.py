@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,12 +23,14 @@ from grpc import aio
 from grpc_health.v1 import health_pb2
 from prometheus_client import REGISTRY
 
+from tools.tiny_model import build_tiny_model
 from voice.audio.v1 import audio_pb2
 from voice.profiles.v1 import profiles_service_pb2 as ppb
 from voice.profiles.v1 import profiles_service_pb2_grpc as ppb_grpc
 from voice.tts.v1 import tts_service_pb2 as pb
 from voice.tts.v1 import tts_service_pb2_grpc as pb_grpc
 from voice_common.audio import AudioEncoding, decode_audio, decode_linear16
+from voice_common.audio.encoding import to_s16
 from voice_common.audio_messages import encoding_to_proto
 from voice_common.config import CommonSettings
 from voice_common.errors import Unavailable
@@ -38,8 +41,11 @@ from voice_testing.media_files import encode_file, speechlike, wav_data_size, wi
 from voice_testing.served import Served, served
 from voice_testing.status_details import field_violations, trailing_metadata_bytes
 from voice_tts.app import TtsApp
+from voice_tts.frame_generation import Utterance
 from voice_tts.model_manager import ModelSpec, ModelState, check_available
 from voice_tts.settings import TtsSettings
+from voice_tts.synthesis_types import model_language
+from voice_tts.voices import InlineVoice
 
 RATE = 24_000
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -787,3 +793,104 @@ async def test_a_speed_outside_the_range_is_invalid_and_nothing_is_stored(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert list(field_violations(caught.value)) == ["config.speed"]
     assert await generations(servers, tenant) == []
+
+
+# -- streamed audio against the package's one-shot audio (issue 15) -------------------------------------------------
+
+PARITY_TEXT = "Streamed audio, decoded frame by frame, equals the one-shot decode of the same codes."
+PARITY_TRANSCRIPT = "Hello there."
+PCM16_STEP = 1
+
+
+@pytest.fixture(scope="module")
+def never_eos_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model whose talker never picks EOS: greedy generations run to max_new_tokens, so lengths are known."""
+    return build_tiny_model(tmp_path_factory.mktemp("never-eos") / "tiny-qwen3-tts", seed=0, never_eos=True)
+
+
+async def _stream_pcm(stub: Any, tenant: str, synthesis: pb.SynthesisConfig) -> tuple[np.ndarray, int]:
+    """A SynthesizeStream's LINEAR16 samples and how many audio messages carried them."""
+    request = pb.SynthesizeStreamRequest(config=synthesis, text=PARITY_TEXT)
+    chunks = [
+        message.audio.data
+        async for message in stub.SynthesizeStream(request, metadata=meta(tenant))
+        if message.WhichOneof("payload") == "audio"
+    ]
+    return np.frombuffer(b"".join(chunks), dtype="<i2").astype(np.int32), len(chunks)
+
+
+def _greedy(wav: bytes, frames: int) -> pb.SynthesisConfig:
+    return pb.SynthesisConfig(
+        voice=pb.Voice(reference=pb.VoiceReference(audio=wav, transcript=PARITY_TRANSCRIPT)),
+        language="en",
+        sampling=pb.SamplingParameters(temperature=0, max_new_tokens=frames),
+    )
+
+
+def _steps(audio: np.ndarray, pcm: np.ndarray) -> int:
+    """Max |difference| in PCM16 steps. The package cuts ICL audio at int(reference share x samples), which float
+    rounding may put one sample early: its audio is compared by its last samples."""
+    assert audio.size - pcm.size in (0, 1), (audio.size, pcm.size)
+    return int(np.abs(to_s16(audio[audio.size - pcm.size :]).astype(np.int32) - pcm).max())
+
+
+async def test_a_greedy_stream_equals_the_packages_one_shot_audio(
+    servers: Servers, tenant: str, never_eos_dir: Path
+) -> None:
+    """SynthesizeStream (4-frame first chunk, then 12) against qwen_tts's own generate_voice_clone for the same
+    reference, text and greedy settings: within one PCM16 step. Past 300 frames (reference included) the package
+    decodes in 300-frame pieces with 25 frames of context, so there the stream is held to one whole decode of the
+    same codes, which the package's audio is visibly further from."""
+    async with tts_server(servers, tts_settings(servers, model=str(never_eos_dir))) as server:
+        wav = reference_wav(seed=2)
+        short, short_chunks = await _stream_pcm(server.tts, tenant, _greedy(wav, 120))
+        long, _ = await _stream_pcm(server.tts, tenant, _greedy(wav, 300))
+        model = server.app.models.loaded
+        assert model is not None
+        # The prompt the service built for this clip (now a memory hit in its cache).
+        prompt, _ = await server.app.voices.prompt(
+            tenant, InlineVoice(wav, PARITY_TRANSCRIPT), server.app.models.spec, model
+        )
+    assert prompt.ref_code is not None and short_chunks == 1 + math.ceil((120 - 4) / 12)
+    language = model_language("en")
+    assert language is not None
+
+    def package(frames: int) -> np.ndarray:
+        wavs, rate = model.generate_voice_clone(
+            PARITY_TEXT,
+            language=language,
+            voice_clone_prompt=[prompt],
+            do_sample=False,
+            subtalker_dosample=False,
+            max_new_tokens=frames + 1,  # the package makes at most max_new_tokens - 1 frames
+        )
+        assert rate == RATE
+        return np.asarray(wavs[0], dtype=np.float32)
+
+    def whole(frames: int) -> np.ndarray:
+        return Utterance(
+            model, PARITY_TEXT, language, prompt, seed=0, temperature=0, max_new_tokens=frames
+        ).synthesize_whole()
+
+    reference_frames = prompt.ref_code.shape[0]
+    assert reference_frames + 120 < 300 < reference_frames + 300
+    assert short.size == 120 * 1920 and long.size == 300 * 1920
+    assert _steps(await asyncio.to_thread(package, 120), short) <= PCM16_STEP
+    whole_long = await asyncio.to_thread(whole, 300)
+    assert _steps(whole_long, long) <= PCM16_STEP
+    package_long = await asyncio.to_thread(package, 300)
+    assert _steps(package_long, to_s16(whole_long).astype(np.int32)) > 10 * PCM16_STEP
+
+
+async def test_max_batch_1_gives_the_same_bytes_however_requests_overlap(
+    servers: Servers, tenant: str
+) -> None:
+    """With TTS_MAX_BATCH=1 requests run one at a time through exactly the solo computation: a seed gives the same
+    bytes alone and among concurrent requests (the profile's reference state cached or not)."""
+    async with tts_server(servers, tts_settings(servers, max_batch=1)) as server:
+        sampled = config(seed=9, language="en")
+        alone, _ = await _stream_pcm(server.tts, tenant, sampled)
+        together = await asyncio.gather(*(_stream_pcm(server.tts, tenant, sampled) for _ in range(3)))
+    assert alone.size > 0
+    for audio, _ in together:
+        np.testing.assert_array_equal(audio, alone)

@@ -194,3 +194,41 @@ def test_rows_are_checked(decoder32: Qwen3TTSTokenizerV2Decoder) -> None:
         streaming.decode(state, _codes(2, 0)[:2])
     (empty,) = streaming.step([(state, _codes(0, 0))])
     assert empty.shape == (0,) and state.frames == 0
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_stream_after_reference_codes_equals_decoding_them_together_and_the_state_is_kept_once(
+    decoder64: Qwen3TTSTokenizerV2Decoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ICL mode: the generated frames are decoded after the reference codes. The state after a reference is kept
+    per content, handed out as copies (one request's decoding never reaches another's), and bounded."""
+    import voice_tts.streaming_decoder as module
+
+    streaming = StreamingDecoder(decoder64)
+    reference, generated = _codes(50, seed=11), _codes(90, seed=12)
+    whole = _whole(decoder64, torch.cat([reference, generated], dim=1))[50 * SAMPLES_PER_FRAME :]
+    decoded: list[int] = []
+    real_decode = streaming.decode
+
+    def counting_decode(state: DecoderState, codes: torch.Tensor) -> torch.Tensor:
+        decoded.append(codes.shape[-1])
+        return real_decode(state, codes)
+
+    monkeypatch.setattr(streaming, "decode", counting_decode)
+
+    first = streaming.state_after(reference)
+    second = streaming.state_after(reference.clone())  # same content, another tensor: the kept state
+    assert decoded == [50] and first.frames == second.frames == 50
+    for state in (first, second):  # each continues on its own copy, and both equal the joint decode
+        pieces = [streaming.decode(state, generated[:, :4]), streaming.decode(state, generated[:, 4:])]
+        assert _max_difference(torch.cat(pieces), whole) < EXACT
+    third = streaming.state_after(reference)  # the kept state is untouched by the copies' decoding
+    assert third.frames == 50
+    assert _max_difference(torch.cat([streaming.decode(third, generated)]), whole) < EXACT
+
+    monkeypatch.setattr(module, "REFERENCE_STATES", 2)
+    decoded.clear()
+    for seed in (21, 22, 23):
+        streaming.state_after(_codes(3, seed))
+    streaming.state_after(reference)  # pushed out by the last two: decoded again
+    assert decoded.count(50) == 1 and decoded.count(3) == 3

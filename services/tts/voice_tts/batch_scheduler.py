@@ -21,7 +21,7 @@ Determinism: a request alone in the batch computes exactly what ``Utterance`` co
 operations, same shapes), so a seed reproduces its audio bit for bit. A request batched with others samples from
 its own generator in the same order; on CPU in float32 its codes came out identical to the solo run (tested),
 and chunks decoded in one pass with other requests' chunks differ from solo decoding by ~1e-5 (rounding of the
-batched convolutions). On other hardware batched matrix products may round differently in the last bits, so with
+batched, padded convolutions and attention). On other hardware batched matrix products may round differently in the last bits, so with
 sampling a rare near-tie could pick another token: for bit-exact reproducibility run with ``max_batch=1``.
 """
 
@@ -41,7 +41,7 @@ import torch
 from transformers import DynamicCache
 
 from voice_common.audio.encoding import StreamingEncoder
-from voice_tts.chunk_decoding import ChunkCutter, decode_spans
+from voice_tts.chunk_decoding import ChunkCutter, decode_chunks
 from voice_tts.frame_generation import Utterance, residual_codes
 from voice_tts.synthesis_types import StopReason, SynthesisLimits, SynthesisRequest, piece_seed
 from voice_tts.text_segments import split_text
@@ -338,7 +338,6 @@ class BatchScheduler:
                     utterance,
                     first_chunk_frames=self._limits.first_chunk_frames,
                     chunk_frames=self._limits.chunk_frames,
-                    left_context_frames=self._limits.left_context_frames,
                 )
                 hidden, logits = utterance.begin()
                 self._frame(job, hidden, logits)
@@ -364,17 +363,16 @@ class BatchScheduler:
             self._decode_and_emit([(job, span)])
 
     def _decode_and_emit(self, due: list[tuple[Job, tuple[int, int]]]) -> None:
-        """Decode the jobs' due spans together (equal shapes share a decoder pass) and hand each its audio."""
+        """Decode the jobs' due chunks in one pass of the streaming decoder (each row continues its own decoder
+        state) and hand each its audio."""
         if not due:
             return
-        spans = []
-        for job, (start, end) in due:
-            assert job.utterance is not None
-            spans.append((job.utterance, start, end))
-        audio = decode_spans(spans, self._limits.left_context_frames)
-        for (job, span), samples in zip(due, audio, strict=True):
-            assert job.cutter is not None and job.encoder is not None
-            job.cutter.mark(span)
+        cutters = []
+        for job, span in due:
+            assert job.cutter is not None
+            cutters.append((job.cutter, span))
+        audio = decode_chunks(cutters)
+        for (job, _span), samples in zip(due, audio, strict=True):
             self._emit(job, samples)
 
     @staticmethod

@@ -1,10 +1,12 @@
-"""Audio from codec frames: the speech decoder's pass, and decoding a stream's frames in chunks as they come.
+"""Audio from codec frames: the speech decoder's one-shot pass, and decoding a stream's frames chunk by chunk.
 
-A chunk is decoded with the generated frames since the last chunk plus up to ``left_context_frames`` earlier
-frames as decoder context (in ICL mode the reference codes are the context of the first chunks); only the new
-frames' samples are handed out. :class:`ChunkCutter` says when a chunk is due (a small first chunk for a fast
-first sound, then every ``chunk_frames`` frames, the rest at the end); :func:`decode_spans` decodes several
-requests' due chunks, equal lengths in one pass.
+Streamed, each request keeps its own :class:`voice_tts.streaming_decoder.DecoderState`, so every frame goes
+through the speech decoder once and the audio of any chunking equals one decode of all the frames (within float
+rounding; docs/tts-streaming.md). In ICL mode a request's decoder state starts as the state after the reference
+codes (their audio dropped; kept per voice by the streaming decoder), so the generated frames are decoded after
+them, as the package's one-shot ``generate_voice_clone`` decodes them. :class:`ChunkCutter` says when a chunk is due (a small first chunk for a
+fast first sound, then every ``chunk_frames`` frames, the rest at the end); :func:`decode_chunks` decodes several
+requests' due chunks in one batched pass.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 from voice_tts.speech_model import SpeechModel
+from voice_tts.streaming_decoder import DecoderState
 from voice_tts.synthesis_types import StopReason
 
 
@@ -26,33 +29,34 @@ class FramesSoFar(Protocol):
     frames_generated: int
     stop_reason: StopReason | None
 
-    def context_codes(self) -> torch.Tensor:
-        """Reference codes (ICL mode) followed by the generated frames: (frames, groups)."""
+    @property
+    def codes(self) -> torch.Tensor:
+        """The generated frames: (frames, groups)."""
+        ...
+
+    def reference_codes(self) -> torch.Tensor | None:
+        """The reference recording's codes (ICL mode), decoded ahead of the generated frames: (frames, groups)."""
         ...
 
 
 class ChunkCutter:
-    """When to decode: after ``first_chunk_frames`` frames, then every ``chunk_frames``, the rest at the end.
+    """When to decode, and one request's decoder state: after ``first_chunk_frames`` frames, then every
+    ``chunk_frames``, the rest at the end.
 
     :meth:`due` and :meth:`rest_due` say which frames to decode next (``(start, end)``) without decoding, so a
-    caller can decode several utterances' spans in one pass (:func:`decode_spans`) and then :meth:`mark` them.
+    caller can decode several utterances' chunks in one pass (:func:`decode_chunks`), which also marks them.
     """
 
     def __init__(
-        self,
-        utterance: FramesSoFar,
-        *,
-        first_chunk_frames: int = 4,
-        chunk_frames: int = 12,
-        left_context_frames: int = 25,
+        self, utterance: FramesSoFar, *, first_chunk_frames: int = 4, chunk_frames: int = 12
     ) -> None:
-        if first_chunk_frames < 1 or chunk_frames < 1 or left_context_frames < 0:
-            raise ValueError("first_chunk_frames and chunk_frames must be >= 1, left_context_frames >= 0")
+        if first_chunk_frames < 1 or chunk_frames < 1:
+            raise ValueError("first_chunk_frames and chunk_frames must be >= 1")
         self.utterance = utterance
         self._first = first_chunk_frames
         self._every = chunk_frames
-        self.left_context_frames = left_context_frames
         self.emitted = 0  # frames decoded and handed out
+        self.state: DecoderState | None = None  # made with the first chunk; holds what the decoder has seen
 
     def due(self) -> tuple[int, int] | None:
         """The frames to decode after the latest frame, if a chunk is complete."""
@@ -68,9 +72,6 @@ class ChunkCutter:
             return None
         return self.emitted, utterance.frames_generated
 
-    def mark(self, span: tuple[int, int]) -> None:
-        self.emitted = span[1]
-
     def after_frame(self) -> np.ndarray | None:
         """:meth:`due`, decoded."""
         return self._cut(self.due())
@@ -82,9 +83,40 @@ class ChunkCutter:
     def _cut(self, span: tuple[int, int] | None) -> np.ndarray | None:
         if span is None:
             return None
-        (piece,) = decode_spans([(self.utterance, *span)], self.left_context_frames)
-        self.mark(span)
+        (piece,) = decode_chunks([(self, span)])
         return piece
+
+    def next_input(self, span: tuple[int, int]) -> tuple[DecoderState, torch.Tensor]:
+        """This chunk's decoder input: the request's decoder state and the codes to feed it (groups, frames).
+
+        The first chunk starts from the state after the reference codes in ICL mode (decoded once per voice and
+        kept by the streaming decoder), so every chunk's audio is its own frames' audio."""
+        start, end = span
+        utterance = self.utterance
+        if start != self.emitted or not start < end <= utterance.frames_generated:
+            raise ValueError(
+                f"bad frame span [{start}, {end}): {self.emitted} decoded, {utterance.frames_generated} made"
+            )
+        if self.state is None:
+            decoder = utterance.speech_model.streaming_decoder
+            reference = utterance.reference_codes()
+            self.state = (
+                decoder.new_state() if reference is None else decoder.state_after(reference.transpose(0, 1))
+            )
+        return self.state, utterance.codes[start:end].transpose(0, 1)
+
+
+def decode_chunks(due: Sequence[tuple[ChunkCutter, tuple[int, int]]]) -> list[np.ndarray]:
+    """The audio of each cutter's due ``(start, end)`` frames, decoded in one batched pass of the streaming decoder
+    (each row continues its own state; chunks may differ in length), and each cutter marked as having emitted them.
+    The cutters' utterances must share one model."""
+    if not due:
+        return []
+    rows = [cutter.next_input(span) for cutter, span in due]
+    audio = due[0][0].utterance.speech_model.streaming_decoder.step(rows)
+    for cutter, span in due:
+        cutter.emitted = span[1]
+    return [wav.float().cpu().numpy().astype(np.float32, copy=False) for wav in audio]
 
 
 @torch.inference_mode()
@@ -126,36 +158,3 @@ def decode_frames(model: SpeechModel, codes: torch.Tensor) -> torch.Tensor:
     """Decoder output for codes (T, G) in one pass: (T * samples_per_frame,) float."""
     wav = decode_codes(model.decoder, codes.clamp(min=0).transpose(0, 1).unsqueeze(0))
     return wav[0, 0, : codes.shape[0] * model.samples_per_frame]
-
-
-@torch.inference_mode()
-def decode_spans(spans: Sequence[tuple[FramesSoFar, int, int]], left_context_frames: int) -> list[np.ndarray]:
-    """The audio of each ``(utterance, start, end)`` span of generated frames, decoded with up to
-    ``left_context_frames`` earlier frames (reference codes in ICL mode count as earlier frames).
-
-    Spans of equal length (context included) go through the speech decoder together, one pass per length: the
-    decoder's fixed cost per call (its attention masks) is paid once for the whole group. The utterances must
-    share one model.
-    """
-    prepared: list[tuple[torch.Tensor, int]] = []
-    for utterance, start, end in spans:
-        if not 0 <= start < end <= utterance.frames_generated:
-            raise ValueError(f"bad frame span [{start}, {end}) of {utterance.frames_generated}")
-        all_codes = utterance.context_codes()
-        offset = all_codes.shape[0] - utterance.frames_generated  # reference frames in front
-        context = min(left_context_frames, offset + start)
-        prepared.append((all_codes[offset + start - context : offset + end], context))
-    groups: dict[int, list[int]] = {}
-    for index, (codes, _context) in enumerate(prepared):
-        groups.setdefault(codes.shape[0], []).append(index)
-    audio: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(spans)
-    for length, members in groups.items():
-        lead = spans[members[0]][0]
-        stacked = torch.stack([prepared[i][0] for i in members]).clamp(min=0).transpose(1, 2)  # (B, G, T)
-        wav = decode_codes(lead.speech_model.decoder, stacked)
-        per_frame = lead.speech_model.samples_per_frame
-        for row, index in enumerate(members):
-            context = prepared[index][1]
-            piece = wav[row, 0, context * per_frame : length * per_frame]
-            audio[index] = piece.float().cpu().numpy().astype(np.float32, copy=False)
-    return audio

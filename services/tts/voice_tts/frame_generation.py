@@ -9,8 +9,8 @@
    top-k, top-p), has the code predictor sample the remaining code groups step by step (the same processors
    ``code_predictor.generate`` would use; :class:`voice_tts.frame_sampling.FrameSampler`), and builds the next
    input embedding as ``Qwen3TTSTalkerForConditionalGeneration.forward`` does;
-3. audio is decoded in chunks with ``left_context_frames`` earlier frames as context
-   (:mod:`voice_tts.chunk_decoding`).
+3. audio is decoded in chunks by the streaming decoder, each frame once, continuing the request's own decoder
+   state, so the chunks join into what one decode of all the frames gives (:mod:`voice_tts.chunk_decoding`).
 
 The model's parts (talker, code predictor, decoder) are one :class:`voice_tts.speech_model.SpeechModel` shared by
 every request; everything per request (KV cache, sampler and its generator, codes, positions) lives here.
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from voice_tts.chunk_decoding import ChunkCutter, decode_frames, decode_spans
+from voice_tts.chunk_decoding import ChunkCutter, decode_frames
 from voice_tts.frame_sampling import (
     DEFAULT_MIN_NEW_TOKENS,
     FrameSampler,
@@ -247,10 +247,10 @@ class Utterance:
         ref = self.prefill.ref_code
         return self.codes if ref is None else torch.cat([ref.to(self.device), self.codes], dim=0)
 
-    def decode_span(self, start: int, end: int, left_context_frames: int) -> np.ndarray:
-        """Audio of generated frames [start, end), decoded with up to ``left_context_frames`` earlier frames."""
-        (piece,) = decode_spans([(self, start, end)], left_context_frames)
-        return piece
+    def reference_codes(self) -> torch.Tensor | None:
+        """The reference recording's codes in ICL mode (frames, groups), decoded ahead of the generated frames."""
+        ref = self.prefill.ref_code
+        return None if ref is None else ref.to(self.device)
 
     def decode_all(self) -> np.ndarray:
         """All generated frames decoded in one pass (reference codes in front in ICL mode, then cut off)."""
@@ -266,7 +266,6 @@ class Utterance:
         *,
         first_chunk_frames: int = 4,
         chunk_frames: int = 12,
-        left_context_frames: int = 25,
         should_stop: Callable[[], bool] = _never,
     ) -> Iterator[np.ndarray]:
         """Yield float32 audio pieces: after ``first_chunk_frames`` frames, then every ``chunk_frames``.
@@ -274,17 +273,13 @@ class Utterance:
         The rest is yielded at EOS or ``max_new_tokens``; after a stop nothing more is decoded or yielded.
         Arguments are checked here, before the first frame.
 
-        ``left_context_frames`` sets accuracy against :meth:`decode_all`: the decoder's pre-transformer attends
-        over a sliding window (72 frames in the 12 Hz tokenizer config) and its convolutions reach a little
-        further, so a chunk decoded with less context than that differs from the one-shot decode. On the tiny
-        model: 25 frames (upstream's chunked_decode value) ~0.02-0.03 max abs (output RMS ~0.1), 72 ~0.003-0.01,
-        100 ~1e-5 (rounding). Each chunk costs a decode of ``left_context_frames + chunk`` frames.
+        Each frame is decoded once, continuing this utterance's decoder state, so the pieces joined equal
+        :meth:`decode_all` within float rounding (about 1e-5 in float32), whatever the chunk sizes.
         """
         cutter = ChunkCutter(
             self,
             first_chunk_frames=first_chunk_frames,
             chunk_frames=chunk_frames,
-            left_context_frames=left_context_frames,
         )
         return self._stream(cutter, should_stop)
 

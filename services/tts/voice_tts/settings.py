@@ -107,12 +107,6 @@ class TtsSettings(BaseSettings):
     chunk_frames: int = Field(
         12, ge=1, description="Streaming: codec frames in each later audio chunk (12 = 0.96 s of audio)."
     )
-    left_context_frames: int = Field(
-        25,
-        ge=0,
-        description="Streaming: earlier frames decoded along with each chunk; more context comes closer to "
-        "decoding the whole at once (exact at about 100 frames) and costs more decode time; 0: none.",
-    )
 
     @model_validator(mode="after")
     def _reference_lengths_ordered(self) -> TtsSettings:
@@ -139,5 +133,4 @@ class TtsSettings(BaseSettings):
             max_batch=self.max_batch,
             first_chunk_frames=self.first_chunk_frames,
             chunk_frames=self.chunk_frames,
-            left_context_frames=self.left_context_frames,
         )

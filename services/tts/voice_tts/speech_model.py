@@ -1,8 +1,9 @@
 """The loaded Qwen3-TTS model's parts that frame generation drives, shared by every request on that model.
 
 :class:`SpeechModel` holds the talker, its code predictor and the speech tokenizer's decoder with their constants
-(code groups, EOS id, samples per frame, sample rate) and runs their forward passes. It holds no per-request state:
-KV caches, generators and codes belong to each request (:class:`voice_tts.frame_generation.Utterance`), and the
+(code groups, EOS id, samples per frame, sample rate), the streaming decoder over the speech decoder's weights, and
+runs their forward passes. It holds no per-request state: KV caches, decoder states, generators and codes belong
+to each request (:class:`voice_tts.frame_generation.Utterance`), and the
 weights are only read, so requests on several threads may share it (competing for the same CPU cores).
 :meth:`SpeechModel.of` gives the one instance of a loaded model.
 """
@@ -19,6 +20,7 @@ from transformers import DynamicCache
 
 from voice_tts.frame_sampling import FrameSampler
 from voice_tts.qwen import Qwen3TTSModel
+from voice_tts.streaming_decoder import StreamingDecoder
 
 
 class SpeechModel:
@@ -32,6 +34,9 @@ class SpeechModel:
         self.talker: Any = outer.talker
         self.predictor: Any = outer.talker.code_predictor
         self.decoder: Any = outer.speech_tokenizer.model.decoder
+        self.streaming_decoder = StreamingDecoder(
+            self.decoder
+        )  # shared; each stream has its own DecoderState
         talker_config = outer.config.talker_config
         self.num_groups: int = int(talker_config.num_code_groups)
         self.eos_id: int = int(talker_config.codec_eos_token_id)

@@ -30,8 +30,11 @@ past each row's length, because their overlap would otherwise carry padding into
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # First qwen_tts itself, imported without its banners; the submodules below are then already loaded, and quiet.
@@ -54,6 +57,8 @@ from torch import nn
 
 # The position of a key slot that holds nothing yet: far enough back that the sliding window never reaches it.
 _EMPTY_POSITION = -(2**40)
+# Decoder states after distinct reference codes kept per decoder (a few MB each at the released decoder's size).
+REFERENCE_STATES = 32
 
 
 @dataclass
@@ -118,6 +123,8 @@ class StreamingDecoder:
                     self._tail_shapes.append((conv.out_channels, overlap))
         attention = transformer.layers[0].self_attn
         self._kv_shape = (transformer.config.num_key_value_heads, self.window - 1, attention.head_dim)
+        self._after_reference: OrderedDict[bytes, DecoderState] = OrderedDict()
+        self._after_reference_lock = threading.Lock()
 
     @property
     def decoder(self) -> Qwen3TTSTokenizerV2Decoder:
@@ -142,6 +149,45 @@ class StreamingDecoder:
                 (self.window - 1,), _EMPTY_POSITION, dtype=torch.long, device=like.device
             ),
         )
+
+    @staticmethod
+    @torch.inference_mode()
+    def copy_state(state: DecoderState) -> DecoderState:
+        """An independent copy: decoding on with it leaves ``state`` as it was."""
+        return replace(
+            state,
+            conv_history=[tensor.clone() for tensor in state.conv_history],
+            transposed_tail=[tensor.clone() for tensor in state.transposed_tail],
+            keys=[tensor.clone() for tensor in state.keys],
+            values=[tensor.clone() for tensor in state.values],
+            key_positions=state.key_positions.clone(),
+        )
+
+    def state_after(self, codes: torch.Tensor) -> DecoderState:
+        """A new state that has decoded ``codes`` (num_quantizers, frames), their audio dropped: how a stream starts
+        after an ICL prompt's reference codes, which the package decodes ahead of the generated ones.
+
+        The state after each distinct reference (by content) is kept, the last :data:`REFERENCE_STATES` of them,
+        so a voice's reference goes through the decoder once rather than with every request's first chunk. The
+        result is the same either way: a kept state is exactly what decoding the codes again would give.
+        """
+        data = codes.detach().to(device="cpu", dtype=torch.long).contiguous()
+        key = (
+            hashlib.blake2b(data.numpy().tobytes(), digest_size=16).digest()
+            + repr(tuple(data.shape)).encode()
+        )
+        with self._after_reference_lock:
+            kept = self._after_reference.get(key)
+            if kept is not None:
+                self._after_reference.move_to_end(key)
+        if kept is None:
+            kept = self.new_state()
+            self.decode(kept, codes)
+            with self._after_reference_lock:
+                self._after_reference[key] = kept
+                while len(self._after_reference) > REFERENCE_STATES:
+                    self._after_reference.popitem(last=False)
+        return self.copy_state(kept)
 
     def decode(self, state: DecoderState, codes: torch.Tensor) -> torch.Tensor:
         """One request's next chunk: codes (num_quantizers, frames) -> audio (frames * samples_per_frame,)."""

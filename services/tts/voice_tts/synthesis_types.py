@@ -137,7 +137,6 @@ class SynthesisLimits:
     max_batch: int = 8  # requests stepped through the model together
     first_chunk_frames: int = 4
     chunk_frames: int = 12
-    left_context_frames: int = 25
 
 
 def validate(request: SynthesisSpec | SynthesisRequest, limits: SynthesisLimits | None = None) -> None:
