@@ -26,6 +26,12 @@ Figures (medians over several runs, after unmeasured warm-ups of both sides):
   first takes the one-time costs (numba compiling librosa's kernels, first encoder runs).
 * ``tts_concurrent8_vs_sequential8_ratio``: the wall time of eight Synthesize calls started at once over eight
   made one after another (distinct seeds, the same eight in both).
+* ``tts_stream_vs_one_shot_max_pcm16_steps``: greedy SynthesizeStream against qwen_tts's ``generate_voice_clone`` on
+  the same prompt (:data:`PARITY_FRAMES` frames), the largest difference in PCM16 steps; the detail adds a run past
+  the package's 300-frame decode chunk against one whole decode.
+* ``tts_streaming_decoder_vs_whole_time_ratio``: the streaming decoder in the service's chunks over one whole decode
+  of the same random codes, at the released decoder's shape (random weights); the tiny model's and the old
+  left-context scheme's ratios in the detail.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from grpc import aio
@@ -52,6 +58,9 @@ from voice.tts.v1 import tts_service_pb2 as tts_pb
 from voice.tts.v1 import tts_service_pb2_grpc as tts_grpc
 from voice_common.audio.encoding import to_s16
 from voice_testing.media_files import encode_file, speechlike
+
+if TYPE_CHECKING:  # imports torch and qwen_tts: only when the decoder is measured
+    from tools.streaming_decoder_timing import DecoderTiming
 
 T = TypeVar("T")
 
@@ -78,6 +87,12 @@ TTFA_GOAL = 1.10
 LONG_TEXT_GOAL = 0.15
 PROMPT_GOAL = 20.0
 CONCURRENCY_GOAL = 0.5
+PARITY_GOAL = 1.0  # PCM16 steps
+DECODER_GOAL = 1.2
+# Greedy stream-vs-one-shot runs: reference (4 s, 50 frames) + 150 generated stay under the package's 300-frame
+# decode chunk, so its one-shot audio is one whole decode; the long run (+ 300) goes past it.
+PARITY_FRAMES = 150
+PARITY_LONG_FRAMES = 300
 
 FIGURE_NAMES = (
     "tts_stream_ttfa_vs_engine_ratio",
@@ -85,6 +100,8 @@ FIGURE_NAMES = (
     "tts_prompt_cold_vs_warm_ratio",
     "tts_prompt_cold_vs_store_ratio",
     "tts_concurrent8_vs_sequential8_ratio",
+    "tts_stream_vs_one_shot_max_pcm16_steps",
+    "tts_streaming_decoder_vs_whole_time_ratio",
 )
 
 
@@ -107,11 +124,23 @@ class Plan:
     prompt_runs: int = 5
     concurrency_runs: int = 2
     warmups: int = 2
+    decoder_frames: int = (
+        48  # the released decoder's shape on the CPU: about 1 s of compute per second of audio
+    )
+    decoder_repeats: int = 2
 
     @classmethod
     def for_run(cls, quick: bool) -> Plan:
         if quick:
-            return cls(ttfa_runs=5, long_runs=1, prompt_runs=2, concurrency_runs=1, warmups=1)
+            return cls(
+                ttfa_runs=5,
+                long_runs=1,
+                prompt_runs=2,
+                concurrency_runs=1,
+                warmups=1,
+                decoder_frames=24,
+                decoder_repeats=1,
+            )
         return cls()
 
 
@@ -132,6 +161,18 @@ class StreamRun:
     @property
     def audio_s(self) -> float:
         return self.samples / SAMPLE_RATE
+
+
+@dataclass
+class Parity:
+    """Greedy SynthesizeStream against one-shot decodes of the same codes, in PCM16 steps (max |difference|)."""
+
+    frames: int
+    reference_frames: int
+    vs_package: int  # against qwen_tts's generate_voice_clone (one whole decode below 300 frames in all)
+    long_frames: int
+    long_vs_whole: int  # past 300 frames: against one whole decode of reference + generated codes
+    package_long_vs_whole: int  # the package's own 300-frame chunked decode against that whole decode
 
 
 @dataclass
@@ -162,6 +203,9 @@ class TtsResult:
     sequential_s: list[float] = field(default_factory=list)
     concurrent_s: list[float] = field(default_factory=list)
     concurrency_audio_s: float = 0.0
+    parity: Parity | None = None
+    decoder: DecoderTiming | None = None  # the released decoder's shape, random weights
+    tiny_decoder: DecoderTiming | None = None
     server_log: str = ""
 
     def figures(self) -> list[Figure]:
@@ -233,6 +277,36 @@ class TtsResult:
                     f"{CONCURRENT} Synthesize at once {concurrent * 1e3:.0f} ms vs one after another "
                     f"{sequential * 1e3:.0f} ms, medians of {len(self.sequential_s)}; each "
                     f"{FRAMES_PER_PIECE} frames, {self.concurrency_audio_s:.1f} s audio in all",
+                )
+            )
+        parity = self.parity
+        if parity is not None:
+            out.append(
+                Figure(
+                    FIGURE_NAMES[5],
+                    float(parity.vs_package),
+                    "<=",
+                    PARITY_GOAL,
+                    f"greedy SynthesizeStream vs qwen_tts generate_voice_clone, {parity.frames} frames after "
+                    f"{parity.reference_frames} reference frames; past 300 frames ({parity.long_frames}): stream "
+                    f"vs one whole decode {parity.long_vs_whole} steps, the package's chunked decode vs it "
+                    f"{parity.package_long_vs_whole}",
+                )
+            )
+        decoder, tiny = self.decoder, self.tiny_decoder
+        if decoder is not None and tiny is not None:
+            out.append(
+                Figure(
+                    FIGURE_NAMES[6],
+                    decoder.streamed_vs_whole,
+                    "<=",
+                    DECODER_GOAL,
+                    f"released decoder's shape (random weights), {decoder.frames} frames in the service's "
+                    f"chunks: streamed {decoder.streamed_s / decoder.audio_s * 1e3:.0f} ms vs whole "
+                    f"{decoder.whole_s / decoder.audio_s * 1e3:.0f} ms per s of audio, max difference "
+                    f"{decoder.max_difference:.1e}; the old 25-frame left context ÷ whole "
+                    f"{decoder.context_vs_whole:.2f} (max difference {decoder.context_max_difference:.1e}); "
+                    f"tiny model ÷ whole {tiny.streamed_vs_whole:.2f}, old {tiny.context_vs_whole:.2f}",
                 )
             )
         return out
@@ -332,11 +406,7 @@ def _engine_stream(model: Any, prompt: Any, text: str, seed: int, frames: int) -
     assert language is not None
     started = time.perf_counter()
     utterance = Utterance(model, text, language, prompt, seed=seed, max_new_tokens=frames)
-    pieces = utterance.stream(
-        first_chunk_frames=limits.first_chunk_frames,
-        chunk_frames=limits.chunk_frames,
-        left_context_frames=limits.left_context_frames,
-    )
+    pieces = utterance.stream(first_chunk_frames=limits.first_chunk_frames, chunk_frames=limits.chunk_frames)
     first = next(pieces)
     first_s = time.perf_counter() - started
     rest = list(pieces)
@@ -345,19 +415,27 @@ def _engine_stream(model: Any, prompt: Any, text: str, seed: int, frames: int) -
     return StreamRun(first_s, total_s, audio.size, to_s16(audio).tobytes())
 
 
-def _config(profile_id: str, seed: int, frames: int) -> tts_pb.SynthesisConfig:
+def _config(profile_id: str, seed: int, frames: int, *, greedy: bool = False) -> tts_pb.SynthesisConfig:
+    sampling = tts_pb.SamplingParameters(max_new_tokens=frames)
+    if greedy:
+        sampling.temperature = 0
     return tts_pb.SynthesisConfig(
-        voice=tts_pb.Voice(profile_id=profile_id),
-        language=LANGUAGE,
-        seed=seed,
-        sampling=tts_pb.SamplingParameters(max_new_tokens=frames),
+        voice=tts_pb.Voice(profile_id=profile_id), language=LANGUAGE, seed=seed, sampling=sampling
     )
 
 
 async def _service_stream(
-    stub: tts_grpc.TtsServiceStub, profile_id: str, text: str, seed: int, frames: int
+    stub: tts_grpc.TtsServiceStub,
+    profile_id: str,
+    text: str,
+    seed: int,
+    frames: int,
+    *,
+    greedy: bool = False,
 ) -> StreamRun:
-    request = tts_pb.SynthesizeStreamRequest(config=_config(profile_id, seed, frames), text=text)
+    request = tts_pb.SynthesizeStreamRequest(
+        config=_config(profile_id, seed, frames, greedy=greedy), text=text
+    )
     parts: list[bytes] = []
     first_s: float | None = None
     server_first_s: float | None = None
@@ -523,6 +601,8 @@ async def run_tts(
             result.prompt = await _prompt_timings(
                 engine, model, tts.model, clips, workdir / "prompt-bench-objects", plan.prompt_runs
             )
+            progress(f"the speech decoder: streamed ÷ whole ({plan.decoder_frames} frames, released shape)")
+            result.decoder, result.tiny_decoder = await _decoder_timings(engine, model, plan)
             tts.process.check_alive("after the TTS benchmarks")
             result.server_log = tts.process.output()
     finally:
@@ -585,3 +665,99 @@ async def _measure(
                 raise BenchError(
                     f"concurrent requests made {sum(audio_at_once):.2f} s of audio, sequential {sum(audio):.2f} s"
                 )
+
+        progress(f"greedy streams against one-shot decodes ({PARITY_FRAMES} and {PARITY_LONG_FRAMES} frames)")
+        result.parity = await _parity(stub, engine, model, prompt, profile_id)
+
+
+def _steps(audio: np.ndarray, pcm16: np.ndarray) -> int:
+    """Max |difference| in PCM16 steps between float audio and PCM16 samples of the same length."""
+    if audio.size != pcm16.size:
+        raise BenchError(f"{audio.size} samples compared with {pcm16.size}")
+    return int(np.abs(to_s16(audio).astype(np.int32) - pcm16.astype(np.int32)).max())
+
+
+def _tail(audio: np.ndarray, size: int) -> np.ndarray:
+    """The package's ICL audio, cut at int(reference share x samples): float rounding may leave one more sample."""
+    if audio.size - size not in (0, 1):
+        raise BenchError(f"the package made {audio.size} samples where the service made {size}")
+    return audio[audio.size - size :]
+
+
+async def _parity(
+    stub: tts_grpc.TtsServiceStub, engine: _EngineThread, model: Any, prompt: Any, profile_id: str
+) -> Parity:
+    """Greedy SynthesizeStream (default chunking) against qwen_tts's one-shot ``generate_voice_clone`` on the same
+    prompt, and past the package's 300-frame decode chunk against one whole decode of the same codes."""
+    from voice_tts.frame_generation import Utterance
+    from voice_tts.synthesis_types import model_language
+
+    language = model_language(LANGUAGE)
+    assert language is not None
+
+    def package(frames: int) -> np.ndarray:
+        wavs, _rate = model.generate_voice_clone(
+            SHORT_TEXT,
+            language=language,
+            voice_clone_prompt=[prompt],
+            do_sample=False,
+            subtalker_dosample=False,
+            max_new_tokens=frames + 1,  # the package makes at most max_new_tokens - 1 frames
+        )
+        return np.asarray(wavs[0], dtype=np.float32)
+
+    def whole(frames: int) -> np.ndarray:
+        utterance = Utterance(
+            model, SHORT_TEXT, language, prompt, seed=SEED, temperature=0, max_new_tokens=frames
+        )
+        return utterance.synthesize_whole()
+
+    def streamed(run: StreamRun, frames: int) -> np.ndarray:
+        pcm = np.frombuffer(run.pcm16, dtype="<i2")
+        if run.frames != frames:
+            raise BenchError(f"the greedy stream made {run.frames} frames, not {frames}")
+        return pcm
+
+    short = streamed(
+        await _service_stream(stub, profile_id, SHORT_TEXT, SEED, PARITY_FRAMES, greedy=True), PARITY_FRAMES
+    )
+    package_short = await engine.run(lambda: package(PARITY_FRAMES))
+    long = streamed(
+        await _service_stream(stub, profile_id, SHORT_TEXT, SEED, PARITY_LONG_FRAMES, greedy=True),
+        PARITY_LONG_FRAMES,
+    )
+    whole_long = await engine.run(lambda: whole(PARITY_LONG_FRAMES))
+    package_long = await engine.run(lambda: package(PARITY_LONG_FRAMES))
+    return Parity(
+        frames=PARITY_FRAMES,
+        reference_frames=0 if prompt.ref_code is None else int(prompt.ref_code.shape[0]),
+        vs_package=_steps(_tail(package_short, short.size), short),
+        long_frames=PARITY_LONG_FRAMES,
+        long_vs_whole=_steps(whole_long, long),
+        package_long_vs_whole=_steps(_tail(package_long, long.size), to_s16(whole_long)),
+    )
+
+
+async def _decoder_timings(
+    engine: _EngineThread, model: Any, plan: Plan
+) -> tuple[DecoderTiming, DecoderTiming]:
+    """The speech decoder streamed in the service's chunks ÷ one whole decode: the released decoder's shape
+    (random weights; the tiny decoder's 8-64 channels make every call's fixed cost dominate) and the tiny model's."""
+    from tools.streaming_decoder_timing import chunk_bounds, real_config_decoder, time_decoder
+    from voice_tts.speech_model import SpeechModel
+    from voice_tts.synthesis_types import SynthesisLimits
+
+    limits = SynthesisLimits()
+
+    def bounds(frames: int) -> list[tuple[int, int]]:
+        return chunk_bounds(frames, limits.first_chunk_frames, limits.chunk_frames)
+
+    def released() -> DecoderTiming:
+        decoder = real_config_decoder()
+        return time_decoder(decoder, plan.decoder_frames, bounds(plan.decoder_frames), plan.decoder_repeats)
+
+    def tiny() -> DecoderTiming:
+        decoder = SpeechModel.of(model).decoder
+        return time_decoder(decoder, FRAMES_PER_PIECE * 2, bounds(FRAMES_PER_PIECE * 2), 3)
+
+    return await engine.run(released), await engine.run(tiny)

@@ -16,6 +16,7 @@ import argparse
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 # First qwen_tts itself, imported without its banners (voice_tts.qwen); the submodules below are then quiet.
@@ -82,36 +83,98 @@ def _best_time(run: Callable[[], torch.Tensor], repeats: int) -> tuple[float, to
     return best, result
 
 
-def measure(decoder: Qwen3TTSTokenizerV2Decoder, frames: int, chunks: list[int], repeats: int) -> None:
+@dataclass
+class DecoderTiming:
+    """Seconds for one decode of the same codes: whole, streamed (with its max difference from whole), and with the
+    old left-context scheme (each chunk decoded again with ``context`` earlier frames, only its samples kept)."""
+
+    frames: int
+    audio_s: float
+    whole_s: float
+    streamed_s: float
+    max_difference: float
+    context_s: float
+    context_max_difference: float
+
+    @property
+    def streamed_vs_whole(self) -> float:
+        return self.streamed_s / self.whole_s
+
+    @property
+    def context_vs_whole(self) -> float:
+        return self.context_s / self.whole_s
+
+
+def chunk_bounds(frames: int, first: int, chunk: int) -> list[tuple[int, int]]:
+    """The service's chunking: ``first`` frames, then ``chunk`` at a time, the rest last."""
+    bounds, start = [], 0
+    while start < frames:
+        end = min(frames, start + (first if start == 0 else chunk))
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+def time_decoder(
+    decoder: Qwen3TTSTokenizerV2Decoder,
+    frames: int,
+    bounds: list[tuple[int, int]],
+    repeats: int,
+    context: int = 25,
+) -> DecoderTiming:
+    """Time random codes of ``frames`` frames decoded whole, streamed in ``bounds``, and with left context."""
     generator = torch.Generator().manual_seed(1)
     codes = torch.randint(
         0, decoder.config.codebook_size, (decoder.config.num_quantizers, frames), generator=generator
     )
     streaming = StreamingDecoder(decoder)
-    audio_seconds = frames * streaming.samples_per_frame / SAMPLE_RATE
+    per_frame = streaming.samples_per_frame
 
     def whole() -> torch.Tensor:
         with torch.inference_mode():
             wav: torch.Tensor = decoder(codes.unsqueeze(0))[0, 0]
         return wav
 
-    whole_time, reference = _best_time(whole, repeats)
-    print(
-        f"whole decode of {frames} frames ({audio_seconds:.2f} s): {whole_time / audio_seconds * 1000:.1f} ms per s"
+    def streamed() -> torch.Tensor:
+        state = streaming.new_state()
+        return torch.cat([streaming.decode(state, codes[:, start:end]) for start, end in bounds])
+
+    def with_context() -> torch.Tensor:
+        pieces = []
+        with torch.inference_mode():
+            for start, end in bounds:
+                begin = max(0, start - context)
+                wav = decoder(codes[:, begin:end].unsqueeze(0))[0, 0]
+                pieces.append(wav[(start - begin) * per_frame :])
+        return torch.cat(pieces)
+
+    whole_s, reference = _best_time(whole, repeats)
+    streamed_s, audio = _best_time(streamed, repeats)
+    context_s, context_audio = _best_time(with_context, repeats)
+    return DecoderTiming(
+        frames=frames,
+        audio_s=frames * per_frame / SAMPLE_RATE,
+        whole_s=whole_s,
+        streamed_s=streamed_s,
+        max_difference=float((audio - reference).abs().max()),
+        context_s=context_s,
+        context_max_difference=float((context_audio - reference).abs().max()),
     )
+
+
+def measure(decoder: Qwen3TTSTokenizerV2Decoder, frames: int, chunks: list[int], repeats: int) -> None:
     for chunk in chunks:
-
-        def streamed(size: int = chunk) -> torch.Tensor:
-            state = streaming.new_state()
-            return torch.cat(
-                [streaming.decode(state, codes[:, s : s + size]) for s in range(0, frames, size)]
+        timing = time_decoder(decoder, frames, chunk_bounds(frames, chunk, chunk), repeats)
+        if chunk == chunks[0]:
+            print(
+                f"whole decode of {frames} frames ({timing.audio_s:.2f} s): "
+                f"{timing.whole_s / timing.audio_s * 1000:.1f} ms per s"
             )
-
-        stream_time, audio = _best_time(streamed, repeats)
-        difference = float((audio - reference).abs().max())
         print(
-            f"streamed in {chunk:>3}-frame chunks: {stream_time / audio_seconds * 1000:.1f} ms per s, "
-            f"÷ whole {stream_time / whole_time:.2f}, max difference {difference:.1e}"
+            f"streamed in {chunk:>3}-frame chunks: {timing.streamed_s / timing.audio_s * 1000:.1f} ms per s, "
+            f"÷ whole {timing.streamed_vs_whole:.2f}, max difference {timing.max_difference:.1e}; "
+            f"re-decoded with 25 frames of context ÷ whole {timing.context_vs_whole:.2f}, "
+            f"max difference {timing.context_max_difference:.1e}"
         )
 
 
