@@ -19,6 +19,7 @@ from voice_common.audio.encoding import AudioEncoding, to_s16
 from voice_common.errors import InvalidArgument, ResourceExhausted
 from voice_tts.frame_generation import Utterance
 from voice_tts.model_manager import ModelManager, ModelSpec
+from voice_tts.speech_model import SpeechModel
 from voice_tts.synthesis_engine import SynthesisEngine, SynthesisStream
 from voice_tts.synthesis_types import (
     SAMPLE_RATE_FIELD,
@@ -365,3 +366,47 @@ async def test_a_request_joins_a_running_batch_and_a_stopped_one_leaves_it(
     assert max(sizes) == 2
     assert engine.queue_depth == 0 and engine.running == 0
     engine.close()
+
+
+async def test_requests_that_join_at_different_frames_share_every_later_decoder_pass(
+    manager: ModelManager, model: Any, prompt: VoiceClonePromptItem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each request joins after the one before it sent audio, so their chunks would come due at different frames.
+    Once a request has been decoded, no decoder pass leaves it out until it ends (its passes are consecutive), and
+    each request's audio is still its solo audio."""
+    decoder = SpeechModel.of(model).streaming_decoder
+    passes: list[set[int]] = []
+    real_step = decoder.step
+
+    def recording_step(rows: Any) -> Any:
+        passes.append({id(state) for state, _codes in rows})
+        return real_step(rows)
+
+    monkeypatch.setattr(decoder, "step", recording_step)
+    recorder = Recorder(no_eos=True)
+    engine = SynthesisEngine(manager, factory=recorder)
+    streams = []
+    consumers = []
+    for seed in (1, 2, 3):
+        stream = engine.stream(request(prompt, max_new_tokens=48, seed=seed))
+        first = await anext(stream)
+        consumers.append(asyncio.ensure_future(collect(stream)))
+        streams.append((stream, first))
+    outcomes = await asyncio.gather(*consumers)
+    engine.close()
+    rows = sorted({row for one_pass in passes for row in one_pass})
+    assert len(rows) == 3
+    for row in rows:
+        where = [index for index, one_pass in enumerate(passes) if row in one_pass]
+        assert where == list(range(where[0], where[-1] + 1)), (row, where, len(passes))
+    # A decoder pass per due chunk of each request would be 3 x 5; joined passes are far fewer.
+    assert len(passes) <= 10, len(passes)
+    for (_stream, first), (events, result), (_text, seed, _utterance) in zip(
+        streams, outcomes, recorder.made, strict=True
+    ):
+        assert result.frames == 48
+        solo = Utterance(model, TEXT, "english", prompt, seed=seed, max_new_tokens=48, min_new_tokens=48)
+        whole = solo.synthesize_whole()
+        assert result.pcm.size == whole.size
+        assert np.abs(whole - result.pcm).max() < 1e-4
+        assert first.audio and sum(event.samples for event in [first, *events]) == whole.size

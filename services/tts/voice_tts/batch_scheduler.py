@@ -12,8 +12,9 @@ How (the :class:`BatchScheduler` thread loop):
    left-padded to a common length (:class:`TalkerBatch`). Each row keeps its own positions (the rotary position
    is the row's own length, not the padded one) and the attention mask hides the padding.
 3. Each step runs the talker once for all rows, then each row samples its first code with its own processors and
-   generator; the rows that did not stop share the code predictor's passes (:func:`residual_codes`). Audio is
-   decoded per row as its chunks come due (:class:`ChunkCutter`) and handed to the request.
+   generator; the rows that did not stop share the code predictor's passes (:func:`residual_codes`). When a row's
+   chunk comes due (:class:`ChunkCutter`), every row's undecoded frames go through one streaming-decoder pass (so
+   rows that joined at different frames fall into step) and each request gets its audio.
 4. A row whose piece ends (EOS, frame cap) or whose request stopped leaves the batch at once (its cache rows are
    dropped), and its request's next piece, if any, joins as in 2. Columns that only padding uses are trimmed.
 
@@ -364,9 +365,21 @@ class BatchScheduler:
 
     def _decode_and_emit(self, due: list[tuple[Job, tuple[int, int]]]) -> None:
         """Decode the jobs' due chunks in one pass of the streaming decoder (each row continues its own decoder
-        state) and hand each its audio."""
+        state) and hand each its audio.
+
+        Every other running job's frames made so far go through the same pass. Requests join at different frames
+        (each arrives after its own profile read), so their chunks would otherwise come due at different steps, a
+        decoder pass each; decoded together once, they fall into step and share every later pass. A job decoded
+        early sends its audio sooner than its own chunk would have, and the same audio (the decoder is exact
+        whatever the chunking)."""
         if not due:
             return
+        chosen = {id(job) for job, _span in due}
+        for job in self._active:
+            if id(job) not in chosen and job.cutter is not None and not job.stop.is_set():
+                span = job.cutter.pending()
+                if span is not None:
+                    due.append((job, span))
         cutters = []
         for job, span in due:
             assert job.cutter is not None

@@ -65,6 +65,12 @@ class ChunkCutter:
             return None
         return self.emitted, generated
 
+    def pending(self) -> tuple[int, int] | None:
+        """The frames made and not yet decoded, whether or not a chunk is due: what a batch decodes early, in the
+        same pass as another request's due chunk, so that the requests' chunks fall into step."""
+        generated = self.utterance.frames_generated
+        return (self.emitted, generated) if generated > self.emitted else None
+
     def rest_due(self) -> tuple[int, int] | None:
         """At the end: the frames not yet decoded; nothing after a stop (the client has gone)."""
         utterance = self.utterance
