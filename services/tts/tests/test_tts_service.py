@@ -894,3 +894,38 @@ async def test_max_batch_1_gives_the_same_bytes_however_requests_overlap(
     assert alone.size > 0
     for audio, _ in together:
         np.testing.assert_array_equal(audio, alone)
+
+
+async def test_a_warm_voice_never_speaks_with_samples_that_changed_or_a_profile_that_is_gone(
+    servers: Servers, tenant: str
+) -> None:
+    """A profile's warm prompt starts the synthesis while its samples are listed again; the first audio waits for
+    that check. Changed samples: the synthesis starts over with the new prompt, unsent. A deleted profile:
+    NOT_FOUND, and nothing stored."""
+    profile_id = await voiced_profile(servers, tenant)
+
+    async def audio(*, store: bool = False) -> bytes:
+        synthesis = config(voice=pb.Voice(profile_id=profile_id), seed=4, language="en", store=store)
+        request = pb.SynthesizeStreamRequest(config=synthesis, text=TEXT)
+        messages = [message async for message in servers.tts.SynthesizeStream(request, metadata=meta(tenant))]
+        return b"".join(
+            message.audio.data for message in messages if message.WhichOneof("payload") == "audio"
+        )
+
+    first = await audio()  # cold: listed, built
+    assert await audio() == first  # warm: the last listing's prompt, confirmed
+    more = ppb.SampleMetadata(
+        profile_id=profile_id, file_name="b.wav", mime_type="audio/wav", reference_text="More."
+    )
+    await servers.profiles.AddSample(
+        iter([ppb.AddSampleRequest(metadata=more), ppb.AddSampleRequest(chunk=reference_wav(seed=9))]),
+        metadata=meta(tenant),
+    )
+    changed = await audio()  # started on the old prompt; the check brought the new one
+    assert changed and changed != first
+    assert await audio() == changed
+    await servers.profiles.DeleteProfile(ppb.DeleteProfileRequest(id=profile_id), metadata=meta(tenant))
+    with pytest.raises(aio.AioRpcError) as gone:
+        await audio(store=True)
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+    assert await generations(servers, tenant) == []

@@ -96,8 +96,10 @@ class DuplexSession:
     async def audio(self, cancelled: Callable[[], bool]) -> AsyncGenerator[bytes, None]:
         """The encoded audio of every sentence, as it is made; raises what reading the text raised, and
         InvalidArgument if the text was empty. ``cancelled()`` turning true stops it within a frame."""
-        prepared, reader = self._prepared, self._reader
-        assert prepared is not None and reader is not None, "open() first"
+        assert self._prepared is not None and self._reader is not None, "open() first"
+        # The voice's check first (the text comes later anyway): no audio with a prompt that may be stale.
+        prepared = self._prepared = await self._service.confirm_voice(self._prepared)
+        reader = self._reader
         request = prepared.request
         encoder = StreamingEncoder(request.encoding, MODEL_SAMPLE_RATE, request.sample_rate)
         pcm: list[np.ndarray] = []

@@ -434,12 +434,14 @@ class PromptCache:
             raise ValueError(f"invalid prompt cache key {key!r}")
         return validate_key(f"{owner.prefix}{self._model_folder}/{key}.safetensors")
 
-    def peek(self, owner: PromptOwner, key: str) -> VoiceClonePromptItem | None:
+    def peek(self, owner: PromptOwner, key: str, *, count: bool = True) -> VoiceClonePromptItem | None:
         """The prompt if it is in memory (counted as a memory hit); None otherwise, counting nothing (the caller
-        then prepares the reference and calls :meth:`get_or_create`, which counts the store hit or the miss)."""
+        then prepares the reference and calls :meth:`get_or_create`, which counts the store hit or the miss).
+        ``count=False``: a look that counts nothing yet (a prompt used before its key is confirmed; the caller
+        peeks again, counting, once it is)."""
         object_key = self.object_key(owner, key)
         item = self._memory.get(object_key)
-        if item is not None:
+        if item is not None and count:
             self._memory_hit(object_key, item)
         return item
 

@@ -36,7 +36,7 @@ from voice_tts.synthesis_types import (
     SynthesisSummary,
     validate,
 )
-from voice_tts.voices import ProfileVoice, Voice, VoiceResolver
+from voice_tts.voices import ProfileVoice, ResolvedVoice, Voice, VoiceResolver
 
 # Stands in for the text while a call whose text comes later is checked (SynthesizeDuplex's config).
 TEXT_PLACEHOLDER = "."
@@ -74,6 +74,7 @@ class PreparedSynthesis:
     model: Any  # what the prompt was made with and the speech runs on: held until the call ends
     rpc: str  # the metrics' label
     arrival: float  # when the call arrived (the service's clock)
+    voice: ResolvedVoice  # the prompt's source, with its pending check if it came from the last listing
 
 
 class SynthesisService:
@@ -125,17 +126,31 @@ class SynthesisService:
         """The checked call with its voice prompt; the model it runs on is held until the block ends."""
         self.check(spec, text_follows=text_follows)
         async with self._models.lease() as held:
-            prompt, model_id = await self._voices.prompt(tenant, voice, held.spec, held.model)
-            yield PreparedSynthesis(
-                request=spec.with_seed().with_prompt(prompt),
-                tenant=tenant,
-                profile_id=voice.profile_id if isinstance(voice, ProfileVoice) else None,
-                store=store,
-                model_id=model_id,
-                model=held.model,
-                rpc=rpc,
-                arrival=arrival,
-            )
+            resolved = await self._voices.resolve(tenant, voice, held.spec, held.model)
+            try:
+                yield PreparedSynthesis(
+                    request=spec.with_seed().with_prompt(resolved.prompt),
+                    tenant=tenant,
+                    profile_id=voice.profile_id if isinstance(voice, ProfileVoice) else None,
+                    store=store,
+                    model_id=resolved.model_id,
+                    model=held.model,
+                    rpc=rpc,
+                    arrival=arrival,
+                    voice=resolved,
+                )
+            finally:
+                await resolved.discard()
+
+    @staticmethod
+    async def confirm_voice(prepared: PreparedSynthesis) -> PreparedSynthesis:
+        """``prepared`` once its voice's check is back (at once if it has none): unchanged if its prompt is current,
+        else with the profile's current prompt. Raises what the check raised (the profile gone, no samples).
+        Nothing may be sent before this: until then the prompt may be a stale one."""
+        fresh = await prepared.voice.confirmed()
+        if fresh is None:
+            return prepared
+        return dataclasses.replace(prepared, request=dataclasses.replace(prepared.request, prompt=fresh))
 
     def stream(
         self, prepared: PreparedSynthesis, request: SynthesisRequest, cancelled: Callable[[], bool]
@@ -203,16 +218,30 @@ class Synthesis:
         return self._prepared.request
 
     async def audio(self, cancelled: Callable[[], bool]) -> AsyncGenerator[bytes, None]:
-        """The encoded audio as it is made; ``cancelled()`` turning true stops it within a frame."""
-        stream = self._service.stream(self._prepared, self._prepared.request, cancelled)
-        try:
-            async for event in stream:
-                if event.audio:
+        """The encoded audio as it is made; ``cancelled()`` turning true stops it within a frame.
+
+        The synthesis starts at once; its first audio waits for the voice's check (:meth:`SynthesisService.
+        confirm_voice`), which has usually long returned by then. If the profile's samples changed meanwhile,
+        what was made is dropped unsent and the synthesis starts over with the current prompt."""
+        while True:
+            prepared = self._prepared
+            stream = self._service.stream(prepared, prepared.request, cancelled)
+            stale = False
+            try:
+                async for event in stream:
+                    if not event.audio:
+                        continue
                     if self._first_audio is None:
+                        self._prepared = await self._service.confirm_voice(prepared)
+                        if self._prepared is not prepared:
+                            stale = True
+                            break
                         self._first_audio = self._service.clock()
                     yield event.audio
-        finally:
-            await stream.aclose()
+            finally:
+                await stream.aclose()
+            if not stale:
+                break
         self._result = stream.result
 
     async def finish(self) -> SynthesisSummary | None:

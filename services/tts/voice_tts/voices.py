@@ -4,13 +4,22 @@ voice clone prompt (built once, then taken from the prompt cache of that model).
 A profile's voice costs one listing of its samples while its prompt is warm: the cache key comes from the samples'
 metadata (:func:`~voice_tts.prompts.prompt_cache_key`), so the audio is downloaded only for a prompt that must be
 built. Prompts are a model's own, so there is one :class:`~voice_tts.prompts.PromptCache` per loaded model.
+
+That listing need not hold the synthesis up (:meth:`VoiceResolver.resolve`): for a profile whose last listing's
+prompt is still in memory, the synthesis starts on that prompt while the samples are listed again beside it, and
+the caller waits for that check (:class:`ResolvedVoice`) before it sends any audio. If the samples changed, the
+check brings the new prompt and the caller starts over with it; if the profile is gone, the check raises what the
+listing raised. So a request never speaks with a stale voice, and a warm voice's first audio does not wait for the
+profile service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -37,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 # The API field an inline clip comes in: what a refusal of that audio names.
 REFERENCE_FIELD = "config.voice.reference.audio"
+# Profiles whose last listing's prompt key is remembered (a short string each).
+KNOWN_LISTINGS = 4096
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,35 @@ class VoiceSamples(Protocol):
         ...
 
 
+@dataclass
+class ResolvedVoice:
+    """A voice's prompt for a model, and, when it was taken from the profile's last listing, the check of that
+    listing running beside the synthesis (see the module docstring)."""
+
+    prompt: VoiceClonePromptItem
+    model_id: str
+    check: asyncio.Future[VoiceClonePromptItem | None] | None = None  # None: the prompt is current
+
+    async def confirmed(self) -> VoiceClonePromptItem | None:
+        """After the check: None if the prompt was current, else the profile's current prompt (then taken as the
+        prompt). Raises what listing the samples raised (the profile gone, no samples, unreachable)."""
+        check, self.check = self.check, None
+        if check is None:
+            return None
+        fresh = await check
+        if fresh is not None:
+            self.prompt = fresh
+        return fresh
+
+    async def discard(self) -> None:
+        """The call ended without waiting for the check: stop it, and take any error it had (nobody else will)."""
+        check, self.check = self.check, None
+        if check is not None:
+            check.cancel()
+            with contextlib.suppress(BaseException):
+                await check
+
+
 class VoiceResolver:
     """Voice -> voice clone prompt of a given model, with one prompt cache per loaded model."""
 
@@ -98,6 +138,8 @@ class VoiceResolver:
         self._cache_entries = cache_entries
         self._refresh_seconds = refresh_seconds
         self._caches: dict[ModelSpec, PromptCache] = {}
+        # (tenant, profile id, model id) -> the prompt key of that profile's last listing.
+        self._listings: OrderedDict[tuple[str, str, str], str] = OrderedDict()
 
     def prompt_cache(self, spec: ModelSpec | None = None) -> PromptCache:
         """The prompt cache of the model loaded from ``spec`` (None: the serving one, else the configured one),
@@ -128,23 +170,67 @@ class VoiceResolver:
     async def prompt(
         self, tenant: str, voice: Voice, spec: ModelSpec, model: Any
     ) -> tuple[VoiceClonePromptItem, str]:
-        """``voice``'s prompt for ``model`` (loaded from ``spec``, held by the caller) and the model id it is
-        cached under."""
+        """``voice``'s current prompt for ``model`` (loaded from ``spec``, held by the caller) and the model id it
+        is cached under."""
         cache = self.prompt_cache(spec)
         if isinstance(voice, ProfileVoice):
-            samples = await self._samples.voice_samples(tenant, voice.profile_id)
-            key = prompt_cache_key(cache.model_id, [sample.identity for sample in samples])
-            owner = PromptOwner(tenant, samples[0].profile_id)
-            prompt = cache.peek(owner, key)
-            if prompt is None:
-                clips = await self._samples.download_clips(tenant, samples)
-                prompt = await self._build(cache, model, owner, key, clips)
-        else:
-            clips = [await self._inline_clip(voice)]
-            prompt = await self._build(
-                cache, model, PromptOwner(tenant), prompt_cache_key(cache.model_id, clips), clips
-            )
+            return await self._profile_prompt(tenant, voice.profile_id, cache, model), cache.model_id
+        clips = [await self._inline_clip(voice)]
+        prompt = await self._build(
+            cache, model, PromptOwner(tenant), prompt_cache_key(cache.model_id, clips), clips
+        )
         return prompt, cache.model_id
+
+    async def resolve(self, tenant: str, voice: Voice, spec: ModelSpec, model: Any) -> ResolvedVoice:
+        """Like :meth:`prompt`, but a profile whose last listing's prompt is in memory gets that prompt at once,
+        with the listing checked beside the synthesis (:attr:`ResolvedVoice.check`)."""
+        cache = self.prompt_cache(spec)
+        if isinstance(voice, ProfileVoice):
+            known = self._listings.get((tenant, voice.profile_id, cache.model_id))
+            owner = PromptOwner(tenant, voice.profile_id)
+            # Counted once the check confirms the key: a stale key's prompt is not a hit.
+            prompt = None if known is None else cache.peek(owner, known, count=False)
+            if prompt is not None and known is not None:
+                check = asyncio.ensure_future(
+                    self._changed_prompt(tenant, voice.profile_id, cache, model, known)
+                )
+                return ResolvedVoice(prompt, cache.model_id, check)
+        prompt, model_id = await self.prompt(tenant, voice, spec, model)
+        return ResolvedVoice(prompt, model_id)
+
+    async def _changed_prompt(
+        self, tenant: str, profile_id: str, cache: PromptCache, model: Any, known: str
+    ) -> VoiceClonePromptItem | None:
+        """None if the profile's samples still give the ``known`` key; else its current prompt."""
+        samples = await self._samples.voice_samples(tenant, profile_id)
+        if prompt_cache_key(cache.model_id, [sample.identity for sample in samples]) == known:
+            cache.peek(PromptOwner(tenant, profile_id), known)  # the memory hit, now that it is one
+            return None
+        return await self._profile_prompt(tenant, profile_id, cache, model, samples)
+
+    async def _profile_prompt(
+        self,
+        tenant: str,
+        profile_id: str,
+        cache: PromptCache,
+        model: Any,
+        samples: list[VoiceSample] | None = None,
+    ) -> VoiceClonePromptItem:
+        """The profile's current prompt (its samples listed unless given), remembered as its last listing."""
+        if samples is None:
+            samples = await self._samples.voice_samples(tenant, profile_id)
+        key = prompt_cache_key(cache.model_id, [sample.identity for sample in samples])
+        owner = PromptOwner(tenant, samples[0].profile_id)
+        prompt = cache.peek(owner, key)
+        if prompt is None:
+            clips = await self._samples.download_clips(tenant, samples)
+            prompt = await self._build(cache, model, owner, key, clips)
+        listing = (tenant, profile_id, cache.model_id)
+        self._listings[listing] = key
+        self._listings.move_to_end(listing)
+        while len(self._listings) > KNOWN_LISTINGS:
+            self._listings.popitem(last=False)
+        return prompt
 
     async def close(self) -> None:
         for cache in self._caches.values():
