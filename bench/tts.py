@@ -58,6 +58,7 @@ from voice.tts.v1 import tts_service_pb2 as tts_pb
 from voice.tts.v1 import tts_service_pb2_grpc as tts_grpc
 from voice_common.audio.encoding import to_s16
 from voice_testing.media_files import encode_file, speechlike
+from voice_testing.one_shot_speech import package_greedy_audio, pcm16_steps, whole_decode_audio
 
 if TYPE_CHECKING:  # imports torch and qwen_tts: only when the decoder is measured
     from tools.streaming_decoder_timing import DecoderTiming
@@ -670,47 +671,21 @@ async def _measure(
         result.parity = await _parity(stub, engine, model, prompt, profile_id)
 
 
-def _steps(audio: np.ndarray, pcm16: np.ndarray) -> int:
-    """Max |difference| in PCM16 steps between float audio and PCM16 samples of the same length."""
-    if audio.size != pcm16.size:
-        raise BenchError(f"{audio.size} samples compared with {pcm16.size}")
-    return int(np.abs(to_s16(audio).astype(np.int32) - pcm16.astype(np.int32)).max())
-
-
-def _tail(audio: np.ndarray, size: int) -> np.ndarray:
-    """The package's ICL audio, cut at int(reference share x samples): float rounding may leave one more sample."""
-    if audio.size - size not in (0, 1):
-        raise BenchError(f"the package made {audio.size} samples where the service made {size}")
-    return audio[audio.size - size :]
-
-
 async def _parity(
     stub: tts_grpc.TtsServiceStub, engine: _EngineThread, model: Any, prompt: Any, profile_id: str
 ) -> Parity:
     """Greedy SynthesizeStream (default chunking) against qwen_tts's one-shot ``generate_voice_clone`` on the same
     prompt, and past the package's 300-frame decode chunk against one whole decode of the same codes."""
-    from voice_tts.frame_generation import Utterance
     from voice_tts.synthesis_types import model_language
 
     language = model_language(LANGUAGE)
     assert language is not None
 
     def package(frames: int) -> np.ndarray:
-        wavs, _rate = model.generate_voice_clone(
-            SHORT_TEXT,
-            language=language,
-            voice_clone_prompt=[prompt],
-            do_sample=False,
-            subtalker_dosample=False,
-            max_new_tokens=frames + 1,  # the package makes at most max_new_tokens - 1 frames
-        )
-        return np.asarray(wavs[0], dtype=np.float32)
+        return package_greedy_audio(model, SHORT_TEXT, language, prompt, frames)
 
     def whole(frames: int) -> np.ndarray:
-        utterance = Utterance(
-            model, SHORT_TEXT, language, prompt, seed=SEED, temperature=0, max_new_tokens=frames
-        )
-        return utterance.synthesize_whole()
+        return whole_decode_audio(model, SHORT_TEXT, language, prompt, frames)
 
     def streamed(run: StreamRun, frames: int) -> np.ndarray:
         pcm = np.frombuffer(run.pcm16, dtype="<i2")
@@ -731,10 +706,10 @@ async def _parity(
     return Parity(
         frames=PARITY_FRAMES,
         reference_frames=0 if prompt.ref_code is None else int(prompt.ref_code.shape[0]),
-        vs_package=_steps(_tail(package_short, short.size), short),
+        vs_package=pcm16_steps(package_short, short),
         long_frames=PARITY_LONG_FRAMES,
-        long_vs_whole=_steps(whole_long, long),
-        package_long_vs_whole=_steps(_tail(package_long, long.size), to_s16(whole_long)),
+        long_vs_whole=pcm16_steps(whole_long, long),
+        package_long_vs_whole=pcm16_steps(package_long, to_s16(whole_long)),
     )
 
 

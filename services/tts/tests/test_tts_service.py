@@ -38,10 +38,10 @@ from voice_common.server.bootstrap import VoiceServer, build_server
 from voice_profiles.app import ProfilesApp
 from voice_profiles.settings import ProfilesSettings
 from voice_testing.media_files import encode_file, speechlike, wav_data_size, with_wav_data_size
+from voice_testing.one_shot_speech import package_greedy_audio, pcm16_steps, whole_decode_audio
 from voice_testing.served import Served, served
 from voice_testing.status_details import field_violations, trailing_metadata_bytes
 from voice_tts.app import TtsApp
-from voice_tts.frame_generation import Utterance
 from voice_tts.model_manager import ModelSpec, ModelState, check_available
 from voice_tts.settings import TtsSettings
 from voice_tts.synthesis_types import model_language
@@ -827,13 +827,6 @@ def _greedy(wav: bytes, frames: int) -> pb.SynthesisConfig:
     )
 
 
-def _steps(audio: np.ndarray, pcm: np.ndarray) -> int:
-    """Max |difference| in PCM16 steps. The package cuts ICL audio at int(reference share x samples), which float
-    rounding may put one sample early: its audio is compared by its last samples."""
-    assert audio.size - pcm.size in (0, 1), (audio.size, pcm.size)
-    return int(np.abs(to_s16(audio[audio.size - pcm.size :]).astype(np.int32) - pcm).max())
-
-
 async def test_a_greedy_stream_equals_the_packages_one_shot_audio(
     servers: Servers, tenant: str, never_eos_dir: Path
 ) -> None:
@@ -856,30 +849,19 @@ async def test_a_greedy_stream_equals_the_packages_one_shot_audio(
     assert language is not None
 
     def package(frames: int) -> np.ndarray:
-        wavs, rate = model.generate_voice_clone(
-            PARITY_TEXT,
-            language=language,
-            voice_clone_prompt=[prompt],
-            do_sample=False,
-            subtalker_dosample=False,
-            max_new_tokens=frames + 1,  # the package makes at most max_new_tokens - 1 frames
-        )
-        assert rate == RATE
-        return np.asarray(wavs[0], dtype=np.float32)
+        return package_greedy_audio(model, PARITY_TEXT, language, prompt, frames)
 
     def whole(frames: int) -> np.ndarray:
-        return Utterance(
-            model, PARITY_TEXT, language, prompt, seed=0, temperature=0, max_new_tokens=frames
-        ).synthesize_whole()
+        return whole_decode_audio(model, PARITY_TEXT, language, prompt, frames)
 
     reference_frames = prompt.ref_code.shape[0]
     assert reference_frames + 120 < 300 < reference_frames + 300
     assert short.size == 120 * 1920 and long.size == 300 * 1920
-    assert _steps(await asyncio.to_thread(package, 120), short) <= PCM16_STEP
+    assert pcm16_steps(await asyncio.to_thread(package, 120), short) <= PCM16_STEP
     whole_long = await asyncio.to_thread(whole, 300)
-    assert _steps(whole_long, long) <= PCM16_STEP
+    assert pcm16_steps(whole_long, long) <= PCM16_STEP
     package_long = await asyncio.to_thread(package, 300)
-    assert _steps(package_long, to_s16(whole_long).astype(np.int32)) > 10 * PCM16_STEP
+    assert pcm16_steps(package_long, to_s16(whole_long).astype(np.int32)) > 10 * PCM16_STEP
 
 
 async def test_max_batch_1_gives_the_same_bytes_however_requests_overlap(
