@@ -50,7 +50,15 @@ import numpy as np
 from grpc import aio
 
 from bench.common import BenchError, Figure, format_value, median, render_table
-from bench.services import ProfileService, TtsService, describe_rpc_error, tenant_metadata, tts_service
+from bench.echo_server import ECHO_METHOD
+from bench.services import (
+    ProfileService,
+    TtsService,
+    describe_rpc_error,
+    echo_server,
+    tenant_metadata,
+    tts_service,
+)
 from bench.upload import add_sample
 from voice.profiles.v1 import profiles_service_pb2 as profiles_pb
 from voice.profiles.v1 import profiles_service_pb2_grpc as profiles_grpc
@@ -196,9 +204,8 @@ class TtsResult:
     service_ttfa: list[StreamRun] = field(default_factory=list)
     engine_ttfa: list[StreamRun] = field(default_factory=list)
     same_audio: bool | None = None
-    profile_read_s: list[float] = field(
-        default_factory=list
-    )  # ProfileClient.reference_clips, in this process
+    # A bare grpc.aio round trip (the echo server): the transport floor inside the service's time to first audio.
+    round_trip_s: list[float] = field(default_factory=list)
     long_runs: list[StreamRun] = field(default_factory=list)
     prompt: PromptTimings = field(default_factory=PromptTimings)
     sequential_s: list[float] = field(default_factory=list)
@@ -228,7 +235,9 @@ class TtsResult:
                     TTFA_GOAL,
                     f"median of {len(self.service_ttfa)} paired ratios; SynthesizeStream first audio "
                     f"{service * 1e3:.1f} ms vs engine first chunk {engine * 1e3:.1f} ms (medians, ratio "
-                    f"{service / engine:.2f}); {self.short_chars} chars, "
+                    f"{service / engine:.2f}); a bare grpc.aio round trip "
+                    f"{median(self.round_trip_s) * 1e3 if self.round_trip_s else float('nan'):.1f} ms; "
+                    f"{self.short_chars} chars, "
                     f"{run.frames} frames, {run.audio_s:.2f} s audio, same audio: {_yes_no(self.same_audio)}",
                 )
             )
@@ -348,14 +357,14 @@ def report(result: TtsResult) -> str:
 
     stream_rows(f"SynthesizeStream, {result.short_chars} chars", result.service_ttfa)
     stream_rows(f"engine stream(), {result.short_chars} chars", result.engine_ttfa)
-    if result.profile_read_s:
+    if result.round_trip_s:
         rows.append(
             (
-                "  part of the service's: profile + sample read",
-                *_ms(result.profile_read_s),
-                len(result.profile_read_s),
+                "  a bare grpc.aio round trip (echo server)",
+                *_ms(result.round_trip_s),
+                len(result.round_trip_s),
                 "-",
-                REFERENCE_SECONDS,
+                "-",
             )
         )
     stream_rows(f"SynthesizeStream, {result.long_chars} chars", result.long_runs)
@@ -595,14 +604,14 @@ async def run_tts(
                 _, clips = await ProfileClient(channel).reference_clips(TENANT, profile_id)
             reference = combine_references(clips)
             prompt = await engine.run(lambda: create_prompt(model, reference))
-            async with aio.insecure_channel(profiles.address) as channel:
-                reader = ProfileClient(channel)
+            async with echo_server() as echo, aio.insecure_channel(echo.address) as channel:
+                call = channel.unary_unary(ECHO_METHOD, None, None)
 
-                async def read_profile() -> None:
-                    await reader.reference_clips(TENANT, profile_id)
+                async def round_trip() -> None:
+                    await call(b"x" * 64, timeout=10)
 
                 await _measure(
-                    tts, engine, model, prompt, profile_id, text_long, plan, result, progress, read_profile
+                    tts, engine, model, prompt, profile_id, text_long, plan, result, progress, round_trip
                 )
             progress(f"prompt cache: {plan.prompt_runs} full misses, memory and store hits")
             result.prompt = await _prompt_timings(
@@ -627,7 +636,7 @@ async def _measure(
     plan: Plan,
     result: TtsResult,
     progress: Callable[[str], None],
-    read_profile: Callable[[], Awaitable[None]],
+    round_trip: Callable[[], Awaitable[None]],
 ) -> None:
     async with aio.insecure_channel(tts.address) as channel:
         stub = tts_grpc.TtsServiceStub(channel)
@@ -644,10 +653,9 @@ async def _measure(
             result.engine_ttfa.append(
                 await engine.run(lambda: _engine_stream(model, prompt, SHORT_TEXT, SEED, TTFA_FRAMES))
             )
-            # What every request does before any synthesis: read the voice's profile and samples.
             started = time.perf_counter()
-            await read_profile()
-            result.profile_read_s.append(time.perf_counter() - started)
+            await round_trip()
+            result.round_trip_s.append(time.perf_counter() - started)
         result.same_audio = result.service_ttfa[0].pcm16 == result.engine_ttfa[0].pcm16
 
         progress(f"long text: {plan.long_runs} SynthesizeStream of {len(text_long)} characters")
