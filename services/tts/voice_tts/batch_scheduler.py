@@ -22,8 +22,9 @@ Determinism: a request alone in the batch computes exactly what ``Utterance`` co
 operations, same shapes), so a seed reproduces its audio bit for bit. A request batched with others samples from
 its own generator in the same order; on CPU in float32 its codes came out identical to the solo run (tested),
 and chunks decoded in one pass with other requests' chunks differ from solo decoding by ~1e-5 (rounding of the
-batched, padded convolutions and attention). On other hardware batched matrix products may round differently in the last bits, so with
-sampling a rare near-tie could pick another token: for bit-exact reproducibility run with ``max_batch=1``.
+batched, padded convolutions and attention). On other hardware batched matrix products may round differently in
+the last bits, so with sampling a rare near-tie could pick another token: for bit-exact reproducibility run with
+``max_batch=1``.
 """
 
 from __future__ import annotations
@@ -375,17 +376,19 @@ class BatchScheduler:
         if not due:
             return
         chosen = {id(job) for job, _span in due}
-        for job in self._active:
-            if id(job) not in chosen and job.cutter is not None and not job.stop.is_set():
-                span = job.cutter.pending()
-                if span is not None:
-                    due.append((job, span))
+        early = [
+            (job, span)
+            for job in self._active
+            if id(job) not in chosen and job.cutter is not None and not job.stop.is_set()
+            if (span := job.cutter.pending()) is not None
+        ]
+        rows = [*due, *early]
         cutters = []
-        for job, span in due:
+        for job, span in rows:
             assert job.cutter is not None
             cutters.append((job.cutter, span))
         audio = decode_chunks(cutters)
-        for (job, _span), samples in zip(due, audio, strict=True):
+        for (job, _span), samples in zip(rows, audio, strict=True):
             self._emit(job, samples)
 
     @staticmethod

@@ -4,9 +4,9 @@ Streamed, each request keeps its own :class:`voice_tts.streaming_decoder.Decoder
 through the speech decoder once and the audio of any chunking equals one decode of all the frames (within float
 rounding; docs/tts-streaming.md). In ICL mode a request's decoder state starts as the state after the reference
 codes (their audio dropped; kept per voice by the streaming decoder), so the generated frames are decoded after
-them, as the package's one-shot ``generate_voice_clone`` decodes them. :class:`ChunkCutter` says when a chunk is due (a small first chunk for a
-fast first sound, then every ``chunk_frames`` frames, the rest at the end); :func:`decode_chunks` decodes several
-requests' due chunks in one batched pass.
+them, as the package's one-shot ``generate_voice_clone`` decodes them. :class:`ChunkCutter` says when a chunk is
+due (a small first chunk for a fast first sound, then every ``chunk_frames`` frames, the rest at the end);
+:func:`decode_chunks` decodes several requests' due chunks in one batched pass.
 """
 
 from __future__ import annotations
