@@ -187,10 +187,12 @@ class VoiceResolver:
         cache = self.prompt_cache(spec)
         if isinstance(voice, ProfileVoice):
             known = self._listings.get((tenant, voice.profile_id, cache.model_id))
-            owner = PromptOwner(tenant, voice.profile_id)
             # Counted once the check confirms the key: a stale key's prompt is not a hit.
-            prompt = None if known is None else cache.peek(owner, known, count=False)
-            if prompt is not None and known is not None:
+            if (
+                known is not None
+                and (prompt := cache.peek(PromptOwner(tenant, voice.profile_id), known, count=False))
+                is not None
+            ):
                 check = asyncio.ensure_future(
                     self._changed_prompt(tenant, voice.profile_id, cache, model, known)
                 )
@@ -203,23 +205,30 @@ class VoiceResolver:
     ) -> VoiceClonePromptItem | None:
         """None if the profile's samples still give the ``known`` key; else its current prompt."""
         samples = await self._samples.voice_samples(tenant, profile_id)
-        if prompt_cache_key(cache.model_id, [sample.identity for sample in samples]) == known:
+        key = prompt_cache_key(cache.model_id, [sample.identity for sample in samples])
+        if key == known:
             cache.peek(PromptOwner(tenant, profile_id), known)  # the memory hit, now that it is one
             return None
-        return await self._profile_prompt(tenant, profile_id, cache, model, samples)
+        return await self._samples_prompt(tenant, profile_id, cache, model, samples, key)
 
     async def _profile_prompt(
+        self, tenant: str, profile_id: str, cache: PromptCache, model: Any
+    ) -> VoiceClonePromptItem:
+        """The profile's current prompt: its samples listed, their prompt from the cache or built."""
+        samples = await self._samples.voice_samples(tenant, profile_id)
+        key = prompt_cache_key(cache.model_id, [sample.identity for sample in samples])
+        return await self._samples_prompt(tenant, profile_id, cache, model, samples, key)
+
+    async def _samples_prompt(
         self,
         tenant: str,
         profile_id: str,
         cache: PromptCache,
         model: Any,
-        samples: list[VoiceSample] | None = None,
+        samples: list[VoiceSample],
+        key: str,
     ) -> VoiceClonePromptItem:
-        """The profile's current prompt (its samples listed unless given), remembered as its last listing."""
-        if samples is None:
-            samples = await self._samples.voice_samples(tenant, profile_id)
-        key = prompt_cache_key(cache.model_id, [sample.identity for sample in samples])
+        """The prompt of the profile's listed ``samples`` (cache ``key``), remembered as its last listing."""
         owner = PromptOwner(tenant, samples[0].profile_id)
         prompt = cache.peek(owner, key)
         if prompt is None:
