@@ -14,6 +14,12 @@ import pytest
 # and inherited by the service processes the end-to-end tests start. Deployments keep MKL's own choice.
 os.environ.setdefault("MKL_ENABLE_INSTRUCTIONS", "AVX512")
 
+# gRPC's fork handlers run gRPC code in a forked child, and with calls in flight on other threads that child can
+# crash before it execs (measured: 95 of 300 children killed by SIGSEGV). The tests fork while gRPC runs whenever
+# they start PostgreSQL as another user (subprocess cannot vfork to switch user); no test process forks to keep
+# using gRPC in the child, so the handlers are switched off. Read when gRPC initialises, so set before any import.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from voice_testing.postgres import postgres_server
 from voice_testing.s3_server import MotoServer
 
