@@ -16,7 +16,10 @@ FORKS = 200
 
 async def test_children_forked_during_grpc_calls_reach_exec() -> None:
     server = grpc.aio.server()
-    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    health_pb2_grpc.add_HealthServicer_to_server(
+        health.aio.HealthServicer(),  # type: ignore[attr-defined]
+        server,
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     forking = True
