@@ -106,10 +106,10 @@ def test_float32_streaming_is_within_the_packages_own_rounding(
     codes = _codes(sum(chunks), seed=len(chunks))
     streamed = _streamed(StreamingDecoder(decoder32), codes, chunks)
     whole = _whole(decoder32, codes)
-    difference = _max_difference(streamed, whole)
-    if len(chunks) == 1:
-        assert difference == 0.0  # one chunk runs the package's own arithmetic
-    assert difference < FLOAT32
+    # Even one chunk is not bit for bit the package's pass: its attention runs over the state's key slots and its
+    # convolutions over explicit history, shapes for which the CPU kernels may sum in another order (bit-exact on
+    # an AVX2 EPYC, 7e-6 apart on an AVX-512 one).
+    assert _max_difference(streamed, whole) < FLOAT32
 
 
 @pytest.mark.usefixtures("one_thread")
