@@ -129,7 +129,6 @@ async def _streamed(
     async with contextlib.aclosing(call.audio(context.cancelled)) as audio:
         first = asyncio.ensure_future(anext(audio, None))
         try:
-            await asyncio.sleep(0)  # its first step, up to handing the job to the engine thread, runs now
             yield response(start=pb.StreamStart(format=_format(call.request)))
             data = await first
         finally:
