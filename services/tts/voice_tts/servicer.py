@@ -122,35 +122,16 @@ async def _streamed(
     response: type[_StreamResponse], call: _Streaming, context: Context
 ) -> AsyncGenerator[_StreamResponse, None]:
     """A streamed call's responses (SynthesizeStream's and SynthesizeDuplex's have the same fields): the start with
-    the format, the audio chunks with their offsets, the summary.
-
-    The synthesis starts before the start message goes out, not after: grpc.aio asks for the next response only
-    once the previous one is written (about 0.35 ms on loopback), which the first audio need not wait for."""
+    the format, the audio chunks with their offsets, the summary."""
+    yield response(start=pb.StreamStart(format=_format(call.request)))
+    offset = 0
     async with contextlib.aclosing(call.audio(context.cancelled)) as audio:
-        first = asyncio.ensure_future(anext(audio, None))
-        try:
-            yield response(start=pb.StreamStart(format=_format(call.request)))
-            data = await first
-        finally:
-            await _settled(first)
-        offset = 0
-        while data is not None:
+        async for data in audio:
             yield response(audio=audio_pb2.AudioChunk(data=data, offset_bytes=offset))
             offset += len(data)
-            data = await anext(audio, None)
     summary = await call.finish()
     if summary is not None:  # None: cancelled, nothing stored, and nobody left to tell
         yield response(summary=_summary(summary))
-
-
-async def _settled(step: asyncio.Future[Any]) -> None:
-    """``step`` (the first step of the audio) over before its generator is closed: stopped if the call ended while it
-    ran (the client gone), its outcome taken. A generator mid-step cannot be closed, and an error nobody took would
-    be logged as never retrieved."""
-    if not step.done():
-        step.cancel()
-    with contextlib.suppress(BaseException):
-        await step
 
 
 class TtsServicer(pb_grpc.TtsServiceServicer):
