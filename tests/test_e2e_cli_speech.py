@@ -340,7 +340,7 @@ def _arrivals(platform: Platform, *args: str, stdin: bytes) -> tuple[list[tuple[
 def test_say_stream_writes_its_first_audio_before_the_synthesis_ends(
     platform: Platform, voice_name: str
 ) -> None:
-    # Many seconds of audio, which the tiny model makes over about a second, piece after piece (12 sentences took
+    # Many seconds of audio, which the tiny model makes over a second or more, piece after piece (12 sentences took
     # only 0.3 s on a Zen 4 EPYC: too little time for the first audio to be out well before the end).
     text = " ".join(f"This is sentence number {number} of the story." for number in range(1, 37)).encode()
     args = ("say", "-", "--voice", voice_name, "-o", "-", "--format", "pcm", "--seed", "1")
