@@ -16,8 +16,11 @@ thread), one by default: on two cores, two OpenMP threads per process made singl
 Figures (medians over several runs, after unmeasured warm-ups of both sides):
 
 * ``tts_stream_ttfa_vs_engine_ratio``: SynthesizeStream's time to the first audio chunk as the client sees it,
-  over the engine's first ``stream()`` yield counted from constructing the utterance. Service and engine runs
-  alternate; the figure is the median of each service run over the engine run after it.
+  over the engine's first ``stream()`` yield counted from constructing the utterance, on a random-weight model at
+  the released 0.6B shape (:mod:`bench.tts_released_shape`, which says why). Service and engine runs alternate; the
+  figure is the median of each service run over the engine run after it. The detail gives the tiny model's ratio.
+* ``tts_stream_ttfa_tiny_added_ms``: the same pairs on the tiny model, as milliseconds the service adds (the
+  median of the paired differences), beside a bare grpc.aio round trip.
 * ``tts_long_text_first_chunk_vs_total_ratio``: a 300-character text (two pieces for the service's 200-character
   split): time to the first audio chunk over the time to the end of the stream.
 * ``tts_prompt_cold_vs_warm_ratio``: ``PromptCache.get_or_create`` on a full miss (object store miss, then
@@ -37,14 +40,13 @@ Figures (medians over several runs, after unmeasured warm-ups of both sides):
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from grpc import aio
@@ -59,27 +61,29 @@ from bench.services import (
     tenant_metadata,
     tts_service,
 )
-from bench.upload import add_sample
-from voice.profiles.v1 import profiles_service_pb2 as profiles_pb
-from voice.profiles.v1 import profiles_service_pb2_grpc as profiles_grpc
+from bench.tts_released_shape import ReleasedShapeRuns, measure_released_shape_ttfa
+from bench.tts_streams import (
+    LANGUAGE,
+    REFERENCE_SECONDS,
+    SAMPLE_RATE,
+    TENANT,
+    EngineThread,
+    StreamRun,
+    engine_model_and_prompt,
+    engine_stream,
+    make_profile,
+    service_stream,
+    synthesis_config,
+)
 from voice.tts.v1 import tts_service_pb2 as tts_pb
 from voice.tts.v1 import tts_service_pb2_grpc as tts_grpc
 from voice_common.audio.encoding import to_s16
-from voice_testing.media_files import encode_file, speechlike
+from voice_testing.media_files import speechlike
 from voice_testing.one_shot_speech import package_greedy_audio, pcm16_steps, whole_decode_audio
 
 if TYPE_CHECKING:  # imports torch and qwen_tts: only when the decoder is measured
     from tools.streaming_decoder_timing import DecoderTiming
 
-T = TypeVar("T")
-
-TENANT = "bench-tts"
-LANGUAGE = "en"
-SAMPLE_RATE = 24_000
-SAMPLES_PER_FRAME = 1920
-FRAME_RATE = SAMPLE_RATE / SAMPLES_PER_FRAME
-REFERENCE_SECONDS = 4.0
-REFERENCE_TEXT = "Hello, this is the reference voice the benchmark clones for every request."
 WARMUP_REFERENCE_TEXT = "Another voice, only to warm the prompt builder up."
 SHORT_TEXT = "Good morning! This sentence is spoken by the service and by the engine, with the same seed."
 LONG_TEXT_CHARS = 300
@@ -93,6 +97,9 @@ CONCURRENT = 8
 THREADS = int(os.environ.get("BENCH_TTS_THREADS", "1"))
 
 TTFA_GOAL = 1.10
+# Milliseconds the service adds to the tiny model's first chunk: on the fastest first audio published for the 0.6B
+# model (152 ms, an RTX 4090 with CUDA graphs; docs/capacity.md), 5 ms would keep the ratio within 1.04.
+TINY_ADDED_MS_GOAL = 5.0
 LONG_TEXT_GOAL = 0.15
 PROMPT_GOAL = 20.0
 CONCURRENCY_GOAL = 0.5
@@ -111,6 +118,7 @@ FIGURE_NAMES = (
     "tts_concurrent8_vs_sequential8_ratio",
     "tts_stream_vs_one_shot_max_pcm16_steps",
     "tts_streaming_decoder_vs_whole_time_ratio",
+    "tts_stream_ttfa_tiny_added_ms",
 )
 
 
@@ -129,6 +137,7 @@ def long_text(chars: int = LONG_TEXT_CHARS) -> str:
 @dataclass
 class Plan:
     ttfa_runs: int = 21
+    released_shape_runs: int = 7
     long_runs: int = 3
     prompt_runs: int = 5
     concurrency_runs: int = 2
@@ -143,6 +152,7 @@ class Plan:
         if quick:
             return cls(
                 ttfa_runs=5,
+                released_shape_runs=2,
                 long_runs=1,
                 prompt_runs=2,
                 concurrency_runs=1,
@@ -151,25 +161,6 @@ class Plan:
                 decoder_repeats=1,
             )
         return cls()
-
-
-@dataclass
-class StreamRun:
-    """One streamed synthesis: seconds to the first audio and to the end, and what came out."""
-
-    first_s: float
-    total_s: float
-    samples: int
-    pcm16: bytes = b""  # the service's LINEAR16 bytes, or the engine's audio encoded the same way
-    server_first_s: float | None = None  # the service's own time to first audio (its summary), from arrival
-
-    @property
-    def frames(self) -> int:
-        return round(self.samples / SAMPLES_PER_FRAME)
-
-    @property
-    def audio_s(self) -> float:
-        return self.samples / SAMPLE_RATE
 
 
 @dataclass
@@ -213,32 +204,54 @@ class TtsResult:
     concurrency_audio_s: float = 0.0
     parity: Parity | None = None
     decoder: DecoderTiming | None = None  # the released decoder's shape, random weights
+    released_shape: ReleasedShapeRuns | None = None
     tiny_decoder: DecoderTiming | None = None
     server_log: str = ""
 
     def figures(self) -> list[Figure]:
         out: list[Figure] = []
+        released = self.released_shape
+        tiny_ratio = None
         if self.service_ttfa and self.engine_ttfa:
-            service = median([run.first_s for run in self.service_ttfa])
-            engine = median([run.first_s for run in self.engine_ttfa])
-            # Each service run's time over the engine run right after it: the pair shares the machine's state of
-            # the moment (on a shared machine the engine's own time drifts by half between runs of the bench).
-            paired = median(
-                [s.first_s / e.first_s for s, e in zip(self.service_ttfa, self.engine_ttfa, strict=True)]
+            # Each service run against the engine run right after it: the pair shares the machine's state of the
+            # moment (on a shared machine the engine's own time drifts by half between runs of the bench).
+            tiny_ratio = median(
+                [s.first_s / e.first_s for s, e in _pairs(self.service_ttfa, self.engine_ttfa)]
             )
-            run = self.service_ttfa[0]
+        if released is not None and released.service and released.engine:
+            service = median([run.first_s for run in released.service])
+            engine = median([run.first_s for run in released.engine])
+            run = released.service[0]
             out.append(
                 Figure(
                     FIGURE_NAMES[0],
-                    paired,
+                    median([s.first_s / e.first_s for s, e in _pairs(released.service, released.engine)]),
                     "<=",
                     TTFA_GOAL,
-                    f"median of {len(self.service_ttfa)} paired ratios; SynthesizeStream first audio "
-                    f"{service * 1e3:.1f} ms vs engine first chunk {engine * 1e3:.1f} ms (medians, ratio "
-                    f"{service / engine:.2f}); a bare grpc.aio round trip "
+                    f"the released 0.6B shape with random weights, median of {len(released.service)} paired "
+                    f"ratios; SynthesizeStream first audio {service * 1e3:.0f} ms vs engine first chunk "
+                    f"{engine * 1e3:.0f} ms (medians); {self.short_chars} chars, {run.frames} frames, same audio: "
+                    f"{_yes_no(released.same_audio)}; the tiny "
+                    f"model's paired ratio {tiny_ratio if tiny_ratio is not None else float('nan'):.2f}",
+                )
+            )
+        if self.service_ttfa and self.engine_ttfa:
+            service = median([run.first_s for run in self.service_ttfa])
+            engine = median([run.first_s for run in self.engine_ttfa])
+            added = median([s.first_s - e.first_s for s, e in _pairs(self.service_ttfa, self.engine_ttfa)])
+            run = self.service_ttfa[0]
+            out.append(
+                Figure(
+                    FIGURE_NAMES[7],
+                    added * 1e3,
+                    "<=",
+                    TINY_ADDED_MS_GOAL,
+                    f"tiny model, median of {len(self.service_ttfa)} paired differences; SynthesizeStream first "
+                    f"audio {service * 1e3:.1f} ms vs engine first chunk {engine * 1e3:.1f} ms (medians); a bare "
+                    f"grpc.aio round trip "
                     f"{median(self.round_trip_s) * 1e3 if self.round_trip_s else float('nan'):.1f} ms; "
-                    f"{self.short_chars} chars, "
-                    f"{run.frames} frames, {run.audio_s:.2f} s audio, same audio: {_yes_no(self.same_audio)}",
+                    f"{self.short_chars} chars, {run.frames} frames, {run.audio_s:.2f} s audio, same audio: "
+                    f"{_yes_no(self.same_audio)}",
                 )
             )
         if self.long_runs:
@@ -328,6 +341,10 @@ class TtsResult:
         return out
 
 
+def _pairs(service: list[StreamRun], engine: list[StreamRun]) -> zip[tuple[StreamRun, StreamRun]]:
+    return zip(service, engine, strict=True)
+
+
 def _yes_no(value: bool | None) -> str:
     return "not compared" if value is None else ("yes" if value else "NO")
 
@@ -368,6 +385,10 @@ def report(result: TtsResult) -> str:
             )
         )
     stream_rows(f"SynthesizeStream, {result.long_chars} chars", result.long_runs)
+    released = result.released_shape
+    if released is not None:
+        stream_rows(f"0.6B shape, SynthesizeStream, {result.short_chars} chars", released.service)
+        stream_rows(f"0.6B shape, engine stream(), {result.short_chars} chars", released.engine)
     prompt = result.prompt
     if prompt.cold_s:
         runs = len(prompt.cold_s)
@@ -392,91 +413,9 @@ def report(result: TtsResult) -> str:
     return table
 
 
-class _EngineThread:
-    """One OS thread for all in-process torch work, its OpenMP pool set to ``threads`` (the count is per thread)."""
-
-    def __init__(self, threads: int) -> None:
-        self._threads = threads
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-engine")
-
-    async def run(self, fn: Callable[[], T]) -> T:
-        def call() -> T:
-            import torch
-
-            torch.set_num_threads(self._threads)
-            return fn()
-
-        return await asyncio.wrap_future(self._pool.submit(call))
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-
-def _engine_stream(model: Any, prompt: Any, text: str, seed: int, frames: int) -> StreamRun:
-    """The engine alone: construct the utterance, stream to the end; first yield timed from the constructor."""
-    from voice_tts.frame_generation import Utterance
-    from voice_tts.synthesis_types import SynthesisLimits, model_language
-
-    limits = SynthesisLimits()
-    language = model_language(LANGUAGE)
-    assert language is not None
-    started = time.perf_counter()
-    utterance = Utterance(model, text, language, prompt, seed=seed, max_new_tokens=frames)
-    pieces = utterance.stream(first_chunk_frames=limits.first_chunk_frames, chunk_frames=limits.chunk_frames)
-    first = next(pieces)
-    first_s = time.perf_counter() - started
-    rest = list(pieces)
-    total_s = time.perf_counter() - started
-    audio = np.concatenate([first, *rest])
-    return StreamRun(first_s, total_s, audio.size, to_s16(audio).tobytes())
-
-
-def _config(profile_id: str, seed: int, frames: int, *, greedy: bool = False) -> tts_pb.SynthesisConfig:
-    sampling = tts_pb.SamplingParameters(max_new_tokens=frames)
-    if greedy:
-        sampling.temperature = 0
-    return tts_pb.SynthesisConfig(
-        voice=tts_pb.Voice(profile_id=profile_id), language=LANGUAGE, seed=seed, sampling=sampling
-    )
-
-
-async def _service_stream(
-    stub: tts_grpc.TtsServiceStub,
-    profile_id: str,
-    text: str,
-    seed: int,
-    frames: int,
-    *,
-    greedy: bool = False,
-) -> StreamRun:
-    request = tts_pb.SynthesizeStreamRequest(
-        config=_config(profile_id, seed, frames, greedy=greedy), text=text
-    )
-    parts: list[bytes] = []
-    first_s: float | None = None
-    server_first_s: float | None = None
-    started = time.perf_counter()
-    try:
-        async for response in stub.SynthesizeStream(request, metadata=tenant_metadata(TENANT), timeout=300):
-            payload = response.WhichOneof("payload")
-            if payload == "audio" and response.audio.data:
-                if first_s is None:
-                    first_s = time.perf_counter() - started
-                parts.append(response.audio.data)
-            elif payload == "summary":
-                server_first_s = response.summary.timings.time_to_first_audio.ToNanoseconds() / 1e9
-    except aio.AioRpcError as error:
-        raise BenchError(f"SynthesizeStream failed: {describe_rpc_error(error)}") from error
-    total_s = time.perf_counter() - started
-    if first_s is None:
-        raise BenchError("SynthesizeStream sent no audio")
-    data = b"".join(parts)
-    return StreamRun(first_s, total_s, len(data) // 2, data, server_first_s)
-
-
 async def _synthesize(stub: tts_grpc.TtsServiceStub, profile_id: str, text: str, seed: int) -> float:
     """One unary Synthesize; the audio seconds it returned."""
-    request = tts_pb.SynthesizeRequest(config=_config(profile_id, seed, FRAMES_PER_PIECE), text=text)
+    request = tts_pb.SynthesizeRequest(config=synthesis_config(profile_id, seed, FRAMES_PER_PIECE), text=text)
     try:
         response = await stub.Synthesize(request, metadata=tenant_metadata(TENANT), timeout=600)
     except aio.AioRpcError as error:
@@ -484,27 +423,8 @@ async def _synthesize(stub: tts_grpc.TtsServiceStub, profile_id: str, text: str,
     return len(response.audio) / 2 / SAMPLE_RATE
 
 
-async def _make_profile(profiles: ProfileService) -> str:
-    """A profile with one 4 s, 24 kHz sample and its transcript; returns its id."""
-    wav = encode_file(speechlike(REFERENCE_SECONDS, rate=SAMPLE_RATE, seed=3), SAMPLE_RATE, "wav")
-    async with aio.insecure_channel(profiles.address) as channel:
-        stub = profiles_grpc.ProfileServiceStub(channel)
-        try:
-            created = await stub.CreateProfile(
-                profiles_pb.CreateProfileRequest(name=f"bench tts {uuid.uuid4().hex[:8]}", language=LANGUAGE),
-                metadata=tenant_metadata(TENANT),
-                timeout=60,
-            )
-        except aio.AioRpcError as error:
-            raise BenchError(f"CreateProfile failed: {describe_rpc_error(error)}") from error
-        await add_sample(
-            stub, TENANT, created.profile.id, wav, reference_text=REFERENCE_TEXT, file_name="reference.wav"
-        )
-        return str(created.profile.id)
-
-
 async def _prompt_timings(
-    engine: _EngineThread, model: Any, model_id: str, clips: list[Any], store_dir: Path, runs: int
+    engine: EngineThread, model: Any, model_id: str, clips: list[Any], store_dir: Path, runs: int
 ) -> PromptTimings:
     import torch
 
@@ -575,9 +495,6 @@ async def run_tts(
 ) -> TtsResult:
     """Every TTS measurement (see the module docstring) against a TTS service started here beside ``profiles``."""
     from tools.tiny_model import build_tiny_model
-    from voice_tts.model_manager import ModelSpec, load_qwen3_tts
-    from voice_tts.profile_client import ProfileClient
-    from voice_tts.prompts import combine_references, create_prompt
     from voice_tts.synthesis_types import SynthesisLimits
     from voice_tts.text_segments import split_text
 
@@ -585,25 +502,20 @@ async def run_tts(
     text_long = long_text()
     result.long_chars = len(text_long)
     result.long_pieces = len(split_text(text_long, SynthesisLimits().max_piece_chars))
-    engine = _EngineThread(THREADS)
+    engine = EngineThread(THREADS)
     try:
         progress("building the tiny never-EOS model")
         model_dir = await engine.run(
             lambda: build_tiny_model(workdir / "tiny-qwen3-tts-steady", seed=0, never_eos=True)
         )
         result.model_dir = model_dir.name
-        profile_id = await _make_profile(profiles)
+        profile_id = await make_profile(profiles)
         progress(f"starting the TTS service ({THREADS} math thread(s))")
         async with tts_service(profiles, workdir, model_dir, {"OMP_NUM_THREADS": str(THREADS)}) as tts:
             progress(
                 f"TTS service SERVING at {tts.address} (pid {tts.process.pid}); loading the model here too"
             )
-            spec = ModelSpec(model=tts.model, device="cpu", dtype="float32")
-            model, _, _ = await engine.run(lambda: load_qwen3_tts(spec))
-            async with aio.insecure_channel(profiles.address) as channel:
-                _, clips = await ProfileClient(channel).reference_clips(TENANT, profile_id)
-            reference = combine_references(clips)
-            prompt = await engine.run(lambda: create_prompt(model, reference))
+            model, clips, prompt = await engine_model_and_prompt(engine, tts.model, profiles, profile_id)
             async with echo_server() as echo, aio.insecure_channel(echo.address) as channel:
                 call = channel.unary_unary(ECHO_METHOD, None, None)
 
@@ -621,6 +533,18 @@ async def run_tts(
             result.decoder, result.tiny_decoder = await _decoder_timings(engine, model, plan)
             tts.process.check_alive("after the TTS benchmarks")
             result.server_log = tts.process.output()
+        result.released_shape = await measure_released_shape_ttfa(
+            profiles,
+            workdir,
+            engine,
+            THREADS,
+            profile_id,
+            SHORT_TEXT,
+            SEED,
+            runs=plan.released_shape_runs,
+            warmups=1,
+            progress=progress,
+        )
     finally:
         engine.close()
     return result
@@ -628,7 +552,7 @@ async def run_tts(
 
 async def _measure(
     tts: TtsService,
-    engine: _EngineThread,
+    engine: EngineThread,
     model: Any,
     prompt: Any,
     profile_id: str,
@@ -644,14 +568,14 @@ async def _measure(
             f"warming up: {plan.warmups} SynthesizeStream and engine run(s) (the first builds the prompt)"
         )
         for _ in range(plan.warmups):
-            await _service_stream(stub, profile_id, SHORT_TEXT, SEED, TTFA_FRAMES)
-            await engine.run(lambda: _engine_stream(model, prompt, SHORT_TEXT, SEED, TTFA_FRAMES))
+            await service_stream(stub, profile_id, SHORT_TEXT, SEED, TTFA_FRAMES)
+            await engine.run(lambda: engine_stream(model, prompt, SHORT_TEXT, SEED, TTFA_FRAMES))
 
         progress(f"time to first audio: {plan.ttfa_runs} SynthesizeStream and engine runs, alternating")
         for _ in range(plan.ttfa_runs):
-            result.service_ttfa.append(await _service_stream(stub, profile_id, SHORT_TEXT, SEED, TTFA_FRAMES))
+            result.service_ttfa.append(await service_stream(stub, profile_id, SHORT_TEXT, SEED, TTFA_FRAMES))
             result.engine_ttfa.append(
-                await engine.run(lambda: _engine_stream(model, prompt, SHORT_TEXT, SEED, TTFA_FRAMES))
+                await engine.run(lambda: engine_stream(model, prompt, SHORT_TEXT, SEED, TTFA_FRAMES))
             )
             started = time.perf_counter()
             await round_trip()
@@ -660,9 +584,7 @@ async def _measure(
 
         progress(f"long text: {plan.long_runs} SynthesizeStream of {len(text_long)} characters")
         for _ in range(plan.long_runs):
-            result.long_runs.append(
-                await _service_stream(stub, profile_id, text_long, SEED, FRAMES_PER_PIECE)
-            )
+            result.long_runs.append(await service_stream(stub, profile_id, text_long, SEED, FRAMES_PER_PIECE))
 
         seeds = [SEED + 100 + index for index in range(CONCURRENT)]
         progress(f"{CONCURRENT} Synthesize one after another, then at once; {plan.concurrency_runs} round(s)")
@@ -686,7 +608,7 @@ async def _measure(
 
 
 async def _parity(
-    stub: tts_grpc.TtsServiceStub, engine: _EngineThread, model: Any, prompt: Any, profile_id: str
+    stub: tts_grpc.TtsServiceStub, engine: EngineThread, model: Any, prompt: Any, profile_id: str
 ) -> Parity:
     """Greedy SynthesizeStream (default chunking) against qwen_tts's one-shot ``generate_voice_clone`` on the same
     prompt, and past the package's 300-frame decode chunk against one whole decode of the same codes."""
@@ -708,11 +630,11 @@ async def _parity(
         return pcm
 
     short = streamed(
-        await _service_stream(stub, profile_id, SHORT_TEXT, SEED, PARITY_FRAMES, greedy=True), PARITY_FRAMES
+        await service_stream(stub, profile_id, SHORT_TEXT, SEED, PARITY_FRAMES, greedy=True), PARITY_FRAMES
     )
     package_short = await engine.run(lambda: package(PARITY_FRAMES))
     long = streamed(
-        await _service_stream(stub, profile_id, SHORT_TEXT, SEED, PARITY_LONG_FRAMES, greedy=True),
+        await service_stream(stub, profile_id, SHORT_TEXT, SEED, PARITY_LONG_FRAMES, greedy=True),
         PARITY_LONG_FRAMES,
     )
     whole_long = await engine.run(lambda: whole(PARITY_LONG_FRAMES))
@@ -728,7 +650,7 @@ async def _parity(
 
 
 async def _decoder_timings(
-    engine: _EngineThread, model: Any, plan: Plan
+    engine: EngineThread, model: Any, plan: Plan
 ) -> tuple[DecoderTiming, DecoderTiming]:
     """The speech decoder streamed in the service's chunks ÷ one whole decode: the released decoder's shape
     (random weights; the tiny decoder's 8-64 channels make every call's fixed cost dominate) and the tiny model's."""

@@ -20,6 +20,9 @@ best code beats EOS by tens of logits (measured on seed 0: at least 36 over 1000
 so EOS's probability after temperature is below e^-35. Only the first code of each frame becomes nearly greedy; the
 code predictor, decoder and everything else are the same weights as the plain model of that seed.
 
+:func:`build_random_model` builds any :class:`RandomModelShape` the same way; :mod:`tools.released_shape_model` uses
+it for a model at the released 0.6B shape (the benchmarks' time-to-first-audio ratio).
+
 ``python -m tools.tiny_model [--output models/tiny-qwen3-tts] [--seed 0] [--never-eos]`` builds it and prints
 its size and load time.
 """
@@ -29,7 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +127,17 @@ GENERATION_CONFIG: dict[str, Any] = {
 }
 
 
+@dataclass(frozen=True)
+class RandomModelShape:
+    """What sets one random-weight model apart from another: the talker's config (with its code predictor's; a
+    function of the text vocabulary's size), the speaker encoder's and the speech tokenizer's. The text tokenizer,
+    its special tokens and the generation defaults are the same for every shape."""
+
+    talker_config: Callable[[int], dict[str, Any]]
+    speaker_encoder_config: dict[str, Any]
+    speech_tokenizer_config: Callable[[], Qwen3TTSTokenizerV2Config]
+
+
 def build_tiny_model(output_dir: Path, seed: int = 0, *, never_eos: bool = False) -> Path:
     """Build the tiny model into ``output_dir`` (created, files overwritten) and return that path.
 
@@ -130,6 +145,11 @@ def build_tiny_model(output_dir: Path, seed: int = 0, *, never_eos: bool = False
     ``never_eos``: the talker never chooses EOS, so generation always runs to ``max_new_tokens`` (see the module
     docstring); everything else equals the plain model of the same seed.
     """
+    return build_random_model(output_dir, TINY_SHAPE, seed, never_eos=never_eos)
+
+
+def build_random_model(output_dir: Path, shape: RandomModelShape, seed: int, *, never_eos: bool) -> Path:
+    """A random-weight model of ``shape`` in the released checkpoints' layout (see :func:`build_tiny_model`)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
@@ -137,12 +157,13 @@ def build_tiny_model(output_dir: Path, seed: int = 0, *, never_eos: bool = False
         tokenizer = _build_text_tokenizer()
         _save_model(
             output_dir,
+            shape,
             text_vocab_size=len(tokenizer),
             special_ids=_special_ids(tokenizer),
             never_eos=never_eos,
         )
         Qwen3TTSProcessor(tokenizer=tokenizer).save_pretrained(str(output_dir))
-        _save_speech_tokenizer(output_dir / "speech_tokenizer")
+        _save_speech_tokenizer(output_dir / "speech_tokenizer", shape.speech_tokenizer_config())
     return output_dir
 
 
@@ -246,21 +267,16 @@ def _talker_config(text_vocab_size: int) -> dict[str, Any]:
 
 
 def _save_model(
-    output_dir: Path, *, text_vocab_size: int, special_ids: dict[str, int], never_eos: bool = False
+    output_dir: Path,
+    shape: RandomModelShape,
+    *,
+    text_vocab_size: int,
+    special_ids: dict[str, int],
+    never_eos: bool = False,
 ) -> None:
     config = Qwen3TTSConfig(
-        talker_config=_talker_config(text_vocab_size),
-        speaker_encoder_config={
-            "mel_dim": 128,  # extract_speaker_embedding always computes 128 mel bins
-            "enc_dim": TALKER_HIDDEN,  # the x-vector is fed to the talker as one input embedding
-            "enc_channels": [32, 32, 32, 32, 96],
-            "enc_kernel_sizes": [5, 3, 3, 3, 1],
-            "enc_dilations": [1, 2, 3, 4, 1],
-            "enc_attention_channels": 16,
-            "enc_res2net_scale": 4,
-            "enc_se_channels": 16,
-            "sample_rate": SAMPLE_RATE,
-        },
+        talker_config=shape.talker_config(text_vocab_size),
+        speaker_encoder_config=dict(shape.speaker_encoder_config),
         tokenizer_type="qwen3_tts_tokenizer_12hz",
         tts_model_size="0b6",
         tts_model_type="base",
@@ -285,10 +301,12 @@ def _save_model(
 
 def _silence_eos(model: Qwen3TTSForConditionalGeneration) -> None:
     """EOS logit always 0, code logits scaled up: the best code always wins by far (module docstring)."""
+    talker = model.config.talker_config
+    codebook_size = talker.code_predictor_config.vocab_size
     with torch.no_grad():
-        head = model.talker.codec_head.weight  # (TALKER_VOCAB, TALKER_HIDDEN), no bias
-        head[:CODEBOOK_SIZE].mul_(NEVER_EOS_CODE_SCALE)
-        head[CODEC_EOS_ID].zero_()
+        head = model.talker.codec_head.weight  # (talker vocabulary, talker hidden), no bias
+        head[:codebook_size].mul_(NEVER_EOS_CODE_SCALE)
+        head[talker.codec_eos_token_id].zero_()
 
 
 def _speech_tokenizer_config() -> Qwen3TTSTokenizerV2Config:
@@ -349,8 +367,8 @@ def _speech_tokenizer_config() -> Qwen3TTSTokenizerV2Config:
     )
 
 
-def _save_speech_tokenizer(directory: Path) -> None:
-    model = Qwen3TTSTokenizerV2Model(_speech_tokenizer_config()).eval()
+def _save_speech_tokenizer(directory: Path, config: Qwen3TTSTokenizerV2Config) -> None:
+    model = Qwen3TTSTokenizerV2Model(config).eval()
     with torch.no_grad():
         # Both codecs start with all-zero codebooks (trained as running averages): give them random centroids,
         # or every frame encodes to code 0 and every code decodes to the same thing.
@@ -377,7 +395,7 @@ def _calibrate_output_level(decoder: Qwen3TTSTokenizerV2Decoder, *, target_rms: 
     captured: list[torch.Tensor] = []
     handle = last_conv.register_forward_hook(lambda _module, _inputs, output: captured.append(output))
     try:
-        decoder(torch.randint(0, CODEBOOK_SIZE, (1, NUM_CODE_GROUPS, 50)))
+        decoder(torch.randint(0, decoder.config.codebook_size, (1, decoder.config.num_quantizers, 50)))
     finally:
         handle.remove()
     last_conv.weight.mul_(target_rms / float(captured[0].std()))
@@ -386,6 +404,23 @@ def _calibrate_output_level(decoder: Qwen3TTSTokenizerV2Decoder, *, target_rms: 
 def _codebook_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     yield from model.named_parameters()
     yield from model.named_buffers()
+
+
+TINY_SHAPE = RandomModelShape(
+    talker_config=_talker_config,
+    speaker_encoder_config={
+        "mel_dim": 128,  # extract_speaker_embedding always computes 128 mel bins
+        "enc_dim": TALKER_HIDDEN,  # the x-vector is fed to the talker as one input embedding
+        "enc_channels": [32, 32, 32, 32, 96],
+        "enc_kernel_sizes": [5, 3, 3, 3, 1],
+        "enc_dilations": [1, 2, 3, 4, 1],
+        "enc_attention_channels": 16,
+        "enc_res2net_scale": 4,
+        "enc_se_channels": 16,
+        "sample_rate": SAMPLE_RATE,
+    },
+    speech_tokenizer_config=_speech_tokenizer_config,
+)
 
 
 def directory_size(path: Path) -> int:
