@@ -20,8 +20,10 @@ import torch
 from qwen_tts import Qwen3TTSModel, VoiceClonePromptItem
 
 from tools.tiny_model import SAMPLE_RATE, SAMPLES_PER_FRAME, build_tiny_model
+from voice_tts.batch_scheduler import TalkerBatch
 from voice_tts.chunk_decoding import decode_codes
-from voice_tts.frame_generation import Utterance
+from voice_tts.frame_generation import Utterance, residual_codes
+from voice_tts.speech_model import SpeechModel
 
 
 def generate_codes(
@@ -354,3 +356,38 @@ def test_utterances_on_one_model_share_its_parts_and_keep_their_own_state(
     assert first.speech_model.decoder is tts.model.speech_tokenizer.model.decoder
     assert first.sampler is not second.sampler
     assert first.sampler.generator is not second.sampler.generator
+
+
+def test_a_padded_batch_step_computes_the_same_bits_with_the_mask_made_here(
+    tts: Qwen3TTSModel, prompts: dict[str, VoiceClonePromptItem], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The talker step of left-padded rows gets its 4-D SDPA mask from SpeechModel, not from transformers' vmap
+    (a fifth of a batch step's time): the hidden states and logits are those of transformers' own mask."""
+
+    def padded_batch() -> TalkerBatch:
+        batch = TalkerBatch()
+        # An ICL and an x-vector prompt: prefills of different lengths, so the shorter row is padded.
+        for seed, kind in enumerate(("icl", "xvec")):
+            row = Utterance(tts, TEXT, LANGUAGE, prompts[kind], seed=seed, max_new_tokens=8)
+            hidden, logits = row.begin()
+            first = row.choose_first(logits)
+            assert first is not None
+            rest, summed = residual_codes([row], hidden, first)
+            row.accept(first, rest, summed)
+            batch.add(row)
+        return batch
+
+    made: list[torch.Tensor] = []
+    own_mask = SpeechModel._step_mask
+
+    def recording(self: SpeechModel, mask: torch.Tensor, new_positions: int) -> torch.Tensor:
+        made.append(own_mask(self, mask, new_positions))
+        return made[-1]
+
+    monkeypatch.setattr(SpeechModel, "_step_mask", recording)
+    ours = padded_batch().step()
+    assert made[-1].ndim == 4 and not bool(made[-1].all())  # the padded path was taken
+    monkeypatch.setattr(SpeechModel, "_step_mask", lambda _self, mask, _new: mask)
+    transformers_own = padded_batch().step()
+    for mine, theirs in zip(ours, transformers_own, strict=True):
+        assert torch.equal(mine, theirs)
