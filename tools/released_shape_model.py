@@ -34,13 +34,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tools.tiny_model import LANGUAGES, SAMPLE_RATE, RandomModelShape, build_random_model, directory_size
+from tools.tiny_model import (
+    LANGUAGES,
+    SAMPLE_RATE,
+    RandomModelShape,
+    build_random_model,
+    directory_size,
+    speech_tokenizer_config,
+)
 
 # isort: split
 from qwen_tts.core.tokenizer_12hz.configuration_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Config
 
 DEFAULT_OUTPUT = Path("models/qwen3-tts-0.6b-shape")
-SAMPLES_PER_FRAME = 1920
 CODEBOOK_SIZE = 2048
 NUM_CODE_GROUPS = 16
 HIDDEN = 1024
@@ -95,15 +101,10 @@ def _talker_config(text_vocab_size: int) -> dict[str, Any]:
 
 
 def _speech_tokenizer_config() -> Qwen3TTSTokenizerV2Config:
-    return Qwen3TTSTokenizerV2Config(
-        encoder_config={"num_quantizers": ENCODER_QUANTIZERS, "codebook_size": CODEBOOK_SIZE},
-        decoder_config={"codebook_dim": DECODER_CODEBOOK_DIM},
-        encoder_valid_num_quantizers=NUM_CODE_GROUPS,
-        input_sample_rate=SAMPLE_RATE,
-        output_sample_rate=SAMPLE_RATE,
-        encode_downsample_rate=SAMPLES_PER_FRAME,
-        decode_upsample_rate=SAMPLES_PER_FRAME,
-        architectures=["Qwen3TTSTokenizerV2Model"],
+    return speech_tokenizer_config(
+        {"num_quantizers": ENCODER_QUANTIZERS, "codebook_size": CODEBOOK_SIZE},
+        {"codebook_dim": DECODER_CODEBOOK_DIM},
+        NUM_CODE_GROUPS,
     )
 
 

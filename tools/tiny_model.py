@@ -355,10 +355,18 @@ def _speech_tokenizer_config() -> Qwen3TTSTokenizerV2Config:
         "upsampling_ratios": [2, 2],
         "decoder_dim": 64,
     }
+    return speech_tokenizer_config(encoder, decoder, NUM_CODE_GROUPS)
+
+
+def speech_tokenizer_config(
+    encoder: dict[str, Any], decoder: dict[str, Any], code_groups: int
+) -> Qwen3TTSTokenizerV2Config:
+    """A 24 kHz, 12.5 Hz speech tokenizer's config: the encoder's (Mimi) and decoder's settings over their
+    defaults, of which the first ``code_groups`` quantizers are used."""
     return Qwen3TTSTokenizerV2Config(
         encoder_config=encoder,
         decoder_config=decoder,
-        encoder_valid_num_quantizers=NUM_CODE_GROUPS,
+        encoder_valid_num_quantizers=code_groups,
         input_sample_rate=SAMPLE_RATE,
         output_sample_rate=SAMPLE_RATE,
         encode_downsample_rate=SAMPLES_PER_FRAME,
