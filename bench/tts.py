@@ -3,7 +3,8 @@
 Everything runs on the tiny random-weight model built with ``never_eos=True`` (:mod:`tools.tiny_model`) into
 the run's scratch directory: its talker never picks EOS, so every piece runs to ``max_new_tokens`` and each figure
 compares generations of a known length (:data:`FRAMES_PER_PIECE` frames, 4.8 s of audio, per piece; the
-time-to-first-audio runs :data:`TTFA_FRAMES`).
+time-to-first-audio runs :data:`TTFA_FRAMES`). The time-to-first-audio ratio alone is taken on a second, never-EOS
+model at the released 0.6B shape (:mod:`bench.tts_released_shape`).
 
 The service is ``python -m voice_tts`` (:func:`bench.services.tts_service`) beside the profile service of the
 ``filesystem`` configuration; the voice is a profile with one 4 s sample and its transcript, so every request goes
