@@ -216,9 +216,7 @@ class TtsResult:
         if self.service_ttfa and self.engine_ttfa:
             # Each service run against the engine run right after it: the pair shares the machine's state of the
             # moment (on a shared machine the engine's own time drifts by half between runs of the bench).
-            tiny_ratio = median(
-                [s.first_s / e.first_s for s, e in _pairs(self.service_ttfa, self.engine_ttfa)]
-            )
+            tiny_ratio = _paired_ratio(self.service_ttfa, self.engine_ttfa)
         if released is not None and released.service and released.engine:
             service = median([run.first_s for run in released.service])
             engine = median([run.first_s for run in released.engine])
@@ -226,7 +224,7 @@ class TtsResult:
             out.append(
                 Figure(
                     FIGURE_NAMES[0],
-                    median([s.first_s / e.first_s for s, e in _pairs(released.service, released.engine)]),
+                    _paired_ratio(released.service, released.engine),
                     "<=",
                     TTFA_GOAL,
                     f"the released 0.6B shape with random weights, median of {len(released.service)} paired "
@@ -239,7 +237,9 @@ class TtsResult:
         if self.service_ttfa and self.engine_ttfa:
             service = median([run.first_s for run in self.service_ttfa])
             engine = median([run.first_s for run in self.engine_ttfa])
-            added = median([s.first_s - e.first_s for s, e in _pairs(self.service_ttfa, self.engine_ttfa)])
+            added = median(
+                [s.first_s - e.first_s for s, e in zip(self.service_ttfa, self.engine_ttfa, strict=True)]
+            )
             run = self.service_ttfa[0]
             out.append(
                 Figure(
@@ -342,8 +342,9 @@ class TtsResult:
         return out
 
 
-def _pairs(service: list[StreamRun], engine: list[StreamRun]) -> zip[tuple[StreamRun, StreamRun]]:
-    return zip(service, engine, strict=True)
+def _paired_ratio(service: list[StreamRun], engine: list[StreamRun]) -> float:
+    """The median of each service run's time to first audio over the engine run right after it."""
+    return median([s.first_s / e.first_s for s, e in zip(service, engine, strict=True)])
 
 
 def _yes_no(value: bool | None) -> str:

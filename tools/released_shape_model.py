@@ -11,12 +11,12 @@ of the real model on every frame:
 - code predictor: 5 layers of hidden 1024 (16/8 heads of 128, MLP 3072), 16 code groups of 2048 codes;
 - speaker encoder: qwen_tts's ECAPA-TDNN defaults with a 1024-wide x-vector (the talker's hidden size);
 - speech tokenizer: the Mimi encoder's defaults (32 quantizers, of which the first 16 are used) and the 12 Hz
-  decoder's defaults with the released ``codebook_dim`` of 512 (as in :mod:`tools.streaming_decoder_timing`).
+  decoder's defaults with the released ``codebook_dim`` of 512 (also :mod:`tools.streaming_decoder_timing`'s).
 
 One difference, on purpose: the text vocabulary is the tiny model's byte-level BPE (a few hundred tokens), not
 Qwen's 151,936. A token's embedding is a row lookup whose cost does not depend on the table's size, and the real
-table alone would add 1.2 GB (float32) to every copy. The model is 856 M parameters (604 M in the talker, predictor and speaker encoder),
-3.4 GB on disk.
+table alone would add 1.2 GB (float32) to every copy. The model is 856 M parameters (604 M in the talker, the
+predictor and the speaker encoder), 3.4 GB on disk.
 
 Codec special ids follow the released layout (pad 2148, bos 2149, eos 2150, think 2154-2157); the language ids are
 placed above 2048 like the released ones, though not at their exact values (nothing compares them across models).
@@ -52,9 +52,8 @@ NUM_CODE_GROUPS = 16
 HIDDEN = 1024
 TALKER_VOCAB = CODEBOOK_SIZE + 1024
 ENCODER_QUANTIZERS = 32  # the Mimi encoder's; the tokenizer keeps the first NUM_CODE_GROUPS
-DECODER_CODEBOOK_DIM = (
-    512  # not a constructor default of the decoder config; the released config.json sets it
-)
+# Not a constructor default of the decoder config; the released config.json sets it.
+DECODER_CODEBOOK_DIM = 512
 
 
 def _transformer(layers: int) -> dict[str, Any]:

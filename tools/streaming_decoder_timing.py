@@ -30,10 +30,10 @@ from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import (
     Qwen3TTSTokenizerV2Model,
 )
 
+from tools.released_shape_model import DECODER_CODEBOOK_DIM
 from tools.tiny_model import build_tiny_model
 
 SAMPLE_RATE = 24_000
-REAL_CODEBOOK_DIM = 512  # not a constructor default of the config class; the released config.json sets it
 OUTPUT_RMS = 0.1
 
 
@@ -45,7 +45,7 @@ def tiny_decoder(folder: Path) -> Qwen3TTSTokenizerV2Decoder:
 
 
 def real_config_decoder() -> Qwen3TTSTokenizerV2Decoder:
-    config = Qwen3TTSTokenizerV2DecoderConfig(codebook_dim=REAL_CODEBOOK_DIM)
+    config = Qwen3TTSTokenizerV2DecoderConfig(codebook_dim=DECODER_CODEBOOK_DIM)
     config._attn_implementation = "sdpa"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
